@@ -1,0 +1,121 @@
+"""Command line: `storyroom serve`, `storyroom session create`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from .app import create_app
+from .config import Settings, SettingsError
+from .errors import InvalidInput
+from .protocol import parse_session_create
+from .sessions import CreatedSession, create_session
+from .store import Store
+
+
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="data directory (default: media/; env STORYROOM_DATA_DIR)")
+    p.add_argument("--public-url", help="base URL of join links (env STORYROOM_PUBLIC_URL)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="storyroom", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1; env STORYROOM_HOST)")
+    serve.add_argument("--port", type=int, help="listen port (default 8080; env STORYROOM_PORT)")
+    _add_settings_flags(serve)
+    serve.add_argument(
+        "--demo", action="store_true", help="create a demo session and print its three join links"
+    )
+
+    session = sub.add_parser("session", help="manage sessions")
+    session_sub = session.add_subparsers(dest="session_command", required=True)
+    create = session_sub.add_parser("create", help="create a session and print its join links")
+    _add_settings_flags(create)
+    create.add_argument("--title", required=True)
+    create.add_argument("--language", choices=["en", "es"], default="en")
+    create.add_argument("--target-minutes", type=int, default=40)
+    create.add_argument("--a-name", required=True, help="first participant's first name")
+    create.add_argument("--a-bio", default="")
+    create.add_argument("--b-name", required=True, help="second participant's first name")
+    create.add_argument("--b-bio", default="")
+    create.add_argument("--facilitator-name", required=True)
+    return parser
+
+
+def print_links(created: CreatedSession, out: object = None) -> None:
+    labels = {"a": "Participant A", "b": "Participant B", "facilitator": "Facilitator"}
+    print(f"Session {created.id}")
+    for seat, label in labels.items():
+        print(f"  {label:<14} {created.urls[seat]}")
+    sys.stdout.flush()
+
+
+async def _create(settings: Settings, payload: dict[str, object]) -> CreatedSession:
+    store = await Store.open(settings.database_path)
+    try:
+        return await create_session(store, settings, parse_session_create(payload))
+    finally:
+        await store.close()
+
+
+DEMO = {
+    "title": "Demo conversation",
+    "language": "en",
+    "target_minutes": 40,
+    "participants": [
+        {"name": "Rosa", "bio": "Nurse from El Paso, grandmother of four, loves gardening."},
+        {"name": "Dale", "bio": "Retired machinist from Ohio, coaches youth baseball."},
+    ],
+    "facilitator": {"name": "Sam"},
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.load(
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            data_dir=args.data_dir,
+            public_url=args.public_url,
+        )
+    except SettingsError as exc:
+        print(f"storyroom: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "session":
+            payload: dict[str, object] = {
+                "title": args.title,
+                "language": args.language,
+                "target_minutes": args.target_minutes,
+                "participants": [
+                    {"name": args.a_name, "bio": args.a_bio},
+                    {"name": args.b_name, "bio": args.b_bio},
+                ],
+                "facilitator": {"name": args.facilitator_name},
+            }
+            print_links(asyncio.run(_create(settings, payload)))
+            return 0
+        if args.demo:
+            print_links(asyncio.run(_create(settings, dict(DEMO))))
+    except InvalidInput as exc:
+        print(f"storyroom: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"storyroom: serving on {settings.base_url} (data in {settings.data_dir})", flush=True)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The one app factory: `create_app(settings)`, used by the CLI, tests and benchmarks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import socketio
+from aiohttp import web
+
+from .api import Api, errors_middleware
+from .config import Settings
+from .pages import add_page_routes, security_headers
+from .rooms import CloseReason, Room, Rooms
+from .services import SERVICES, Services
+from .signaling import Signaling
+from .staff import load_or_create_staff_token
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the aiohttp app with Socket.IO attached; services start in cleanup_ctx."""
+    app = web.Application(
+        client_max_size=settings.max_request_bytes,
+        middlewares=[security_headers, errors_middleware],
+    )
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        cors_allowed_origins=[settings.base_url],
+        max_http_buffer_size=128 * 1024,
+        logger=False,
+        engineio_logger=False,
+    )
+    sio.attach(app)
+    api = Api(app)
+    app.add_routes(api.routes())
+    add_page_routes(app, settings)
+
+    async def services(app: web.Application) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        staff_token, created = load_or_create_staff_token(settings.data_dir, settings.staff_token)
+        if created:
+            # Printed once, on the start that generated it.
+            print(
+                f"storyroom: generated a staff token (saved in {settings.data_dir / 'staff-token'}):"
+                f"\n  {staff_token}",
+                flush=True,
+            )
+        store = await Store.open(settings.database_path)
+        interrupted = await store.mark_running_interrupted(now=_now())
+        for rec_id in interrupted:
+            log.warning(
+                "recording %s was running when the server stopped: marked interrupted", rec_id
+            )
+        signaling_ref: list[Signaling] = []
+
+        async def on_change(room: Room) -> None:
+            await signaling_ref[0].broadcast(room)
+
+        rooms = Rooms(settings, store, on_change)
+        signaling = Signaling(sio, settings, store, rooms)
+        signaling_ref.append(signaling)
+        app[SERVICES] = Services(
+            settings=settings,
+            sio=sio,
+            store=store,
+            rooms=rooms,
+            signaling=signaling,
+            staff_token=staff_token,
+        )
+        signaling.start()
+        try:
+            yield
+        finally:
+            await signaling.close()
+            await rooms.close(CloseReason.SERVER_SHUTDOWN)
+            await store.close()
+
+    async def on_shutdown(app: web.Application) -> None:
+        # Socket.IO first: close live connections before services go away.
+        await sio.shutdown()
+
+    app.cleanup_ctx.append(services)
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+def _now() -> float:
+    import time
+
+    return time.time()

@@ -1,0 +1,147 @@
+"""Settings: one frozen, typed object built at start-up from flags and STORYROOM_* variables."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A configuration value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    urls: tuple[str, ...]
+    username: str | None = None
+    credential: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"urls": list(self.urls)}
+        if self.username is not None:
+            out["username"] = self.username
+        if self.credential is not None:
+            out["credential"] = self.credential
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything configurable. Field docs are the README's configuration table."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("media")
+    # Base of the join links; defaults to http://host:port.
+    public_url: str = ""
+    # Staff bearer token; when empty one is generated on first start into data_dir.
+    staff_token: str = ""
+    token_ttl_days: float = 14.0
+    max_request_bytes: int = 64 * 1024
+    warning_minutes: tuple[float, ...] = (5.0, 1.0)
+    reconnect_grace_s: float = 10.0
+    ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
+    opus_max_average_bitrate: int = 96_000
+    log_level: str = "INFO"
+    # Browser pages; defaults to the checkout's static/ (the image sets /app/static).
+    static_dir: Path = Path(__file__).resolve().parent.parent / "static"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        if host in ("0.0.0.0", "[::]"):
+            host = "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "storyroom.sqlite3"
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.data_dir / "recordings"
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from STORYROOM_* variables, then flags (overrides that are not None)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = "STORYROOM_" + f.name.upper()
+            if name in env:
+                values[f.name] = _parse(f.name, env[name], name)
+        for key, value in overrides.items():
+            if value is not None:
+                values[key] = _parse(key, value, "--" + key.replace("_", "-"))
+        return _validated(replace(cls(), **values))
+
+
+def _parse(name: str, raw: Any, source: str) -> Any:
+    if not isinstance(raw, str):
+        return Path(raw) if name in ("data_dir", "static_dir") else raw
+    try:
+        if name in ("port", "max_request_bytes", "opus_max_average_bitrate"):
+            return int(raw)
+        if name in ("token_ttl_days", "reconnect_grace_s"):
+            return float(raw)
+        if name in ("data_dir", "static_dir"):
+            return Path(raw)
+        if name == "warning_minutes":
+            return tuple(float(x) for x in raw.split(",") if x.strip())
+        if name == "ice_servers":
+            return _parse_ice_servers(raw)
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(f"{source}: cannot read {raw!r}: {exc}") from None
+    return raw
+
+
+def _parse_ice_servers(raw: str) -> tuple[IceServer, ...]:
+    """Either a JSON list of RTCIceServer objects or a comma-separated list of URLs."""
+    raw = raw.strip()
+    if not raw:
+        return ()
+    if not raw.startswith("["):
+        return (IceServer(urls=tuple(u.strip() for u in raw.split(",") if u.strip())),)
+    items = json.loads(raw)
+    if not isinstance(items, list):
+        raise ValueError("expected a JSON list")
+    servers = []
+    for item in items:
+        if not isinstance(item, dict) or "urls" not in item:
+            raise ValueError("each ICE server needs 'urls'")
+        urls = item["urls"]
+        urls = (urls,) if isinstance(urls, str) else tuple(str(u) for u in urls)
+        servers.append(
+            IceServer(urls=urls, username=item.get("username"), credential=item.get("credential"))
+        )
+    return tuple(servers)
+
+
+def _validated(s: Settings) -> Settings:
+    if not 0 <= s.port <= 65535:
+        raise SettingsError(f"port {s.port} is not between 0 and 65535")
+    if not 0 < s.token_ttl_days <= 365:
+        raise SettingsError("token_ttl_days must be more than 0 and at most 365")
+    if not 1024 <= s.max_request_bytes <= 16 * 1024 * 1024:
+        raise SettingsError("max_request_bytes must be between 1 KiB and 16 MiB")
+    if any(m <= 0 or m > 600 for m in s.warning_minutes):
+        raise SettingsError("warning_minutes must be positive minutes, e.g. 5,1")
+    if not 0 <= s.reconnect_grace_s <= 300:
+        raise SettingsError("reconnect_grace_s must be between 0 and 300")
+    if not 6000 <= s.opus_max_average_bitrate <= 510_000:
+        raise SettingsError("opus_max_average_bitrate must be between 6000 and 510000")
+    if s.public_url and not s.public_url.startswith(("http://", "https://")):
+        raise SettingsError("public_url must start with http:// or https://")
+    for server in s.ice_servers:
+        for url in server.urls:
+            if not url.startswith(("stun:", "turn:", "turns:")):
+                raise SettingsError(
+                    f"ICE server URL {url!r} must start with stun:, turn: or turns:"
+                )
+    return replace(s, warning_minutes=tuple(sorted(s.warning_minutes, reverse=True)))

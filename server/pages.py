@@ -1,0 +1,64 @@
+"""Browser pages and static files. Paths are fixed names, never built from input."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from .config import Settings
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' blob:; connect-src 'self' ws: wss:; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'self'"
+)
+
+
+@web.middleware
+async def security_headers(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    response = await handler(request)
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    return response
+
+
+def vendor_dirs(settings: Settings) -> list[Path]:
+    """Where socket.io-client's browser build is: npm's node_modules or the image's copy."""
+    root = settings.static_dir.parent
+    return [
+        settings.static_dir / "vendor" / "socket.io-client",
+        root / "node_modules" / "socket.io-client" / "dist",
+    ]
+
+
+def add_page_routes(app: web.Application, settings: Settings) -> None:
+    static = settings.static_dir
+
+    def page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            path = static / name
+            if not path.is_file():
+                raise web.HTTPNotFound()
+            return web.FileResponse(path, headers={"Cache-Control": "no-store"})
+
+        return handler
+
+    async def socketio_client(request: web.Request) -> web.StreamResponse:
+        for folder in vendor_dirs(settings):
+            path = folder / "socket.io.esm.min.js"
+            if path.is_file():
+                return web.FileResponse(path)
+        raise web.HTTPNotFound(reason="socket.io-client is not installed: run npm ci")
+
+    app.router.add_get("/", page("index.html"))
+    app.router.add_get("/room/{session_id}", page("room.html"))
+    app.router.add_get("/console/{session_id}", page("console.html"))
+    app.router.add_get("/vendor/socket.io.esm.min.js", socketio_client)
+    if static.is_dir():
+        app.router.add_static("/static/", static, follow_symlinks=False, show_index=False)

@@ -1,0 +1,510 @@
+"""SQLite storage (WAL) through aiosqlite: sessions, seats, consent history, room events.
+
+Owner: the app's cleanup context opens one `Store` and closes it on shutdown.
+Every change that matters is written here before it is shown to anyone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+# Versioned migrations: index + 1 is the schema version. Never edit a shipped one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        language TEXT NOT NULL,
+        target_minutes INTEGER NOT NULL,
+        questions TEXT NOT NULL,        -- JSON list of {"id", "theme", "text": {lang: text}}
+        agreed TEXT NOT NULL DEFAULT '[]',  -- JSON ordered list of question ids
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE seats (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        seat TEXT NOT NULL,
+        name TEXT NOT NULL,
+        bio TEXT NOT NULL DEFAULT '',
+        token_hash TEXT NOT NULL UNIQUE,
+        token_expires_at REAL NOT NULL,
+        PRIMARY KEY (session_id, seat)
+    );
+    -- every consent change is a new row; the latest per seat is the current one
+    CREATE TABLE consent_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        seat TEXT NOT NULL,
+        record INTEGER NOT NULL,
+        archive INTEGER NOT NULL,
+        public INTEGER NOT NULL,
+        at REAL NOT NULL,
+        source TEXT NOT NULL DEFAULT 'room'
+    );
+    CREATE TABLE question_choices (
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        seat TEXT NOT NULL,
+        question_ids TEXT NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (session_id, seat)
+    );
+    CREATE TABLE recordings (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        take INTEGER NOT NULL,
+        status TEXT NOT NULL,           -- recording | paused | stopped | interrupted | ...
+        started_at REAL NOT NULL,
+        stopped_at REAL,
+        elapsed_before REAL NOT NULL DEFAULT 0,  -- recorded seconds before the current run
+        run_started_at REAL,            -- wall time the current run began; NULL unless recording
+        status_reason TEXT,
+        UNIQUE (session_id, take)
+    );
+    CREATE TABLE recording_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        recording_id TEXT NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL,             -- start | pause | resume | stop | interrupted
+        at REAL NOT NULL,
+        rec_time REAL NOT NULL
+    );
+    CREATE TABLE cues (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        recording_id TEXT REFERENCES recordings(id) ON DELETE CASCADE,
+        question_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        rec_time REAL
+    );
+    CREATE TABLE markers (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        recording_id TEXT REFERENCES recordings(id) ON DELETE CASCADE,
+        seat TEXT NOT NULL,
+        label TEXT NOT NULL,
+        at REAL NOT NULL,
+        rec_time REAL
+    );
+    CREATE INDEX consent_by_session ON consent_events(session_id, seat, id);
+    CREATE INDEX cues_by_session ON cues(session_id, id);
+    CREATE INDEX markers_by_session ON markers(session_id, id);
+    CREATE INDEX recordings_by_session ON recordings(session_id, take);
+    """,
+)
+
+SEATS: tuple[str, ...] = ("a", "b", "facilitator")
+PARTICIPANT_SEATS: tuple[str, ...] = ("a", "b")
+
+
+@dataclass(frozen=True, slots=True)
+class SeatRow:
+    session_id: str
+    seat: str
+    name: str
+    bio: str
+    token_expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    id: str
+    title: str
+    language: str
+    target_minutes: int
+    questions: list[dict[str, Any]]
+    agreed: list[str]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    record: bool
+    archive: bool
+    public: bool
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "record": self.record,
+            "archive": self.archive,
+            "public": self.public,
+            "at": self.at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingRow:
+    id: str
+    session_id: str
+    take: int
+    status: str
+    started_at: float
+    stopped_at: float | None
+    elapsed_before: float
+    run_started_at: float | None
+    status_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CueRow:
+    id: int
+    question_id: str
+    at: float
+    rec_time: float | None
+    recording_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerRow:
+    id: int
+    seat: str
+    label: str
+    at: float
+    rec_time: float | None
+    recording_id: str | None
+
+
+class Store:
+    """The database. All methods run their SQL on aiosqlite's thread, off the loop."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=5000")
+        store = cls(db)
+        await store._migrate()
+        return store
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"database schema version {version} is newer than this storyroom "
+                f"({len(MIGRATIONS)}); upgrade storyroom"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await self._db.executescript(
+                f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;"
+            )
+
+    async def schema_version(self) -> int:
+        async with self._db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    # -- sessions and seats -------------------------------------------------
+
+    async def create_session(
+        self,
+        session: SessionRow,
+        seats: Sequence[tuple[str, str, str, str, float]],
+    ) -> None:
+        """Insert a session and its seats (seat, name, bio, token_hash, expires_at) atomically."""
+        await self._db.execute("BEGIN")
+        try:
+            await self._db.execute(
+                "INSERT INTO sessions (id, title, language, target_minutes, questions, agreed,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.id,
+                    session.title,
+                    session.language,
+                    session.target_minutes,
+                    json.dumps(session.questions),
+                    json.dumps(session.agreed),
+                    session.created_at,
+                ),
+            )
+            await self._db.executemany(
+                "INSERT INTO seats (session_id, seat, name, bio, token_hash, token_expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(session.id, *seat) for seat in seats],
+            )
+            await self._db.commit()
+        except BaseException:
+            await self._db.rollback()
+            raise
+
+    async def get_session(self, session_id: str) -> SessionRow | None:
+        async with self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)) as cur:
+            row = await cur.fetchone()
+        return _session(row) if row else None
+
+    async def list_sessions(self, limit: int = 200) -> list[SessionRow]:
+        async with self._db.execute(
+            "SELECT * FROM sessions ORDER BY created_at DESC LIMIT ?", (limit,)
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_session(r) for r in rows]
+
+    async def seats(self, session_id: str) -> list[SeatRow]:
+        async with self._db.execute(
+            "SELECT session_id, seat, name, bio, token_expires_at FROM seats"
+            " WHERE session_id = ? ORDER BY seat",
+            (session_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [SeatRow(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def seat_by_token_hash(self, token_hash: str) -> SeatRow | None:
+        async with self._db.execute(
+            "SELECT session_id, seat, name, bio, token_expires_at FROM seats WHERE token_hash = ?",
+            (token_hash,),
+        ) as cur:
+            r = await cur.fetchone()
+        return SeatRow(r[0], r[1], r[2], r[3], r[4]) if r else None
+
+    async def set_agreed(self, session_id: str, question_ids: Sequence[str]) -> None:
+        await self._db.execute(
+            "UPDATE sessions SET agreed = ? WHERE id = ?",
+            (json.dumps(list(question_ids)), session_id),
+        )
+        await self._db.commit()
+
+    # -- consent and choices --------------------------------------------------
+
+    async def add_consent(
+        self, session_id: str, seat: str, consent: Consent, source: str = "room"
+    ) -> None:
+        await self._db.execute(
+            "INSERT INTO consent_events (session_id, seat, record, archive, public, at, source)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (session_id, seat, consent.record, consent.archive, consent.public, consent.at, source),
+        )
+        await self._db.commit()
+
+    async def current_consent(self, session_id: str) -> dict[str, Consent]:
+        async with self._db.execute(
+            "SELECT seat, record, archive, public, at FROM consent_events WHERE id IN"
+            " (SELECT MAX(id) FROM consent_events WHERE session_id = ? GROUP BY seat)",
+            (session_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return {r[0]: Consent(bool(r[1]), bool(r[2]), bool(r[3]), r[4]) for r in rows}
+
+    async def consent_history(self, session_id: str) -> list[dict[str, Any]]:
+        async with self._db.execute(
+            "SELECT seat, record, archive, public, at, source FROM consent_events"
+            " WHERE session_id = ? ORDER BY id",
+            (session_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            {
+                "seat": r[0],
+                "record": bool(r[1]),
+                "archive": bool(r[2]),
+                "public": bool(r[3]),
+                "at": r[4],
+                "source": r[5],
+            }
+            for r in rows
+        ]
+
+    async def set_choices(self, session_id: str, seat: str, question_ids: Sequence[str]) -> None:
+        await self._db.execute(
+            "INSERT INTO question_choices (session_id, seat, question_ids, at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (session_id, seat) DO UPDATE SET question_ids = excluded.question_ids,"
+            " at = excluded.at",
+            (session_id, seat, json.dumps(list(question_ids)), time.time()),
+        )
+        await self._db.commit()
+
+    async def choices(self, session_id: str) -> dict[str, list[str]]:
+        async with self._db.execute(
+            "SELECT seat, question_ids FROM question_choices WHERE session_id = ?", (session_id,)
+        ) as cur:
+            rows = await cur.fetchall()
+        return {r[0]: json.loads(r[1]) for r in rows}
+
+    # -- recordings -----------------------------------------------------------
+
+    async def recordings_for(self, session_id: str) -> list[RecordingRow]:
+        async with self._db.execute(
+            "SELECT * FROM recordings WHERE session_id = ? ORDER BY take", (session_id,)
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_recording(r) for r in rows]
+
+    async def get_recording(self, recording_id: str) -> RecordingRow | None:
+        async with self._db.execute(
+            "SELECT * FROM recordings WHERE id = ?", (recording_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return _recording(row) if row else None
+
+    async def list_recordings(self, limit: int = 500) -> list[RecordingRow]:
+        async with self._db.execute(
+            "SELECT * FROM recordings ORDER BY started_at DESC LIMIT ?", (limit,)
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_recording(r) for r in rows]
+
+    async def insert_recording(self, rec: RecordingRow) -> None:
+        await self._db.execute(
+            "INSERT INTO recordings (id, session_id, take, status, started_at, stopped_at,"
+            " elapsed_before, run_started_at, status_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                rec.id,
+                rec.session_id,
+                rec.take,
+                rec.status,
+                rec.started_at,
+                rec.stopped_at,
+                rec.elapsed_before,
+                rec.run_started_at,
+                rec.status_reason,
+            ),
+        )
+        await self._db.execute(
+            "INSERT INTO recording_events (recording_id, kind, at, rec_time) VALUES (?, ?, ?, 0)",
+            (rec.id, "start", rec.started_at),
+        )
+        await self._db.commit()
+
+    async def update_recording(
+        self, rec: RecordingRow, event: str, at: float, rec_time: float
+    ) -> None:
+        """Persist a state transition together with its event row."""
+        await self._db.execute(
+            "UPDATE recordings SET status = ?, stopped_at = ?, elapsed_before = ?,"
+            " run_started_at = ?, status_reason = ? WHERE id = ?",
+            (
+                rec.status,
+                rec.stopped_at,
+                rec.elapsed_before,
+                rec.run_started_at,
+                rec.status_reason,
+                rec.id,
+            ),
+        )
+        await self._db.execute(
+            "INSERT INTO recording_events (recording_id, kind, at, rec_time) VALUES (?, ?, ?, ?)",
+            (rec.id, event, at, rec_time),
+        )
+        await self._db.commit()
+
+    async def recording_events(self, recording_id: str) -> list[dict[str, Any]]:
+        async with self._db.execute(
+            "SELECT kind, at, rec_time FROM recording_events WHERE recording_id = ? ORDER BY id",
+            (recording_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [{"kind": r[0], "at": r[1], "rec_time": r[2]} for r in rows]
+
+    async def mark_running_interrupted(self, now: float) -> list[str]:
+        """At start-up: recordings left recording or paused by a dead process become interrupted."""
+        async with self._db.execute(
+            "SELECT * FROM recordings WHERE status IN ('recording', 'paused')"
+        ) as cur:
+            rows = [_recording(r) for r in await cur.fetchall()]
+        for rec in rows:
+            elapsed = rec.elapsed_before
+            await self._db.execute(
+                "UPDATE recordings SET status = 'interrupted', stopped_at = ?, run_started_at = NULL,"
+                " status_reason = ? WHERE id = ?",
+                (now, "the server stopped while this recording was " + rec.status, rec.id),
+            )
+            await self._db.execute(
+                "INSERT INTO recording_events (recording_id, kind, at, rec_time) VALUES (?, ?, ?, ?)",
+                (rec.id, "interrupted", now, elapsed),
+            )
+        await self._db.commit()
+        return [r.id for r in rows]
+
+    # -- cues and markers -------------------------------------------------------
+
+    async def add_cue(
+        self,
+        session_id: str,
+        recording_id: str | None,
+        question_id: str,
+        at: float,
+        rec_time: float | None,
+    ) -> int:
+        cur = await self._db.execute(
+            "INSERT INTO cues (session_id, recording_id, question_id, at, rec_time)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (session_id, recording_id, question_id, at, rec_time),
+        )
+        await self._db.commit()
+        return int(cur.lastrowid or 0)
+
+    async def cues(self, session_id: str) -> list[CueRow]:
+        async with self._db.execute(
+            "SELECT id, question_id, at, rec_time, recording_id FROM cues WHERE session_id = ?"
+            " ORDER BY id",
+            (session_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [CueRow(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    async def add_marker(
+        self,
+        session_id: str,
+        recording_id: str | None,
+        seat: str,
+        label: str,
+        at: float,
+        rec_time: float | None,
+    ) -> int:
+        cur = await self._db.execute(
+            "INSERT INTO markers (session_id, recording_id, seat, label, at, rec_time)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (session_id, recording_id, seat, label, at, rec_time),
+        )
+        await self._db.commit()
+        return int(cur.lastrowid or 0)
+
+    async def markers(self, session_id: str) -> list[MarkerRow]:
+        async with self._db.execute(
+            "SELECT id, seat, label, at, rec_time, recording_id FROM markers WHERE session_id = ?"
+            " ORDER BY id",
+            (session_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [MarkerRow(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+
+def _session(row: Any) -> SessionRow:
+    return SessionRow(
+        id=row["id"],
+        title=row["title"],
+        language=row["language"],
+        target_minutes=row["target_minutes"],
+        questions=json.loads(row["questions"]),
+        agreed=json.loads(row["agreed"]),
+        created_at=row["created_at"],
+    )
+
+
+def _recording(row: Any) -> RecordingRow:
+    return RecordingRow(
+        id=row["id"],
+        session_id=row["session_id"],
+        take=row["take"],
+        status=row["status"],
+        started_at=row["started_at"],
+        stopped_at=row["stopped_at"],
+        elapsed_before=row["elapsed_before"],
+        run_started_at=row["run_started_at"],
+        status_reason=row["status_reason"],
+    )
