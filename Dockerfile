@@ -32,6 +32,7 @@ COPY --from=web /app/node_modules/socket.io-client/dist/ static/vendor/socket.io
 RUN pip install --no-cache-dir .
 
 ENV STORYROOM_DATA_DIR=/data \
+    STORYROOM_STATIC_DIR=/app/static \
     STORYROOM_HOST=0.0.0.0
 VOLUME ["/data"]
 EXPOSE 8080

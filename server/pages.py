@@ -59,6 +59,7 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/", page("index.html"))
     app.router.add_get("/room/{session_id}", page("room.html"))
     app.router.add_get("/console/{session_id}", page("console.html"))
+    app.router.add_get("/staff", page("staff.html"))
     app.router.add_get("/vendor/socket.io.esm.min.js", socketio_client)
     if static.is_dir():
         app.router.add_static("/static/", static, follow_symlinks=False, show_index=False)
