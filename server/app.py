@@ -29,7 +29,9 @@ def create_app(settings: Settings) -> web.Application:
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         cors_allowed_origins=[settings.base_url],
-        max_http_buffer_size=128 * 1024,
+        # Above this engine.io drops the connection; below it, protocol.check_size answers
+        # oversize events with a "too_large" ack and the connection stays.
+        max_http_buffer_size=1024 * 1024,
         logger=False,
         engineio_logger=False,
     )
