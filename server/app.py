@@ -10,7 +10,9 @@ from aiohttp import web
 
 from .api import Api, errors_middleware
 from .config import Settings
+from .media import MediaPlane
 from .pages import add_page_routes, security_headers
+from .recorder import Recorder, mark_interrupted_on_disk
 from .rooms import CloseReason, Room, Rooms
 from .services import SERVICES, Services
 from .signaling import Signaling
@@ -56,13 +58,19 @@ def create_app(settings: Settings) -> web.Application:
             log.warning(
                 "recording %s was running when the server stopped: marked interrupted", rec_id
             )
+            mark_interrupted_on_disk(settings.recordings_dir, rec_id)
         signaling_ref: list[Signaling] = []
 
         async def on_change(room: Room) -> None:
             await signaling_ref[0].broadcast(room)
 
         rooms = Rooms(settings, store, on_change)
+        recorder = Recorder(settings.recordings_dir)
+        media = MediaPlane(settings)
+        media.subscribers.append(recorder)
+        rooms.room_listeners.append(recorder)
         signaling = Signaling(sio, settings, store, rooms)
+        signaling.media = media
         signaling_ref.append(signaling)
         app[SERVICES] = Services(
             settings=settings,
@@ -71,12 +79,18 @@ def create_app(settings: Settings) -> web.Application:
             rooms=rooms,
             signaling=signaling,
             staff_token=staff_token,
+            media=media,
+            recorder=recorder,
         )
+        recorder.start()
+        media.start()
         signaling.start()
         try:
             yield
         finally:
             await signaling.close()
+            await media.close()
+            await recorder.close()
             await rooms.close(CloseReason.SERVER_SHUTDOWN)
             await store.close()
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import socketio
 from aiohttp import web
 
 from .config import Settings
+from .media import MediaPlane
+from .recorder import Recorder
 from .rooms import Rooms
 from .signaling import Signaling
 from .store import Store
@@ -22,7 +23,8 @@ class Services:
     rooms: Rooms
     signaling: Signaling
     staff_token: str
-    media: Any = None
+    media: MediaPlane
+    recorder: Recorder
 
 
 SERVICES = web.AppKey("services", Services)

@@ -25,6 +25,8 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
+LEVELS_INTERVAL = 0.25
+
 # Close reasons the client sees on a refused connect.
 REFUSALS = {
     "token_missing": "This link is missing its key. Please open the full link you were sent.",
@@ -53,6 +55,10 @@ class MediaPlane(Protocol):
 
     async def seat_replaced(self, room: Room, seat: str, old_conn_id: str) -> None: ...
 
+    def levels(self, room_id: str) -> dict[str, Any] | None: ...
+
+    def ice_servers(self) -> list[dict[str, Any]]: ...
+
 
 Handler = Callable[[Conn, Room, Any], Awaitable[dict[str, Any] | None]]
 
@@ -71,6 +77,7 @@ class Signaling:
         self.conns: dict[str, Conn] = {}
         self._welcome: asyncio.Queue[str] = asyncio.Queue()
         self._welcome_task: asyncio.Task[None] | None = None
+        self._levels_task: asyncio.Task[None] | None = None
         self._events: dict[str, Handler] = {
             "consent": self._consent,
             "questions:choose": self._choose,
@@ -92,17 +99,36 @@ class Signaling:
 
     def start(self) -> None:
         self._welcome_task = asyncio.create_task(self._welcome_loop(), name="signaling-welcome")
+        self._levels_task = asyncio.create_task(self._levels_loop(), name="signaling-levels")
 
     async def close(self) -> None:
-        task, self._welcome_task = self._welcome_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        tasks = [self._welcome_task, self._levels_task]
+        self._welcome_task = self._levels_task = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _levels_loop(self) -> None:
+        """About four times a second, each live room's levels and link stats."""
+        while True:
+            await asyncio.sleep(LEVELS_INTERVAL)
+            if self.media is None:
+                continue
+            for room in self.rooms.all():
+                levels = self.media.levels(room.id)
+                if levels is None:
+                    continue
+                for presence in room.presence.values():
+                    if presence.sid is not None:
+                        with contextlib.suppress(Exception):
+                            await self.sio.emit("media:levels", levels, to=presence.sid)
 
     async def broadcast(self, room: Room) -> None:
         """Send the room snapshot to every seat connected to it (Room.on_change)."""
         snapshot = room.snapshot()
+        snapshot["ice_servers"] = self.media.ice_servers() if self.media else []
         for seat, presence in room.presence.items():
             if presence.sid is not None:
                 await self.sio.emit("room", {**snapshot, "you": seat}, to=presence.sid)

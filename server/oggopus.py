@@ -1,0 +1,391 @@
+"""Crash-safe Ogg Opus writer (RFC 7845 on RFC 3533) for recorded stems.
+
+The recorder hands every received Opus packet, untouched, to an
+:class:`OggOpusWriter`; a worker thread calls :meth:`OggOpusWriter.flush` about
+every half second. Every flush appends only complete Ogg pages and fsyncs, so a
+process killed at any moment leaves a file that decodes up to the last flushed
+page.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import BinaryIO, Final
+
+__all__ = [
+    "OPUS_SAMPLE_RATE",
+    "PRE_SKIP",
+    "OggOpusWriter",
+    "opus_packet_samples",
+]
+
+OPUS_SAMPLE_RATE: Final = 48_000
+
+# Pre-skip is 0, not the usual 312 (libopus' look-ahead at 48 kHz). The packets
+# come from a browser's encoder that has been running since the call started; we
+# never store its first packet, so there is no encoder delay of ours to hide, and
+# the decoded sample n of a stem then sits exactly at granule position n, which
+# keeps the mapping from RTP timestamps to the recording timeline a plain offset.
+# The price is that the decoder's first few milliseconds of each segment are its
+# convergence output rather than being discarded.
+PRE_SKIP: Final = 0
+
+VENDOR: Final = "storyroom"
+
+_MAX_FRAME_BYTES: Final = 1275
+_MAX_PACKET_SAMPLES: Final = 5760  # 120 ms, RFC 6716 §3.2.5
+_PLC_UNIT: Final = 120  # 2.5 ms, the smallest Opus frame and so the finest gap
+_MAX_SEGMENTS: Final = 255
+_EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
+
+# Samples at 48 kHz of one frame for each TOC configuration (RFC 6716 §3.1, Table 2).
+_FRAME_SAMPLES: Final = (
+    (480, 960, 1920, 2880) * 3  # SILK NB, MB, WB: 10, 20, 40, 60 ms
+    + (480, 960) * 2  # Hybrid SWB, FB: 10, 20 ms
+    + (120, 240, 480, 960) * 4  # CELT NB, WB, SWB, FB: 2.5, 5, 10, 20 ms
+)
+
+
+def opus_packet_samples(payload: bytes) -> int:
+    """Return the duration of an Opus packet in samples at 48 kHz.
+
+    Reads the TOC byte and the frame count (codes 0-3, RFC 6716 §3.1-3.2) and
+    checks the packet's framing against requirements R1-R7 of §3.4. Returns 0
+    for an empty or malformed packet, which callers treat as "skip".
+    """
+    size = len(payload)
+    if size == 0:
+        return 0
+    toc = payload[0]
+    frame_samples = _FRAME_SAMPLES[toc >> 3]
+    code = toc & 0x03
+    body = size - 1
+    if code == 0:
+        return frame_samples if body <= _MAX_FRAME_BYTES else 0
+    if code == 1:
+        if body % 2 or body // 2 > _MAX_FRAME_BYTES:
+            return 0
+        return 2 * frame_samples
+    if code == 2:
+        parsed = _frame_length(payload, 1)
+        if parsed is None:
+            return 0
+        first, offset = parsed
+        second = size - offset - first
+        if second < 0 or second > _MAX_FRAME_BYTES:
+            return 0
+        return 2 * frame_samples
+    return _code3_samples(payload, frame_samples)
+
+
+def _frame_length(payload: bytes, offset: int) -> tuple[int, int] | None:
+    """Decode a 1- or 2-byte frame length at ``offset`` (RFC 6716 §3.2.1)."""
+    if offset >= len(payload):
+        return None
+    first = payload[offset]
+    if first < 252:
+        return first, offset + 1
+    if offset + 1 >= len(payload):
+        return None
+    return first + 4 * payload[offset + 1], offset + 2
+
+
+def _code3_samples(payload: bytes, frame_samples: int) -> int:
+    """Duration of a code 3 (arbitrary frame count) packet, 0 when malformed."""
+    size = len(payload)
+    if size < 2:
+        return 0
+    count_byte = payload[1]
+    vbr = bool(count_byte & 0x80)
+    has_padding = bool(count_byte & 0x40)
+    frames = count_byte & 0x3F
+    if frames == 0 or frames * frame_samples > _MAX_PACKET_SAMPLES:
+        return 0
+    offset = 2
+    padding = 0
+    if has_padding:
+        while True:
+            if offset >= size:
+                return 0
+            value = payload[offset]
+            offset += 1
+            padding += 254 if value == 255 else value
+            if value != 255:
+                break
+    remaining = size - offset - padding
+    if remaining < 0:
+        return 0
+    if vbr:
+        lengths = 0
+        for _ in range(frames - 1):
+            parsed = _frame_length(payload, offset)
+            if parsed is None:
+                return 0
+            length, next_offset = parsed
+            remaining -= next_offset - offset
+            offset = next_offset
+            if length > _MAX_FRAME_BYTES:
+                return 0
+            lengths += length
+        last = remaining - lengths
+        if last < 0 or last > _MAX_FRAME_BYTES:
+            return 0
+    elif remaining % frames or remaining // frames > _MAX_FRAME_BYTES:
+        return 0
+    return frames * frame_samples
+
+
+def _plc_packets(samples: int) -> list[bytes]:
+    """Packets of zero-length CELT frames that ask the decoder for ``samples`` of
+    packet-loss concealment (RFC 7845 §4.1: a muxer repairs gaps this way).
+
+    ``samples`` must be a multiple of 120 (2.5 ms).
+    """
+    packets: list[bytes] = []
+    twenty_ms, rest = divmod(samples, 960)
+    while twenty_ms:
+        frames = min(twenty_ms, _MAX_PACKET_SAMPLES // 960)
+        packets.append(bytes(((31 << 3) | 3, frames)))  # CELT FB 20 ms, code 3, CBR
+        twenty_ms -= frames
+    if rest:
+        packets.append(bytes(((28 << 3) | 3, rest // _PLC_UNIT)))  # CELT FB 2.5 ms
+    return packets
+
+
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for index in range(256):
+        crc = index << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+        table.append(crc & 0xFFFFFFFF)
+    return tuple(table)
+
+
+_CRC_TABLE: Final = _crc_table()
+
+
+def ogg_crc32(data: bytes | bytearray) -> int:
+    """Ogg's CRC-32 (RFC 3533 §6: polynomial 0x04c11db7, no reflection, zero
+    initial value, no final XOR)."""
+    crc = 0
+    table = _CRC_TABLE
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[(crc >> 24) ^ byte]
+    return crc
+
+
+_HEADER_CONTINUED: Final = 0x01
+_HEADER_BOS: Final = 0x02
+_HEADER_EOS: Final = 0x04
+_NO_GRANULE: Final = -1
+_PAGE_HEADER: Final = struct.Struct("<4sBBqIIIB")
+
+
+def _page(
+    header_type: int, granule: int, serial: int, sequence: int, lacing: bytes, body: bytes
+) -> bytes:
+    header = _PAGE_HEADER.pack(b"OggS", 0, header_type, granule, serial, sequence, 0, len(lacing))
+    page = bytearray(header + lacing + body)
+    struct.pack_into("<I", page, 22, ogg_crc32(page))
+    return bytes(page)
+
+
+def _opus_head() -> bytes:
+    return b"OpusHead" + struct.pack("<BBHIhB", 1, 1, PRE_SKIP, OPUS_SAMPLE_RATE, 0, 0)
+
+
+def _opus_tags(comments: Mapping[str, str]) -> bytes:
+    vendor = VENDOR.encode()
+    parts = [b"OpusTags", struct.pack("<I", len(vendor)), vendor]
+    parts.append(struct.pack("<I", len(comments)))
+    for key, value in comments.items():
+        if not key or any(not 0x20 <= ord(c) <= 0x7D or c == "=" for c in key):
+            raise ValueError(f"invalid Ogg comment name {key!r}")
+        entry = f"{key}={value}".encode()
+        parts += [struct.pack("<I", len(entry)), entry]
+    return b"".join(parts)
+
+
+class OggOpusWriter:
+    """Writes one mono Ogg Opus file from already-encoded Opus packets.
+
+    :meth:`add_packet` only buffers (cheap, any thread); :meth:`flush` and
+    :meth:`close` block on disk I/O and belong on a worker thread.
+
+    Ogg Opus cannot express gaps, so when a packet starts later than the previous
+    one ended (lost packets, a paused sender) the writer fills the gap with
+    packet-loss-concealment packets; decoded sample ``n`` is then always at
+    granule position ``n``. A packet that starts before the previous one ended
+    (duplicate, reordered, or a timestamp that went backwards) is skipped.
+    """
+
+    def __init__(self, path: Path, serial: int, comments: Mapping[str, str] = _EMPTY) -> None:
+        """Create ``path`` (it must not exist) and durably write the two header pages.
+
+        ``serial`` is the Ogg stream serial number; ``comments`` become
+        ``KEY=value`` entries in OpusTags.
+        """
+        self._serial = serial & 0xFFFFFFFF
+        self._sequence = 0
+        self._lock = threading.Lock()  # guards _pending and _end_granule
+        self._io_lock = threading.Lock()  # guards the file and page sequence
+        self._pending: list[tuple[bytes, int]] = []
+        self._end_granule: int | None = None
+        self._last_page_granule = 0
+        self._closed = False
+        tags = _opus_tags(comments)
+        self._file: BinaryIO = open(path, "xb")  # owned until close()
+        try:
+            self._write_pages([(_opus_head(), 0)], first_type=_HEADER_BOS)
+            self._write_pages([(tags, 0)])
+            self._sync()
+            _fsync_directory(path.parent)
+        except BaseException:
+            self._file.close()
+            raise
+
+    @property
+    def granule(self) -> int:
+        """End sample position of the last accepted packet (0 before any)."""
+        with self._lock:
+            return self._end_granule or 0
+
+    def add_packet(self, payload: bytes, granule: int) -> None:
+        """Buffer one Opus packet whose last sample is at ``granule``.
+
+        ``granule`` is the end sample position at 48 kHz (pre-skip included, which
+        is 0 here). Empty or malformed packets and packets that overlap the
+        previous one are skipped; so is everything after :meth:`close`.
+        """
+        samples = opus_packet_samples(payload)
+        if samples == 0:
+            return
+        start = granule - samples
+        with self._lock:
+            if self._closed:
+                return
+            end = self._end_granule
+            if end is None:
+                # The first packet fixes the stream's start offset (RFC 7845 §4.5).
+                start = end = max(start, 0)
+            gap = start - end
+            if gap < 0:
+                return
+            gap -= gap % _PLC_UNIT
+            if gap:
+                for filler in _plc_packets(gap):
+                    end += opus_packet_samples(filler)
+                    self._pending.append((filler, end))
+            end += samples
+            self._pending.append((bytes(payload), end))
+            self._end_granule = end
+
+    def flush(self) -> int:
+        """Write all buffered packets as complete pages, then fsync.
+
+        Blocking; call it from a worker thread. Returns the bytes written.
+        """
+        with self._io_lock:
+            if self._file.closed:
+                return 0
+            with self._lock:
+                packets, self._pending = self._pending, []
+            if not packets:
+                return 0
+            written = self._write_pages(packets)
+            self._sync()
+            return written
+
+    def close(self) -> None:
+        """Write what is buffered, end the stream with an EOS page, fsync and close.
+
+        Idempotent. Blocking, like :meth:`flush`.
+        """
+        with self._io_lock:
+            with self._lock:
+                self._closed = True
+                packets, self._pending = self._pending, []
+            if self._file.closed:
+                return
+            try:
+                if packets:
+                    self._write_pages(packets, last_type=_HEADER_EOS)
+                else:
+                    self._write_page(_HEADER_EOS, self._last_page_granule, b"", b"")
+                self._sync()
+            finally:
+                self._file.close()
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def _write_page(self, header_type: int, granule: int, lacing: bytes, body: bytes) -> int:
+        page = _page(header_type, granule, self._serial, self._sequence, lacing, body)
+        self._sequence += 1
+        if granule != _NO_GRANULE:
+            self._last_page_granule = granule
+        self._file.write(page)
+        return len(page)
+
+    def _write_pages(
+        self,
+        packets: Iterable[tuple[bytes, int]],
+        first_type: int = 0,
+        last_type: int = 0,
+    ) -> int:
+        """Lay ``packets`` out on pages of at most 255 segments and write them.
+
+        Pages break at packet boundaries; only a packet too big for one page
+        continues on the next. The last page of this call gets ``last_type``.
+        """
+        pages: list[tuple[int, int, bytes, bytes]] = []
+        lacing = bytearray()
+        body = bytearray()
+        granule = _NO_GRANULE
+        header_type = first_type
+
+        def finish_page() -> None:
+            nonlocal lacing, body, granule, header_type
+            pages.append((header_type, granule, bytes(lacing), bytes(body)))
+            lacing, body, granule, header_type = bytearray(), bytearray(), _NO_GRANULE, 0
+
+        for payload, packet_granule in packets:
+            values = [255] * (len(payload) // 255) + [len(payload) % 255]
+            if lacing and len(lacing) + len(values) > _MAX_SEGMENTS:
+                finish_page()
+            offset = 0
+            while len(lacing) + len(values) > _MAX_SEGMENTS:
+                room = _MAX_SEGMENTS - len(lacing)
+                lacing += bytes(values[:room])
+                body += payload[offset : offset + 255 * room]
+                offset += 255 * room
+                values = values[room:]
+                finish_page()
+                header_type |= _HEADER_CONTINUED
+            lacing += bytes(values)
+            body += payload[offset:]
+            granule = packet_granule
+        if lacing or not pages:
+            finish_page()
+        written = 0
+        for index, (page_type, page_granule, page_lacing, page_body) in enumerate(pages):
+            if index == len(pages) - 1:
+                page_type |= last_type
+            written += self._write_page(page_type, page_granule, page_lacing, page_body)
+        return written
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a newly created file's directory entry durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,140 @@
+"""The media plane with real aiortc peers on loopback: forwarding, stems, timing, lifecycle."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from helpers import RunningServer, SeatClient, create_session, seat_clients, wait_for
+from media_helpers import RATE, SeatPeer, ToneTrack, decode_ogg, dominant_frequency
+from storyroom.timeline import read_recording
+
+TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
+CONSENT = {"record": True, "archive": False, "public": False}
+
+
+async def open_room(server: RunningServer) -> tuple[dict[str, SeatClient], dict[str, SeatPeer]]:
+    created = await create_session(server.url)
+    clients = await seat_clients(server.url, created)
+    peers = {seat: SeatPeer(clients[seat], ToneTrack(TONES[seat])) for seat in clients}
+    for peer in peers.values():
+        await peer.connect()
+    return clients, peers
+
+
+async def close_room(clients: dict[str, SeatClient], peers: dict[str, SeatPeer]) -> None:
+    for peer in peers.values():
+        await peer.close()
+    for client in clients.values():
+        await client.close()
+
+
+async def test_each_seat_hears_exactly_the_two_others(server: RunningServer) -> None:
+    clients, peers = await open_room(server)
+    try:
+        for seat, peer in peers.items():
+            others = sorted(s for s in TONES if s != seat)
+            assert sorted(peer.mids.values()) == others
+        await wait_for(
+            lambda: all(
+                len(p.samples_from(s)) > RATE * 1.5 for p in peers.values() for s in p.mids.values()
+            ),
+            timeout=20,
+            what="1.5 s of audio on every received track",
+        )
+        for seat, peer in peers.items():
+            assert set(peer.received) == {s for s in TONES if s != seat}
+            for source in peer.received:
+                freq = dominant_frequency(peer.samples_from(source, last_seconds=1.0))
+                assert freq == pytest.approx(TONES[source], abs=5), (seat, source, freq)
+        # the answer asked for archival Opus
+        ack_sdp = peers["a"].pc.remoteDescription.sdp
+        assert "useinbandfec=1" in ack_sdp
+        assert "maxaveragebitrate=96000" in ack_sdp
+        # levels reach the facilitator about four times a second
+        f = clients["facilitator"]
+        await wait_for(lambda: sum(1 for e, _ in f.events if e == "media:levels") >= 4, timeout=5)
+        levels = [d for e, d in f.events if e == "media:levels"][-1]
+        assert set(levels["levels"]) == set(TONES)
+        assert all(0 < v <= 1 for v in levels["levels"].values())
+    finally:
+        await close_room(clients, peers)
+
+
+async def test_recording_writes_stems_that_align(server: RunningServer) -> None:
+    clients, peers = await open_room(server)
+    try:
+        for seat in ("a", "b"):
+            assert (await clients[seat].call("consent", CONSENT))["ok"]
+        start = await clients["facilitator"].call("recording:start")
+        rec_dir = server.settings.recordings_dir / start["recording"]["id"]
+        # a burst from a and b at the same wall instant
+        burst = time.time() + 1.5
+        peers["a"].tone.bursts.append(burst)
+        peers["b"].tone.bursts.append(burst)
+        await wait_for(lambda: time.time() > burst + 1.0, timeout=5)
+        assert (await clients["facilitator"].call("recording:stop"))["ok"]
+        await wait_for(
+            lambda: (
+                (rec_dir / "recording.jsonl").exists()
+                and '"stop"' in (rec_dir / "recording.jsonl").read_text()
+            ),
+            what="stop in the recording log",
+        )
+        segments = {s.seat: s for s in read_recording(rec_dir)}
+        assert set(segments) == set(TONES)
+        onsets = {}
+        for seat, segment in segments.items():
+            audio = decode_ogg(str(rec_dir / "stems" / f"{seat}-01.opus"))
+            # the stem holds as many samples as its packets say
+            assert len(audio) == segment.packets[-1].granule_end
+            assert 2.0 < len(audio) / RATE < 4.5
+            quiet = audio[: int(RATE * 0.5)]
+            assert dominant_frequency(quiet) == pytest.approx(TONES[seat], abs=5)
+            if seat in ("a", "b"):
+                loud = np.flatnonzero(np.abs(audio) > 0.5)
+                assert len(loud), seat
+                onsets[seat] = segment.rec_time(int(loud[0]))
+        assert onsets["a"] is not None and onsets["b"] is not None
+        assert abs(onsets["a"] - onsets["b"]) < 0.020, onsets
+    finally:
+        await close_room(clients, peers)
+
+
+async def test_reconnect_makes_two_segments_and_an_explicit_gap(server: RunningServer) -> None:
+    clients, peers = await open_room(server)
+    try:
+        for seat in ("a", "b"):
+            assert (await clients[seat].call("consent", CONSENT))["ok"]
+        start = await clients["facilitator"].call("recording:start")
+        rec_dir = server.settings.recordings_dir / start["recording"]["id"]
+        await wait_for(lambda: (rec_dir / "stems" / "b-01.opus").exists(), what="b's first stem")
+        await peers["b"].close()
+        # b drops (socket and audio) and comes back with a new connection
+        await clients["b"].close()
+        await clients["facilitator"].wait(lambda s: not s["seats"]["b"]["connected"], "b left")
+        again = SeatClient(server.url, clients["b"].token)
+        await again.connect()
+        clients["b"] = again
+        peers["b"] = SeatPeer(again, ToneTrack(TONES["b"]))
+        await peers["b"].connect()
+        await wait_for(lambda: (rec_dir / "stems" / "b-02.opus").exists(), what="b's second stem")
+        await wait_for(lambda: (rec_dir / "stems" / "b-02.timing.jsonl").stat().st_size > 2000)
+        assert (await clients["facilitator"].call("recording:stop"))["ok"]
+        await wait_for(lambda: '"stop"' in (rec_dir / "recording.jsonl").read_text())
+        segments = [s for s in read_recording(rec_dir) if s.seat == "b"]
+        assert [s.index for s in segments] == [1, 2]
+        first, second = segments
+        assert first.events[-1]["type"] == "close"
+        assert first.events[-1]["reason"] in ("replaced", "grace_expired", "client_left")
+        gap = second.runs[0].rec_time(second.runs[0].granule_start) - first.runs[-1].rec_time(
+            first.runs[-1].granule_end
+        )
+        assert gap > 0, "the reconnect leaves a gap on the recording clock"
+        for seg in segments:
+            audio = decode_ogg(str(rec_dir / "stems" / f"b-{seg.index:02d}.opus"))
+            assert dominant_frequency(audio) == pytest.approx(TONES["b"], abs=5)
+    finally:
+        await close_room(clients, peers)
