@@ -24,6 +24,9 @@ _MEDIA: Final = re.compile(r"m=(\S+) (\d+)(?:/\d+)? (\S+)((?: \S+)+)")
 _RTPMAP: Final = re.compile(r"a=rtpmap:(\d+) ([^/\s]+)/(\d+)")
 _FMTP: Final = re.compile(r"a=fmtp:(\d+)(?: (.*))?")
 
+_FINGERPRINT_ALGORITHMS: Final = ("sha-256", "sha-384", "sha-512")
+_FINGERPRINT: Final = re.compile(r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){31,63}")
+
 MIN_OPUS_BITRATE: Final = 6_000
 MAX_OPUS_BITRATE: Final = 510_000
 
@@ -126,6 +129,17 @@ def check_offer(sdp: str, max_bytes: int = 64_000) -> None:
                 )
         if not _opus_payload_types(section):
             raise SdpError("sdp_no_audio", "The connection offer has no Opus audio.")
+    fingerprints = [
+        line
+        for part in (session, *media)
+        for line in part.lines
+        if line.startswith("a=fingerprint:")
+    ]
+    for line in fingerprints:
+        # WebRTC requires a SHA-2 certificate fingerprint (RFC 8827 §6.5).
+        algorithm, _, value = line[len("a=fingerprint:") :].partition(" ")
+        if algorithm.lower() not in _FINGERPRINT_ALGORITHMS or not _FINGERPRINT.fullmatch(value):
+            raise SdpError("sdp_invalid", "The connection offer's security details are not valid.")
 
 
 ARCHIVAL_OPUS_PARAMETERS: Final = ("useinbandfec", "maxaveragebitrate", "stereo", "minptime")
