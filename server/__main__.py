@@ -15,6 +15,7 @@ from .config import Settings, SettingsError
 from .errors import InvalidInput
 from .protocol import parse_session_create
 from .sessions import CreatedSession, create_session
+from .staff import load_or_create_staff_token
 from .store import Store
 
 
@@ -107,6 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             print_links(asyncio.run(_create(settings, payload)))
             return 0
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        staff_token, created = load_or_create_staff_token(settings.data_dir, settings.staff_token)
+        if created:
+            print(
+                "storyroom: generated a staff token, saved in "
+                f"{settings.data_dir / 'staff-token'} (shown only now):\n  {staff_token}"
+            )
         if args.demo:
             print_links(asyncio.run(_create(settings, dict(DEMO))))
     except InvalidInput as exc:

@@ -100,14 +100,8 @@ def _person(value: Any, where: str, *, bio: bool) -> PersonIn:
     fields = {"name", "bio"}
     obj = _obj(value, fields, {"name"}, where)
     name = _text(obj["name"], f"{where}.name", NAME_MAX)
-    if " " in name.strip() and len(name.split()) > 2:
-        raise InvalidInput(f"{where}.name: first name only, please", code="invalid_value")
-    return PersonIn(
-        name=name,
-        bio=_text(obj.get("bio", ""), f"{where}.bio", BIO_MAX, allow_empty=True)
-        if bio or "bio" in obj
-        else "",
-    )
+    bio_text = _text(obj.get("bio", ""), f"{where}.bio", BIO_MAX, allow_empty=True)
+    return PersonIn(name=name, bio=bio_text if (bio or "bio" in obj) else "")
 
 
 def parse_session_create(payload: Any) -> SessionIn:

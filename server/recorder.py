@@ -88,6 +88,7 @@ class StemSegment:
     # granule = rtp_ts - ts_base while the run is continuous
     ts_base: int | None = None
     packets: int = 0
+    after_pause: bool = False
 
     def event(self, kind: str, **fields: Any) -> None:
         with self.lock:
@@ -103,7 +104,10 @@ class StemSegment:
         lines: list[str] = []
         if self.last_seq is not None and seq <= self.last_seq:
             return  # duplicate or late reordered packet: already past it
-        if self.last_seq is not None and seq > self.last_seq + 1:
+        if self.after_pause:
+            # packets the sender sent while we were paused were not lost: not a gap
+            self.after_pause = False
+        elif self.last_seq is not None and seq > self.last_seq + 1:
             lines.append(
                 json.dumps(
                     {
@@ -141,6 +145,7 @@ class StemSegment:
     def resumed(self) -> None:
         """After a pause the stem continues without the paused stretch."""
         self.ts_base = None
+        self.after_pause = True
 
     def flush(self) -> None:
         """Worker thread: write what is buffered; create the files on first use."""
