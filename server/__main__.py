@@ -13,7 +13,9 @@ from aiohttp import web
 from .app import create_app
 from .config import Settings, SettingsError
 from .errors import InvalidInput
-from .protocol import parse_session_create
+from .finalizer import PROGRESS_FILE, build_spec, run_job
+from .protocol import ID_RE, parse_session_create
+from .recorder import recording_dir
 from .sessions import CreatedSession, create_session
 from .staff import load_or_create_staff_token
 from .store import Store
@@ -48,7 +50,43 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--b-name", required=True, help="second participant's first name")
     create.add_argument("--b-bio", default="")
     create.add_argument("--facilitator-name", required=True)
+    recording = sub.add_parser("recording", help="manage recordings")
+    recording_sub = recording.add_subparsers(dest="recording_command", required=True)
+    finalize = recording_sub.add_parser("finalize", help="(re)make a recording's archival files")
+    _add_settings_flags(finalize)
+    finalize.add_argument("recording_id")
     return parser
+
+
+async def _finalize(settings: Settings, recording_id: str) -> int:
+    """Run finalization here and now (the server's job queue does the same in a worker)."""
+    store = await Store.open(settings.database_path)
+    try:
+        rec = await store.get_recording(recording_id) if ID_RE.match(recording_id) else None
+        if rec is None:
+            print(f"storyroom: no recording {recording_id!r}", file=sys.stderr)
+            return 2
+        if rec.status not in ("stopped", "interrupted"):
+            print(f"storyroom: recording {rec.id} is still {rec.status}", file=sys.stderr)
+            return 2
+        directory = recording_dir(settings.recordings_dir, rec.id)
+        spec = await build_spec(store, rec)
+        await store.set_finalize(rec.id, "finalizing", 0.0)
+        try:
+            result = await asyncio.to_thread(
+                run_job, str(directory), spec, str(directory / PROGRESS_FILE)
+            )
+        except Exception as exc:
+            await store.set_finalize(rec.id, "failed", 0.0, f"{type(exc).__name__}: {exc}")
+            print(f"storyroom: finalizing {rec.id} failed: {exc}", file=sys.stderr)
+            return 1
+        await store.set_finalize(rec.id, "ready", 100.0, None, result)
+        print(f"Recording {rec.id} ready ({result['duration_s']:.1f} s) in {directory}")
+        for entry in result["files"]:
+            print(f"  {entry['kind']:<9} {entry['bytes']:>12}  {entry['name']}")
+        return 0
+    finally:
+        await store.close()
 
 
 def print_links(created: CreatedSession, out: object = None) -> None:
@@ -95,6 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        if args.command == "recording":
+            return asyncio.run(_finalize(settings, args.recording_id))
         if args.command == "session":
             payload: dict[str, object] = {
                 "title": args.title,

@@ -11,9 +11,11 @@ from aiohttp import web
 
 from . import protocol
 from .errors import AuthError, InvalidInput, NotFound, PayloadTooLarge, StoryroomError
+from .recorder import recording_dir
 from .services import SERVICES, Services
 from .sessions import create_session, describe_session
 from .staff import require_staff
+from .store import RecordingRow
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +125,96 @@ class Api:
             )
         return web.json_response({"sessions": out})
 
+    # -- recordings -----------------------------------------------------------------
+
+    def _recording_json(self, rec: RecordingRow, title: str | None = None) -> dict[str, Any]:
+        result = rec.finalized or {}
+        base = f"/api/recordings/{rec.id}/files/"
+        files = [
+            {
+                "name": f["name"],
+                "kind": f["kind"],
+                "bytes": f["bytes"],
+                "sha256": f["sha256"],
+                "url": base + f["name"],
+            }
+            for f in result.get("files", [])
+        ]
+        return {
+            "id": rec.id,
+            "session_id": rec.session_id,
+            "title": title,
+            "take": rec.take,
+            "status": rec.public_status,
+            "status_reason": rec.finalize_reason or rec.status_reason,
+            "percent": rec.finalize_percent if rec.finalize_status else None,
+            "started_at": rec.started_at,
+            "stopped_at": rec.stopped_at,
+            "duration_s": result.get("duration_s", rec.elapsed_before),
+            "files": files if rec.finalize_status == "ready" else [],
+            "chapters": result.get("chapters", []),
+            "damaged": result.get("damaged", []),
+        }
+
+    async def list_recordings(self, request: web.Request) -> web.Response:
+        self.staff(request)
+        titles = {s.id: s.title for s in await self.ctx.store.list_sessions(limit=10_000)}
+        return web.json_response(
+            {
+                "recordings": [
+                    self._recording_json(r, titles.get(r.session_id))
+                    for r in await self.ctx.store.list_recordings()
+                ]
+            }
+        )
+
+    async def _recording(self, request: web.Request) -> RecordingRow:
+        recording_id = request.match_info["recording_id"]
+        rec = (
+            await self.ctx.store.get_recording(recording_id)
+            if protocol.ID_RE.match(recording_id)
+            else None
+        )
+        if rec is None:
+            raise NotFound("no such recording")
+        return rec
+
+    async def get_recording(self, request: web.Request) -> web.Response:
+        self.staff(request)
+        rec = await self._recording(request)
+        session = await self.ctx.store.get_session(rec.session_id)
+        return web.json_response(self._recording_json(rec, session.title if session else None))
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        """A finalized file; the name must be one the finalizer listed (never a path from input)."""
+        self.staff(request)
+        rec = await self._recording(request)
+        wanted = request.match_info["name"]
+        listed = {f["name"]: f for f in (rec.finalized or {}).get("files", [])}
+        entry = listed.get(wanted) if rec.finalize_status == "ready" else None
+        if entry is None:
+            raise NotFound("no such file")
+        root = recording_dir(self.ctx.settings.recordings_dir, rec.id).resolve()
+        path = (root / entry["name"]).resolve()
+        if root not in path.parents or not path.is_file():
+            raise NotFound("no such file")
+        filename = f"{rec.id}-{entry['name'].replace('/', '-')}"
+        return web.FileResponse(
+            path,
+            headers={
+                "Content-Disposition": f'attachment; filename="{filename}"',
+                "ETag": f'"{entry["sha256"]}"',
+                "Cache-Control": "private, no-store",
+            },
+        )
+
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/healthz", self.healthz),
             web.post("/api/sessions", self.create_session),
             web.get("/api/sessions", self.list_sessions),
             web.get("/api/sessions/{session_id}", self.get_session),
+            web.get("/api/recordings", self.list_recordings),
+            web.get("/api/recordings/{recording_id}", self.get_recording),
+            web.get("/api/recordings/{recording_id}/files/{name:.+}", self.download),
         ]

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .api import Api, errors_middleware
 from .config import Settings
+from .finalizer import Finalizer
 from .media import MediaPlane
 from .pages import add_page_routes, security_headers
 from .recorder import Recorder, mark_interrupted_on_disk
@@ -17,7 +18,7 @@ from .rooms import CloseReason, Room, Rooms
 from .services import SERVICES, Services
 from .signaling import Signaling
 from .staff import load_or_create_staff_token
-from .store import Store
+from .store import RecordingRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,14 @@ def create_app(settings: Settings) -> web.Application:
         media = MediaPlane(settings)
         media.subscribers.append(recorder)
         rooms.room_listeners.append(recorder)
+
+        async def recording_updated(rec: RecordingRow) -> None:
+            room = rooms.live(rec.session_id)
+            if room is not None:
+                await room.recording_updated(rec)
+
+        finalizer = Finalizer(store, settings.recordings_dir, recording_updated)
+        rooms.room_listeners.append(finalizer)  # after the recorder: stems are closed first
         signaling = Signaling(sio, settings, store, rooms)
         signaling.media = media
         signaling_ref.append(signaling)
@@ -81,13 +90,16 @@ def create_app(settings: Settings) -> web.Application:
             staff_token=staff_token,
             media=media,
             recorder=recorder,
+            finalizer=finalizer,
         )
         recorder.start()
         media.start()
         signaling.start()
+        await finalizer.start()
         try:
             yield
         finally:
+            await finalizer.close()
             await signaling.close()
             await media.close()
             await recorder.close()

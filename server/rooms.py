@@ -157,6 +157,16 @@ class Room:
                 "state": self.state.value,
                 "id": self.recording.id if self.recording else None,
                 "take": self.recording.take if self.recording else 0,
+                "status": self.recording.public_status if self.recording else "idle",
+                "finalize": (
+                    {
+                        "status": self.recording.finalize_status,
+                        "percent": self.recording.finalize_percent,
+                        "reason": self.recording.finalize_reason,
+                    }
+                    if self.recording and self.recording.finalize_status
+                    else None
+                ),
             },
             "timer": self.timer(now),
             "notice": self.notice,
@@ -362,6 +372,13 @@ class Room:
     async def _notify_listeners(self, previous: RecordingState) -> None:
         for listener in self.listeners:
             await listener.on_recording_state(self, previous)
+
+    async def recording_updated(self, rec: RecordingRow) -> None:
+        """Finalization progress for this room's latest recording (no lock: status only)."""
+        if self.recording is not None and self.recording.id == rec.id:
+            self.recording = rec
+            self.notice = {"type": "finalize", "status": rec.finalize_status, "at": time.time()}
+            await self._changed()
 
     # -- timer warnings --------------------------------------------------------------------
 

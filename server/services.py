@@ -8,6 +8,7 @@ import socketio
 from aiohttp import web
 
 from .config import Settings
+from .finalizer import Finalizer
 from .media import MediaPlane
 from .recorder import Recorder
 from .rooms import Rooms
@@ -25,6 +26,7 @@ class Services:
     staff_token: str
     media: MediaPlane
     recorder: Recorder
+    finalizer: Finalizer
 
 
 SERVICES = web.AppKey("services", Services)

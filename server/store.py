@@ -95,6 +95,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX markers_by_session ON markers(session_id, id);
     CREATE INDEX recordings_by_session ON recordings(session_id, take);
     """,
+    # 2: finalization of stopped and interrupted recordings
+    """
+    ALTER TABLE recordings ADD COLUMN finalize_status TEXT;  -- NULL | queued | finalizing | ready | failed
+    ALTER TABLE recordings ADD COLUMN finalize_percent REAL NOT NULL DEFAULT 0;
+    ALTER TABLE recordings ADD COLUMN finalize_reason TEXT;
+    ALTER TABLE recordings ADD COLUMN finalized TEXT;        -- JSON: files, chapters, loudness, damage
+    ALTER TABLE recordings ADD COLUMN finalized_at REAL;
+    """,
 )
 
 SEATS: tuple[str, ...] = ("a", "b", "facilitator")
@@ -148,6 +156,18 @@ class RecordingRow:
     elapsed_before: float
     run_started_at: float | None
     status_reason: str | None
+    finalize_status: str | None = None
+    finalize_percent: float = 0.0
+    finalize_reason: str | None = None
+    finalized: dict[str, Any] | None = None
+    finalized_at: float | None = None
+
+    @property
+    def public_status(self) -> str:
+        """What staff see: the live state, else the finalization state, else stopped/interrupted."""
+        if self.status in ("recording", "paused") or not self.finalize_status:
+            return self.status
+        return "finalizing" if self.finalize_status == "queued" else self.finalize_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,6 +454,40 @@ class Store:
         await self._db.commit()
         return [r.id for r in rows]
 
+    async def set_finalize(
+        self,
+        recording_id: str,
+        status: str,
+        percent: float = 0.0,
+        reason: str | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        await self._db.execute(
+            "UPDATE recordings SET finalize_status = ?, finalize_percent = ?, finalize_reason = ?,"
+            " finalized = COALESCE(?, finalized), finalized_at = CASE WHEN ? = 'ready' THEN ?"
+            " ELSE finalized_at END WHERE id = ?",
+            (
+                status,
+                percent,
+                reason,
+                json.dumps(result) if result is not None else None,
+                status,
+                time.time(),
+                recording_id,
+            ),
+        )
+        await self._db.commit()
+
+    async def recordings_to_finalize(self) -> list[RecordingRow]:
+        """Stopped or interrupted recordings whose finalization never finished."""
+        async with self._db.execute(
+            "SELECT * FROM recordings WHERE status IN ('stopped', 'interrupted')"
+            " AND (finalize_status IS NULL OR finalize_status IN ('queued', 'finalizing'))"
+            " ORDER BY started_at"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_recording(r) for r in rows]
+
     # -- cues and markers -------------------------------------------------------
 
     async def add_cue(
@@ -511,4 +565,9 @@ def _recording(row: Any) -> RecordingRow:
         elapsed_before=row["elapsed_before"],
         run_started_at=row["run_started_at"],
         status_reason=row["status_reason"],
+        finalize_status=row["finalize_status"],
+        finalize_percent=row["finalize_percent"],
+        finalize_reason=row["finalize_reason"],
+        finalized=json.loads(row["finalized"]) if row["finalized"] else None,
+        finalized_at=row["finalized_at"],
     )
