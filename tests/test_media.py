@@ -138,3 +138,60 @@ async def test_reconnect_makes_two_segments_and_an_explicit_gap(server: RunningS
             assert dominant_frequency(audio) == pytest.approx(TONES["b"], abs=5)
     finally:
         await close_room(clients, peers)
+
+
+async def test_link_stats_reach_the_facilitator(server: RunningServer) -> None:
+    clients, peers = await open_room(server)
+    try:
+        f = clients["facilitator"]
+
+        def stats_with_rtt() -> dict[str, object] | None:
+            for event, data in reversed(f.events):
+                if event == "media:levels" and all(
+                    data["stats"].get(s, {}).get("rtt_ms") is not None for s in TONES
+                ):
+                    return data
+            return None
+
+        data = await wait_for(stats_with_rtt, timeout=15, what="round-trip times for every seat")
+        for seat in TONES:
+            stats = data["stats"][seat]
+            assert stats["loss"] == 0.0  # loopback loses nothing
+            assert 0 <= stats["jitter_ms"] < 50
+            assert 0 <= stats["rtt_ms"] < 200
+            assert stats["packets"] > 50
+    finally:
+        await close_room(clients, peers)
+
+
+async def test_pause_cuts_the_stem_and_breaks_the_run(server: RunningServer) -> None:
+    clients, peers = await open_room(server)
+    try:
+        for seat in ("a", "b"):
+            assert (await clients[seat].call("consent", CONSENT))["ok"]
+        f = clients["facilitator"]
+        start = await f.call("recording:start")
+        rec_dir = server.settings.recordings_dir / start["recording"]["id"]
+        began = time.time()
+        await wait_for(lambda: time.time() - began > 1.0)
+        assert (await f.call("recording:pause"))["ok"]
+        paused = time.time()
+        await wait_for(lambda: time.time() - paused > 2.0)
+        assert (await f.call("recording:resume"))["ok"]
+        resumed = time.time()
+        await wait_for(lambda: time.time() - resumed > 1.0)
+        assert (await f.call("recording:stop"))["ok"]
+        await wait_for(lambda: '"stop"' in (rec_dir / "recording.jsonl").read_text())
+        segment = next(s for s in read_recording(rec_dir) if s.seat == "a")
+        kinds = [e["type"] for e in segment.events]
+        assert kinds[:1] == ["open"] and "pause" in kinds and "resume" in kinds
+        assert "gap" not in kinds  # what was not recorded during the pause is not "lost"
+        assert len(segment.runs) == 2
+        audio = decode_ogg(str(rec_dir / "stems" / "a-01.opus"))
+        # about 2 s recorded, the 2 s pause cut out
+        assert 1.6 < len(audio) / RATE < 2.8
+        # the second run starts where the first ended on the recording clock (±30 ms)
+        first, second = segment.runs
+        assert abs(second.rec_time(second.granule_start) - first.rec_time(first.granule_end)) < 0.03
+    finally:
+        await close_room(clients, peers)
