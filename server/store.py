@@ -215,6 +215,11 @@ class Store:
     async def close(self) -> None:
         await self._db.close()
 
+    @property
+    def db(self) -> aiosqlite.Connection:
+        """The connection, for modules that keep their own tables (applications, staff)."""
+        return self._db
+
     async def _migrate(self) -> None:
         async with self._db.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
