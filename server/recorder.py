@@ -191,7 +191,6 @@ class RecordingFiles:
         self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
         self.pending_events: list[str] = []
-        self.events_file: TextIO | None = None
         self.state = RecordingState.RECORDING
         self.closed = False
 
@@ -262,24 +261,27 @@ class RecordingFiles:
                 segment.resumed()
 
     def flush(self) -> None:
-        """Worker thread."""
+        """Worker thread. The events log is opened per flush (append), so late events
+        after the last segment closed still land."""
         with self.lock:
             events, self.pending_events = self.pending_events, []
-        if self.events_file is None:
-            (self.dir / "stems").mkdir(parents=True, exist_ok=True)
-            self.events_file = open(self.dir / "recording.jsonl", "a", encoding="utf-8")
+        (self.dir / "stems").mkdir(parents=True, exist_ok=True)
         if events:
-            self.events_file.write("\n".join(events) + "\n")
-            self.events_file.flush()
-            os.fsync(self.events_file.fileno())
+            with open(self.dir / "recording.jsonl", "a", encoding="utf-8") as f:
+                f.write("\n".join(events) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
         for segment in list(self.all_segments):
             try:
                 segment.flush()
-            except OSError:
+            except (OSError, ValueError):
                 log.exception("could not write stem %s", segment.opus_path.name)
         self.all_segments = [s for s in self.all_segments if not s.finished]
-        if self.closed and not self.all_segments:
-            self.events_file.close()
+
+    @property
+    def done(self) -> bool:
+        with self.lock:
+            return self.closed and not self.all_segments and not self.pending_events
 
 
 class Recorder:
@@ -372,7 +374,7 @@ class Recorder:
             return
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._io, _flush_all, targets)
-        self._finishing = [f for f in self._finishing if f.all_segments or not f.closed]
+        self._finishing = [f for f in self._finishing if not f.done]
         if self.on_written is not None:
             self.on_written()
 
@@ -381,7 +383,8 @@ def _flush_all(targets: list[RecordingFiles]) -> None:
     for files in targets:
         try:
             files.flush()
-        except OSError:
+        except Exception:
+            # never let a disk problem stop the room; the log says what was lost
             log.exception("could not write recording %s", files.recording_id)
 
 

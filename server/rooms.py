@@ -370,8 +370,14 @@ class Room:
         await self._changed()
 
     async def _notify_listeners(self, previous: RecordingState) -> None:
+        # The transition is already persisted: a failing listener is logged, never undone.
         for listener in self.listeners:
-            await listener.on_recording_state(self, previous)
+            try:
+                await listener.on_recording_state(self, previous)
+            except Exception:
+                log.exception(
+                    "room %s: %s failed on %s", self.id, type(listener).__name__, self.state.value
+                )
 
     async def recording_updated(self, rec: RecordingRow) -> None:
         """Finalization progress for this room's latest recording (no lock: status only)."""

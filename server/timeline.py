@@ -1,10 +1,10 @@
 """Placing recorded packets on the room's recording clock, from the timing logs.
 
 A stem segment's samples are continuous within a *run*: a stretch with no pause,
-resume or timestamp discontinuity. Within a run the sender's RTP clock is exact, so a
-sample's place is `offset + granule / 48000`, where the offset is fixed by the packet
-that arrived soonest after it was spoken (the smallest `rec_time - granule_end / 48000`
-of the run): network jitter only ever delays arrival, never hastens it.
+resume or timestamp discontinuity. Within a run a sample's place is
+`offset + granule / 48000`; `_scan` explains how the offset comes from the sender's
+RTP clock, fixed by the packet that arrived soonest after it was spoken (network
+jitter only ever delays arrival, never hastens it).
 """
 
 from __future__ import annotations
@@ -62,12 +62,45 @@ class SegmentTiming:
 
 
 def read_segment(timing_path: Path) -> SegmentTiming:
-    """Read a `<seat>-<NN>.timing.jsonl`; a torn last line (crash) is skipped and counted."""
+    """Read a `<seat>-<NN>.timing.jsonl` with its packet lines; a torn last line (crash)
+    is skipped and counted."""
+    return _scan(timing_path, keep_packets=True)
+
+
+def scan_segment(timing_path: Path) -> SegmentTiming:
+    """Like :func:`read_segment`, in constant memory: the runs, events and damaged-line
+    count of a segment without keeping its packet lines (`packets` stays empty).
+
+    A 40-minute segment has ~120 000 packet lines; the finalizer only needs the runs.
+    """
+    return _scan(timing_path, keep_packets=False)
+
+
+@dataclass(slots=True)
+class _RunScan:
+    granule_start: int
+    granule_end: int
+    ts_base: int  # rtp_ts - granule within this run
+    clock: float  # rec_time - arrival_wall: constant while the room is not paused
+    epoch: int
+
+
+def _scan(timing_path: Path, *, keep_packets: bool) -> SegmentTiming:
+    """One pass over a timing log.
+
+    The sender's RTP clock is exact and continuous for the whole segment (it keeps
+    running through pauses), so one estimate serves every run: `wall = W + ts / 48000`
+    with `W = min(arrival - ts_end / 48000)` over all the segment's packets, the one
+    that waited least. The room clock is `rec = wall + clock_r`, exact per run. A run's
+    offset is then `W + ts_base_r / 48000 + clock_r`. Timestamps that jump backwards
+    (a `discontinuity`) start a new epoch with its own W.
+    """
     name = timing_path.name.split(".")[0]
     seat, _, index = name.rpartition("-")
     segment = SegmentTiming(seat=seat, index=int(index) if index.isdigit() else 0)
-    current: list[PacketTiming] = []
-    runs: list[list[PacketTiming]] = [current]
+    runs: list[_RunScan] = []
+    current: _RunScan | None = None
+    epochs: list[float] = [float("inf")]
     with open(timing_path, encoding="utf-8", errors="replace") as f:
         for line in f:
             try:
@@ -76,21 +109,48 @@ def read_segment(timing_path: Path) -> SegmentTiming:
                 segment.damaged_lines += 1
                 continue
             if isinstance(entry, list) and len(entry) == 6:
-                packet = PacketTiming(*entry)
-                segment.packets.append(packet)
-                current.append(packet)
+                try:
+                    packet = PacketTiming(
+                        int(entry[0]),
+                        int(entry[1]),
+                        float(entry[2]),
+                        float(entry[3]),
+                        int(entry[4]),
+                        int(entry[5]),
+                    )
+                except (TypeError, ValueError):
+                    segment.damaged_lines += 1
+                    continue
+                if keep_packets:
+                    segment.packets.append(packet)
+                ts_base = packet.ts - packet.granule_start
+                if current is not None and ts_base < current.ts_base:
+                    epochs.append(float("inf"))  # timestamps went backwards
+                    current = None
+                epochs[-1] = min(
+                    epochs[-1], packet.arrival - (packet.ts + packet.samples) / SAMPLE_RATE
+                )
+                if current is None:
+                    current = _RunScan(
+                        packet.granule_start,
+                        packet.granule_end,
+                        ts_base,
+                        packet.rec - packet.arrival,
+                        len(epochs) - 1,
+                    )
+                    runs.append(current)
+                else:
+                    current.granule_end = packet.granule_end
             elif isinstance(entry, dict):
                 segment.events.append(entry)
-                if entry.get("type") in RUN_BREAKS and current:
-                    current = []
-                    runs.append(current)
+                if entry.get("type") in RUN_BREAKS:
+                    current = None
             else:
                 segment.damaged_lines += 1
-    for packets in runs:
-        if not packets:
-            continue
-        offset = min(p.rec - p.granule_end / SAMPLE_RATE for p in packets)
-        segment.runs.append(Run(packets[0].granule_start, packets[-1].granule_end, offset))
+    segment.runs = [
+        Run(r.granule_start, r.granule_end, epochs[r.epoch] + r.ts_base / SAMPLE_RATE + r.clock)
+        for r in runs
+    ]
     # Runs tile the segment: a run ends where the next one begins.
     for run, following in zip(segment.runs, segment.runs[1:], strict=False):
         run.granule_end = following.granule_start
