@@ -1,0 +1,263 @@
+"""Real Chromium for the browser tests: Debian's binary (never downloaded), fake media
+devices fed from a WAV tone generated at test time, and checks a person would make."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import time
+import wave
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from playwright.async_api import Browser, ConsoleMessage, Page, Playwright
+from playwright.async_api import Error as PlaywrightError
+
+T = TypeVar("T")
+
+CHROMIUM = os.environ.get("STORYROOM_CHROMIUM", "/usr/bin/chromium")
+RATE = 48_000
+# One tone per seat, so a receiver can tell who it hears.
+TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
+PHONE = {"width": 360, "height": 740}
+LAPTOP = {"width": 1280, "height": 900}
+WIDE = {"width": 1500, "height": 1000}
+
+
+def artifacts_dir() -> Path:
+    """Where screenshots go: $STORYROOM_ARTIFACTS, else /tmp/storyroom-shots."""
+    folder = Path(os.environ.get("STORYROOM_ARTIFACTS") or "/tmp/storyroom-shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_tone(path: Path, frequency: float, seconds: float = 4.0, amplitude: float = 0.3) -> Path:
+    """A 16-bit 48 kHz mono sine (a whole number of cycles, so Chromium's loop is seamless)."""
+    cycles = round(frequency * seconds)
+    samples = round(cycles * RATE / frequency)
+    t = np.arange(samples) / RATE
+    pcm = (amplitude * 32767 * np.sin(2 * np.pi * frequency * t)).astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes(pcm.tobytes())
+    return path
+
+
+def chromium_args(wav: Path | None) -> list[str]:
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        # remote voices play without a click, as they would after the mic button
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+    if wav is not None:
+        args.append(f"--use-file-for-fake-audio-capture={wav}")
+    return args
+
+
+async def launch(playwright: Playwright, wav: Path | None = None) -> Browser:
+    return await playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=chromium_args(wav)
+    )
+
+
+def with_raw_audio(link: str) -> str:
+    """The join link with `?raw=1`: the fake capture tone reaches WebRTC unprocessed."""
+    base, _, fragment = link.partition("#")
+    return f"{base}?raw=1#{fragment}"
+
+
+@dataclass
+class PageWatch:
+    """Console errors, page errors and CSP violations seen by a page."""
+
+    errors: list[str] = field(default_factory=list)
+
+    def attach(self, page: Page) -> None:
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+
+    def _console(self, message: ConsoleMessage) -> None:
+        text = message.text
+        if message.type == "error" or "Content Security Policy" in text:
+            # A refused Socket.IO connect (bad token) is logged by Chromium as an error.
+            if "WebSocket connection" in text:
+                return
+            self.errors.append(f"{message.type}: {text}")
+
+    def assert_clean(self) -> None:
+        assert not self.errors, "browser console errors:\n" + "\n".join(self.errors)
+
+
+@dataclass
+class Seat:
+    name: str
+    page: Page
+    watch: PageWatch
+
+
+@asynccontextmanager
+async def seat_page(
+    browser: Browser, url: str, name: str, viewport: dict[str, int] | None = None
+) -> AsyncIterator[Seat]:
+    context = await browser.new_context(viewport=viewport or LAPTOP)  # type: ignore[arg-type]
+    try:
+        page = await context.new_page()
+        watch = PageWatch()
+        watch.attach(page)
+        await page.goto(url)
+        yield Seat(name, page, watch)
+    finally:
+        await context.close()
+
+
+async def horizontal_overflow(page: Page) -> int:
+    """How many CSS pixels the page is wider than the viewport (0 means no sideways scroll)."""
+    value: Any = await page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    return int(value)
+
+
+async def screenshot(page: Page, name: str) -> Path:
+    """A full-page PNG, scrolled to the top first so sticky bars sit where people see them."""
+    path = artifacts_dir() / f"{name}.png"
+    await page.evaluate("() => window.scrollTo(0, 0)")
+    await page.screenshot(path=str(path), full_page=True, animations="disabled")
+    return path
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]],
+    timeout: float = 10.0,
+    interval: float = 0.1,
+    what: str = "",
+) -> T:
+    """Poll an async `check` until it returns something truthy (the async wait_for)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(interval)
+
+
+async def turn_on_microphone(page: Page) -> None:
+    """Press "Turn on my microphone" unless the page started it by itself (permission
+    already granted, as with --use-fake-ui-for-media-stream)."""
+    panel = page.locator("#mic-panel")
+
+    async def on() -> bool:
+        state = await panel.get_attribute("data-mic-state")
+        if state == "on":
+            return True
+        if state in ("off", "failed"):
+            with contextlib.suppress(PlaywrightError):
+                await panel.locator("[data-role=enable]").click(timeout=500)
+        return False
+
+    await eventually(on, timeout=15, interval=0.2, what="the microphone to be on")
+
+
+async def received_tone(page: Page, seat: str, near: float) -> dict[str, Any] | None:
+    """The strongest frequency in what the page receives from `seat`, if it is near `near`.
+
+    Analyses the remote stream the page plays (its <audio data-seat=...> element) with a
+    WebAudio AnalyserNode over about half a second.
+    """
+    result: dict[str, Any] | None = await page.evaluate(
+        """async (seat) => {
+            const audio = document.querySelector(`#remote-audio audio[data-seat="${seat}"]`);
+            if (!audio || !audio.srcObject) return null;
+            const ctx = new AudioContext();
+            await ctx.resume();
+            const source = ctx.createMediaStreamSource(audio.srcObject);
+            const analyser = ctx.createAnalyser();
+            analyser.fftSize = 8192;
+            analyser.smoothingTimeConstant = 0;
+            source.connect(analyser);
+            await new Promise((resolve) => setTimeout(resolve, 500));
+            const bins = new Float32Array(analyser.frequencyBinCount);
+            analyser.getFloatFrequencyData(bins);
+            let best = 1;
+            for (let i = 1; i < bins.length; i++) if (bins[i] > bins[best]) best = i;
+            source.disconnect();
+            await ctx.close();
+            return {freq: best * ctx.sampleRate / analyser.fftSize, db: bins[best],
+                    playing: !audio.paused};
+        }""",
+        seat,
+    )
+    if result and result["playing"] and result["db"] > -60 and abs(result["freq"] - near) < 15:
+        return result
+    return None
+
+
+async def inbound_audio(page: Page) -> dict[str, dict[str, float]]:
+    """Per other seat: bytes and audio energy received so far (WebRTC inbound-rtp)."""
+    result: dict[str, dict[str, float]] = await page.evaluate(
+        """async () => {
+            const client = window.storyroom.client;
+            if (!client.pc) return {};
+            const out = {};
+            const stats = await client.pc.getStats();
+            stats.forEach((s) => {
+              if (s.type === "inbound-rtp" && s.kind === "audio" && client.mids[s.mid]) {
+                out[client.mids[s.mid]] = {bytes: s.bytesReceived || 0,
+                                           energy: s.totalAudioEnergy || 0};
+              }
+            });
+            return out;
+        }"""
+    )
+    return result
+
+
+async def assert_hears(page: Page, seats: list[str]) -> None:
+    """Bytes and energy from each seat keep rising, and each carries that seat's tone."""
+    first = await eventually(
+        lambda: _inbound_for(page, seats), timeout=20, what=f"inbound audio from {seats}"
+    )
+
+    async def rising() -> dict[str, dict[str, float]] | None:
+        now = await inbound_audio(page)
+        ok = all(
+            seat in now
+            and now[seat]["bytes"] > first[seat]["bytes"]
+            and now[seat]["energy"] > first[seat]["energy"]
+            for seat in seats
+        )
+        return now if ok else None
+
+    await eventually(rising, timeout=10, what="inbound bytes and energy rising")
+    for seat in seats:
+        tone = await eventually(
+            functools.partial(received_tone, page, seat, TONES[seat]),
+            timeout=10,
+            what=f"{seat}'s tone",
+        )
+        assert abs(tone["freq"] - TONES[seat]) < 15, tone
+
+
+async def _inbound_for(page: Page, seats: list[str]) -> dict[str, dict[str, float]] | None:
+    stats = await inbound_audio(page)
+    if all(seat in stats and stats[seat]["bytes"] > 0 for seat in seats):
+        return stats
+    return None
