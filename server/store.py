@@ -103,7 +103,20 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE recordings ADD COLUMN finalized TEXT;        -- JSON: files, chapters, loudness, damage
     ALTER TABLE recordings ADD COLUMN finalized_at REAL;
     """,
+    # 3: modules (applications, staff accounts...) version their own tables here
+    """
+    CREATE TABLE module_versions (module TEXT PRIMARY KEY, version INTEGER NOT NULL);
+    """,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleMigrations:
+    """A module's own migrations, applied in order after the core schema."""
+
+    name: str
+    scripts: tuple[str, ...]
+
 
 SEATS: tuple[str, ...] = ("a", "b", "facilitator")
 PARTICIPANT_SEATS: tuple[str, ...] = ("a", "b")
@@ -196,7 +209,9 @@ class Store:
         self._db = db
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
+    async def open(cls, path: Path, modules: Sequence[ModuleMigrations] = ()) -> Store:
+        """Open (creating) the database and bring the core schema and each module's
+        own tables up to date."""
         path.parent.mkdir(parents=True, exist_ok=True)
         db = await aiosqlite.connect(path)
         db.row_factory = aiosqlite.Row
@@ -207,6 +222,8 @@ class Store:
         store = cls(db)
         try:
             await store._migrate()
+            for module in modules:
+                await store._migrate_module(module)
         except BaseException:
             await db.close()
             raise
@@ -232,6 +249,24 @@ class Store:
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             await self._db.executescript(
                 f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;"
+            )
+
+    async def _migrate_module(self, module: ModuleMigrations) -> None:
+        """A module's tables have their own version line in `module_versions`."""
+        async with self._db.execute(
+            "SELECT version FROM module_versions WHERE module = ?", (module.name,)
+        ) as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(module.scripts):
+            raise RuntimeError(
+                f"the {module.name} tables are at version {version}, newer than this storyroom"
+            )
+        for number, script in enumerate(module.scripts[version:], start=version + 1):
+            await self._db.executescript(
+                f"BEGIN; {script}; INSERT INTO module_versions (module, version)"
+                f" VALUES ('{module.name}', {number}) ON CONFLICT (module)"
+                f" DO UPDATE SET version = excluded.version; COMMIT;"
             )
 
     async def schema_version(self) -> int:
