@@ -20,6 +20,7 @@ TITLE_MAX = 120
 QUESTION_MAX = 400
 QUESTIONS_MAX = 60
 LABEL_MAX = 120
+NOTE_MAX = 2000
 SDP_MAX = 64_000
 TARGET_MINUTES = (10, 120)
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -168,6 +169,11 @@ class MarkerIn:
 
 
 @dataclass(frozen=True, slots=True)
+class NoteIn:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class OfferIn:
     sdp: str
     type: str
@@ -203,6 +209,11 @@ def parse_cue(payload: Any) -> CueIn:
 def parse_marker(payload: Any) -> MarkerIn:
     obj = _obj(payload, {"label"}, set())
     return MarkerIn(_text(obj.get("label", "marker"), "label", LABEL_MAX))
+
+
+def parse_note(payload: Any) -> NoteIn:
+    obj = _obj(payload, {"text"}, {"text"})
+    return NoteIn(_text(obj["text"], "text", NOTE_MAX))
 
 
 def parse_empty(payload: Any) -> None:

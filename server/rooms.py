@@ -27,6 +27,7 @@ from .store import (
     Consent,
     CueRow,
     MarkerRow,
+    NoteRow,
     RecordingRow,
     SeatRow,
     SessionRow,
@@ -82,6 +83,7 @@ class Room:
     choices: dict[str, list[str]]
     cues: list[CueRow]
     markers: list[MarkerRow]
+    notes: list[NoteRow]
     recording: RecordingRow | None
     on_change: Callable[[Room], Awaitable[None]]
     presence: dict[str, Presence] = field(default_factory=lambda: {s: Presence() for s in SEATS})
@@ -294,6 +296,32 @@ class Room:
         await self._changed()
         return row
 
+    async def note(self, seat: str, text: str) -> NoteRow:
+        """A private note of the facilitator's, kept with its time (seen by them only)."""
+        _facilitator_only(seat)
+        async with self.lock:
+            now = time.time()
+            live = self.state in (RecordingState.RECORDING, RecordingState.PAUSED)
+            rec_time = self.elapsed(now) if live else None
+            recording_id = self.recording.id if live and self.recording else None
+            note_id = await self.store.add_note(self.id, recording_id, seat, text, now, rec_time)
+            row = NoteRow(note_id, text, now, rec_time)
+            self.notes.append(row)
+            self.notice = {"type": "note", "seat": seat, "at": now}
+        await self._changed()
+        return row
+
+    def private_view(self, seat: str) -> dict[str, Any]:
+        """What only `seat` sees, added to its snapshot."""
+        if seat != SeatName.FACILITATOR.value:
+            return {}
+        return {
+            "notes": [
+                {"seq": n.id, "text": n.text, "at": n.at, "rec_time": n.rec_time}
+                for n in self.notes
+            ]
+        }
+
     # -- recording state machine -----------------------------------------------------------
 
     async def start(self, seat: str) -> RecordingRow:
@@ -480,6 +508,7 @@ class Rooms:
                 choices=await self._store.choices(session_id),
                 cues=await self._store.cues(session_id),
                 markers=await self._store.markers(session_id),
+                notes=await self._store.notes(session_id),
                 recording=recordings[-1] if recordings else None,
                 on_change=self._on_change,
                 listeners=list(self.room_listeners),

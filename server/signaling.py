@@ -87,6 +87,7 @@ class Signaling:
             "recording:resume": self._resume,
             "recording:stop": self._stop,
             "marker": self._marker,
+            "note": self._note,
             "rtc:offer": self._rtc_offer,
         }
         sio.on("connect", self._on_connect)
@@ -131,7 +132,9 @@ class Signaling:
         snapshot["ice_servers"] = self.media.ice_servers() if self.media else []
         for seat, presence in room.presence.items():
             if presence.sid is not None:
-                await self.sio.emit("room", {**snapshot, "you": seat}, to=presence.sid)
+                await self.sio.emit(
+                    "room", {**snapshot, **room.private_view(seat), "you": seat}, to=presence.sid
+                )
 
     # -- connect / disconnect --------------------------------------------------------------
 
@@ -274,6 +277,10 @@ class Signaling:
     async def _marker(self, conn: Conn, room: Room, payload: Any) -> dict[str, Any]:
         marker = await room.marker(conn.seat, protocol.parse_marker(payload).label)
         return {"marker": {"seq": marker.id, "rec_time": marker.rec_time}}
+
+    async def _note(self, conn: Conn, room: Room, payload: Any) -> dict[str, Any]:
+        note = await room.note(conn.seat, protocol.parse_note(payload).text)
+        return {"note": {"seq": note.id, "at": note.at, "rec_time": note.rec_time}}
 
     async def _rtc_offer(self, conn: Conn, room: Room, payload: Any) -> dict[str, Any]:
         offer = protocol.parse_offer(payload)

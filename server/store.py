@@ -107,6 +107,19 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE module_versions (module TEXT PRIMARY KEY, version INTEGER NOT NULL);
     """,
+    # 4: the facilitator's private notes, with times
+    """
+    CREATE TABLE notes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        recording_id TEXT REFERENCES recordings(id) ON DELETE SET NULL,
+        seat TEXT NOT NULL,
+        text TEXT NOT NULL,
+        at REAL NOT NULL,
+        rec_time REAL
+    );
+    CREATE INDEX notes_by_session ON notes(session_id, id);
+    """,
 )
 
 
@@ -190,6 +203,14 @@ class CueRow:
     at: float
     rec_time: float | None
     recording_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NoteRow:
+    id: int
+    text: str
+    at: float
+    rec_time: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -571,6 +592,30 @@ class Store:
         )
         await self._db.commit()
         return int(cur.lastrowid or 0)
+
+    async def add_note(
+        self,
+        session_id: str,
+        recording_id: str | None,
+        seat: str,
+        text: str,
+        at: float,
+        rec_time: float | None,
+    ) -> int:
+        cur = await self._db.execute(
+            "INSERT INTO notes (session_id, recording_id, seat, text, at, rec_time) VALUES (?, ?, ?, ?, ?, ?)",
+            (session_id, recording_id, seat, text, at, rec_time),
+        )
+        await self._db.commit()
+        return int(cur.lastrowid or 0)
+
+    async def notes(self, session_id: str) -> list[NoteRow]:
+        async with self._db.execute(
+            "SELECT id, text, at, rec_time FROM notes WHERE session_id = ? ORDER BY id",
+            (session_id,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [NoteRow(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def markers(self, session_id: str) -> list[MarkerRow]:
         async with self._db.execute(

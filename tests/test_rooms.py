@@ -257,3 +257,33 @@ async def test_restart_keeps_state_and_interrupts_running_recording(tmp_path: Pa
             await close_all(clients)
     finally:
         await srv.close()
+
+
+async def test_facilitator_notes_are_private_and_kept(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    srv = await start_server(data)
+    created = await create_session(srv.url)
+    clients = await seat_clients(srv.url, created)
+    try:
+        f = clients["facilitator"]
+        ack = await f.call("note", {"text": "Rosa mentioned her grandmother's farm"})
+        assert ack["ok"] and ack["note"]["rec_time"] is None  # before recording: time of day only
+        snap = await f.wait(lambda s: s.get("notes"), "note in the facilitator's snapshot")
+        assert snap["notes"][0]["text"] == "Rosa mentioned her grandmother's farm"
+        for seat in ("a", "b"):
+            assert all("notes" not in s for s in clients[seat].snapshots)
+            assert "grandmother" not in str(clients[seat].snapshots)
+        assert (await clients["a"].call("note", {"text": "x"}))["error"]["code"] == "forbidden"
+        assert (await f.call("note", {"text": ""}))["error"]["code"] == "invalid_value"
+        assert (await f.call("note", {"text": "n" * 2001}))["error"]["code"] == "too_long"
+    finally:
+        await close_all(clients)
+        await srv.close()
+    srv = await start_server(data)
+    try:
+        again = SeatClient(srv.url, created["seats"]["facilitator"]["token"])
+        await again.connect()
+        assert [n["text"] for n in again.last["notes"]] == ["Rosa mentioned her grandmother's farm"]
+        await again.close()
+    finally:
+        await srv.close()

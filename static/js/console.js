@@ -31,7 +31,6 @@ const page = {
   lastState: null,
   lastCueSeq: undefined,
   busy: false,
-  notes: [],
   // Edits to the agreed list not yet confirmed by a snapshot: the base for the next edit,
   // so quick successive clicks do not undo each other.
   pendingAgreed: null,
@@ -40,10 +39,6 @@ const page = {
 
 function agreedList() {
   return page.pendingAgreed || view.snapshot.agreed;
-}
-
-function notesKey() {
-  return `storyroom.notes.${view.sessionId}`;
 }
 
 function isLive() {
@@ -335,7 +330,7 @@ function renderMarkers() {
 }
 
 function renderNotes() {
-  const items = page.notes
+  const items = (view.snapshot.notes || [])
     .slice()
     .reverse()
     .map((note) =>
@@ -507,36 +502,21 @@ async function addMarker(event) {
   }
 }
 
-function loadNotes() {
-  try {
-    const stored = JSON.parse(localStorage.getItem(notesKey()) || "[]");
-    page.notes = Array.isArray(stored) ? stored : [];
-  } catch {
-    page.notes = [];
-  }
-}
-
-function saveNote(event) {
+async function saveNote(event) {
   event.preventDefault();
   const input = $("#note-text");
   const text = input.value.trim();
   if (!text) {
     return;
   }
-  const live = view.snapshot && view.state !== "idle";
-  const now = client.serverNow();
-  page.notes.push({
-    text,
-    at: now,
-    rec_time: live ? timerElapsed(now) : null,
-  });
-  try {
-    localStorage.setItem(notesKey(), JSON.stringify(page.notes));
-  } catch {
-    // storage full or disabled: the note stays on screen for this visit
+  const ack = await client.note(text);
+  const status = $("#note-status");
+  if (ack.ok) {
+    input.value = "";
+    status.textContent = t("notes.saved");
+  } else {
+    status.textContent = errorText(ack.error);
   }
-  input.value = "";
-  renderNotes();
 }
 
 function timerElapsed(now) {
@@ -569,7 +549,6 @@ function onKey(event) {
 async function main() {
   await view.init();
   buildSeatCards();
-  loadNotes();
   onLanguageChange(() => {
     if (view.mic) {
       view.mic.render();

@@ -199,6 +199,11 @@ export class RoomClient {
     return this.request("marker", { label });
   }
 
+  /** A private note of the facilitator's, kept on the server with its time. */
+  note(text) {
+    return this.request("note", { text });
+  }
+
   /**
    * Our microphone. The first call starts the audio; later calls swap the track on
    * the existing sender without renegotiating.
