@@ -20,11 +20,12 @@ import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import av
+from aioice import ice as aioice_ice
 from aiortc import RTCRtpReceiver, clock, codecs, rtcdtlstransport, rtcrtpreceiver, rtcrtpsender
 from aiortc import rtp as aiortc_rtp
 from aiortc.codecs import opus
@@ -296,3 +297,21 @@ class EncodedAudioTrack(MediaStreamTrack):
         super().stop()
         self._queue.clear()
         self._ready.set()
+
+
+def restrict_host_addresses(addresses: Sequence[str]) -> None:
+    """Gather ICE host candidates only on `addresses` (process-wide).
+
+    aioice gathers every interface's address but never loopback; an operator may
+    want one interface, and tests and benchmarks need 127.0.0.1 alone. aioice looks
+    `get_host_addresses` up at gathering time, so replacing it takes effect for
+    every later peer connection.
+    """
+    chosen = list(addresses)
+    if not hasattr(aioice_ice, "get_host_addresses"):
+        raise RuntimeError("aioice internals changed: aioice.ice.get_host_addresses is gone")
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice_ice.get_host_addresses = host_addresses

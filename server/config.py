@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -45,10 +46,23 @@ class Settings:
     warning_minutes: tuple[float, ...] = (5.0, 1.0)
     reconnect_grace_s: float = 10.0
     ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
+    # Addresses the server offers as ICE host candidates; empty: every interface.
+    ice_host_addresses: tuple[str, ...] = field(default_factory=tuple)
     opus_max_average_bitrate: int = 96_000
     log_level: str = "INFO"
     # Browser pages; defaults to the checkout's static/ (the image sets /app/static).
     static_dir: Path = Path(__file__).resolve().parent.parent / "static"
+    # Mail: SMTP when smtp_host is set, else .eml files in data_dir/outbox.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: str = "starttls"  # starttls | ssl | none
+    smtp_user: str = ""
+    smtp_password: str = ""
+    mail_from: str = "storyroom <storyroom@localhost>"
+    # Matching: 0 pairs opposite sides of the centre; 1-6 a placement gap of at least this.
+    matching_min_distance: int = 0
+    # Application form submissions allowed per client address per hour.
+    apply_rate_limit: int = 20
 
     @property
     def base_url(self) -> str:
@@ -66,6 +80,10 @@ class Settings:
     @property
     def recordings_dir(self) -> Path:
         return self.data_dir / "recordings"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.data_dir / "outbox"
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -86,7 +104,14 @@ def _parse(name: str, raw: Any, source: str) -> Any:
     if not isinstance(raw, str):
         return Path(raw) if name in ("data_dir", "static_dir") else raw
     try:
-        if name in ("port", "max_request_bytes", "opus_max_average_bitrate"):
+        if name in (
+            "port",
+            "max_request_bytes",
+            "opus_max_average_bitrate",
+            "smtp_port",
+            "matching_min_distance",
+            "apply_rate_limit",
+        ):
             return int(raw)
         if name in ("token_ttl_days", "reconnect_grace_s"):
             return float(raw)
@@ -96,6 +121,8 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             return tuple(float(x) for x in raw.split(",") if x.strip())
         if name == "ice_servers":
             return _parse_ice_servers(raw)
+        if name == "ice_host_addresses":
+            return tuple(str(ipaddress.ip_address(a.strip())) for a in raw.split(",") if a.strip())
     except (ValueError, TypeError) as exc:
         raise SettingsError(f"{source}: cannot read {raw!r}: {exc}") from None
     return raw
@@ -138,6 +165,14 @@ def _validated(s: Settings) -> Settings:
         raise SettingsError("opus_max_average_bitrate must be between 6000 and 510000")
     if s.public_url and not s.public_url.startswith(("http://", "https://")):
         raise SettingsError("public_url must start with http:// or https://")
+    if not 1 <= s.smtp_port <= 65535:
+        raise SettingsError("smtp_port must be between 1 and 65535")
+    if s.smtp_security not in ("starttls", "ssl", "none"):
+        raise SettingsError("smtp_security must be starttls, ssl or none")
+    if not 0 <= s.matching_min_distance <= 6:
+        raise SettingsError("matching_min_distance must be between 0 and 6")
+    if not 1 <= s.apply_rate_limit <= 100_000:
+        raise SettingsError("apply_rate_limit must be between 1 and 100000")
     for server in s.ice_servers:
         for url in server.urls:
             if not url.startswith(("stun:", "turn:", "turns:")):

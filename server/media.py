@@ -24,7 +24,13 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from . import sdp
-from .aiortc_internals import EncodedAudioTrack, RtpAudioPacket, check_internals, tap_receiver
+from .aiortc_internals import (
+    EncodedAudioTrack,
+    RtpAudioPacket,
+    check_internals,
+    restrict_host_addresses,
+    tap_receiver,
+)
 from .config import Settings
 from .errors import Busy, InvalidInput, UserError
 from .protocol import OfferIn
@@ -126,6 +132,8 @@ class MediaPlane:
 
     def __init__(self, settings: Settings) -> None:
         check_internals()
+        if settings.ice_host_addresses:
+            restrict_host_addresses(settings.ice_host_addresses)
         self.settings = settings
         self.rooms: dict[str, RoomMedia] = {}
         self.subscribers: list[PacketSubscriber] = []

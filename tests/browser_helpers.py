@@ -62,6 +62,8 @@ def chromium_args(wav: Path | None) -> list[str]:
         "--disable-sync",
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
+        # the tests run in a network namespace with only `lo`: let WebRTC use it
+        "--allow-loopback-in-peer-connection",
         # remote voices play without a click, as they would after the mic button
         "--autoplay-policy=no-user-gesture-required",
     ]

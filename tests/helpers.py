@@ -62,6 +62,7 @@ async def start_server(data_dir: Path, **overrides: Any) -> RunningServer:
         data_dir=data_dir,
         port=port,
         staff_token=STAFF_TOKEN,
+        ice_host_addresses="127.0.0.1",
         **overrides,
     )
     runner = web.AppRunner(create_app(settings), handle_signals=False)

@@ -24,7 +24,12 @@ TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
 
 @contextlib.contextmanager
 def server_process(data_dir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "STORYROOM_STAFF_TOKEN": STAFF_TOKEN, "STORYROOM_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "STORYROOM_STAFF_TOKEN": STAFF_TOKEN,
+        "STORYROOM_LOG_LEVEL": "WARNING",
+        "STORYROOM_ICE_HOST_ADDRESSES": "127.0.0.1",
+    }
     proc = subprocess.Popen(
         [
             sys.executable,

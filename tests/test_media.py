@@ -121,7 +121,8 @@ async def test_reconnect_makes_two_segments_and_an_explicit_gap(server: RunningS
         peers["b"] = SeatPeer(again, ToneTrack(TONES["b"]))
         await peers["b"].connect()
         await wait_for(lambda: (rec_dir / "stems" / "b-02.opus").exists(), what="b's second stem")
-        await wait_for(lambda: (rec_dir / "stems" / "b-02.timing.jsonl").stat().st_size > 2000)
+        timing = rec_dir / "stems" / "b-02.timing.jsonl"
+        await wait_for(lambda: timing.exists() and timing.stat().st_size > 2000, what="b-02 timing")
         assert (await clients["facilitator"].call("recording:stop"))["ok"]
         await wait_for(lambda: '"stop"' in (rec_dir / "recording.jsonl").read_text())
         segments = [s for s in read_recording(rec_dir) if s.seat == "b"]
