@@ -9,6 +9,8 @@ import socketio
 from aiohttp import web
 
 from .api import Api, errors_middleware
+from .applications_api import ApplicationsApi
+from .applications_store import TABLES as APPLICATION_TABLES
 from .config import Settings
 from .finalizer import Finalizer
 from .media import MediaPlane
@@ -41,6 +43,7 @@ def create_app(settings: Settings) -> web.Application:
     sio.attach(app)
     api = Api(app)
     app.add_routes(api.routes())
+    app.add_routes(ApplicationsApi(app).routes())
     add_page_routes(app, settings)
 
     async def services(app: web.Application) -> AsyncIterator[None]:
@@ -53,7 +56,7 @@ def create_app(settings: Settings) -> web.Application:
                 f"\n  {staff_token}",
                 flush=True,
             )
-        store = await Store.open(settings.database_path)
+        store = await Store.open(settings.database_path, modules=[APPLICATION_TABLES])
         interrupted = await store.mark_running_interrupted(now=_now())
         for rec_id in interrupted:
             log.warning(

@@ -60,6 +60,9 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/room/{session_id}", page("room.html"))
     app.router.add_get("/console/{session_id}", page("console.html"))
     app.router.add_get("/staff", page("staff.html"))
+    app.router.add_get("/apply", page("apply.html"))
+    app.router.add_get("/solicitar", page("apply.html"))  # the same form, in Spanish
+    app.router.add_get("/staff/applications", page("applications.html"))
     app.router.add_get("/vendor/socket.io.esm.min.js", socketio_client)
     if static.is_dir():
         app.router.add_static("/static/", static, follow_symlinks=False, show_index=False)

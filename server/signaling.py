@@ -20,7 +20,7 @@ from . import protocol
 from .config import Settings
 from .errors import AuthError, InvalidInput, NotFound, ProtocolError, StoryroomError, UserError
 from .rooms import CloseReason, Room, Rooms
-from .seats import hash_token
+from .seats import SeatName, hash_token
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class Signaling:
                     await task
 
     async def _levels_loop(self) -> None:
-        """About four times a second, each live room's levels and link stats."""
+        """About four times a second, each live room's levels and link stats, to its facilitator."""
         while True:
             await asyncio.sleep(LEVELS_INTERVAL)
             if self.media is None:
@@ -121,10 +121,11 @@ class Signaling:
                 levels = self.media.levels(room.id)
                 if levels is None:
                     continue
-                for presence in room.presence.values():
-                    if presence.sid is not None:
-                        with contextlib.suppress(Exception):
-                            await self.sio.emit("media:levels", levels, to=presence.sid)
+                # the facilitator's console shows them; participants' pages do not
+                sid = room.presence[SeatName.FACILITATOR.value].sid
+                if sid is not None:
+                    with contextlib.suppress(Exception):
+                        await self.sio.emit("media:levels", levels, to=sid)
 
     async def broadcast(self, room: Room) -> None:
         """Send the room snapshot to every seat connected to it (Room.on_change)."""
