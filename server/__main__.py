@@ -1,18 +1,26 @@
-"""Command line: `storyroom serve`, `storyroom session create`."""
+"""Command line: `storyroom serve`, `storyroom session create`, `storyroom staff add`,
+`storyroom recording finalize|export-bag`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
-from .app import create_app
+from .accounts import Accounts
+from .app import STORE_MODULES, create_app
+from .archive import Archive
+from .audit import Audit
+from .bagit_export import build_bag
 from .config import Settings, SettingsError
-from .errors import InvalidInput
+from .copies import Copies
+from .errors import InvalidInput, StoryroomError
 from .finalizer import PROGRESS_FILE, build_spec, run_job
 from .protocol import ID_RE, parse_session_create
 from .recorder import recording_dir
@@ -55,7 +63,86 @@ def build_parser() -> argparse.ArgumentParser:
     finalize = recording_sub.add_parser("finalize", help="(re)make a recording's archival files")
     _add_settings_flags(finalize)
     finalize.add_argument("recording_id")
+    export = recording_sub.add_parser(
+        "export-bag",
+        help="make a validated BagIt bag of a recording (both participants must agree to archiving)",
+    )
+    _add_settings_flags(export)
+    export.add_argument("recording_id")
+    export.add_argument(
+        "dest", help="the bag directory to create (inside it, if it is an existing directory)"
+    )
+
+    staff = sub.add_parser("staff", help="manage staff accounts")
+    staff_sub = staff.add_subparsers(dest="staff_command", required=True)
+    add = staff_sub.add_parser("add", help="add a staff member (asks for a password)")
+    _add_settings_flags(add)
+    add.add_argument("email")
+    password = staff_sub.add_parser(
+        "password", help="set a staff member's password (signs them out everywhere)"
+    )
+    _add_settings_flags(password)
+    password.add_argument("email")
     return parser
+
+
+CLI_ACTOR = "command line"
+
+
+def _read_password() -> str:
+    """From the terminal (asked twice), or one line of standard input for scripts."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != first:
+        raise InvalidInput("the two passwords differ")
+    return first
+
+
+async def _staff(settings: Settings, command: str, email: str, password: str) -> int:
+    store = await Store.open(settings.database_path, modules=STORE_MODULES)
+    try:
+        accounts = Accounts(store, settings)
+        if command == "add":
+            user = await accounts.add_user(email, password)
+            print(f"Staff member {user.email} added; they sign in at {settings.base_url}/staff")
+        else:
+            await accounts.set_password(email, password)
+            print(f"Password of {email.strip().lower()} changed; their sessions have ended")
+        return 0
+    finally:
+        await store.close()
+
+
+async def _export_bag(settings: Settings, recording_id: str, bag_dir: Path) -> int:
+    """Make and validate a bag of one recording here and now (staff can also download
+    one from the recording's page)."""
+    store = await Store.open(settings.database_path, modules=STORE_MODULES)
+    try:
+        rec = await store.get_recording(recording_id) if ID_RE.match(recording_id) else None
+        if rec is None:
+            print(f"storyroom: no recording {recording_id!r}", file=sys.stderr)
+            return 2
+        archive = Archive(store, settings, Copies(store, settings))
+        try:
+            request = await archive.bag_request(rec, bag_dir)
+        except StoryroomError as exc:
+            print(f"storyroom: {exc.message}", file=sys.stderr)
+            return 2
+        result = await asyncio.to_thread(build_bag, request)
+        await Audit(store).record(
+            CLI_ACTOR,
+            "export",
+            rec.id,
+            {"dest": result.bag_dir, "files": result.files, "payload_oxum": result.payload_oxum},
+        )
+        print(
+            f"Bag of recording {rec.id} made and validated in {result.bag_dir}\n"
+            f"  {result.files} files, {result.bytes} bytes, Payload-Oxum {result.payload_oxum}"
+        )
+        return 0
+    finally:
+        await store.close()
 
 
 async def _finalize(settings: Settings, recording_id: str) -> int:
@@ -133,6 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        if args.command == "staff":
+            return asyncio.run(_staff(settings, args.staff_command, args.email, _read_password()))
+        if args.command == "recording" and args.recording_command == "export-bag":
+            dest = Path(args.dest)
+            bag_dir = (dest / args.recording_id if dest.is_dir() else dest).resolve()
+            if bag_dir.exists():
+                print(f"storyroom: {bag_dir} already exists", file=sys.stderr)
+                return 2
+            return asyncio.run(_export_bag(settings, args.recording_id, bag_dir))
         if args.command == "recording":
             return asyncio.run(_finalize(settings, args.recording_id))
         if args.command == "session":

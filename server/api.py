@@ -10,11 +10,16 @@ from typing import Any
 from aiohttp import web
 
 from . import protocol
+from .accounts import StaffIdentity
+from .archive import ARCHIVE
+from .audit import AUDIT
+from .downloads import send_file
 from .errors import AuthError, InvalidInput, NotFound, PayloadTooLarge, StoryroomError
 from .recorder import recording_dir
 from .services import SERVICES, Services
 from .sessions import create_session, describe_session
 from .staff import require_staff
+from .staff_protocol import parse_search
 from .store import RecordingRow
 
 log = logging.getLogger(__name__)
@@ -23,9 +28,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error_response(exc: StoryroomError) -> web.Response:
-    headers = (
-        {"WWW-Authenticate": 'Bearer realm="storyroom"'} if isinstance(exc, AuthError) else None
-    )
+    headers = {}
+    if isinstance(exc, AuthError):
+        headers["WWW-Authenticate"] = 'Bearer realm="storyroom"'
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     return web.json_response({"error": exc.to_json()}, status=exc.status, headers=headers)
 
 
@@ -80,8 +88,8 @@ class Api:
     def ctx(self) -> Services:
         return self.app[SERVICES]
 
-    def staff(self, request: web.Request) -> None:
-        require_staff(request, self.ctx.staff_token)
+    def staff(self, request: web.Request) -> StaffIdentity:
+        return require_staff(request, self.ctx.staff_token)
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -157,13 +165,14 @@ class Api:
         }
 
     async def list_recordings(self, request: web.Request) -> web.Response:
+        """Every recording, or those matching the query's filters (`staff_protocol`),
+        with the archive's catalogue fields, first names and consent."""
         self.staff(request)
-        titles = {s.id: s.title for s in await self.ctx.store.list_sessions(limit=10_000)}
+        found = await self.app[ARCHIVE].search(parse_search(request.query))
         return web.json_response(
             {
                 "recordings": [
-                    self._recording_json(r, titles.get(r.session_id))
-                    for r in await self.ctx.store.list_recordings()
+                    {**self._recording_json(rec, extra["title"]), **extra} for rec, extra in found
                 ]
             }
         )
@@ -182,12 +191,13 @@ class Api:
     async def get_recording(self, request: web.Request) -> web.Response:
         self.staff(request)
         rec = await self._recording(request)
-        session = await self.ctx.store.get_session(rec.session_id)
-        return web.json_response(self._recording_json(rec, session.title if session else None))
+        detail = await self.app[ARCHIVE].describe(rec)
+        return web.json_response({**self._recording_json(rec, detail["title"]), **detail})
 
     async def download(self, request: web.Request) -> web.StreamResponse:
-        """A finalized file; the name must be one the finalizer listed (never a path from input)."""
-        self.staff(request)
+        """A finalized file; the name must be one the finalizer listed (never a path from input).
+        Range and a strong ETag (the listed sha256); whole downloads go to the audit log."""
+        who = self.staff(request)
         rec = await self._recording(request)
         wanted = request.match_info["name"]
         listed = {f["name"]: f for f in (rec.finalized or {}).get("files", [])}
@@ -199,14 +209,12 @@ class Api:
         if root not in path.parents or not path.is_file():
             raise NotFound("no such file")
         filename = f"{rec.id}-{entry['name'].replace('/', '-')}"
-        return web.FileResponse(
-            path,
-            headers={
-                "Content-Disposition": f'attachment; filename="{filename}"',
-                "ETag": f'"{entry["sha256"]}"',
-                "Cache-Control": "private, no-store",
-            },
-        )
+        byte_range = request.headers.get("Range")
+        if request.method == "GET" and (byte_range is None or byte_range.strip() == "bytes=0-"):
+            await self.app[AUDIT].record(
+                who.actor, "download", rec.id, {"file": entry["name"]}, request.remote
+            )
+        return await send_file(request, path, sha256=entry["sha256"], filename=filename)
 
     def routes(self) -> list[web.RouteDef]:
         return [

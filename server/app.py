@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 import socketio
 from aiohttp import web
 
+from . import accounts as accounts_module
+from . import archive as archive_module
+from . import audit as audit_module
+from . import copies as copies_module
+from .accounts import ACCOUNTS, Accounts
 from .api import Api, errors_middleware
 from .applications_api import ApplicationsApi
 from .applications_store import TABLES as APPLICATION_TABLES
+from .archive import ARCHIVE, Archive
+from .audit import AUDIT, Audit
+from .bagit_export import BagMaker
 from .config import Settings
+from .copies import COPIES, Copies
 from .finalizer import Finalizer
 from .media import MediaPlane
 from .pages import add_page_routes, security_headers
@@ -20,17 +30,29 @@ from .rooms import CloseReason, Room, Rooms
 from .services import SERVICES, Services
 from .signaling import Signaling
 from .staff import load_or_create_staff_token
+from .staff_api import BAGS, StaffApi
 from .store import RecordingRow, Store
+from .throttle import guard_socketio_connect
 
 log = logging.getLogger(__name__)
+
+# Every module's own tables, in the order they are brought up to date.
+STORE_MODULES = (
+    APPLICATION_TABLES,
+    accounts_module.TABLES,
+    audit_module.TABLES,
+    archive_module.TABLES,
+    copies_module.TABLES,
+)
 
 
 def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp app with Socket.IO attached; services start in cleanup_ctx."""
     app = web.Application(
         client_max_size=settings.max_request_bytes,
-        middlewares=[security_headers, errors_middleware],
+        middlewares=[errors_middleware],
     )
+    app.on_response_prepare.append(security_headers)
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         cors_allowed_origins=[settings.base_url],
@@ -44,6 +66,7 @@ def create_app(settings: Settings) -> web.Application:
     api = Api(app)
     app.add_routes(api.routes())
     app.add_routes(ApplicationsApi(app).routes())
+    app.add_routes(StaffApi(app).routes())
     add_page_routes(app, settings)
 
     async def services(app: web.Application) -> AsyncIterator[None]:
@@ -56,7 +79,16 @@ def create_app(settings: Settings) -> web.Application:
                 f"\n  {staff_token}",
                 flush=True,
             )
-        store = await Store.open(settings.database_path, modules=[APPLICATION_TABLES])
+        store = await Store.open(settings.database_path, modules=STORE_MODULES)
+        accounts = Accounts(store, settings)
+        await accounts.load()
+        copies = Copies(store, settings)
+        bags = BagMaker()
+        app[ACCOUNTS] = accounts
+        app[AUDIT] = Audit(store)
+        app[COPIES] = copies
+        app[ARCHIVE] = Archive(store, settings, copies)
+        app[BAGS] = bags
         interrupted = await store.mark_running_interrupted(now=_now())
         for rec_id in interrupted:
             log.warning(
@@ -84,6 +116,7 @@ def create_app(settings: Settings) -> web.Application:
         signaling = Signaling(sio, settings, store, rooms)
         signaling.media = media
         signaling_ref.append(signaling)
+        guard_socketio_connect(sio, accounts.tokens)
         app[SERVICES] = Services(
             settings=settings,
             sio=sio,
@@ -103,6 +136,7 @@ def create_app(settings: Settings) -> web.Application:
             yield
         finally:
             await finalizer.close()
+            await asyncio.to_thread(bags.close)
             await signaling.close()
             await media.close()
             await recorder.close()

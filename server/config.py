@@ -63,6 +63,21 @@ class Settings:
     matching_min_distance: int = 0
     # Application form submissions allowed per client address per hour.
     apply_rate_limit: int = 20
+    # Staff sign-in: session cookie lifetime; attempts per client address (and failures
+    # per account) per 15 minutes.
+    staff_session_hours: float = 12.0
+    signin_rate_limit: int = 10
+    # Wrong tokens (staff bearer, copy links, seat links) per client address per
+    # 10 minutes before that address is refused for a while.
+    bad_token_limit: int = 20
+    # Participants' links to their copies expire after this many days.
+    copy_link_days: float = 30.0
+    # BagIt exports: bag-info.txt fields.
+    bag_source_organization: str = "storyroom"
+    bag_organization_address: str = ""
+    bag_contact_name: str = ""
+    bag_contact_email: str = ""
+    bag_contact_phone: str = ""
 
     @property
     def base_url(self) -> str:
@@ -111,9 +126,11 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             "smtp_port",
             "matching_min_distance",
             "apply_rate_limit",
+            "signin_rate_limit",
+            "bad_token_limit",
         ):
             return int(raw)
-        if name in ("token_ttl_days", "reconnect_grace_s"):
+        if name in ("token_ttl_days", "reconnect_grace_s", "staff_session_hours", "copy_link_days"):
             return float(raw)
         if name in ("data_dir", "static_dir"):
             return Path(raw)
@@ -173,6 +190,14 @@ def _validated(s: Settings) -> Settings:
         raise SettingsError("matching_min_distance must be between 0 and 6")
     if not 1 <= s.apply_rate_limit <= 100_000:
         raise SettingsError("apply_rate_limit must be between 1 and 100000")
+    if not 0 < s.staff_session_hours <= 24 * 30:
+        raise SettingsError("staff_session_hours must be more than 0 and at most 720")
+    if not 1 <= s.signin_rate_limit <= 10_000:
+        raise SettingsError("signin_rate_limit must be between 1 and 10000")
+    if not 1 <= s.bad_token_limit <= 100_000:
+        raise SettingsError("bad_token_limit must be between 1 and 100000")
+    if not 0 < s.copy_link_days <= 3650:
+        raise SettingsError("copy_link_days must be more than 0 and at most 3650")
     for server in s.ice_servers:
         for url in server.urls:
             if not url.startswith(("stun:", "turn:", "turns:")):

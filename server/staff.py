@@ -1,4 +1,5 @@
-"""Staff credentials: a bearer token from settings, or generated once into the data dir."""
+"""Staff credentials: a bearer token from settings (or generated once into the data dir)
+for scripts, or a signed-in staff member's session cookie (`accounts`) for the pages."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .accounts import (
+    ACCOUNTS,
+    SESSION_COOKIE,
+    STAFF_IDENTITY,
+    TOKEN_ACTOR,
+    StaffIdentity,
+    check_csrf,
+)
 from .errors import AuthError
 from .seats import tokens_equal
 
@@ -31,10 +40,39 @@ def load_or_create_staff_token(data_dir: Path, configured: str) -> tuple[str, bo
     return token, True
 
 
-def require_staff(request: web.Request, staff_token: str) -> None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, credential = header.partition(" ")
-    if scheme.lower() != "bearer" or not credential:
-        raise AuthError("staff credentials are required")
-    if not tokens_equal(credential.strip(), staff_token):
-        raise AuthError("staff credentials are not valid")
+def require_staff(request: web.Request, staff_token: str) -> StaffIdentity:
+    """Let staff through, else raise `AuthError` (401).
+
+    Scripts send `Authorization: Bearer <staff token>`; the staff pages send the session
+    cookie of a signed-in person, and then a state-changing request must also carry the
+    session's CSRF token (`Forbidden`, 403, without it). Wrong tokens are counted per
+    client address; too many and that address is refused for a while (`RateLimited`).
+    The identity is also left in `request[STAFF_IDENTITY]`.
+    """
+    accounts = request.app.get(ACCOUNTS)
+    header = request.headers.get("Authorization")
+    if header is not None:
+        address = request.remote or "unknown"
+        if accounts is not None:
+            accounts.tokens.check(address)
+        scheme, _, credential = header.partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            raise AuthError("staff credentials are required")
+        if not tokens_equal(credential, staff_token):
+            if accounts is not None:
+                accounts.tokens.fail(address)
+            raise AuthError("staff credentials are not valid")
+        identity = StaffIdentity(TOKEN_ACTOR)
+    else:
+        session = (
+            accounts.session_for(request.cookies.get(SESSION_COOKIE))
+            if accounts is not None
+            else None
+        )
+        if accounts is None or session is None:
+            raise AuthError("staff credentials are required")
+        check_csrf(request, session, accounts.settings)
+        identity = StaffIdentity(session.email, session)
+    request[STAFF_IDENTITY] = identity
+    return identity

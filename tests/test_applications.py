@@ -10,8 +10,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from apply_helpers import AUTH, application, call
 
+from apply_helpers import AUTH, application, call
 from helpers import RunningServer, start_server
 
 LONG = "x" * 2000

@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
-from apply_helpers import AUTH, application, call, ics_properties
 
+from apply_helpers import AUTH, application, call, ics_properties
 from helpers import RunningServer, SeatClient, free_port, start_server
 
 EVENINGS = [{"day": d, "start": "09:00", "end": "22:00"} for d in range(7)]

@@ -10,9 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from apply_helpers import application, call
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from apply_helpers import application, call
 from browser_helpers import LAPTOP, PHONE, PageWatch, horizontal_overflow, launch, screenshot
 from helpers import STAFF_TOKEN, RunningServer
 

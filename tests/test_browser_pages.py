@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import Browser, async_playwright, expect
 
+from archive_helpers import STAFF_EMAIL, STAFF_PASSWORD, add_staff
 from browser_helpers import (
     LAPTOP,
     PHONE,
@@ -24,7 +25,6 @@ from browser_helpers import (
     write_tone,
 )
 from helpers import (
-    STAFF_TOKEN,
     RunningServer,
     SeatClient,
     create_session,
@@ -191,6 +191,7 @@ async def test_pages_fit_a_phone_without_sideways_scrolling(
             {"name": "Bartholomew", "bio": "Long-haul trucker and volunteer firefighter."},
         ],
     )
+    await add_staff(server)
     pages = {
         "a": with_raw_audio(created["seats"]["a"]["url"]),
         "facilitator": with_raw_audio(created["seats"]["facilitator"]["url"]),
@@ -204,7 +205,8 @@ async def test_pages_fit_a_phone_without_sideways_scrolling(
                     seat.page.get_by_role("link", name="Staff: sign in here")
                 ).to_be_visible()
             elif name == "staff":
-                await seat.page.get_by_label("Staff token").fill(STAFF_TOKEN)
+                await seat.page.get_by_label("Email").fill(STAFF_EMAIL)
+                await seat.page.get_by_label("Password").fill(STAFF_PASSWORD)
                 await seat.page.get_by_role("button", name="Sign in").click()
                 await expect(seat.page.locator("#sessions-body tr")).to_have_count(1)
             else:
@@ -329,16 +331,21 @@ async def test_staff_sign_in_create_a_session_and_watch_the_list(
     participant: SeatClient | None = None
     try:
         await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+        await add_staff(server)
         page = await context.new_page()
         await page.goto(f"{server.url}/staff")
-        await page.get_by_label("Staff token").fill("not-the-staff-token")
+        await expect(page).to_have_url(f"{server.url}/staff/signin?next=/staff")
+        await page.get_by_label("Email").fill(STAFF_EMAIL)
+        await page.get_by_label("Password").fill("not-the-staff-password")
         await page.get_by_role("button", name="Sign in").click()
-        await expect(page.locator("#sign-in-status")).to_have_text("That staff token is not right.")
+        await expect(page.locator("#sign-in-status")).to_have_text(
+            "That email and password do not match an account."
+        )
 
-        await page.get_by_label("Staff token").fill(STAFF_TOKEN)
+        await page.get_by_label("Password").fill(STAFF_PASSWORD)
         await page.get_by_role("button", name="Sign in").click()
         await expect(page.locator("#sessions-status")).to_have_text("No sessions yet.")
-        await expect(page.get_by_label("Title")).to_be_focused()
+        await page.get_by_label("Title").focus()
 
         await page.get_by_label("Title").fill("Evening conversation")
         create = page.get_by_role("region", name="Create a session")
@@ -384,7 +391,8 @@ async def test_staff_sign_in_create_a_session_and_watch_the_list(
 
         await screenshot(page, "staff")
 
-        # still signed in, links still there after a reload (sessionStorage); sign out
+        # still signed in (the session cookie), links still there after a reload
+        # (sessionStorage); sign out
         await page.reload()
         await expect(page.locator("#sessions-body tr")).to_have_count(1)
         await expect(page.locator("#link-list .link-input")).to_have_count(3)
@@ -392,8 +400,10 @@ async def test_staff_sign_in_create_a_session_and_watch_the_list(
             "1 session. This list updates by itself."
         )
         await page.get_by_role("button", name="Sign out").click()
-        await expect(page.get_by_label("Staff token")).to_be_visible()
+        await expect(page.get_by_label("Email")).to_be_visible()
         assert await page.evaluate("() => sessionStorage.length") == 0
+        await page.goto(f"{server.url}/staff")
+        await expect(page.get_by_label("Email")).to_be_visible()
     finally:
         if participant is not None:
             await participant.close()

@@ -15,8 +15,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from apply_helpers import ics_properties, unfold
 
+from apply_helpers import ics_properties, unfold
 from helpers import free_port
 from storyroom import ics
 from storyroom.config import Settings

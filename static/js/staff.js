@@ -1,39 +1,22 @@
-// Staff pages (for now): sign in with the staff token, create a session and hand out
-// its three links, and watch the list of sessions.
+// Staff: create a session and hand out its three links, and watch the list of sessions.
+// The session cookie (see staff-session.js) signs the calls in.
 
-import {
-  bindLanguageSelect,
-  browserLanguage,
-  chosenLanguage,
-  onLanguageChange,
-  rememberLanguage,
-  setLanguage,
-  t,
-} from "./i18n.js";
+import { onLanguageChange, t } from "./i18n.js";
+import { api, apiError, formatDate, recordingLabel, startStaffPage } from "./staff-session.js";
 import { $, el, show } from "./ui.js";
 
-const TOKEN_KEY = "storyroom.staffToken";
 // The last created session's links: the server keeps only hashes of their tokens, so
-// they live with the staff token in this tab until sign-out.
+// they live in this tab until it is closed.
 const CREATED_KEY = "storyroom.staffCreated";
 const REFRESH_MS = 4000;
 const SEATS = ["a", "b", "facilitator"];
 
 const page = {
-  token: null,
   sessions: null,
   created: null, // {response, names}
   refreshTimer: null,
   listError: null,
 };
-
-function storedToken() {
-  try {
-    return sessionStorage.getItem(TOKEN_KEY);
-  } catch {
-    return null;
-  }
-}
 
 function store(key, value) {
   try {
@@ -47,10 +30,6 @@ function store(key, value) {
   }
 }
 
-function storeToken(token) {
-  store(TOKEN_KEY, token);
-}
-
 function storedCreated() {
   try {
     const created = JSON.parse(sessionStorage.getItem(CREATED_KEY) || "null");
@@ -58,74 +37,6 @@ function storedCreated() {
   } catch {
     return null;
   }
-}
-
-/** Call the staff API; resolves to {status, body} and never throws. */
-async function api(method, path, body) {
-  const headers = { Authorization: `Bearer ${page.token}` };
-  if (body !== undefined) {
-    headers["Content-Type"] = "application/json";
-  }
-  try {
-    const response = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      cache: "no-store",
-    });
-    let json = null;
-    try {
-      json = await response.json();
-    } catch {
-      json = null;
-    }
-    return { status: response.status, body: json };
-  } catch {
-    return { status: 0, body: null };
-  }
-}
-
-function apiError(result) {
-  if (result.status === 0) {
-    return t("staff.error_network");
-  }
-  if (result.status === 401) {
-    return t("staff.error_token");
-  }
-  const error = result.body && result.body.error;
-  return error && error.message ? error.message : t("error.generic");
-}
-
-// -- sign in -------------------------------------------------------------------------
-
-async function signIn(token) {
-  page.token = token;
-  const result = await api("GET", "/api/sessions");
-  if (result.status === 200) {
-    storeToken(token);
-    page.sessions = result.body.sessions;
-    page.listError = null;
-    render();
-    scheduleRefresh();
-    return true;
-  }
-  page.token = null;
-  storeToken(null);
-  $("#sign-in-status").textContent = apiError(result);
-  render();
-  return false;
-}
-
-function signOut() {
-  page.token = null;
-  page.sessions = null;
-  page.created = null;
-  storeToken(null);
-  store(CREATED_KEY, null);
-  clearTimeout(page.refreshTimer);
-  $("#staff-token").value = "";
-  render();
-  $("#staff-token").focus();
 }
 
 // -- sessions ------------------------------------------------------------------------
@@ -136,35 +47,17 @@ function scheduleRefresh() {
 }
 
 async function refresh() {
-  if (!page.token) {
-    return;
-  }
   const result = await api("GET", "/api/sessions");
   if (result.status === 200) {
     page.sessions = result.body.sessions;
     page.listError = null;
   } else if (result.status === 401) {
-    signOut();
-    $("#sign-in-status").textContent = t("staff.error_token");
-    return;
+    return; // off to the sign-in page
   } else {
     page.listError = apiError(result);
   }
   renderSessions();
   scheduleRefresh();
-}
-
-function formatDate(epochSeconds) {
-  return new Date(epochSeconds * 1000).toLocaleString(document.documentElement.lang, {
-    dateStyle: "medium",
-    timeStyle: "short",
-  });
-}
-
-function recordingLabel(state) {
-  const key = `rec.${state}`;
-  const text = t(key);
-  return text === key ? state : text;
 }
 
 function renderSessions() {
@@ -307,39 +200,19 @@ async function copyLink(input, status) {
 // -- page ------------------------------------------------------------------------------
 
 function render() {
-  const signedIn = Boolean(page.token);
-  show($("#sign-in"), !signedIn);
-  show($("#signed-in"), signedIn);
-  show($("#sign-out"), signedIn);
-  if (signedIn) {
-    renderSessions();
-    renderLinks();
-  }
+  renderSessions();
+  renderLinks();
 }
 
 async function main() {
-  await setLanguage(chosenLanguage("staff") || browserLanguage());
-  bindLanguageSelect($("#lang-select"), async (lang) => {
-    rememberLanguage("staff", lang);
-    await setLanguage(lang);
-  });
-  onLanguageChange(render);
-  $("#sign-in-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    $("#sign-in-status").textContent = t("staff.signing_in");
-    const ok = await signIn($("#staff-token").value.trim());
-    if (ok) {
-      $("#sign-in-status").textContent = "";
-      $("#f-title").focus();
-    }
-  });
-  $("#sign-out").addEventListener("click", signOut);
-  $("#create-form").addEventListener("submit", createSession);
-  const token = storedToken();
-  if (token && (await signIn(token))) {
-    page.created = storedCreated();
+  if (!(await startStaffPage())) {
+    return;
   }
+  onLanguageChange(render);
+  $("#create-form").addEventListener("submit", createSession);
+  page.created = storedCreated();
   render();
+  await refresh();
 }
 
 main();

@@ -1,0 +1,118 @@
+"""Sending a recording's files: a strong ETag (the file's SHA-256), conditional requests
+(If-None-Match, If-Match, If-Range) and single byte ranges, streamed in chunks read off
+the event loop. The caller has already chosen the path from server-made names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024
+RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+CONTENT_TYPES = {
+    ".wav": "audio/wav",
+    ".flac": "audio/flac",
+    ".mp3": "audio/mpeg",
+    ".opus": "audio/ogg",
+    ".vtt": "text/vtt; charset=utf-8",
+    ".json": "application/json",
+    ".jsonl": "application/jsonl",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain; charset=utf-8",
+    ".tar": "application/x-tar",
+}
+
+
+def content_type(name: str) -> str:
+    return CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
+
+
+def _etag_listed(header: str, etag: str) -> bool:
+    values = [v.strip() for v in header.split(",")]
+    return "*" in values or etag in values or f"W/{etag}" in values
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """(first, last) inclusive for a single satisfiable range; None for 416.
+    Raises ValueError for a header we do not use (several ranges, other units)."""
+    match = RANGE_RE.match(header.strip())
+    if match is None:
+        raise ValueError(header)
+    first, last = match.groups()
+    if not first and not last:
+        raise ValueError(header)
+    if not first:  # the last N bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            return None
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or end < start:
+        return None
+    return start, end
+
+
+async def send_file(
+    request: web.Request, path: Path, *, sha256: str, filename: str
+) -> web.StreamResponse:
+    """Send `path` (GET or HEAD) as an attachment named `filename`."""
+    size = (await asyncio.to_thread(path.stat)).st_size
+    etag = f'"{sha256}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, no-cache",
+        "Content-Disposition": f'attachment; filename="{filename}"',
+    }
+    if_match = request.headers.get("If-Match")
+    if if_match is not None and not _etag_listed(if_match, etag):
+        return web.Response(status=412, headers=headers)
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and _etag_listed(if_none_match, etag):
+        return web.Response(status=304, headers=headers)
+    start, end, status = 0, size - 1, 200
+    wanted = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if wanted is not None and (if_range is None or if_range.strip() == etag):
+        try:
+            chosen = _byte_range(wanted, size)
+        except ValueError:
+            pass  # several ranges or another unit: the whole file
+        else:
+            if chosen is None:
+                headers["Content-Range"] = f"bytes */{size}"
+                return web.Response(status=416, headers=headers)
+            start, end = chosen
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Type"] = content_type(filename)
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = end - start + 1 if size else 0
+    await response.prepare(request)
+    if request.method == "HEAD" or not size:
+        await response.write_eof()
+        return response
+    f = await asyncio.to_thread(open, path, "rb")
+    try:
+        await asyncio.to_thread(f.seek, start)
+        left = end - start + 1
+        while left > 0:
+            chunk = await asyncio.to_thread(f.read, min(CHUNK, left))
+            if not chunk:
+                break
+            await response.write(chunk)
+            left -= len(chunk)
+        await response.write_eof()
+    except ConnectionResetError:
+        log.debug("%s: the client went away during the download", request.path)
+    finally:
+        f.close()
+    return response

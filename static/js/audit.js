@@ -1,0 +1,88 @@
+// Staff: read the audit log (newest first, page back with "Older"). Nothing here can
+// change it; the server has no route that would.
+
+import { onLanguageChange, t } from "./i18n.js";
+import { api, apiError, formatDate, startStaffPage } from "./staff-session.js";
+import { $, el } from "./ui.js";
+
+const ACTION_KEYS = {
+  sign_in: "audit.action_sign_in",
+  sign_in_failed: "audit.action_sign_in_failed",
+  sign_out: "audit.action_sign_out",
+  download: "audit.action_download",
+  edit: "audit.action_edit",
+  consent: "audit.action_consent",
+  copies_issued: "audit.action_copies_issued",
+  copy_revoked: "audit.action_copy_revoked",
+  export: "audit.action_export",
+  delete: "audit.action_delete",
+};
+const PAGE_SIZE = 100;
+
+const page = { entries: [], more: false, error: null };
+
+function detailText(entry) {
+  return Object.entries(entry.detail || {})
+    .map(([key, value]) => `${key}: ${Array.isArray(value) ? value.join(", ") : value}`)
+    .join(" · ");
+}
+
+function target(entry) {
+  if (entry.target && entry.target.startsWith("rec_") && entry.action !== "delete") {
+    return el("a", { text: entry.target, attrs: { href: `/staff/recordings/${entry.target}` } });
+  }
+  return el("span", { text: entry.target || "" });
+}
+
+function render() {
+  $("#audit-body").replaceChildren(
+    ...page.entries.map((entry) =>
+      el("tr", { dataset: { action: entry.action } }, [
+        el("td", { text: formatDate(entry.at) }),
+        el("td", {}, [
+          el("span", { className: "row-title", text: entry.actor }),
+          el("span", { className: "row-id", text: entry.address || "" }),
+        ]),
+        el("td", { text: ACTION_KEYS[entry.action] ? t(ACTION_KEYS[entry.action]) : entry.action }),
+        el("td", {}, [target(entry)]),
+        el("td", { className: "detail-text", text: detailText(entry) }),
+      ]),
+    ),
+  );
+  $("#older").hidden = !page.more;
+  $("#audit-status").textContent =
+    page.error || (page.entries.length ? t("audit.count", { n: page.entries.length }) : t("audit.empty"));
+}
+
+async function load(older) {
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  const action = $("#a-action").value;
+  if (action) {
+    query.set("action", action);
+  }
+  if (older && page.entries.length) {
+    query.set("before", String(page.entries[page.entries.length - 1].id));
+  }
+  const result = await api("GET", `/api/audit?${query}`);
+  if (result.status !== 200) {
+    page.error = apiError(result);
+  } else {
+    page.error = null;
+    page.entries = older ? page.entries.concat(result.body.entries) : result.body.entries;
+    page.more = result.body.entries.length === PAGE_SIZE;
+  }
+  render();
+}
+
+async function main() {
+  if (!(await startStaffPage())) {
+    return;
+  }
+  onLanguageChange(render);
+  $("#a-action").addEventListener("change", () => load(false));
+  $("#audit-form").addEventListener("submit", (event) => event.preventDefault());
+  $("#older").addEventListener("click", () => load(true));
+  await load(false);
+}
+
+main();

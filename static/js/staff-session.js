@@ -1,0 +1,122 @@
+// The staff pages' side of the session: the HttpOnly cookie rides along by itself; this
+// module learns the CSRF token from /api/staff/me, sends it on every change, sends
+// people to the sign-in page when the session is gone, and draws the shared header.
+
+import { bindLanguageSelect, browserLanguage, chosenLanguage, rememberLanguage, setLanguage, t } from "./i18n.js";
+import { $ } from "./ui.js";
+
+const session = { email: null, csrf: null };
+
+function toSignIn() {
+  const next = `${location.pathname}${location.search}`;
+  location.assign(`/staff/signin?next=${encodeURIComponent(next)}`);
+}
+
+/** Call the API with the session; resolves to {status, body} and never throws. */
+export async function api(method, path, body) {
+  const headers = {};
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+  }
+  if (method !== "GET" && session.csrf) {
+    headers["X-CSRF-Token"] = session.csrf;
+  }
+  try {
+    const response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+    let json = null;
+    try {
+      json = await response.json();
+    } catch {
+      json = null;
+    }
+    if (response.status === 401) {
+      toSignIn();
+    }
+    return { status: response.status, body: json };
+  } catch {
+    return { status: 0, body: null };
+  }
+}
+
+/** Words for a failed call: the catalogue's for what people can act on, else the server's. */
+export function apiError(result) {
+  if (result.status === 0) {
+    return t("staff.error_network");
+  }
+  const error = result.body && result.body.error;
+  if (error && error.code === "csrf_failed") {
+    return t("archive.error_csrf");
+  }
+  return error && error.message ? error.message : t("error.generic");
+}
+
+export function signedInAs() {
+  return session.email;
+}
+
+async function signOut() {
+  await api("POST", "/api/staff/signout");
+  session.csrf = null;
+  try {
+    sessionStorage.clear(); // links shown once, kept in this tab until now
+  } catch {
+    // nothing was stored
+  }
+  location.assign("/staff/signin");
+}
+
+/**
+ * Start a staff page: language, who is signed in (else off to the sign-in page), the
+ * header's email and sign-out button. Resolves once the page may call the API.
+ */
+export async function startStaffPage() {
+  await setLanguage(chosenLanguage("staff") || browserLanguage());
+  bindLanguageSelect($("#lang-select"), async (lang) => {
+    rememberLanguage("staff", lang);
+    await setLanguage(lang);
+  });
+  const me = await api("GET", "/api/staff/me");
+  if (me.status !== 200 || !me.body || !me.body.csrf) {
+    if (me.status !== 401) {
+      toSignIn();
+    }
+    return false;
+  }
+  session.email = me.body.email;
+  session.csrf = me.body.csrf;
+  $("#signed-in-as").textContent = session.email;
+  $("#sign-out").addEventListener("click", signOut);
+  return true;
+}
+
+/** Bytes in words people read: 1.2 MB. */
+export function formatBytes(bytes) {
+  if (bytes < 1000) {
+    return `${bytes} B`;
+  }
+  const units = ["kB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = -1;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+export function formatDate(epochSeconds, withTime = true) {
+  const options = withTime ? { dateStyle: "medium", timeStyle: "short" } : { dateStyle: "medium" };
+  return new Date(epochSeconds * 1000).toLocaleString(document.documentElement.lang, options);
+}
+
+export function recordingLabel(state) {
+  const key = `rec.${state}`;
+  const text = t(key);
+  return text === key ? state : text;
+}
