@@ -21,8 +21,10 @@ The MP3 encoder is the slowest stage by far and cannot start before pass 1 has
 measured the whole programme, so pass 1 does only what the gains need, and everything
 else (decoding again, FLAC, the WAV) runs beside the encoder on the other core.
 
-Then chapters, the waveform, ``metadata.json`` and the sha256 manifest. Every output is
-written under a ``.part`` name and renamed only when the whole set is complete.
+Then chapters, the waveform, ``metadata.json`` and the sha256 manifest (every file in
+the recording's folder except hidden bookkeeping files such as the caller's progress
+file). Every output is written under a ``.part`` name and renamed only when the whole
+set is complete.
 
 Damage (a stem cut off by a crash, a corrupt page, an empty or missing file, a torn
 timing line) never stops finalization: what decodes is kept, the rest is silence, and
@@ -41,6 +43,7 @@ import json
 import math
 import os
 import queue
+import random
 import re
 import struct
 import sys
@@ -70,9 +73,11 @@ FULL_SCALE: Final = 1 << 23  # 24-bit
 PAN: Final = {"a": -0.3, "b": 0.3, "facilitator": 0.0}  # -1 left … +1 right
 SEAT_ORDER: Final = ("a", "b", "facilitator")
 ACCESS_LUFS: Final = -16.0
-ACCESS_LUFS_TOLERANCE: Final = 0.3  # re-encode beyond this (the promise is ±0.5 LU)
+ACCESS_LUFS_TOLERANCE: Final = 0.4  # re-encode beyond this (the promise is ±0.5 LU)
 ACCESS_TRUE_PEAK: Final = -1.0  # dBTP, the promise
-LIMITER_CEILING: Final = -2.3  # dBTP before MP3 encoding: room for the codec's overshoot
+TRUE_PEAK_MARGIN: Final = 0.1  # re-encode if the measured peak comes closer than this
+LIMITER_CEILING: Final = -2.5  # dBTP before MP3 encoding: room for the codec's overshoot
+CALIBRATION_PEAK_MARGIN: Final = 0.5  # the sample's highest peak is not the programme's
 CALIBRATION_STEP_DB: Final = 1.0
 ACCESS_BIT_RATE: Final = 128_000
 ACCESS_QUALITY: Final = "5"  # LAME -q 5: good quality, twice as fast as the default
@@ -80,10 +85,10 @@ NO_AUDIO_REPORT_S: Final = 1.0  # silences longer than this in a seat are listed
 PACKET_LOSS_MERGE_S: Final = 2.0
 PROGRESS_INTERVAL_S: Final = 0.5
 # The MP3 encoder thread releases the GIL for each 1152-sample frame (~0.6 ms of work)
-# and must win it back from the decoding threads' Python loops; with the default 5 ms
-# switch interval it waits longer than it works. Set for the duration of a call.
+# and must win it back from the other stages' Python code; with the default 5 ms switch
+# interval it can wait longer than it works. Set for the duration of a call.
 GIL_SWITCH_INTERVAL_S: Final = 0.0005
-BACKGROUND_NICE: Final = 4  # (Linux: a thread's own nice value) for stages beside the MP3 encoder
+BACKGROUND_NICE: Final = 10  # (Linux: a thread's own nice value) for stages beside the MP3 encoder
 _M_MMAP_THRESHOLD: Final = -3  # glibc mallopt()
 MMAP_THRESHOLD: Final = 128 * 1024
 MEASURED_PEAK_FLOOR: Final = 10 ** (-9 / 20)  # true peaks are computed exactly above -9 dBTP
@@ -156,7 +161,6 @@ class Damage:
 _BIT_REVERSED: Final = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 _PAGE_HEADER: Final = struct.Struct("<4sBBqIIIB")
 _CAPTURE: Final = b"OggS"
-_EOS: Final = 0x04
 _CONTINUED: Final = 0x01
 _READ_SIZE: Final = 1 << 16
 
@@ -190,7 +194,6 @@ class OggOpusReader:
         self.path = path
         self.head: bytes | None = None
         self.holes: list[_Hole] = []
-        self.ended_with_eos = False
         self.torn_tail = False
         self.bytes = path.stat().st_size
 
@@ -256,8 +259,6 @@ class OggOpusReader:
                 if samples:
                     end = start
                     yield packet, start
-            if header_type & _EOS:
-                self.ended_with_eos = True
         if headers == 0 and self.bytes:
             raise _NotOpus("the file has no readable Ogg Opus header")
         if corrupt:
@@ -373,7 +374,8 @@ class _Segment:
     """Last granule the timing log vouches for (0 without packet lines)."""
     gaps: list[tuple[float, int]] = field(default_factory=list)
     """(rec time of the packet after, packets lost) from `gap` events."""
-    placed_by_open: bool = False
+    open_rec: float | None = None
+    """The recording clock when the segment opened (from `recording.jsonl`)."""
     scan: _StemScan | None = None
     """What the stem holds, read without decoding (pass 1)."""
 
@@ -404,6 +406,7 @@ class _SeatPlan:
     segments: list[_Segment]
     gains: tuple[float, float]
     damage: list[Damage] = field(default_factory=list)
+    placed: bool = False
 
 
 @dataclass(slots=True)
@@ -472,19 +475,20 @@ def _plan(recording_dir: Path, spec: FinalizeInput) -> _Plan:
     present = {seat for seat, _ in files} | set(spec.seats)
     seat_names = [s for s in SEAT_ORDER if s in present] + sorted(present - set(SEAT_ORDER))
     plans: list[_SeatPlan] = []
-    end = 0
     for seat in seat_names:
         plan = _SeatPlan(seat, spec.seats.get(seat, ""), [], _pan_gains(seat))
         for (file_seat, index), paths in sorted(files.items()):
-            if file_seat != seat:
-                continue
-            segment = _Segment(
-                seat, index, f"{seat}-{index:02d}", paths.get("opus"), paths.get("timing.jsonl")
-            )
-            _place(segment, opened.get((seat, index)), plan.damage)
-            if segment.runs:
-                end = max(end, round(segment.end_s * SAMPLE_RATE))
-            plan.segments.append(segment)
+            if file_seat == seat:
+                plan.segments.append(
+                    _Segment(
+                        seat,
+                        index,
+                        f"{seat}-{index:02d}",
+                        paths.get("opus"),
+                        paths.get("timing.jsonl"),
+                        open_rec=opened.get((seat, index)),
+                    )
+                )
         if not plan.segments:
             plan.damage.append(
                 Damage(seat, "stems/", "no_audio", "no audio was recorded from this seat")
@@ -492,7 +496,22 @@ def _plan(recording_dir: Path, spec: FinalizeInput) -> _Plan:
         plans.append(plan)
     if spec.duration_s is not None and spec.duration_s > 0:
         end = round(spec.duration_s * SAMPLE_RATE)
+    else:  # the stems decide: place them all now (otherwise each seat's thread does)
+        end = 0
+        for plan in plans:
+            _place_seat(plan)
+            for segment in plan.segments:
+                if segment.runs:
+                    end = max(end, round(segment.end_s * SAMPLE_RATE))
     return _Plan(plans, end, _pauses(events))
+
+
+def _place_seat(plan: _SeatPlan) -> None:
+    """Read the seat's timing logs (once): where each segment's samples go."""
+    if not plan.placed:
+        for segment in plan.segments:
+            _place(segment, segment.open_rec, plan.damage)
+        plan.placed = True
 
 
 def _place(segment: _Segment, open_rec: float | None, damage: list[Damage]) -> None:
@@ -537,7 +556,6 @@ def _place(segment: _Segment, open_rec: float | None, damage: list[Damage]) -> N
         return
     # the segment opened when its first (20 ms) packet arrived
     segment.runs = [(0, round((open_rec - 0.020) * SAMPLE_RATE))]
-    segment.placed_by_open = True
     segment.log_end = _last_granule(segment.opus)
     damage.append(
         Damage(
@@ -1131,19 +1149,27 @@ class _Mp3Writer:
 
 
 class _Excerpts:
-    """A fixed-size, evenly spread sample of the programme: up to `count` one-second blocks,
-    one from the middle of each equal stretch of the recording (memory flat in
-    duration; float16 is plenty to measure what the access chain does to them). An
-    even spread is an unbiased sample; picking loud or speech-onset blocks is not."""
+    """A fixed-size sample of the programme: up to `count` half-second excerpts, one
+    from a random place in each equal stretch of the recording (memory flat in
+    duration; float16 is plenty to measure what the access chain does to them).
+    Spread evenly but placed at random, it is unbiased even for periodic material;
+    picking loud or speech-onset blocks is not."""
 
-    def __init__(self, blocks: int, count: int = 64) -> None:
-        count = max(1, min(count, max(24, blocks // 10), blocks))
-        self.wanted = {int((j + 0.5) * blocks / count) for j in range(count)}
+    def __init__(self, blocks: int, count: int = 128) -> None:
+        count = max(1, min(count, max(48, blocks // 5), 2 * blocks))
+        places = random.Random(blocks)  # the same sample for the same recording
+        self.wanted: dict[int, list[int]] = {}
+        for stretch in range(count):
+            at = (stretch + places.random()) * blocks / count
+            block = min(blocks - 1, int(at))
+            self.wanted.setdefault(block, []).append(min(BLOCK // 2, int((at - block) * BLOCK)))
         self.chosen: list[np.ndarray] = []
 
     def add(self, index: int, planar: np.ndarray) -> None:
-        if index in self.wanted:
-            self.chosen.append(planar.astype(np.float16))
+        for start in self.wanted.get(index, ()):
+            excerpt = planar[:, start : start + BLOCK // 2]
+            if excerpt.shape[1] > BLOCK // 8:
+                self.chosen.append(excerpt.astype(np.float16))
 
 
 def _access_chain(
@@ -1204,15 +1230,16 @@ def _access_chain(
 
 def _calibrate_access(
     excerpts: list[np.ndarray], mix_loudness: float | None
-) -> tuple[float, float]:
-    """The access copy's constant gain and limiter ceiling (dB).
+) -> tuple[float, float, float]:
+    """The access copy's constant gain and limiter ceiling (dB), and how much the
+    chain's loss changes per dB of gain (negative: more gain, more limiting).
 
     The chain's loss grows with the gain (more limiting), so it is measured at two
     gains at once, on two threads (the encoder releases the GIL), and the gain that
-    lands on the target is interpolated. The ceiling is lowered if the encoded true
-    peak would come within 0.3 dB of the limit."""
+    lands on the target is interpolated. The ceiling is lowered if the sample's encoded
+    true peak comes within `CALIBRATION_PEAK_MARGIN` of the limit."""
     if mix_loudness is None:
-        return 0.0, LIMITER_CEILING
+        return 0.0, LIMITER_CEILING, 0.0
     plain = ACCESS_LUFS - mix_loudness
     gains = (plain, plain + CALIBRATION_STEP_DB)
     results: list[tuple[float, float | None]] = [(0.0, None), (0.0, None)]
@@ -1230,13 +1257,13 @@ def _calibrate_access(
 
     _run(stages, start)
     (loss_low, peak_low), (loss_high, peak_high) = results
-    slope = (loss_high - loss_low) / CALIBRATION_STEP_DB
-    gain = plain - loss_low / (1 + slope) if slope > -0.9 else plain - loss_low
+    slope = max(-0.9, min(0.0, (loss_high - loss_low) / CALIBRATION_STEP_DB))
+    gain = plain - loss_low / (1 + slope)
     ceiling = LIMITER_CEILING
     if peak_low is not None and peak_high is not None:
         peak = peak_low + (peak_high - peak_low) * (gain - plain) / CALIBRATION_STEP_DB
-        ceiling -= max(0.0, peak - (ACCESS_TRUE_PEAK - 0.3))
-    return min(max(gain, -40.0), 40.0), ceiling
+        ceiling -= max(0.0, peak - (ACCESS_TRUE_PEAK - CALIBRATION_PEAK_MARGIN))
+    return min(max(gain, -40.0), 40.0), ceiling, slope
 
 
 # -- threads ------------------------------------------------------------------------------------
@@ -1398,6 +1425,7 @@ def _analyse(plan: _Plan, progress: _Progress) -> _Analysis:
     def seat_stage(seat: _SeatPlan) -> Callable[[], None]:
         def run() -> None:
             result = results[seat.seat]
+            _place_seat(seat)  # reading the logs overlaps the other seats' decoding
             for segment in seat.segments:
                 _scan_segment(segment, seat.damage)
             for block in _seat_blocks(seat, plan.total, result, seat.damage):
@@ -1714,6 +1742,9 @@ def _master_metadata(
 
 
 def _markers(spec: FinalizeInput, plan: _Plan, duration: float) -> list[dict[str, Any]]:
+    """The facilitator's markers, and one at each pause (from `recording.jsonl`, with
+    how long it lasted); a plain "pause"/"resume" marker at the same place is dropped."""
+    paused_at = [pause["rec_time"] for pause in plan.pauses]
     markers: list[dict[str, Any]] = [
         {
             "seq": m.get("seq"),
@@ -1722,6 +1753,10 @@ def _markers(spec: FinalizeInput, plan: _Plan, duration: float) -> list[dict[str
             "rec_time": round(min(max(float(m["rec_time"]), 0.0), duration), 3),
         }
         for m in spec.markers
+        if not (
+            str(m.get("label", "")).lower() in ("pause", "resume")
+            and any(abs(float(m["rec_time"]) - at) < 0.1 for at in paused_at)
+        )
     ]
     for pause in plan.pauses:
         length = pause["paused_s"]
@@ -1773,6 +1808,7 @@ def _source_files(root: Path, outputs: set[str], progress_path: Path | None) -> 
         if (
             not path.is_file()
             or name in outputs
+            or any(part.startswith(".") for part in path.relative_to(root).parts)
             or (name.startswith("stems/") and name.endswith(".flac"))
             or name.endswith((TEMP_SUFFIX, ".tmp"))
             or str(path.resolve()) in skip
@@ -1820,7 +1856,7 @@ def finalize_recording(
     for leftover in root.rglob(f"*{TEMP_SUFFIX}"):
         leftover.unlink()
     plan = _plan(root, spec)
-    if not any(segment.runs for seat in plan.seats for segment in seat.segments):
+    if not any(seat.segments for seat in plan.seats):
         raise FinalizeError("there is no recorded audio to finalize")
     if plan.total <= 0:
         raise FinalizeError("the recording has no length: nothing was recorded")
@@ -1890,7 +1926,7 @@ def _finalize(
     ]
     master = _master_metadata(spec, plan, cues, markers, master_loudness)
     progress("calibrating the access copy", 0.2, force=True)
-    gain_db, ceiling_db = _calibrate_access(analysis.excerpts, mix_loudness)
+    gain_db, ceiling_db, slope = _calibrate_access(analysis.excerpts, mix_loudness)
     analysis.excerpts.clear()
     waveform, access = _write_master_and_access(
         plan, spec, analysis, temp, master, id3_chapters, gain_db, ceiling_db, progress
@@ -1900,7 +1936,7 @@ def _finalize(
         measured_lufs = access.measured["integrated_lufs"]
         peak = access.measured["true_peak_dbtp"]
         off = 0.0 if measured_lufs is None else ACCESS_LUFS - measured_lufs
-        over = 0.0 if peak is None else peak - ACCESS_TRUE_PEAK
+        over = 0.0 if peak is None else peak - (ACCESS_TRUE_PEAK - TRUE_PEAK_MARGIN)
         if abs(off) <= ACCESS_LUFS_TOLERANCE and over <= 0:
             break
         access = _rewrite_access(
@@ -1909,8 +1945,8 @@ def _finalize(
             analysis,
             temp,
             id3_chapters,
-            access.gain_db + off,
-            access.ceiling_db - max(0.0, over) - (0.3 if over > 0 else 0.0),
+            access.gain_db + off / (1 + slope),
+            access.ceiling_db - (over + 0.2 if over > 0 else 0.0),
             progress,
         )
         encodes += 1
