@@ -221,9 +221,11 @@ class EncodedAudioTrack(MediaStreamTrack):
     JUMP_TOLERANCE: Final = 2 * OPUS_SAMPLE_RATE
     """A timestamp running this far (2 s) ahead of the wall clock is a new timeline."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_sent: Callable[[float], None] | None = None) -> None:
         super().__init__()
-        self._queue: deque[av.Packet] = deque()
+        self._queue: deque[tuple[av.Packet, float]] = deque()
+        self._on_sent = on_sent
+        """Called with each packet's time in the server (arrival to hand-off), seconds."""
         self._ready = asyncio.Event()
         self._ssrc: int | None = None
         self._source_timestamp = 0
@@ -249,7 +251,7 @@ class EncodedAudioTrack(MediaStreamTrack):
         outgoing = av.Packet(packet.payload)
         outgoing.pts = pts
         outgoing.time_base = OPUS_TIME_BASE
-        self._queue.append(outgoing)
+        self._queue.append((outgoing, packet.arrival))
         while len(self._queue) > self.MAX_QUEUED:
             self._queue.popleft()
             self.dropped += 1
@@ -290,7 +292,12 @@ class EncodedAudioTrack(MediaStreamTrack):
             await self._ready.wait()
         if self.readyState != "live":
             raise MediaStreamError
-        return self._queue.popleft()
+        outgoing, arrival = self._queue.popleft()
+        if self._on_sent is not None:
+            # aiortc's sender packs, encrypts and hands this to the socket without
+            # yielding to the loop, so this is the moment it leaves for the transport.
+            self._on_sent(time.time() - arrival)
+        return outgoing
 
     def stop(self) -> None:
         """End the track and wake a waiting :meth:`recv`."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ from .archive import ARCHIVE
 from .audit import AUDIT
 from .downloads import send_file
 from .errors import AuthError, InvalidInput, NotFound, PayloadTooLarge, StoryroomError
+from .metrics import process_figures
 from .recorder import recording_dir
 from .services import SERVICES, Services
 from .sessions import create_session, describe_session
@@ -93,6 +95,13 @@ class Api:
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Process health and the media plane's figures, for staff and the soak bench."""
+        self.staff(request)
+        return web.json_response(
+            {"at": time.time(), "process": process_figures(), "media": self.ctx.media.metrics()}
+        )
 
     async def create_session(self, request: web.Request) -> web.Response:
         self.staff(request)
@@ -219,6 +228,7 @@ class Api:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/healthz", self.healthz),
+            web.get("/api/metrics", self.metrics),
             web.post("/api/sessions", self.create_session),
             web.get("/api/sessions", self.list_sessions),
             web.get("/api/sessions/{session_id}", self.get_session),

@@ -33,6 +33,7 @@ from .aiortc_internals import (
 )
 from .config import Settings
 from .errors import Busy, InvalidInput, UserError
+from .metrics import LatencyHistogram
 from .protocol import OfferIn
 from .rooms import CloseReason, Room
 from .store import SEATS
@@ -137,6 +138,8 @@ class MediaPlane:
         self.settings = settings
         self.rooms: dict[str, RoomMedia] = {}
         self.subscribers: list[PacketSubscriber] = []
+        self.latency = LatencyHistogram()
+        """Every forwarded packet's time in the server (owner: this plane)."""
         self._stats_task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -155,6 +158,29 @@ class MediaPlane:
 
     def peer_connections(self) -> int:
         return sum(len(r.seats) for r in self.rooms.values())
+
+    def metrics(self) -> dict[str, Any]:
+        """Forwarding latency and, per live seat, what it sent us and what waits for it."""
+        return {
+            "peer_connections": self.peer_connections(),
+            "forward_latency": self.latency.to_json(),
+            "rooms": {
+                room_id: {
+                    seat: {
+                        "conn_id": m.conn_id,
+                        "packets": m.packets,
+                        "loss": m.stats.get("loss", 0.0),
+                        "jitter_ms": m.stats.get("jitter_ms", 0.0),
+                        "outgoing": {
+                            source: {"queued": track.queued, "dropped": track.dropped}
+                            for source, track in m.outgoing.items()
+                        },
+                    }
+                    for seat, m in room_media.seats.items()
+                }
+                for room_id, room_media in self.rooms.items()
+            },
+        }
 
     def _room(self, room_id: str) -> RoomMedia:
         room_media = self.rooms.get(room_id)
@@ -233,7 +259,7 @@ class MediaPlane:
         outgoing: dict[str, EncodedAudioTrack] = {}
         mids: dict[str, str] = {}
         for transceiver, other in zip(receive, others, strict=True):
-            track = EncodedAudioTrack()
+            track = EncodedAudioTrack(on_sent=self.latency.add)
             transceiver.sender.replaceTrack(track)
             transceiver.direction = "sendonly"
             outgoing[other] = track

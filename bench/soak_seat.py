@@ -1,0 +1,264 @@
+"""The seats of the soak benchmark: aiortc peers that send marker bursts through the
+impairment relay, drop and rejoin, and know which of their packets arrived.
+
+A seat sends a pre-encoded loop (:func:`encode_marker_loop`): a quiet tone with a
+little seeded noise (so that no two packets in the loop are alike) and one loud
+100 ms burst per loop, at a place that differs per seat. Packet `i` of a seat is due
+at ``epoch + i × 20 ms`` on the wall clock for the whole run, across reconnects, so
+burst `k` is spoken at a known wall time and a listener can tell from a payload which
+absolute packet it is. Nothing is encoded or decoded while the run lasts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+import socketio
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from netimpair import Impairment, RelayClient, host_candidate, rewrite_candidates
+
+from storyroom.aiortc_internals import RtpAudioPacket, tap_receiver
+from storyroom.oggopus import opus_packet_samples
+
+RATE = 48_000
+FRAME = 960
+FRAME_S = FRAME / RATE
+TIME_BASE = fractions.Fraction(1, RATE)
+SEATS = ("a", "b", "facilitator")
+CONSENT = {"record": True, "archive": False, "public": False}
+LOOP_S = 10.0
+"""One burst per seat every this many seconds."""
+BURST_S = 0.1
+BURST_AT = {"a": 2.0, "b": 5.0, "facilitator": 8.0}
+"""Where in the loop each seat's burst starts (s)."""
+TONE = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
+
+
+def encode_marker_loop(seat: str, seed: int) -> list[bytes]:
+    """`LOOP_S` of tone + noise with one burst, as 20 ms Opus packets (libopus via PyAV)."""
+    codec: Any = av.CodecContext.create("libopus", "w")
+    codec.sample_rate = RATE
+    codec.layout = "mono"
+    codec.format = "s16"
+    codec.bit_rate = 64_000
+    codec.time_base = TIME_BASE
+    frames = round(LOOP_S / FRAME_S)
+    n = np.arange(frames * FRAME)
+    level = np.full(len(n), 0.08)
+    start = round(BURST_AT[seat] * RATE)
+    level[start : start + round(BURST_S * RATE)] = 0.8
+    noise = np.random.default_rng(seed).normal(0, 0.004, len(n))
+    signal = level * np.sin(2 * np.pi * TONE[seat] * n / RATE) + noise
+    pcm = (np.clip(signal, -1, 1) * 32767).astype(np.int16)
+    packets: list[bytes] = []
+    for i in range(frames):
+        frame = av.AudioFrame.from_ndarray(
+            pcm[i * FRAME : (i + 1) * FRAME].reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = RATE
+        frame.pts = i * FRAME
+        frame.time_base = TIME_BASE
+        packets.extend(bytes(p) for p in codec.encode(frame))
+    packets.extend(bytes(p) for p in codec.encode(None))
+    packets = [p for p in packets if opus_packet_samples(p) == FRAME][:frames]
+    if len(packets) != frames or len(set(packets)) != frames:
+        raise RuntimeError(f"{seat}: the marker loop's packets are not {frames} distinct ones")
+    return packets
+
+
+class MarkerTrack(MediaStreamTrack):
+    """Sends the seat's loop in real time: absolute packet `i` at ``epoch + i × 20 ms``.
+
+    A new track for each peer connection starts at the packet that is due now, so
+    the seat's audio keeps its place on the wall clock across reconnects.
+    """
+
+    kind = "audio"
+
+    def __init__(self, packets: list[bytes], epoch: float, sent: list[tuple[int, int]]) -> None:
+        super().__init__()
+        self._packets = packets
+        self._epoch = epoch
+        self._first = -1
+        self._next = -1
+        self._sent = sent
+        """Shared with the seat: (first, last) absolute indices handed to aiortc, per track."""
+
+    async def recv(self) -> av.Packet:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._first < 0:  # the sender starts once connected: begin with what is due
+            self._first = self._next = max(0, math.ceil((time.time() - self._epoch) / FRAME_S))
+            self._sent.append((self._first, self._first - 1))
+        index = self._next
+        wait = self._epoch + index * FRAME_S - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+            if self.readyState != "live":
+                raise MediaStreamError
+        self._next += 1
+        packet = av.Packet(self._packets[index % len(self._packets)])
+        packet.pts = (index - self._first) * FRAME
+        packet.time_base = TIME_BASE
+        self._sent[-1] = (self._sent[-1][0], index)
+        return packet
+
+
+@dataclass
+class Heard:
+    """What one seat received from one source: absolute packet indices and arrival."""
+
+    lookup: dict[bytes, int]
+    """The source's loop: payload → index in the loop."""
+    source_epoch: float
+    loop: int
+    indices: set[int] = field(default_factory=set)
+    last_arrival: float = 0.0
+    unknown: int = 0
+
+    def on_packet(self, packet: RtpAudioPacket) -> None:
+        position = self.lookup.get(packet.payload)
+        if position is None:
+            self.unknown += 1
+            return
+        # The absolute index whose due time is closest before the arrival.
+        due_index = (packet.arrival - self.source_epoch) / FRAME_S
+        cycles = round((due_index - position) / self.loop)
+        self.indices.add(cycles * self.loop + position)
+        self.last_arrival = packet.arrival
+
+
+@dataclass
+class SoakSeat:
+    """One seat: Socket.IO with its token, and one peer connection at a time via a link."""
+
+    name: str
+    """Unique over the run, e.g. "r0/a"."""
+    seat: str
+    url: str
+    token: str
+    packets: list[bytes]
+    epoch: float
+    relay: RelayClient
+    impairment: Impairment
+    seed: int
+    lookups: dict[str, dict[bytes, int]]
+    """Every seat's loop lookup (source seat → payload → loop index)."""
+    sio: socketio.AsyncClient | None = None
+    pc: RTCPeerConnection | None = None
+    link: str | None = None
+    connections: int = 0
+    sent: list[tuple[int, int]] = field(default_factory=list)
+    heard: dict[str, Heard] = field(default_factory=dict)
+    snapshots: int = 0
+    recording: dict[str, Any] = field(default_factory=dict)
+
+    async def join(self) -> None:
+        """Socket.IO (if not connected) and a new peer connection through a new link."""
+        if self.sio is None or not self.sio.connected:
+            self.sio = socketio.AsyncClient(reconnection=False)
+            self.sio.on("room", self._on_room)
+            await self.sio.connect(
+                self.url, auth={"token": self.token}, transports=["websocket"], wait_timeout=20
+            )
+        self.connections += 1
+        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver(MarkerTrack(self.packets, self.epoch, self.sent), direction="sendonly")
+        receivers = [pc.addTransceiver("audio", direction="recvonly") for _ in range(2)]
+        await pc.setLocalDescription(await pc.createOffer())
+        assert pc.localDescription is not None
+        self.link = f"{self.name}#{self.connections}"
+        ports = await self.relay.call(
+            "open",
+            name=self.link,
+            seat=list(host_candidate(pc.localDescription.sdp)),
+            up=self.impairment.__dict__,
+            down=self.impairment.__dict__,
+            seed=self.seed * 1000 + self.connections,
+        )
+        offer = rewrite_candidates(pc.localDescription.sdp, ports["server_port"])
+        ack = await self.call("rtc:offer", {"sdp": offer, "type": "offer"})
+        if not ack.get("ok"):
+            raise RuntimeError(f"{self.name}: offer refused: {ack}")
+        await self.relay.call(
+            "target", name=self.link, server=list(host_candidate(ack["answer"]["sdp"]))
+        )
+        for transceiver in receivers:
+            source = ack["mids"][transceiver.mid or ""]
+            heard = self.heard.get(source)
+            if heard is None:
+                heard = self.heard[source] = Heard(
+                    self.lookups[source], self.epoch, len(self.packets)
+                )
+            tap_receiver(transceiver.receiver, heard.on_packet)
+        answer = rewrite_candidates(ack["answer"]["sdp"], ports["seat_port"])
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    def _on_room(self, snapshot: dict[str, Any]) -> None:
+        self.snapshots += 1
+        self.recording = snapshot.get("recording") or {}
+
+    async def call(self, event: str, payload: Any = None, timeout: float = 30) -> dict[str, Any]:
+        assert self.sio is not None
+        ack: dict[str, Any] = await self.sio.call(event, payload, timeout=timeout)
+        return ack
+
+    @property
+    def connected(self) -> bool:
+        return self.pc is not None and self.pc.connectionState == "connected"
+
+    async def drop(self) -> None:
+        """Gone as a phone that lost its network: the peer connection and the socket."""
+        pc, self.pc = self.pc, None
+        if pc is not None:
+            with contextlib.suppress(Exception):
+                await pc.close()
+        if self.link is not None:
+            await self.relay.call("close", name=self.link)
+            self.link = None
+        sio, self.sio = self.sio, None
+        if sio is not None:
+            with contextlib.suppress(Exception):
+                await sio.disconnect()
+            with contextlib.suppress(Exception):
+                await sio.shutdown()
+
+    async def close(self) -> None:
+        await self.drop()
+
+
+async def start_recording(seats: list[SoakSeat]) -> str:
+    """Both participants consent; the facilitator starts; returns the recording id."""
+    by_seat = {s.seat: s for s in seats}
+    for seat in ("a", "b"):
+        ack = await by_seat[seat].call("consent", CONSENT)
+        if not ack.get("ok"):
+            raise RuntimeError(f"{by_seat[seat].name}: consent refused: {ack}")
+    deadline = time.monotonic() + 20
+    while True:
+        ack = await by_seat["facilitator"].call("recording:start")
+        if ack.get("ok"):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"recording did not start: {ack}")
+        await asyncio.sleep(0.2)
+    await poll(lambda: by_seat["facilitator"].recording.get("id"), 10, "the recording id")
+    return str(by_seat["facilitator"].recording["id"])
+
+
+async def poll(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return value

@@ -1,0 +1,92 @@
+"""Server health figures for staff and the soak benchmark (`GET /api/metrics`).
+
+Everything here is cheap enough to run on every forwarded packet (the latency
+histogram) or on every request (the process figures): no locks, no allocation per
+sample, no blocking reads beyond two small files under /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+LATENCY_BUCKETS_MS: Final = (
+    0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0,
+    75.0, 100.0, 150.0, 250.0, 500.0, 1000.0,
+)  # fmt: skip
+"""Upper bounds (inclusive) of the forwarding-latency buckets; one more bucket
+counts everything slower."""
+
+
+class LatencyHistogram:
+    """Cumulative fixed-bucket histogram of the time a packet spends in the server,
+    from its arrival (the receiver tap) to the moment aiortc's sender takes it.
+
+    Cumulative so that a reader polling it can take differences between two reads
+    and get the distribution of just that interval. Runs on the loop; not thread-safe.
+    """
+
+    __slots__ = ("counts", "count", "sum_ms", "max_ms")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
+        self.count = 0
+        self.sum_ms = 0.0
+        self.max_ms = 0.0
+
+    def add(self, seconds: float) -> None:
+        ms = seconds * 1000.0
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
+        self.count += 1
+        self.sum_ms += ms
+        if ms > self.max_ms:
+            self.max_ms = ms
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "buckets_ms": list(LATENCY_BUCKETS_MS),
+            "counts": list(self.counts),
+            "count": self.count,
+            "sum_ms": round(self.sum_ms, 3),
+            "max_ms": round(self.max_ms, 3),
+        }
+
+
+def histogram_quantile(counts: Sequence[int], q: float) -> float | None:
+    """The `q` quantile (0..1) of a histogram with `LATENCY_BUCKETS_MS` bounds, in ms,
+    interpolated linearly within its bucket; None when it is empty. The last
+    (open-ended) bucket reads as its lower bound."""
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank = q * total
+    seen = 0
+    for index, count in enumerate(counts):
+        if count and seen + count >= rank:
+            low = LATENCY_BUCKETS_MS[index - 1] if index else 0.0
+            if index >= len(LATENCY_BUCKETS_MS):
+                return low
+            high = LATENCY_BUCKETS_MS[index]
+            return low + (high - low) * max(0.0, rank - seen) / count
+        seen += count
+    return LATENCY_BUCKETS_MS[-1]
+
+
+def process_figures() -> dict[str, Any]:
+    """This process's resident memory, open file descriptors and asyncio tasks."""
+    rss_kb = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            rss_kb = int(line.split()[1])
+            break
+    return {
+        "pid": os.getpid(),
+        "rss_mb": round(rss_kb / 1024, 2),
+        "open_fds": len(os.listdir("/proc/self/fd")),
+        "asyncio_tasks": len(asyncio.all_tasks()),
+        "threads": sum(1 for _ in Path("/proc/self/task").iterdir()),
+    }
