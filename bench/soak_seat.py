@@ -4,7 +4,7 @@ impairment relay, drop and rejoin, and know which of their packets arrived.
 A seat sends a pre-encoded loop (:func:`encode_marker_loop`): a quiet tone with a
 little seeded noise (so that no two packets in the loop are alike) and one loud
 100 ms burst per loop, at a place that differs per seat. Packet `i` of a seat is due
-at ``epoch + i × 20 ms`` on the wall clock for the whole run, across reconnects, so
+at ``epoch + i * 20 ms`` on the wall clock for the whole run, across reconnects, so
 burst `k` is spoken at a known wall time and a listener can tell from a payload which
 absolute packet it is. Nothing is encoded or decoded while the run lasts.
 """
@@ -76,7 +76,7 @@ def encode_marker_loop(seat: str, seed: int) -> list[bytes]:
 
 
 class MarkerTrack(MediaStreamTrack):
-    """Sends the seat's loop in real time: absolute packet `i` at ``epoch + i × 20 ms``.
+    """Sends the seat's loop in real time: absolute packet `i` at ``epoch + i * 20 ms``.
 
     A new track for each peer connection starts at the packet that is due now, so
     the seat's audio keeps its place on the wall clock across reconnects.

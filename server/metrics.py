@@ -30,7 +30,7 @@ class LatencyHistogram:
     and get the distribution of just that interval. Runs on the loop; not thread-safe.
     """
 
-    __slots__ = ("counts", "count", "sum_ms", "max_ms")
+    __slots__ = ("count", "counts", "max_ms", "sum_ms")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
