@@ -225,7 +225,9 @@ class Soak:
 
     # -- the schedule --------------------------------------------------------------------
 
-    def outage_plan(self, opened: list[Room], begin: float, end: float) -> list[tuple[float, Room, SoakSeat, str]]:
+    def outage_plan(
+        self, opened: list[Room], begin: float, end: float
+    ) -> list[tuple[float, Room, SoakSeat, str]]:
         args = self.args
         seats = [(room, seat) for room in opened for seat in room.seats]
         stagger = max(0.5, min(4.0, (args.outage_every - args.outage_s - 5) / max(1, len(seats))))
@@ -247,17 +249,14 @@ class Soak:
         if seat.link is None:
             return
         await self.relay.call("outage", names=[seat.link], start=at, seconds=seconds)
-        if kind == "network":
-            room.outages.append(soak_analysis.Outage(seat.seat, kind, at, seconds))
-            return
-        await asyncio.sleep(max(0.0, at - time.time()))
-        await seat.drop()
-        await asyncio.sleep(max(0.0, at + seconds - time.time()))
-        tracks = len(seat.sent)
-        await seat.join()
-        await poll(lambda: len(seat.sent) > tracks, 20, f"{seat.name} sending again")
-        resumed = self.epoch + seat.sent[-1][0] * FRAME_S
-        room.outages.append(soak_analysis.Outage(seat.seat, kind, at, seconds, resumed))
+        link = seat.link
+        if kind == "rejoin":
+            # gone a moment after the network: the relay sees what the outage took
+            await asyncio.sleep(max(0.0, at + 0.1 - time.time()))
+            await seat.drop()
+            await asyncio.sleep(max(0.0, at + seconds - time.time()))
+            await seat.join()
+        room.outages.append(soak_analysis.Outage(seat.seat, kind, at, seconds, link, seat.link))
 
     async def poller(self, every: float) -> None:
         while True:
@@ -294,7 +293,9 @@ class Soak:
             start = await self.sample("start")
             soak_end = start.at + args.minutes * 60
             plan = self.outage_plan(opened, start.at, soak_end)
-            progress(f"{args.rooms} rooms recording; {len(plan)} outages planned; {args.minutes} min")
+            progress(
+                f"{args.rooms} rooms recording; {len(plan)} outages planned; {args.minutes} min"
+            )
             poller = asyncio.create_task(self.poller(args.poll_s))
             outages = [asyncio.create_task(self.outage(*p)) for p in plan]
             try:
@@ -391,7 +392,7 @@ class Soak:
         down = _relay_loss(relay_stats, "down")
         per_room = []
         for room in opened:
-            per_room.append(self.room_figures(room, status))
+            per_room.append(self.room_figures(room, status, relay_stats))
         server = {
             key: {mark: self.marks[mark].process[key] for mark in self.marks}
             for key in ("rss_mb", "open_fds", "asyncio_tasks", "threads")
@@ -411,7 +412,44 @@ class Soak:
             "storm": storm,
         }
 
-    def room_figures(self, room: Room, status: dict[str, str]) -> dict[str, Any]:
+    def place_cuts(self, room: Room, relay_stats: dict[str, Any]) -> None:
+        """Turn each outage's relay record (RTP sequence numbers) into the wall-clock due
+        times of the first packet it took and the first one after it."""
+        seats = {s.seat: s for s in room.seats}
+        for outage in room.outages:
+            seat = seats[outage.seat]
+
+            def due(link: str | None, seq: int | None, seat: SoakSeat = seat) -> float | None:
+                stats = relay_stats.get(link or "")
+                if seq is None or stats is None or stats["first_seq"] is None:
+                    return None
+                if link not in seat.sent:
+                    return None
+                first_index = seat.sent[link][0]
+                return self.epoch + (first_index + ((seq - stats["first_seq"]) & 0xFFFF)) * FRAME_S
+
+            cut = next(
+                (
+                    c
+                    for c in relay_stats.get(outage.link, {}).get("cuts", [])
+                    if c["start"] == outage.start
+                ),
+                None,
+            )
+            if cut is None:
+                continue
+            last = due(outage.link, cut["last_before"])
+            outage.cut_from = None if last is None else last + FRAME_S
+            if outage.kind == "network":
+                outage.cut_to = due(outage.link, cut["first_after"])
+            else:
+                outage.cut_to = due(
+                    outage.rejoined, relay_stats.get(outage.rejoined, {}).get("first_forwarded")
+                )
+
+    def room_figures(
+        self, room: Room, status: dict[str, str], relay_stats: dict[str, Any]
+    ) -> dict[str, Any]:
         rec_dir = self.data_dir / "recordings" / room.recording_id
         out: dict[str, Any] = {
             "room": room.index,
@@ -424,6 +462,7 @@ class Soak:
         out["wall_s"] = round(wall, 3)
         if out["status"] != "ready":
             return out
+        self.place_cuts(room, relay_stats)
         rec_start, meta = soak_analysis.read_recording(rec_dir)
         out["duration_s"] = meta["duration_s"]
         placements = {}
@@ -465,7 +504,7 @@ class Soak:
                     continue
                 quiet = windows[source.seat] + windows[listener.seat]
                 expected = set()
-                for first, last in source.sent:
+                for first, last in source.sent.values():
                     lo = max(first, math.ceil((t0 - self.epoch) / FRAME_S))
                     hi = min(last, math.floor((t1 - self.epoch) / FRAME_S))
                     for i in range(lo, hi + 1):
@@ -519,13 +558,19 @@ def goals(fig: dict[str, Any]) -> list[tuple[str, str, bool]]:
     out = []
     growth = fig["rss_growth_mb_per_min"]
     out.append(
-        ("server RSS growth < 1 MB/min", f"{fmt(growth)} MB/min (fit)", growth is not None and growth < GOALS["rss_mb_per_min"])
+        (
+            "server RSS growth < 1 MB/min",
+            f"{fmt(growth)} MB/min (fit)",
+            growth is not None and growth < GOALS["rss_mb_per_min"],
+        )
     )
     server = fig["server"]
     closed = "after_storm" if "after_storm" in server["asyncio_tasks"] else "closed"
     for key in ("asyncio_tasks", "open_fds"):
         idle, after = server[key]["idle"], server[key][closed]
-        out.append((f"{key} back to idle after close", f"idle {idle}, after {after}", after <= idle))
+        out.append(
+            (f"{key} back to idle after close", f"idle {idle}, after {after}", after <= idle)
+        )
     drifts = [
         s["max_drift_last_minute_ms"]
         for r in fig["rooms"]
@@ -533,18 +578,22 @@ def goals(fig: dict[str, Any]) -> list[tuple[str, str, bool]]:
         if s["max_drift_last_minute_ms"] is not None
     ]
     all_drifts = [
-        s["max_drift_ms"] for r in fig["rooms"] for s in r.get("seats", {}).values() if s["max_drift_ms"] is not None
+        s["max_drift_ms"]
+        for r in fig["rooms"]
+        for s in r.get("seats", {}).values()
+        if s["max_drift_ms"] is not None
     ]
     worst = max(drifts) if drifts else None
     out.append(
-        ("drift <= 20 ms at the last minute", f"max {fmt(worst)} ms (whole run max {fmt(max(all_drifts) if all_drifts else None)} ms)", worst is not None and worst <= GOALS["drift_ms"])
+        (
+            "drift <= 20 ms at the last minute",
+            f"max {fmt(worst)} ms (whole run max {fmt(max(all_drifts) if all_drifts else None)} ms)",
+            worst is not None and worst <= GOALS["drift_ms"],
+        )
     )
     gaps = [g for r in fig["rooms"] for s in r.get("seats", {}).values() for g in s["gaps"]]
     errors = [
-        abs(e)
-        for g in gaps
-        for e in (g["start_error_ms"], g["end_error_ms"])
-        if e is not None
+        abs(e) for g in gaps for e in (g["start_error_ms"], g["end_error_ms"]) if e is not None
     ]
     found = sum(1 for g in gaps if g["found"])
     worst_gap = max(errors) if errors else None
@@ -552,35 +601,51 @@ def goals(fig: dict[str, Any]) -> list[tuple[str, str, bool]]:
         (
             "every outage an explicit gap, within 20 ms",
             f"{found}/{len(gaps)} found, worst edge {fmt(worst_gap)} ms",
-            bool(gaps) and found == len(gaps) and worst_gap is not None and worst_gap <= GOALS["gap_ms"],
+            bool(gaps)
+            and found == len(gaps)
+            and worst_gap is not None
+            and worst_gap <= GOALS["gap_ms"],
         )
     )
     lat = [i for i in fig["latency"] if i["p99_ms"] is not None]
     if len(lat) >= 2:
         creep = lat[-1]["p99_ms"] - lat[0]["p99_ms"]
         out.append(
-            ("p99 added latency, last vs first interval, within 10 ms", f"{lat[0]['p99_ms']:.2f} -> {lat[-1]['p99_ms']:.2f} ms", creep <= GOALS["p99_creep_ms"])
+            (
+                "p99 added latency, last vs first interval, within 10 ms",
+                f"{lat[0]['p99_ms']:.2f} -> {lat[-1]['p99_ms']:.2f} ms",
+                creep <= GOALS["p99_creep_ms"],
+            )
         )
     ready = [r["status"] == "ready" for r in fig["rooms"]]
     out.append(("every recording ready", f"{sum(ready)}/{len(ready)}", all(ready)))
     storm = fig.get("storm")
     if storm:
         worst_recover = max(storm["recover_s"].values()) if storm["recover_s"] else None
-        segs_ok = all(min(v.values()) >= 2 for v in storm["segments"].values()) and len(storm["segments"]) == storm["rooms"]
+        segs_ok = (
+            all(min(v.values()) >= 2 for v in storm["segments"].values())
+            and len(storm["segments"]) == storm["rooms"]
+        )
         storm_ready = all(v == "ready" for v in storm["status"].values())
         out.append(
             (
                 "storm: every room recovers within 5 s, recording continues",
                 f"{storm['recovered']}/{storm['rooms']} rooms, worst {fmt(worst_recover)} s; new segments {segs_ok}; ready {storm_ready}",
-                storm["recovered"] == storm["rooms"] and worst_recover is not None and worst_recover <= GOALS["storm_recover_s"] and segs_ok and storm_ready,
+                storm["recovered"] == storm["rooms"]
+                and worst_recover is not None
+                and worst_recover <= GOALS["storm_recover_s"]
+                and segs_ok
+                and storm_ready,
             )
         )
     return out
 
 
 def report(fig: dict[str, Any]) -> str:
-    lines = [f"soak: {fig['args']['rooms']} rooms x 3 seats, {fig['minutes']} min, loss {fig['args']['loss']}%"
-             f" (bursty {fig['args']['burst_loss']}%), jitter {fig['args']['jitter_ms']} ms, outage {fig['args']['outage_s']} s every {fig['args']['outage_every']} s per seat"]
+    lines = [
+        f"soak: {fig['args']['rooms']} rooms x 3 seats, {fig['minutes']} min, loss {fig['args']['loss']}%"
+        f" (bursty {fig['args']['burst_loss']}%), jitter {fig['args']['jitter_ms']} ms, outage {fig['args']['outage_s']} s every {fig['args']['outage_every']} s per seat"
+    ]
     server = fig["server"]
     lines.append("server             " + "  ".join(f"{m:>11}" for m in server["rss_mb"]))
     for key in ("rss_mb", "open_fds", "asyncio_tasks", "threads"):
@@ -591,7 +656,9 @@ def report(fig: dict[str, Any]) -> str:
     )
     lines.append("forwarding latency added by the server (arrival -> sender), per interval:")
     for i in fig["latency"]:
-        lines.append(f"  minute {i['minute']:6.2f}: p50 {fmt(i['p50_ms'])} ms, p99 {fmt(i['p99_ms'])} ms")
+        lines.append(
+            f"  minute {i['minute']:6.2f}: p50 {fmt(i['p50_ms'])} ms, p99 {fmt(i['p99_ms'])} ms"
+        )
     lines.append(
         f"relay-injected loss: up {fig['relay_loss_pct']['up']}%, down {fig['relay_loss_pct']['down']}%;"
         f" expected on a seat->server->seat path ~{fig['expected_path_loss_pct']}%"
@@ -638,15 +705,21 @@ def report(fig: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--minutes", type=float, default=40.0)
     parser.add_argument("--rooms", type=int, default=4)
     parser.add_argument("--loss", type=float, default=3.0, help="random loss per direction, %%")
-    parser.add_argument("--burst-loss", type=float, default=0.0, help="extra Gilbert-Elliott loss, about this %%")
+    parser.add_argument(
+        "--burst-loss", type=float, default=0.0, help="extra Gilbert-Elliott loss, about this %%"
+    )
     parser.add_argument("--jitter-ms", type=float, default=30.0)
     parser.add_argument("--reorder", type=float, default=0.0, help="%% of packets held back 40 ms")
     parser.add_argument("--duplicate", type=float, default=0.0, help="%% of packets sent twice")
-    parser.add_argument("--outage-every", type=float, default=300.0, help="seconds between a seat's outages")
+    parser.add_argument(
+        "--outage-every", type=float, default=300.0, help="seconds between a seat's outages"
+    )
     parser.add_argument("--outage-s", type=float, default=6.0, help="length of an outage")
     parser.add_argument("--first-outage-s", type=float, default=30.0)
     parser.add_argument("--poll-s", type=float, default=60.0, help="seconds between metrics reads")
@@ -663,7 +736,9 @@ def run_soak(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     """Run once (the caller's process must already be in its own network namespace)."""
     tmp = Path(tempfile.mkdtemp(prefix="storyroom-soak-"))
     soak = Soak(args, tmp)
-    budget = args.timeout or (args.minutes * 60 * 1.2 + 300 + args.rooms * 60 + args.storm_rooms * 20)
+    budget = args.timeout or (
+        args.minutes * 60 * 1.2 + 300 + args.rooms * 60 + args.storm_rooms * 20
+    )
     try:
         with rooms.hard_limits(budget):
             figures = asyncio.run(soak.run())
@@ -679,7 +754,9 @@ def run_soak(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.rooms < 1 or args.minutes <= 0 or args.outage_s <= 0 or args.poll_s <= 0:
-        print("soak.py: --rooms, --minutes, --outage-s and --poll-s must be positive", file=sys.stderr)
+        print(
+            "soak.py: --rooms, --minutes, --outage-s and --poll-s must be positive", file=sys.stderr
+        )
         return 2
     if not isolate_network():
         print("soak.py: needs its own network namespace: run as root", file=sys.stderr)

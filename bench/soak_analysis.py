@@ -16,7 +16,7 @@ from typing import Any
 
 import av
 import numpy as np
-from soak_seat import BURST_AT, BURST_S, FRAME_S, LOOP_S
+from soak_seat import BURST_AT, BURST_S, LOOP_S
 
 RATE = 48_000
 BIN = 48
@@ -25,7 +25,7 @@ OPUS_LOOKAHEAD_S = 312 / RATE
 """libopus's encoder delay: decoded sound lags packet boundaries by this much."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Outage:
     seat: str
     kind: str
@@ -34,8 +34,15 @@ class Outage:
     start: float
     """Wall clock: the relay starts dropping."""
     seconds: float
-    resumed: float | None = None
-    """Wall clock due time of the first packet after a rejoin (None: network outage)."""
+    link: str
+    """The relay link it cut."""
+    rejoined: str | None
+    """The link of the connection after it (the same one after a network outage)."""
+    cut_from: float | None = None
+    """Due time (wall) of the first packet that did not reach the server: the end of
+    the last one the relay forwarded before the outage (from its RTP sequence number)."""
+    cut_to: float | None = None
+    """Due time (wall) of the first packet that reached the server after it."""
 
 
 def envelope(path: Path) -> np.ndarray:
@@ -132,13 +139,21 @@ def place_seat(
     frame_offset = reference[0] - OPUS_LOOKAHEAD_S  # wall → stem position of packet edges
     mine = [d for d in damaged if d.get("seat") == seat and d.get("start_s") is not None]
     for outage in outages:
-        boundary_start = epoch + math.ceil((outage.start - epoch) / FRAME_S) * FRAME_S
-        resumed = outage.resumed
-        if resumed is None:
-            end_wall = outage.start + outage.seconds
-            resumed = epoch + math.ceil((end_wall - epoch) / FRAME_S) * FRAME_S
-        want_start = boundary_start - rec_start_wall + frame_offset
-        want_end = resumed - rec_start_wall + frame_offset
+        if outage.cut_from is None or outage.cut_to is None:
+            result.gaps.append(
+                {
+                    "kind": outage.kind,
+                    "at_s": None,
+                    "found": False,
+                    "as": None,
+                    "start_error_ms": None,
+                    "end_error_ms": None,
+                    "note": "relay has no record",
+                }
+            )
+            continue
+        want_start = outage.cut_from - rec_start_wall + frame_offset
+        want_end = outage.cut_to - rec_start_wall + frame_offset
         if want_end > duration_s:
             continue
         candidates = sorted(
@@ -158,9 +173,7 @@ def place_seat(
                 "start_error_ms": round((match["start_s"] - want_start) * 1000, 1)
                 if match
                 else None,
-                "end_error_ms": round((match["end_s"] - want_end) * 1000, 1)
-                if match and outage.resumed is None
-                else None,
+                "end_error_ms": round((match["end_s"] - want_end) * 1000, 1) if match else None,
             }
         )
     return result

@@ -84,21 +84,24 @@ class MarkerTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, packets: list[bytes], epoch: float, sent: list[tuple[int, int]]) -> None:
+    def __init__(
+        self, packets: list[bytes], epoch: float, sent: dict[str, list[int]], link: str
+    ) -> None:
         super().__init__()
         self._packets = packets
         self._epoch = epoch
         self._first = -1
         self._next = -1
         self._sent = sent
-        """Shared with the seat: (first, last) absolute indices handed to aiortc, per track."""
+        """Shared with the seat: link → [first, last] absolute index handed to aiortc."""
+        self._link = link
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         if self._first < 0:  # the sender starts once connected: begin with what is due
             self._first = self._next = max(0, math.ceil((time.time() - self._epoch) / FRAME_S))
-            self._sent.append((self._first, self._first - 1))
+            self._sent[self._link] = [self._first, self._first - 1]
         index = self._next
         wait = self._epoch + index * FRAME_S - time.time()
         if wait > 0:
@@ -109,7 +112,7 @@ class MarkerTrack(MediaStreamTrack):
         packet = av.Packet(self._packets[index % len(self._packets)])
         packet.pts = (index - self._first) * FRAME
         packet.time_base = TIME_BASE
-        self._sent[-1] = (self._sent[-1][0], index)
+        self._sent[self._link][1] = index
         return packet
 
 
@@ -157,7 +160,8 @@ class SoakSeat:
     pc: RTCPeerConnection | None = None
     link: str | None = None
     connections: int = 0
-    sent: list[tuple[int, int]] = field(default_factory=list)
+    sent: dict[str, list[int]] = field(default_factory=dict)
+    """Relay link (one per connection) → [first, last] absolute packet index sent."""
     heard: dict[str, Heard] = field(default_factory=dict)
     snapshots: int = 0
     recording: dict[str, Any] = field(default_factory=dict)
@@ -171,12 +175,14 @@ class SoakSeat:
                 self.url, auth={"token": self.token}, transports=["websocket"], wait_timeout=20
             )
         self.connections += 1
+        self.link = f"{self.name}#{self.connections}"
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver(MarkerTrack(self.packets, self.epoch, self.sent), direction="sendonly")
+        pc.addTransceiver(
+            MarkerTrack(self.packets, self.epoch, self.sent, self.link), direction="sendonly"
+        )
         receivers = [pc.addTransceiver("audio", direction="recvonly") for _ in range(2)]
         await pc.setLocalDescription(await pc.createOffer())
         assert pc.localDescription is not None
-        self.link = f"{self.name}#{self.connections}"
         ports = await self.relay.call(
             "open",
             name=self.link,

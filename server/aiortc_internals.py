@@ -234,6 +234,8 @@ class EncodedAudioTrack(MediaStreamTrack):
         self._duration = 0
         self.dropped = 0
         """Packets discarded because the queue was full or they came late."""
+        self.dropped_late = 0
+        """Of those, the late or duplicate ones."""
 
     @property
     def queued(self) -> int:
@@ -247,6 +249,7 @@ class EncodedAudioTrack(MediaStreamTrack):
         pts = self._next_pts(packet)
         if pts is None:
             self.dropped += 1
+            self.dropped_late += 1
             return
         outgoing = av.Packet(packet.payload)
         outgoing.pts = pts

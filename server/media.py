@@ -172,7 +172,11 @@ class MediaPlane:
                         "loss": m.stats.get("loss", 0.0),
                         "jitter_ms": m.stats.get("jitter_ms", 0.0),
                         "outgoing": {
-                            source: {"queued": track.queued, "dropped": track.dropped}
+                            source: {
+                                "queued": track.queued,
+                                "dropped": track.dropped,
+                                "late": track.dropped_late,
+                            }
                             for source, track in m.outgoing.items()
                         },
                     }

@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -102,11 +103,15 @@ class _Direction:
         self.impairment = impairment
         self.rng = rng
         self.bad = False
-        self.last_due = 0.0
         self.stats = DirectionStats()
+        self.in_order: deque[tuple[float, bytes, tuple[str, int]]] = deque()
+        """Datagrams waiting for their due time (monotonic), in arrival order: jitter
+        delays them but never lets one overtake another."""
+        self.timer: asyncio.TimerHandle | None = None
 
-    def fate(self) -> list[float] | None:
-        """Delays (s) at which to send copies of the next datagram, or None to drop it."""
+    def fate(self) -> tuple[bool, list[float]] | None:
+        """None to drop the next datagram; else whether it may overtake others, and the
+        delay (s) of each copy to send."""
         imp, rng = self.impairment, self.rng
         if imp.burst_enter > 0:
             if self.bad and rng.random() < imp.burst_exit:
@@ -119,19 +124,13 @@ class _Direction:
         if imp.loss > 0 and rng.random() < imp.loss:
             self.stats.lost_random += 1
             return None
-        now = time.monotonic()
-        due = now + (imp.delay_ms + rng.random() * imp.jitter_ms) / 1000.0
+        delay = (imp.delay_ms + rng.random() * imp.jitter_ms) / 1000.0
+        copies = 2 if imp.duplicate > 0 and rng.random() < imp.duplicate else 1
+        self.stats.duplicated += copies - 1
         if imp.reorder > 0 and rng.random() < imp.reorder:
             self.stats.reordered += 1
-            due += imp.reorder_ms / 1000.0
-        else:
-            due = max(due, self.last_due)  # jitter alone never reorders
-            self.last_due = due
-        delays = [due - now]
-        if imp.duplicate > 0 and rng.random() < imp.duplicate:
-            self.stats.duplicated += 1
-            delays.append(due - now + 0.001)
-        return delays
+            return True, [delay + imp.reorder_ms / 1000.0] * copies
+        return False, [delay] * copies
 
 
 class _Socket(asyncio.DatagramProtocol):
@@ -172,6 +171,14 @@ class Link:
         }
         self.outages: list[tuple[float, float]] = []
         """Wall-clock [start, end) intervals in which both directions are dropped."""
+        self.first_seq: int | None = None
+        """Sequence number of the first RTP packet the seat sent through this link."""
+        self.first_forwarded: int | None = None
+        self.last_seq: int | None = None
+        """... the first and the last one forwarded to the server."""
+        self.cuts: list[dict[str, Any]] = []
+        """Per outage: the last seat RTP sequence number forwarded before it and the
+        first forwarded after it, so a test knows exactly which audio it took."""
         self.seat_side = _Socket(self, UP)
         self.server_side = _Socket(self, DOWN)
         self.closed = False
@@ -198,9 +205,9 @@ class Link:
         now = time.time()
         self.outages = [o for o in self.outages if o[1] > now]
 
-    def in_outage(self) -> bool:
+    def in_outage(self) -> tuple[float, float] | None:
         now = time.time()
-        return any(start <= now < end for start, end in self.outages)
+        return next((o for o in self.outages if o[0] <= now < o[1]), None)
 
     def received(self, direction: str, data: bytes, addr: tuple[str, int]) -> None:
         state = self.directions[direction]
@@ -214,18 +221,52 @@ class Link:
         if target is None or out is None or self.closed:
             state.stats.unroutable += 1
             return
-        if self.outages and self.in_outage():
+        seq = _rtp_seq(data) if direction == UP else None
+        if seq is not None and self.first_seq is None:
+            self.first_seq = seq
+        if self.outages and (outage := self.in_outage()) is not None:
             state.stats.lost_outage += 1
+            if seq is not None and (not self.cuts or self.cuts[-1]["start"] != outage[0]):
+                self.cuts.append(
+                    {
+                        "start": outage[0],
+                        "end": outage[1],
+                        "last_before": self.last_seq,
+                        "first_after": None,
+                    }
+                )
             return
-        delays = state.fate()
-        if delays is None:
+        fate = state.fate()
+        if fate is None:
             return
+        if seq is not None:
+            self.last_seq = seq
+            if self.first_forwarded is None:
+                self.first_forwarded = seq
+            if self.cuts and self.cuts[-1]["first_after"] is None:
+                self.cuts[-1]["first_after"] = seq
+        overtakes, delays = fate
         loop = asyncio.get_running_loop()
+        now = loop.time()
         for delay in delays:
-            if delay <= 0.0005:
-                self._send(out, data, target, state)
-            else:
+            if overtakes:
                 loop.call_later(delay, self._send, out, data, target, state)
+            else:
+                due = max(now + delay, state.in_order[-1][0] if state.in_order else 0.0)
+                state.in_order.append((due, data, target))
+                if state.timer is None:
+                    self._flush(out, state)
+
+    def _flush(self, out: asyncio.DatagramTransport, state: _Direction) -> None:
+        """Send every in-order datagram that is due, then wait for the next one."""
+        state.timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while state.in_order and state.in_order[0][0] <= now + 0.0002:
+            _, data, target = state.in_order.popleft()
+            self._send(out, data, target, state)
+        if state.in_order:
+            state.timer = loop.call_at(state.in_order[0][0], self._flush, out, state)
 
     def _send(
         self,
@@ -239,10 +280,19 @@ class Link:
             state.stats.sent += 1
 
     def stats(self) -> dict[str, Any]:
-        return {d: asdict(s.stats) for d, s in self.directions.items()}
+        return {
+            **{d: asdict(s.stats) for d, s in self.directions.items()},
+            "first_seq": self.first_seq,
+            "first_forwarded": self.first_forwarded,
+            "cuts": self.cuts,
+        }
 
     def close(self) -> None:
         self.closed = True
+        for state in self.directions.values():
+            if state.timer is not None:
+                state.timer.cancel()
+            state.in_order.clear()
         for side in (self.seat_side, self.server_side):
             if side.transport is not None:
                 side.transport.close()
@@ -327,6 +377,13 @@ class Relay:
                 await writer.drain()
         finally:
             writer.close()
+
+
+def _rtp_seq(data: bytes) -> int | None:
+    """The sequence number if `data` is an RTP (not RTCP, STUN or DTLS) packet."""
+    if len(data) >= 12 and data[0] & 0xC0 == 0x80 and not 64 <= data[1] & 0x7F < 96:
+        return int.from_bytes(data[2:4], "big")
+    return None
 
 
 def _addr(value: Any) -> tuple[str, int] | None:
