@@ -287,7 +287,15 @@ class Soak:
         restrict_host_addresses(["127.0.0.1"])
         self.start_processes()
         async with aiohttp.ClientSession() as self.http:
-            idle = await self.sample("idle")
+            cold = await self.sample("cold")
+            # One short room first, so that what is made once and kept (socketio's
+            # service task, the finalizer's worker process) is in the idle baseline.
+            warmup = await self.open_rooms(1, 900)
+            await asyncio.sleep(3)
+            await self.close_rooms(warmup)
+            await self.wait_finalized(warmup, 60)
+            idle = await self.wait_idle(cold)
+            self.marks["idle"] = idle
             progress(f"server up: RSS {idle.process['rss_mb']} MB; opening {args.rooms} rooms")
             opened = await self.open_rooms(args.rooms, 0)
             start = await self.sample("start")
@@ -397,8 +405,19 @@ class Soak:
             key: {mark: self.marks[mark].process[key] for mark in self.marks}
             for key in ("rss_mb", "open_fds", "asyncio_tasks", "threads")
         }
+        last = self.marks["after_storm" if "after_storm" in self.marks else "closed"].process
+        idle = self.marks["idle"].process
+        leftover = {
+            key: {
+                name: count - idle[key].get(name, 0)
+                for name, count in last[key].items()
+                if count != idle[key].get(name, 0)
+            }
+            for key in ("tasks_by_coroutine", "fds_by_kind")
+        }
         return {
             "args": vars(self.args),
+            "left_after_close": leftover,
             "minutes": round(minutes, 2),
             "server": server,
             "rss_growth_mb_per_min": round(rss_slope, 3) if rss_slope is not None else None,
@@ -650,6 +669,7 @@ def report(fig: dict[str, Any]) -> str:
     lines.append("server             " + "  ".join(f"{m:>11}" for m in server["rss_mb"]))
     for key in ("rss_mb", "open_fds", "asyncio_tasks", "threads"):
         lines.append(f"  {key:<16} " + "  ".join(f"{v:>11}" for v in server[key].values()))
+    lines.append(f"left after close, against idle: {fig['left_after_close']}")
     lines.append(
         f"RSS growth: {fmt(fig['rss_growth_mb_per_min'])} MB/min (least squares over the samples), "
         f"{fmt(fig['rss_growth_end_minus_start_per_min'])} MB/min (end - start)"

@@ -86,7 +86,13 @@ class RoomMedia:
         seat_media.level = _level(packet)
         seat_media.level_at = packet.arrival
         for listener, target in self.seats.items():
-            if listener != source and not target.closed:
+            # Not before the listener's connection is up: what would wait for it is
+            # stale by then, and would reach it as a late burst after every (re)join.
+            if (
+                listener != source
+                and not target.closed
+                and target.pc.connectionState == "connected"
+            ):
                 target.outgoing[source].push(packet)
         for subscriber in self.plane.subscribers:
             subscriber.on_packet(self.room_id, source, conn_id, packet)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -83,10 +85,24 @@ def process_figures() -> dict[str, Any]:
         if line.startswith("VmRSS:"):
             rss_kb = int(line.split()[1])
             break
+    fds: Counter[str] = Counter()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own fd is gone already
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            fds[target.split(":", 1)[0] if ":" in target else "file"] += 1
+    tasks = Counter(_task_name(task) for task in asyncio.all_tasks())
     return {
         "pid": os.getpid(),
         "rss_mb": round(rss_kb / 1024, 2),
-        "open_fds": len(os.listdir("/proc/self/fd")),
-        "asyncio_tasks": len(asyncio.all_tasks()),
+        "open_fds": sum(fds.values()),
+        "fds_by_kind": dict(fds),
+        "asyncio_tasks": sum(tasks.values()),
+        "tasks_by_coroutine": dict(tasks.most_common(12)),
         "threads": sum(1 for _ in Path("/proc/self/task").iterdir()),
     }
+
+
+def _task_name(task: asyncio.Task[Any]) -> str:
+    """The task's coroutine (qualified name): what a leak would be counted by."""
+    coro = task.get_coro()
+    return getattr(coro, "__qualname__", None) or type(coro).__name__
