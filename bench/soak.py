@@ -752,15 +752,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_soak(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    """Run once (the caller's process must already be in its own network namespace)."""
+def run_soak(args: argparse.Namespace, hard_limit: bool = True) -> tuple[dict[str, Any], str]:
+    """Run once (the caller's process must already be in its own network namespace).
+    `hard_limit`: SIGALRM after --timeout (off under pytest-timeout, which owns it)."""
     tmp = Path(tempfile.mkdtemp(prefix="storyroom-soak-"))
     soak = Soak(args, tmp)
     budget = args.timeout or (
         args.minutes * 60 * 1.2 + 300 + args.rooms * 60 + args.storm_rooms * 20
     )
     try:
-        with rooms.hard_limits(budget):
+        with rooms.hard_limits(budget) if hard_limit else contextlib.nullcontext():
             figures = asyncio.run(soak.run())
     finally:
         soak.stop_processes()
