@@ -10,11 +10,17 @@ stalled loop.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+
+from helpers import STAFF_TOKEN, RunningServer, create_session, seat_clients
+from media_helpers import SeatPeer, ToneTrack
+from storyroom.metrics import LatencyHistogram, histogram_quantile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
@@ -80,3 +86,59 @@ def test_soak_short_profile_meets_the_goals() -> None:
     for segments in storm["segments"].values():
         assert set(segments) == {"a", "b", "facilitator"}
         assert min(segments.values()) >= 2, storm
+
+
+def test_histogram_quantile_interpolates_within_buckets() -> None:
+    histogram = LatencyHistogram()
+    for ms in [0.05] * 50 + [0.8] * 49 + [40.0]:
+        histogram.add(ms / 1000)
+    counts = histogram.to_json()["counts"]
+    assert counts[0] == 50 and counts[3] == 49 and counts[13] == 1
+    assert histogram_quantile(counts, 0.5) == pytest.approx(0.1)
+    assert 0.5 < (histogram_quantile(counts, 0.99) or 0) <= 1.0
+    assert 30.0 < (histogram_quantile(counts, 1.0) or 0) <= 50.0
+    assert histogram_quantile([0] * len(counts), 0.5) is None
+    histogram.add(5.0)  # beyond the last bound: counted, read as that bound
+    assert histogram_quantile(histogram.to_json()["counts"], 1.0) == 1000.0
+
+
+async def test_metrics_are_staff_only_and_time_the_forwarding(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        resp = await http.get(f"{server.url}/api/metrics")
+        assert resp.status == 401
+        assert (await resp.json())["error"]["code"] == "unauthorized"
+        created = await create_session(server.url)
+        clients = await seat_clients(server.url, created)
+        peers = [SeatPeer(clients[s], ToneTrack(f)) for s, f in (("a", 440.0), ("b", 660.0))]
+        try:
+            for peer in peers:
+                await peer.connect()
+
+            async def read() -> dict[str, Any]:
+                resp = await http.get(
+                    f"{server.url}/api/metrics", headers={"Authorization": f"Bearer {STAFF_TOKEN}"}
+                )
+                assert resp.status == 200
+                body: dict[str, Any] = await resp.json()
+                return body
+
+            deadline = asyncio.get_running_loop().time() + 15
+            while (body := await read())["media"]["forward_latency"]["count"] < 200:
+                assert asyncio.get_running_loop().time() < deadline, body
+                await asyncio.sleep(0.2)
+        finally:
+            for peer in peers:
+                await peer.close()
+            for client in clients.values():
+                await client.close()
+    process, media = body["process"], body["media"]
+    assert process["rss_mb"] > 10 and process["open_fds"] > 5 and process["asyncio_tasks"] > 5
+    assert sum(process["fds_by_kind"].values()) == process["open_fds"]
+    assert media["peer_connections"] == 2
+    latency = media["forward_latency"]
+    assert sum(latency["counts"]) == latency["count"]
+    p50 = histogram_quantile(latency["counts"], 0.5)
+    assert p50 is not None and p50 < 20  # same process, idle machine: well under a frame
+    (room,) = media["rooms"].values()
+    assert set(room) == {"a", "b"}
+    assert room["a"]["packets"] > 50 and set(room["a"]["outgoing"]) == {"b", "facilitator"}
