@@ -304,6 +304,7 @@ class Relay:
 
     links: dict[str, Link] = field(default_factory=dict)
     closed_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    controllers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def open(
         self,
@@ -367,6 +368,7 @@ class Relay:
     async def serve_control(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        self.controllers.add(writer)
         try:
             while line := await reader.readline():
                 try:
@@ -375,7 +377,10 @@ class Relay:
                     reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
+        except ConnectionError:
+            pass  # the controller went away
         finally:
+            self.controllers.discard(writer)
             writer.close()
 
 
@@ -496,6 +501,10 @@ async def _serve(port: int) -> None:
         loop.add_signal_handler(signum, stop.set)
     async with server:
         await stop.wait()
+        for writer in list(relay.controllers):
+            writer.transport.abort()  # each handler then ends by itself, uncancelled
+        while relay.controllers:
+            await asyncio.sleep(0.01)
     relay.close_all()
 
 
