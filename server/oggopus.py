@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import struct
 import threading
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -157,27 +158,18 @@ def _plc_packets(samples: int) -> list[bytes]:
     return packets
 
 
-def _crc_table() -> tuple[int, ...]:
-    table = []
-    for index in range(256):
-        crc = index << 24
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
-        table.append(crc & 0xFFFFFFFF)
-    return tuple(table)
-
-
-_CRC_TABLE: Final = _crc_table()
+_BIT_REVERSED: Final = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 
 
 def ogg_crc32(data: bytes | bytearray) -> int:
     """Ogg's CRC-32 (RFC 3533 §6: polynomial 0x04c11db7, no reflection, zero
-    initial value, no final XOR)."""
-    crc = 0
-    table = _CRC_TABLE
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[(crc >> 24) ^ byte]
-    return crc
+    initial value, no final XOR).
+
+    Computed by zlib's (reflected) CRC-32 on bit-reversed bytes, reversed back: the
+    same polynomial mirrored. A byte-by-byte Python loop took ~0.5 ms per page on
+    the recorder's thread, holding the GIL the event loop needs to forward audio."""
+    register = zlib.crc32(bytes(data).translate(_BIT_REVERSED), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return int(f"{register:032b}"[::-1], 2)
 
 
 _HEADER_CONTINUED: Final = 0x01

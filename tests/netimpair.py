@@ -503,7 +503,9 @@ async def _serve(port: int) -> None:
         await stop.wait()
         for writer in list(relay.controllers):
             writer.transport.abort()  # each handler then ends by itself, uncancelled
-        while relay.controllers:
+        for _ in range(100):  # at most 1 s
+            if not relay.controllers:
+                break
             await asyncio.sleep(0.01)
     relay.close_all()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fractions
 import os
+import random
 import select
 import signal
 import struct
@@ -441,3 +442,22 @@ def test_opus_packet_samples(payload: bytes, samples: int) -> None:
 
 def test_opus_packet_samples_of_real_packets(tone_packets: list[bytes]) -> None:
     assert {opus_packet_samples(p) for p in tone_packets} == {FRAME}
+
+
+def test_ogg_crc32_matches_the_bitwise_definition() -> None:
+    """RFC 3533's CRC computed bit by bit, against the zlib-based one."""
+
+    def bitwise(data: bytes) -> int:
+        crc = 0
+        for byte in data:
+            crc ^= byte << 24
+            for _ in range(8):
+                crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+                crc &= 0xFFFFFFFF
+        return crc
+
+    rng = random.Random(5)
+    for size in (0, 1, 3, 27, 282, 4096):
+        data = bytes(rng.randrange(256) for _ in range(size))
+        assert ogg_crc32(data) == bitwise(data), size
+    assert ogg_crc32(b"OggS") == bitwise(b"OggS") != 0
