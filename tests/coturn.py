@@ -13,6 +13,8 @@ allocation, permission and channel-binding refreshes happen within a test's minu
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import re
 import secrets
@@ -23,8 +25,14 @@ import struct
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import aioice.turn
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 TURNSERVER = os.environ.get("STORYROOM_TURNSERVER", "/usr/bin/turnserver")
 REALM = "storyroom.test"
@@ -201,3 +209,54 @@ def _free_udp_tcp_port() -> int:
                     continue
             return port
     raise RuntimeError("no free port on 127.0.0.1")
+
+
+def ice_configuration(snapshot: dict[str, Any]) -> RTCConfiguration:
+    """What a seat's snapshot tells its RTCPeerConnection: its ICE servers (its own TURN
+    credentials) and the transport policy, as aiortc takes them."""
+    servers = [
+        RTCIceServer(
+            urls=server["urls"],
+            username=server.get("username"),
+            credential=server.get("credential"),
+        )
+        for server in snapshot["ice_servers"]
+    ]
+    policy = (
+        RTCIceTransportPolicy.RELAY
+        if snapshot["ice_transport_policy"] == "relay"
+        else RTCIceTransportPolicy.ALL
+    )
+    return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
+
+
+def selected_candidate_types(pc: RTCPeerConnection) -> tuple[str, str] | None:
+    """(local, remote) candidate types of the pair ICE nominated, e.g. ("relay", "host").
+
+    aiortc has no candidate-pair stats, so this reads aioice's nominated pair: a test
+    helper only, and it fails loudly (AttributeError) if those internals move."""
+    transport = pc.getTransceivers()[0].sender.transport.transport
+    pair = transport._connection._nominated.get(1)
+    if pair is None:
+        return None
+    return (pair.local_candidate.type, pair.remote_candidate.type)
+
+
+@contextlib.contextmanager
+def aioice_channel_refresh(seconds: int) -> Iterator[None]:
+    """Make aiortc peers created meanwhile re-bind their TURN channels every `seconds`.
+
+    aioice refreshes a channel binding (which also refreshes its permission in coturn)
+    500 s after binding it, on the next packet sent: right for the RFC's fixed 600 s
+    channel lifetime, but a coturn started with a 60 s channel or permission lifetime
+    drops the relay after a minute. aiortc does not expose the interval, so this passes
+    it to aioice's own `create_turn_endpoint` parameter.
+    """
+    original = aioice.turn.create_turn_endpoint
+    aioice.turn.create_turn_endpoint = functools.partial(  # type: ignore[assignment]
+        original, channel_refresh_time=seconds
+    )
+    try:
+        yield
+    finally:
+        aioice.turn.create_turn_endpoint = original  # type: ignore[assignment]
