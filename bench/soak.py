@@ -50,6 +50,7 @@ import aiohttp  # noqa: E402
 import rooms  # noqa: E402
 import soak_analysis  # noqa: E402
 import soak_seat  # noqa: E402
+from coturn import Coturn, start_coturn  # noqa: E402
 from netimpair import Impairment, RelayClient, RelayProcess, start_relay_process  # noqa: E402
 from soak_seat import FRAME_S, SEATS, SoakSeat, poll  # noqa: E402
 
@@ -97,6 +98,7 @@ class Soak:
         self.children = rooms.Children()
         self.relay_process: RelayProcess | None = None
         self.relay: RelayClient | None = None
+        self.coturn: Coturn | None = None
         self.staff_token = secrets.token_hex(16)
         self.url = ""
         self.data_dir = tmp / "data"
@@ -123,6 +125,19 @@ class Soak:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STORYROOM_")}
         env["STORYROOM_STAFF_TOKEN"] = self.staff_token
         env["STORYROOM_ICE_HOST_ADDRESSES"] = "127.0.0.1"
+        if self.args.turn:
+            # coturn with short lifetimes, so that the run outlives many refreshes
+            self.coturn = start_coturn(
+                self.tmp / "coturn",
+                secret=secrets.token_hex(12),
+                allocate_lifetime_s=self.args.turn_lifetime_s,
+                channel_lifetime_s=self.args.turn_lifetime_s,
+                permission_lifetime_s=self.args.turn_lifetime_s,
+            )
+            env["STORYROOM_TURN_URLS"] = self.coturn.url
+            env["STORYROOM_TURN_SECRET"] = self.coturn.secret or ""
+            env["STORYROOM_ICE_TRANSPORT_POLICY"] = "relay"
+            soak_seat.refresh_turn_channels_every(max(5, self.args.turn_lifetime_s // 2))
         command = [sys.executable, "-m", "storyroom", "serve", "--host", rooms.HOST]
         command += ["--port", str(port), "--data-dir", str(self.data_dir)]
         _, self.url, _ = rooms._launch(command, env, self.tmp / "server.log", port, self.children)
@@ -130,6 +145,8 @@ class Soak:
         self.relay = RelayClient(self.relay_process.control_port)
 
     def stop_processes(self) -> None:
+        if self.coturn is not None:
+            self.coturn.stop()
         if self.relay_process is not None:
             self.relay_process.stop()
         self.children.stop_all()
@@ -176,6 +193,7 @@ class Soak:
                     impairment=self.impairment,
                     seed=self.seed + index * 3 + n,
                     lookups=self.lookups,
+                    turn_port=self.coturn.port if self.coturn else None,
                 )
                 for n, seat in enumerate(SEATS)
             ]
@@ -429,6 +447,11 @@ class Soak:
             "expected_path_loss_pct": round((1 - (1 - up) * (1 - down)) * 100, 2),
             "rooms": per_room,
             "storm": storm,
+            "relay_cuts": {
+                name: {k: link[k] for k in ("first_seq", "first_forwarded", "cuts")}
+                for name, link in relay_stats.items()
+                if link["cuts"]
+            },
         }
 
     def place_cuts(self, room: Room, relay_stats: dict[str, Any]) -> None:
@@ -662,7 +685,12 @@ def goals(fig: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
 def report(fig: dict[str, Any]) -> str:
     lines = [
-        f"soak: {fig['args']['rooms']} rooms x 3 seats, {fig['minutes']} min, loss {fig['args']['loss']}%"
+        (
+            "through TURN (coturn, lifetimes " + str(fig["args"]["turn_lifetime_s"]) + " s); "
+            if fig["args"]["turn"]
+            else ""
+        )
+        + f"soak: {fig['args']['rooms']} rooms x 3 seats, {fig['minutes']} min, loss {fig['args']['loss']}%"
         f" (bursty {fig['args']['burst_loss']}%), jitter {fig['args']['jitter_ms']} ms, outage {fig['args']['outage_s']} s every {fig['args']['outage_every']} s per seat"
     ]
     server = fig["server"]
@@ -697,7 +725,7 @@ def report(fig: dict[str, Any]) -> str:
         )
         for seat, s in room.get("seats", {}).items():
             gap_bits = ", ".join(
-                f"{g['kind']}@{g['at_s']:.0f}s:{'ok' if g['found'] else 'MISSING'}"
+                f"{g['kind']}@{fmt(g['at_s'])}s:{'ok' if g['found'] else 'MISSING'}"
                 f"({fmt(g['start_error_ms'])}/{fmt(g['end_error_ms'])} ms)"
                 for g in s["gaps"]
             )
@@ -745,6 +773,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--poll-s", type=float, default=60.0, help="seconds between metrics reads")
     parser.add_argument("--storm-rooms", type=int, default=0)
     parser.add_argument("--storm-settle-s", type=float, default=8.0)
+    parser.add_argument(
+        "--turn",
+        action="store_true",
+        help="seats relay-only through a local coturn (the relay in front of it)",
+    )
+    parser.add_argument(
+        "--turn-lifetime-s",
+        type=int,
+        default=60,
+        help="coturn's allocation, permission and channel lifetimes (the seats refresh at half)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--keep-data", action="store_true")
@@ -769,6 +808,8 @@ def run_soak(args: argparse.Namespace, hard_limit: bool = True) -> tuple[dict[st
             progress(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:  # first: the figures survive a fault in the report
+        Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
     return figures, report(figures)
 
 
@@ -784,13 +825,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        figures, text = run_soak(args)
+        _, text = run_soak(args)
     except (SoakError, rooms.BenchError, TimeoutError, KeyboardInterrupt) as exc:
         print(f"soak.py: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=2, default=str) + "\n")
     return 0
 
 

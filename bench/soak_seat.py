@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import fractions
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,14 @@ from typing import Any
 import av
 import numpy as np
 import socketio
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aioice import turn as aioice_turn
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from netimpair import Impairment, RelayClient, host_candidate, rewrite_candidates
 
@@ -73,6 +81,27 @@ def encode_marker_loop(seat: str, seed: int) -> list[bytes]:
     if len(packets) != frames or len(set(packets)) != frames:
         raise RuntimeError(f"{seat}: the marker loop's packets are not {frames} distinct ones")
     return packets
+
+
+def refresh_turn_channels_every(seconds: int) -> None:
+    """Make this process's aiortc TURN clients rebind their channels every `seconds`.
+
+    aioice (1.x) rebinds a channel, which is also what refreshes its permission, only
+    every 500 s, while TURN permissions last 300 s (RFC 8656 §9; coturn's default): an
+    aiortc seat relayed through TURN goes deaf and mute from minute 5 to minute 8 of
+    every connection. Browsers refresh in time; these test seats must too, so that the
+    soak measures the server and not this client bug. aioice reads the interval from a
+    default argument, so that is what changes.
+    """
+    defaults = aioice_turn.create_turn_endpoint.__defaults__
+    names = aioice_turn.create_turn_endpoint.__code__.co_varnames
+    if defaults is None or "channel_refresh_time" not in names:
+        raise RuntimeError("aioice.turn.create_turn_endpoint has no channel_refresh_time")
+    argcount = aioice_turn.create_turn_endpoint.__code__.co_argcount
+    index = names.index("channel_refresh_time") - (argcount - len(defaults))
+    patched = list(defaults)
+    patched[index] = seconds
+    aioice_turn.create_turn_endpoint.__defaults__ = tuple(patched)
 
 
 class MarkerTrack(MediaStreamTrack):
@@ -156,6 +185,9 @@ class SoakSeat:
     seed: int
     lookups: dict[str, dict[bytes, int]]
     """Every seat's loop lookup (source seat → payload → loop index)."""
+    turn_port: int | None = None
+    """Relay-only through the TURN server on this port (through a proxy link), else
+    host candidates through a rewriting link."""
     sio: socketio.AsyncClient | None = None
     pc: RTCPeerConnection | None = None
     link: str | None = None
@@ -165,6 +197,7 @@ class SoakSeat:
     heard: dict[str, Heard] = field(default_factory=dict)
     snapshots: int = 0
     recording: dict[str, Any] = field(default_factory=dict)
+    snapshot: dict[str, Any] = field(default_factory=dict)
 
     async def join(self) -> None:
         """Socket.IO (if not connected) and a new peer connection through a new link."""
@@ -176,6 +209,9 @@ class SoakSeat:
             )
         self.connections += 1
         self.link = f"{self.name}#{self.connections}"
+        if self.turn_port is not None:
+            await self._join_through_turn(self.link)
+            return
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pc.addTransceiver(
             MarkerTrack(self.packets, self.epoch, self.sent, self.link), direction="sendonly"
@@ -198,19 +234,62 @@ class SoakSeat:
         await self.relay.call(
             "target", name=self.link, server=list(host_candidate(ack["answer"]["sdp"]))
         )
+        self._tap(receivers, ack["mids"])
+        answer = rewrite_candidates(ack["answer"]["sdp"], ports["seat_port"])
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    async def _join_through_turn(self, link: str) -> None:
+        """Relay-only, with the seat's own TURN credentials from its snapshot; the TURN
+        server's address replaced by a proxy link in front of it (seat ⇄ link ⇄ coturn)."""
+        await poll(lambda: self.snapshot.get("ice_servers"), 10, "the seat's ICE servers")
+        ports = await self.relay.call(
+            "open",
+            name=link,
+            server=["127.0.0.1", self.turn_port],
+            up=self.impairment.__dict__,
+            down=self.impairment.__dict__,
+            seed=self.seed * 1000 + self.connections,
+        )
+        servers = [
+            RTCIceServer(
+                urls=[
+                    re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{ports['seat_port']}", url)
+                    for url in server["urls"]
+                ],
+                username=server.get("username"),
+                credential=server.get("credential"),
+            )
+            for server in self.snapshot["ice_servers"]
+            if server["urls"][0].startswith("turn")
+        ]
+        pc = self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy.RELAY)
+        )
+        pc.addTransceiver(
+            MarkerTrack(self.packets, self.epoch, self.sent, link), direction="sendonly"
+        )
+        receivers = [pc.addTransceiver("audio", direction="recvonly") for _ in range(2)]
+        await pc.setLocalDescription(await pc.createOffer())
+        assert pc.localDescription is not None
+        ack = await self.call("rtc:offer", {"sdp": pc.localDescription.sdp, "type": "offer"})
+        if not ack.get("ok"):
+            raise RuntimeError(f"{self.name}: offer refused: {ack}")
+        self._tap(receivers, ack["mids"])
+        await pc.setRemoteDescription(RTCSessionDescription(**ack["answer"]))
+
+    def _tap(self, receivers: list[Any], mids: dict[str, str]) -> None:
         for transceiver in receivers:
-            source = ack["mids"][transceiver.mid or ""]
+            source = mids[transceiver.mid or ""]
             heard = self.heard.get(source)
             if heard is None:
                 heard = self.heard[source] = Heard(
                     self.lookups[source], self.epoch, len(self.packets)
                 )
             tap_receiver(transceiver.receiver, heard.on_packet)
-        answer = rewrite_candidates(ack["answer"]["sdp"], ports["seat_port"])
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
     def _on_room(self, snapshot: dict[str, Any]) -> None:
         self.snapshots += 1
+        self.snapshot = snapshot
         self.recording = snapshot.get("recording") or {}
 
     async def call(self, event: str, payload: Any = None, timeout: float = 30) -> dict[str, Any]:

@@ -385,7 +385,10 @@ class Relay:
 
 
 def _rtp_seq(data: bytes) -> int | None:
-    """The sequence number if `data` is an RTP (not RTCP, STUN or DTLS) packet."""
+    """The sequence number if `data` is an RTP (not RTCP, STUN or DTLS) packet, also
+    inside a TURN ChannelData message (RFC 8656 §12.4: channel 0x4000-0x4FFF, length)."""
+    if len(data) >= 16 and 0x40 <= data[0] <= 0x4F:
+        data = data[4:]
     if len(data) >= 12 and data[0] & 0xC0 == 0x80 and not 64 <= data[1] & 0x7F < 96:
         return int.from_bytes(data[2:4], "big")
     return None
