@@ -18,7 +18,8 @@ the forwarding latency the server adds (p50/p99 per interval, from the histogram
 frames lost per received track outside the outages (next to the relay's own loss), the
 marker bursts' drift in each finalized stem, each outage's gap in metadata.json, the
 recording's duration against the wall clock, and whether every recording is `ready`.
-Optionally (`--storm-rooms N`) a reconnection storm follows: N more rooms, all 3N
+With `--turn` the seats go relay-only through a local coturn (the relay in front of
+it). Optionally (`--storm-rooms N`) a reconnection storm follows: N more rooms, all 3N
 seats drop and rejoin in the same second, time for each room to hear everyone again.
 
 Only 127.0.0.1, inside a network namespace of its own with nothing but `lo`. Bounded:
