@@ -48,6 +48,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent / "tests"))  # netimpair
 
 import aiohttp  # noqa: E402
+import numpy as np  # noqa: E402
 import rooms  # noqa: E402
 import soak_analysis  # noqa: E402
 import soak_seat  # noqa: E402
@@ -527,6 +528,13 @@ class Soak:
                 "clipped": placement.clipped,
                 "max_drift_ms": _round(placement.max_drift()),
                 "max_drift_last_minute_ms": _round(placement.max_drift(last_minute)),
+                "median_abs_drift_ms": _round(
+                    float(np.median([abs(d) for _, d in placement.drift_ms]))
+                    if placement.drift_ms
+                    else None
+                ),
+                "bursts_over_20ms": sum(1 for _, d in placement.drift_ms if abs(d) > 20),
+                "worst_bursts": placement.worst,
                 "gaps": placement.gaps,
             }
         out["seats"] = placements
@@ -733,7 +741,8 @@ def report(fig: dict[str, Any]) -> str:
             lines.append(
                 f"  {seat:<11} bursts {s['bursts_placed']}/{s['bursts_expected']} placed, "
                 f"{s['bursts_missing_outside_outages']} missing outside outages, {s['clipped']} clipped; "
-                f"drift max {fmt(s['max_drift_ms'])} ms, last minute {fmt(s['max_drift_last_minute_ms'])} ms; "
+                f"drift max {fmt(s['max_drift_ms'])} ms ({s['bursts_over_20ms']} over 20 ms), "
+                f"last minute {fmt(s['max_drift_last_minute_ms'])} ms; "
                 f"gaps [start/end error]: {gap_bits or 'none'}"
             )
     lines.append(

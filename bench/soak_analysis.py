@@ -86,6 +86,8 @@ class SeatPlacement:
     """Bursts whose length was off (an edge packet lost): placed by their other edge."""
     drift_ms: list[tuple[float, float]] = field(default_factory=list)
     """(minute, drift ms) per burst."""
+    worst: list[dict[str, Any]] = field(default_factory=list)
+    """The bursts that drifted most: minute, drift, onset and end error, clipped."""
     gaps: list[dict[str, Any]] = field(default_factory=list)
 
     def max_drift(self, from_minute: float = 0.0) -> float | None:
@@ -134,6 +136,16 @@ def place_seat(
         if not clean:
             result.clipped += 1
         result.drift_ms.append((at / 60, drift * 1000))
+        result.worst.append(
+            {
+                "minute": round(at / 60, 2),
+                "drift_ms": round(drift * 1000, 1),
+                "onset_ms": round(drift_on * 1000, 1),
+                "end_ms": round(drift_end * 1000, 1),
+                "length_ms": round((end - onset) * 1000, 1),
+            }
+        )
+        result.worst = sorted(result.worst, key=lambda w: -abs(w["drift_ms"]))[:3]
     if reference is None:
         return result
     frame_offset = reference[0] - OPUS_LOOKAHEAD_S  # wall → stem position of packet edges
