@@ -306,6 +306,14 @@ class Soak:
         args = self.args
         restrict_host_addresses(["127.0.0.1"])
         self.start_processes()
+        try:
+            return await self._run()
+        finally:
+            if self.relay is not None:
+                await self.relay.close()
+
+    async def _run(self) -> dict[str, Any]:
+        args = self.args
         async with aiohttp.ClientSession() as self.http:
             cold = await self.sample("cold")
             # One short room first, so that what is made once and kept (socketio's
