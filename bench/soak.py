@@ -303,7 +303,6 @@ class Soak:
     # -- the run ---------------------------------------------------------------------------
 
     async def run(self) -> dict[str, Any]:
-        args = self.args
         restrict_host_addresses(["127.0.0.1"])
         self.start_processes()
         try:
