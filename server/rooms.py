@@ -447,10 +447,12 @@ class Room:
                 log.exception("room %s: could not persist the stop (%s)", self.id, reason)
         self.recording = rec
         self.run_started = steady() if running else None
+        await self._notify_listeners(previous)
+        # after the listeners (the finalizer announces "queued"): the snapshot that
+        # follows carries the transition and its reason
         self.notice = {"type": "recording", "state": target.value, "at": now}
         if reason is not None:
             self.notice["reason"] = reason
-        await self._notify_listeners(previous)
 
     async def _notify_listeners(self, previous: RecordingState) -> None:
         # The transition is already persisted: a failing listener is logged, never undone.
