@@ -20,8 +20,10 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import PRIVATE_MOUNTS
+from playwright.async_api import async_playwright, expect
 
 import storyroom.rooms
+from browser_helpers import LAPTOP, PHONE, launch, screenshot, seat_page, with_raw_audio, write_tone
 from helpers import RunningServer, SeatClient, create_session, seat_clients, start_server, wait_for
 from media_helpers import RATE, SeatPeer, ToneTrack, decode_ogg, dominant_frequency
 from storyroom.__main__ import main
@@ -32,8 +34,7 @@ from storyroom.timeline import read_recording
 
 TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
 CONSENT = {"record": True, "archive": False, "public": False}
-
-pytestmark = pytest.mark.skipif(not PRIVATE_MOUNTS, reason="needs a private mount namespace")
+EXPECT_MS = 15_000
 
 
 class Tmpfs:
@@ -118,6 +119,7 @@ def stem_seconds(stems: Path, seat: str) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not PRIVATE_MOUNTS, reason="needs a private mount namespace")
 async def test_full_disk_stops_the_room_cleanly_and_finalizes_after_space_is_freed(
     tmp_path: Path, planned_recording_ids: list[str]
 ) -> None:
@@ -236,3 +238,63 @@ async def test_full_disk_stops_the_room_cleanly_and_finalizes_after_space_is_fre
 )
 def test_every_write_failure_has_a_stop_reason(code: int, reason: str) -> None:
     assert write_failure_reason(OSError(code, "refused")) == reason
+
+
+@pytest.mark.slow
+async def test_both_pages_say_the_server_stopped_the_recording(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """The words on the pages for a recording the server stopped. The disk itself is
+    the other test's; here the room is stopped the way the recorder stops it."""
+    created = await create_session(server.url)
+    clients = await seat_clients(server.url, created)
+    try:
+        for seat in ("a", "b"):
+            assert (await clients[seat].call("consent", CONSENT))["ok"]
+        start = await clients["facilitator"].call("recording:start")
+        assert start["ok"]
+        async with async_playwright() as playwright:
+            browser = await launch(playwright, write_tone(tmp_path / "tone.wav", 523.0))
+            try:
+                async with (
+                    seat_page(
+                        browser, with_raw_audio(created["seats"]["a"]["url"]), "a", PHONE
+                    ) as participant,
+                    seat_page(
+                        browser,
+                        with_raw_audio(created["seats"]["facilitator"]["url"]),
+                        "facilitator",
+                        LAPTOP,
+                    ) as console,
+                ):
+                    for seat in (participant, console):
+                        await expect(seat.page.locator("#rec-indicator")).to_have_attribute(
+                            "data-state", "recording", timeout=EXPECT_MS
+                        )
+                    room = server.services.rooms.live(created["id"])
+                    assert room is not None
+                    assert await room.stop_for(DISK_FULL, start["recording"]["id"])
+                    await expect(participant.page.locator("#banner-text")).to_have_text(
+                        "The recording has stopped: the server ran out of storage space. "
+                        "Everything recorded until now is kept. "
+                        "Your facilitator will tell you what happens next.",
+                        timeout=EXPECT_MS,
+                    )
+                    await expect(console.page.locator("#banner-text")).to_contain_text(
+                        "The server stopped the recording: its disk is full."
+                    )
+                    await expect(console.page.locator("#rec-indicator")).to_have_attribute(
+                        "data-state", "stopped"
+                    )
+                    await participant.page.get_by_label("Language").select_option("es")
+                    await expect(participant.page.locator("#banner-text")).to_contain_text(
+                        "el servidor se quedó sin espacio de almacenamiento"
+                    )
+                    await screenshot(console.page, "console-disk-full")
+                    participant.watch.assert_clean()
+                    console.watch.assert_clean()
+            finally:
+                await browser.close()
+    finally:
+        for client in clients.values():
+            await client.close()
