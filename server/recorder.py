@@ -449,8 +449,8 @@ class Recorder:
         except Exception:
             log.exception("room %s: could not stop after a failed write", files.room.id)
             stopped = False
-        if not stopped and files.room.id in self.active:
-            # the room had already moved on; still write nothing more for this recording
+        if not stopped and self.active.get(files.room.id) is files:
+            # the room could not be stopped; still write nothing more for this recording
             self._finish(files, reason)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,16 +22,19 @@ import aiohttp
 import pytest
 from conftest import PRIVATE_MOUNTS
 from playwright.async_api import async_playwright, expect
+from test_oggopus import encode_tone, read_pages
 
 import storyroom.rooms
 from browser_helpers import LAPTOP, PHONE, launch, screenshot, seat_page, with_raw_audio, write_tone
 from helpers import RunningServer, SeatClient, create_session, seat_clients, start_server, wait_for
 from media_helpers import RATE, SeatPeer, ToneTrack, decode_ogg, dominant_frequency
 from storyroom.__main__ import main
-from storyroom.recorder import DISK_FULL, WRITE_FAILED, write_failure_reason
+from storyroom.aiortc_internals import RtpAudioPacket
+from storyroom.oggopus import ogg_crc32
+from storyroom.recorder import DISK_FULL, WRITE_FAILED, StemSegment, write_failure_reason
 from storyroom.seats import new_id
 from storyroom.store import Store
-from storyroom.timeline import read_recording
+from storyroom.timeline import read_recording, read_segment
 
 TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
 CONSENT = {"record": True, "archive": False, "public": False}
@@ -298,3 +302,71 @@ async def test_both_pages_say_the_server_stopped_the_recording(
     finally:
         for client in clients.values():
             await client.close()
+
+
+def _packets(payloads: list[bytes], first: int) -> list[RtpAudioPacket]:
+    return [
+        RtpAudioPacket(
+            p, first + i, (first + i) * 960, 0x1234, 1000.0 + (first + i) * 0.02, None, False
+        )
+        for i, p in enumerate(payloads)
+    ]
+
+
+@pytest.mark.skipif(not PRIVATE_MOUNTS, reason="needs a private mount namespace")
+@pytest.mark.parametrize(
+    ("written_before", "free_pages"),
+    [
+        (0, 0),  # the disk is full before the stem's headers: no stem is left behind
+        (50, 0),  # full after a second was written: that second stays, intact
+        (50, 2),  # room for part of the next flush: the torn page is cut away
+    ],
+)
+def test_a_stem_keeps_exactly_what_was_synced_when_the_disk_fills(
+    tmp_path: Path, written_before: int, free_pages: int
+) -> None:
+    tone = encode_tone(3.0)
+    with Tmpfs(tmp_path / "disk", "1m") as disk:
+        stems = disk.path / "stems"
+        segment = StemSegment(
+            seat="a",
+            index=1,
+            conn_id="c1",
+            ssrc=0x1234,
+            opus_path=stems / "a-01.opus",
+            timing_path=stems / "a-01.timing.jsonl",
+        )
+        stems.mkdir()
+        for packet in _packets(tone[:written_before], 0):
+            segment.add(packet, packet.arrival - 1000.0)
+        if written_before:
+            segment.flush()
+        synced = segment.opus_path.stat().st_size if written_before else 0
+        filler = disk.fill()
+        if free_pages:
+            os.truncate(filler, filler.stat().st_size - free_pages * 4096)
+        for packet in _packets(tone[written_before:], written_before):
+            segment.add(packet, packet.arrival - 1000.0)
+        with pytest.raises(OSError) as failure:
+            segment.flush()
+        assert write_failure_reason(failure.value) == DISK_FULL
+        assert segment.finished
+        segment.flush()  # abandoned: writes nothing, raises nothing
+        if not written_before:
+            assert not segment.opus_path.exists() and not segment.timing_path.exists()
+            return
+        data = segment.opus_path.read_bytes()
+        assert len(data) == synced
+        pages = read_pages(data)
+        assert sum(p.size for p in pages) == len(data)
+        assert all(ogg_crc32(_zero_crc(data, p.offset, p.size)) == p.crc for p in pages)
+        assert len(decode_ogg(str(segment.opus_path))) == written_before * 960
+        assert read_segment(segment.timing_path).packets[written_before - 1].granule_end == (
+            written_before * 960
+        )
+
+
+def _zero_crc(data: bytes, offset: int, size: int) -> bytes:
+    page = bytearray(data[offset : offset + size])
+    page[22:26] = b"\0\0\0\0"
+    return bytes(page)
