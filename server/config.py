@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -48,6 +49,16 @@ class Settings:
     ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
     # Addresses the server offers as ICE host candidates; empty: every interface.
     ice_host_addresses: tuple[str, ...] = field(default_factory=tuple)
+    # TURN relay (docs/turn.md): turn:/turns: URLs, with either a coturn
+    # static-auth-secret (the server mints time-limited credentials per seat, valid
+    # turn_ttl_s) or a long-term username/password that every seat shares.
+    turn_urls: tuple[str, ...] = field(default_factory=tuple)
+    turn_secret: str = ""
+    turn_ttl_s: int = 12 * 3600
+    turn_username: str = ""
+    turn_password: str = ""
+    # "all", or "relay": browsers then use TURN relay candidates only.
+    ice_transport_policy: str = "all"
     opus_max_average_bitrate: int = 96_000
     log_level: str = "INFO"
     # Browser pages; defaults to the checkout's static/ (the image sets /app/static).
@@ -128,6 +139,7 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             "apply_rate_limit",
             "signin_rate_limit",
             "bad_token_limit",
+            "turn_ttl_s",
         ):
             return int(raw)
         if name in ("token_ttl_days", "reconnect_grace_s", "staff_session_hours", "copy_link_days"):
@@ -138,6 +150,8 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             return tuple(float(x) for x in raw.split(",") if x.strip())
         if name == "ice_servers":
             return _parse_ice_servers(raw)
+        if name == "turn_urls":
+            return tuple(u.strip() for u in raw.split(",") if u.strip())
         if name == "ice_host_addresses":
             return tuple(str(ipaddress.ip_address(a.strip())) for a in raw.split(",") if a.strip())
     except (ValueError, TypeError) as exc:
@@ -204,4 +218,46 @@ def _validated(s: Settings) -> Settings:
                 raise SettingsError(
                     f"ICE server URL {url!r} must start with stun:, turn: or turns:"
                 )
+    _validate_turn(s)
     return replace(s, warning_minutes=tuple(sorted(s.warning_minutes, reverse=True)))
+
+
+# turn:host[:port][?transport=udp|tcp] and turns:host[:port][?transport=tcp], as
+# browsers and aiortc read them (RFC 7065).
+TURN_URL = re.compile(
+    r"(turn:[^?:/\s]+|turn:\[[0-9a-fA-F:]+\])(:\d{1,5})?(\?transport=(udp|tcp))?"
+    r"|(turns:[^?:/\s]+|turns:\[[0-9a-fA-F:]+\])(:\d{1,5})?(\?transport=tcp)?"
+)
+
+
+def _validate_turn(s: Settings) -> None:
+    for url in s.turn_urls:
+        if not TURN_URL.fullmatch(url):
+            raise SettingsError(
+                f"turn_urls: {url!r} is not a TURN URL like turn:turn.example.org:3478"
+                "?transport=udp or turns:turn.example.org:5349?transport=tcp"
+            )
+    long_term = bool(s.turn_username or s.turn_password)
+    if s.turn_urls and not (s.turn_secret or long_term):
+        raise SettingsError(
+            "turn_urls needs credentials: turn_secret (coturn static-auth-secret) "
+            "or turn_username and turn_password"
+        )
+    if (s.turn_secret or long_term) and not s.turn_urls:
+        raise SettingsError("TURN credentials are set but turn_urls is empty")
+    if s.turn_secret and long_term:
+        raise SettingsError("set either turn_secret or turn_username/turn_password, not both")
+    if long_term and not (s.turn_username and s.turn_password):
+        raise SettingsError("turn_username and turn_password go together")
+    if not 3600 <= s.turn_ttl_s <= 7 * 24 * 3600:
+        raise SettingsError(
+            "turn_ttl_s must be between 3600 and 604800 seconds: credentials must "
+            "outlast a whole session, refreshes included"
+        )
+    if s.ice_transport_policy not in ("all", "relay"):
+        raise SettingsError("ice_transport_policy must be all or relay")
+    has_turn = bool(s.turn_urls) or any(
+        url.startswith(("turn:", "turns:")) for server in s.ice_servers for url in server.urls
+    )
+    if s.ice_transport_policy == "relay" and not has_turn:
+        raise SettingsError("ice_transport_policy relay needs a TURN server (turn_urls)")

@@ -37,6 +37,7 @@ from .errors import Busy, InvalidInput, UserError
 from .protocol import OfferIn
 from .rooms import CloseReason, Room
 from .store import SEATS
+from .turn import seat_ice_servers
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,10 @@ class MediaPlane:
             room_media = self.rooms[room_id] = RoomMedia(self, room_id)
         return room_media
 
-    def ice_servers(self) -> list[dict[str, Any]]:
-        return [server.to_json() for server in self.settings.ice_servers]
+    def ice_servers(self, session_id: str, seat: str) -> list[dict[str, Any]]:
+        """What `seat` gives its RTCPeerConnection: STUN/TURN servers, its own TURN
+        credentials included (never shown to another seat)."""
+        return seat_ice_servers(self.settings, session_id, seat)
 
     # -- signaling's interface ---------------------------------------------------------
 

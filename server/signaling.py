@@ -57,7 +57,7 @@ class MediaPlane(Protocol):
 
     def levels(self, room_id: str) -> dict[str, Any] | None: ...
 
-    def ice_servers(self) -> list[dict[str, Any]]: ...
+    def ice_servers(self, session_id: str, seat: str) -> list[dict[str, Any]]: ...
 
 
 Handler = Callable[[Conn, Room, Any], Awaitable[dict[str, Any] | None]]
@@ -130,11 +130,20 @@ class Signaling:
     async def broadcast(self, room: Room) -> None:
         """Send the room snapshot to every seat connected to it (Room.on_change)."""
         snapshot = room.snapshot()
-        snapshot["ice_servers"] = self.media.ice_servers() if self.media else []
+        snapshot["ice_transport_policy"] = self.settings.ice_transport_policy
         for seat, presence in room.presence.items():
             if presence.sid is not None:
+                # each seat's own TURN credentials, minted afresh for each snapshot
+                ice_servers = self.media.ice_servers(room.id, seat) if self.media else []
                 await self.sio.emit(
-                    "room", {**snapshot, **room.private_view(seat), "you": seat}, to=presence.sid
+                    "room",
+                    {
+                        **snapshot,
+                        **room.private_view(seat),
+                        "ice_servers": ice_servers,
+                        "you": seat,
+                    },
+                    to=presence.sid,
                 )
 
     # -- connect / disconnect --------------------------------------------------------------

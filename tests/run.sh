@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # THE test command: bash tests/run.sh [pytest arguments]
 # Works on a fresh Debian machine with Python 3.11, Node/npm and apt: installs Chromium
-# from apt (Playwright never downloads browsers), the npm packages from the lockfile and
-# the project into .venv, then runs ruff, mypy, hadolint and pytest.
+# and coturn from apt (Playwright never downloads browsers), the npm packages from the
+# lockfile and the project into .venv, then runs ruff, mypy, hadolint and pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -31,6 +31,18 @@ apt_install() {
 if [[ ! -x /usr/bin/chromium ]]; then
     echo "== installing chromium (apt)"
     apt_install chromium
+fi
+
+# The TURN tests start their own coturn on a loopback port. Debian's package would also
+# start the system daemon (on 3478): stop and disable it, the tests never use it.
+if ! command -v turnserver >/dev/null 2>&1; then
+    echo "== installing coturn (apt)"
+    apt_install coturn
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet coturn 2>/dev/null; then
+        as_root systemctl disable --now coturn
+    elif [[ -x /etc/init.d/coturn ]]; then
+        as_root /etc/init.d/coturn stop >/dev/null 2>&1 || true
+    fi
 fi
 
 echo "== npm ci"

@@ -143,6 +143,10 @@ def test_serve_demo_prints_links_and_serves(tmp_path: Path) -> None:
     assert proc.returncode == 0 or proc.returncode == -15
 
 
+TURN = {"STORYROOM_TURN_URLS": "turn:turn.example.org:3478"}
+TURN_SECRET = {"STORYROOM_TURN_SECRET": "a-long-shared-secret"}
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -154,6 +158,26 @@ def test_serve_demo_prints_links_and_serves(tmp_path: Path) -> None:
         ({"STORYROOM_ICE_SERVERS": "http://not-ice"}, "ICE server URL"),
         ({"STORYROOM_PUBLIC_URL": "ftp://x"}, "public_url"),
         ({"STORYROOM_OPUS_MAX_AVERAGE_BITRATE": "1000"}, "opus_max_average_bitrate"),
+        ({"STORYROOM_TURN_URLS": "http://turn.example.org", **TURN_SECRET}, "is not a TURN URL"),
+        ({"STORYROOM_TURN_URLS": "stun:turn.example.org", **TURN_SECRET}, "is not a TURN URL"),
+        (
+            {"STORYROOM_TURN_URLS": "turns:turn.example.org?transport=udp", **TURN_SECRET},
+            "is not a TURN URL",
+        ),
+        ({"STORYROOM_TURN_URLS": "turn:turn.example.org:3478"}, "turn_urls needs credentials"),
+        (TURN_SECRET, "turn_urls is empty"),
+        ({"STORYROOM_TURN_USERNAME": "u", "STORYROOM_TURN_PASSWORD": "p"}, "turn_urls is empty"),
+        ({**TURN, **TURN_SECRET, "STORYROOM_TURN_USERNAME": "u"}, "not both"),
+        ({**TURN, "STORYROOM_TURN_USERNAME": "u"}, "go together"),
+        ({**TURN, "STORYROOM_TURN_PASSWORD": "p"}, "go together"),
+        ({**TURN, **TURN_SECRET, "STORYROOM_TURN_TTL_S": "600"}, "turn_ttl_s"),
+        ({**TURN, **TURN_SECRET, "STORYROOM_TURN_TTL_S": "1e9"}, "STORYROOM_TURN_TTL_S"),
+        ({"STORYROOM_ICE_TRANSPORT_POLICY": "none"}, "ice_transport_policy must be"),
+        ({"STORYROOM_ICE_TRANSPORT_POLICY": "relay"}, "relay needs a TURN server"),
+        (
+            {"STORYROOM_ICE_TRANSPORT_POLICY": "relay", "STORYROOM_ICE_SERVERS": "stun:x:3478"},
+            "relay needs a TURN server",
+        ),
     ],
 )
 def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:
@@ -178,6 +202,37 @@ def test_settings_from_env_and_flags() -> None:
         "credential": "p",
     }
     assert s.base_url == "http://127.0.0.1:9100"
+
+
+def test_turn_settings_from_env() -> None:
+    s = Settings.load(
+        environ={
+            "STORYROOM_TURN_URLS": "turn:turn.example.org:3478?transport=udp, "
+            "turns:turn.example.org:5349?transport=tcp,turn:[::1]:3478",
+            "STORYROOM_TURN_SECRET": "a-long-shared-secret",
+            "STORYROOM_TURN_TTL_S": "7200",
+            "STORYROOM_ICE_TRANSPORT_POLICY": "relay",
+        }
+    )
+    assert s.turn_urls == (
+        "turn:turn.example.org:3478?transport=udp",
+        "turns:turn.example.org:5349?transport=tcp",
+        "turn:[::1]:3478",
+    )
+    assert (s.turn_secret, s.turn_ttl_s, s.ice_transport_policy) == (
+        "a-long-shared-secret",
+        7200,
+        "relay",
+    )
+    # relay-only with a TURN server given the old way, in ice_servers, is fine too
+    t = Settings.load(
+        environ={
+            "STORYROOM_ICE_SERVERS": '[{"urls": "turn:t:3478", "username": "u", "credential": "p"}]',
+            "STORYROOM_ICE_TRANSPORT_POLICY": "relay",
+        }
+    )
+    assert t.ice_transport_policy == "relay" and t.turn_urls == ()
+    assert Settings.load(environ={}).ice_transport_policy == "all"
 
 
 def test_bad_setting_exits_with_message(tmp_path: Path) -> None:

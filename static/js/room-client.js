@@ -326,7 +326,12 @@ export class RoomClient {
     const current = () => generation === this._audioGeneration;
     let pc;
     try {
-      pc = new RTCPeerConnection({ iceServers: (this.snapshot && this.snapshot.ice_servers) || [] });
+      // This seat's own TURN credentials; "relay" sends all audio through TURN.
+      const snapshot = this.snapshot || {};
+      pc = new RTCPeerConnection({
+        iceServers: snapshot.ice_servers || [],
+        iceTransportPolicy: snapshot.ice_transport_policy === "relay" ? "relay" : "all",
+      });
     } catch (err) {
       this._setAudio("failed", "no_webrtc");
       return;
