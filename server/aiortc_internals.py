@@ -18,7 +18,6 @@ import dataclasses
 import fractions
 import inspect
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from aiortc import RTCRtpReceiver, clock, codecs, rtcdtlstransport, rtcrtpreceiv
 from aiortc import rtp as aiortc_rtp
 from aiortc.codecs import opus
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from .clock import steady
 
 if TYPE_CHECKING:
     from aiortc.rtp import RtpPacket
@@ -64,7 +65,7 @@ class RtpAudioPacket:
     """32-bit RTP timestamp (48 kHz clock for Opus)."""
     ssrc: int
     arrival: float
-    """``time.time()`` when the packet was handled."""
+    """``clock.steady()`` when the packet was handled (never jumps with the wall clock)."""
     audio_level: int | None
     """0..127 (-dBov) from the ssrc-audio-level header extension, ``None`` if absent."""
     marker: bool
@@ -180,7 +181,7 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[RtpAudioPacket],
             sequence_number=packet.sequence_number,
             timestamp=packet.timestamp,
             ssrc=packet.ssrc,
-            arrival=time.time(),
+            arrival=steady(),
             audio_level=None if level is None else level[1],
             marker=bool(packet.marker),
         )

@@ -15,9 +15,9 @@ import contextlib
 import json
 import logging
 import multiprocessing
-import os
 import time
 from collections.abc import Awaitable, Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.5
 PROGRESS_FILE = ".finalize-progress.json"
-RESULT_FILE = ".finalize-result.json"
 
 
 async def build_spec(store: Store, rec: RecordingRow) -> dict[str, Any]:
@@ -92,18 +91,15 @@ def run_job(directory: str, spec: dict[str, Any], progress_path: str) -> dict[st
     return finalize_recording(Path(directory), FinalizeInput(**spec), Path(progress_path))
 
 
-def _worker(directory: str, spec: dict[str, Any], progress_path: str, result_path: str) -> None:
-    """Entry point of the worker process: the result or the error goes to a file."""
+def _worker(directory: str, spec: dict[str, Any], progress_path: str, results: Connection) -> None:
+    """Entry point of the worker process: the result or the error goes back through a
+    pipe, not a file beside the recording, so "the disk is full" still reaches us."""
     try:
         result: dict[str, Any] = {"ok": True, "result": run_job(directory, spec, progress_path)}
     except Exception as exc:
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    tmp = result_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, result_path)
+    results.send(result)
+    results.close()
 
 
 class Finalizer:
@@ -194,23 +190,26 @@ class Finalizer:
             return
         spec = await build_spec(self.store, rec)
         progress_path = directory / PROGRESS_FILE
-        result_path = directory / RESULT_FILE
-        for stale in (progress_path, result_path):
-            stale.unlink(missing_ok=True)
+        progress_path.unlink(missing_ok=True)
         await self.store.set_finalize(rec.id, "finalizing", 0.0)
         await self._announce(rec.id)
         started = time.monotonic()
+        results, sender = self._context.Pipe(duplex=False)
         proc = self._context.Process(
             target=_worker,
-            args=(str(directory), spec, str(progress_path), str(result_path)),
+            args=(str(directory), spec, str(progress_path), sender),
             name=f"finalize-{rec.id}",
             daemon=True,
         )
         self._process = proc
         proc.start()
+        sender.close()
         percent = 0.0
+        outcome: dict[str, Any] | None = None
         while proc.is_alive():
             await asyncio.sleep(POLL_INTERVAL)
+            if outcome is None and results.poll():
+                outcome = _receive(results)
             now_percent = _read_percent(progress_path)
             if now_percent is not None and now_percent >= percent + 1:
                 percent = now_percent
@@ -218,15 +217,16 @@ class Finalizer:
                 await self._announce(rec.id)
         proc.join()
         self._process = None
-        progress_path.unlink(missing_ok=True)
-        try:
-            outcome = json.loads(result_path.read_text("utf-8"))
-        except (OSError, ValueError):
+        if outcome is None and results.poll():
+            outcome = _receive(results)
+        results.close()
+        with contextlib.suppress(OSError):
+            progress_path.unlink(missing_ok=True)
+        if outcome is None:
             outcome = {
                 "ok": False,
                 "error": f"the finalizer process ended with code {proc.exitcode}",
             }
-        result_path.unlink(missing_ok=True)
         if outcome.get("ok"):
             await self.store.set_finalize(rec.id, "ready", 100.0, None, outcome["result"])
             log.info("recording %s ready in %.1f s", rec.id, time.monotonic() - started)
@@ -234,6 +234,14 @@ class Finalizer:
             await self.store.set_finalize(rec.id, "failed", percent, str(outcome.get("error")))
             log.error("recording %s failed: %s", rec.id, outcome.get("error"))
         await self._announce(rec.id)
+
+
+def _receive(results: Connection) -> dict[str, Any] | None:
+    try:
+        outcome: dict[str, Any] = results.recv()
+    except (EOFError, OSError):
+        return None
+    return outcome
 
 
 def _read_percent(path: Path) -> float | None:

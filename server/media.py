@@ -31,6 +31,7 @@ from .aiortc_internals import (
     restrict_host_addresses,
     tap_receiver,
 )
+from .clock import steady
 from .config import Settings
 from .errors import Busy, InvalidInput, UserError
 from .metrics import LatencyHistogram
@@ -317,9 +318,9 @@ class MediaPlane:
         room_media = self.rooms.get(room_id)
         if room_media is None or not room_media.seats:
             return None
-        now = time.time()
+        now = steady()  # packet arrivals are on the steady clock
         return {
-            "at": now,
+            "at": time.time(),
             "levels": {
                 seat: (m.level if now - m.level_at < LEVEL_DECAY_S else 0.0)
                 for seat, m in room_media.seats.items()

@@ -231,6 +231,8 @@ class OggOpusWriter:
         self._end_granule: int | None = None
         self._last_page_granule = 0
         self._closed = False
+        self._path = path
+        self._synced_size = 0  # bytes on disk that end with a complete page
         tags = _opus_tags(comments)
         self._file: BinaryIO = open(path, "xb")  # owned until close()
         try:
@@ -314,9 +316,34 @@ class OggOpusWriter:
             finally:
                 self._file.close()
 
+    def abandon(self) -> None:
+        """The disk refused a write (full, quota, I/O error): cut the file back to its
+        last complete, synced page and close it, so it decodes up to there.
+
+        No EOS page (there may be no room for one; decoders do not need it, as after a
+        crash). Idempotent; nothing buffered is written. Blocking, like :meth:`flush`.
+        """
+        with self._io_lock:
+            with self._lock:
+                self._closed = True
+                self._pending = []
+            if not self._file.closed:
+                try:
+                    self._file.close()  # may try to write its buffer and fail again
+                except OSError:
+                    pass
+            # Truncating needs no free space; it drops a torn page a failed write left.
+            os.truncate(self._path, self._synced_size)
+            fd = os.open(self._path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
     def _sync(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())
+        self._synced_size = self._file.tell()
 
     def _write_page(self, header_type: int, granule: int, lacing: bytes, body: bytes) -> int:
         page = _page(header_type, granule, self._serial, self._sequence, lacing, body)

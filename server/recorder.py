@@ -5,24 +5,30 @@ Layout under `<data dir>/recordings/<recording id>/` (ids are server-generated):
 - `recording.jsonl` — the recording clock: start, pause, resume, stop, interrupted.
 - `stems/<seat>-<NN>.opus` — Ogg Opus, granule = sample position within the segment.
 - `stems/<seat>-<NN>.timing.jsonl` — one JSON line per packet
-  `[seq, rtp_ts, arrival_wall, rec_time, granule_end, samples]` (extended seq and
+  `[seq, rtp_ts, arrival, rec_time, granule_end, samples]` (extended seq and
   timestamp, no 16/32-bit wrap), and objects for events: open, gap, pause, resume,
   discontinuity, close.
 
+Every `at` and `arrival` is on `clock.steady()` (a Unix-looking time that never
+jumps), so a stepped wall clock cannot tear the mapping from packets to the
+recording clock.
+
 Packets are buffered on the loop and written every `FLUSH_INTERVAL` by one worker
 thread (fsync each time), so a killed process loses at most about a second. Nothing
-is decoded.
+is decoded. When the disk refuses a write (full, over quota, I/O error) the
+recording's files are cut back to what was durably written and the room is stopped
+with a reason (`disk_full`, `write_failed`); other rooms keep recording.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .aiortc_internals import RtpAudioPacket
+from .clock import steady, wall
 from .oggopus import OggOpusWriter, opus_packet_samples
 from .rooms import RecordingState, Room
 
@@ -39,6 +46,14 @@ FLUSH_INTERVAL = 0.5
 # Lost packets shorter than this are filled (PLC) so the stem keeps RTP time;
 # a longer silence from the sender is a discontinuity, placed by the timing log.
 MAX_FILL_SAMPLES = 48_000 * 5
+
+DISK_FULL = "disk_full"
+WRITE_FAILED = "write_failed"
+
+
+def write_failure_reason(exc: OSError) -> str:
+    """The stop reason the room is given for a failed write."""
+    return DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else WRITE_FAILED
 
 
 def recording_dir(recordings_root: Path, recording_id: str) -> Path:
@@ -148,7 +163,37 @@ class StemSegment:
         self.after_pause = True
 
     def flush(self) -> None:
-        """Worker thread: write what is buffered; create the files on first use."""
+        """Worker thread: write what is buffered; create the files on first use.
+
+        An OSError leaves the segment as :meth:`abandon` would and is raised again."""
+        try:
+            self._flush()
+        except OSError:
+            self.abandon()
+            raise
+
+    def abandon(self) -> None:
+        """Worker thread: the disk refused a write. Keep what is durably written (the stem
+        up to its last synced page; a torn last timing line is skipped by readers), drop
+        what is buffered, write nothing more."""
+        with self.lock:
+            self.pending_lines, self.pending_packets = [], []
+            self.closed = True
+        if self.finished:
+            return
+        self.finished = True
+        if self.timing is not None:
+            with contextlib.suppress(OSError):
+                self.timing.close()
+        if self.writer is not None:
+            with contextlib.suppress(OSError):
+                self.writer.abandon()
+        else:
+            # the headers never made it to disk: there is no audio, leave no empty stem
+            self.opus_path.unlink(missing_ok=True)
+            self.timing_path.unlink(missing_ok=True)
+
+    def _flush(self) -> None:
         with self.lock:
             lines, self.pending_lines = self.pending_lines, []
             packets, self.pending_packets = self.pending_packets, []
@@ -193,9 +238,12 @@ class RecordingFiles:
         self.pending_events: list[str] = []
         self.state = RecordingState.RECORDING
         self.closed = False
+        # set by the worker thread when the disk refuses a write; nothing is written after
+        self.failure: OSError | None = None
+        self.failure_reported = False
 
     def event(self, kind: str, **fields: Any) -> None:
-        now = time.time()
+        now = steady()
         line = json.dumps(
             {"type": kind, "at": now, "rec": round(self.room.elapsed(now), 6), **fields}
         )
@@ -203,7 +251,7 @@ class RecordingFiles:
             self.pending_events.append(line)
 
     def on_packet(self, seat: str, conn_id: str, packet: RtpAudioPacket) -> None:
-        if self.state is not RecordingState.RECORDING:
+        if self.state is not RecordingState.RECORDING or self.failure is not None:
             return
         segment = self.segments.get(seat)
         if segment is None or segment.conn_id != conn_id or segment.ssrc != packet.ssrc:
@@ -224,7 +272,7 @@ class RecordingFiles:
             opus_path=self.dir / "stems" / f"{name}.opus",
             timing_path=self.dir / "stems" / f"{name}.timing.jsonl",
         )
-        now = time.time()
+        now = steady()
         segment.event(
             "open",
             seat=seat,
@@ -242,7 +290,7 @@ class RecordingFiles:
         segment = self.segments.pop(seat, None)
         if segment is None:
             return
-        now = time.time()
+        now = steady()
         segment.event("close", reason=reason, at=now, rec=round(self.room.elapsed(now), 6))
         with segment.lock:
             segment.closed = True
@@ -250,7 +298,7 @@ class RecordingFiles:
 
     def set_state(self, state: RecordingState) -> None:
         previous, self.state = self.state, state
-        now = time.time()
+        now = steady()
         rec = round(self.room.elapsed(now), 6)
         if state is RecordingState.PAUSED:
             for segment in self.segments.values():
@@ -262,20 +310,30 @@ class RecordingFiles:
 
     def flush(self) -> None:
         """Worker thread. The events log is opened per flush (append), so late events
-        after the last segment closed still land."""
+        after the last segment closed still land. The first OSError from any file ends
+        the recording's writing: every stem is cut back to its last synced page and
+        `failure` is set for the loop to stop the room."""
         with self.lock:
             events, self.pending_events = self.pending_events, []
-        (self.dir / "stems").mkdir(parents=True, exist_ok=True)
-        if events:
-            with open(self.dir / "recording.jsonl", "a", encoding="utf-8") as f:
-                f.write("\n".join(events) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        for segment in list(self.all_segments):
-            try:
-                segment.flush()
-            except (OSError, ValueError):
-                log.exception("could not write stem %s", segment.opus_path.name)
+        if self.failure is not None:
+            self.all_segments = []
+            return
+        try:
+            (self.dir / "stems").mkdir(parents=True, exist_ok=True)
+            if events:
+                _append_durably(self.dir / "recording.jsonl", events)
+            for segment in list(self.all_segments):
+                try:
+                    segment.flush()
+                except ValueError:
+                    log.exception("could not write stem %s", segment.opus_path.name)
+        except OSError as exc:
+            log.error("recording %s: write failed, stopping it: %s", self.recording_id, exc)
+            self.failure = exc
+            for segment in self.all_segments:
+                segment.abandon()
+            with self.lock:
+                self.pending_events = []
         self.all_segments = [s for s in self.all_segments if not s.finished]
 
     @property
@@ -377,6 +435,30 @@ class Recorder:
         self._finishing = [f for f in self._finishing if not f.done]
         if self.on_written is not None:
             self.on_written()
+        for files in targets:
+            if files.failure is not None and not files.failure_reported:
+                files.failure_reported = True
+                await self._stop_failed(files, files.failure)
+
+    async def _stop_failed(self, files: RecordingFiles, failure: OSError) -> None:
+        """On the loop, after a write failed: stop that room's recording with the reason.
+        The stop reaches the finalizer like any other, so what was written is finalized."""
+        reason = write_failure_reason(failure)
+        try:
+            stopped = await files.room.stop_for(reason, files.recording_id)
+        except Exception:
+            log.exception("room %s: could not stop after a failed write", files.room.id)
+            stopped = False
+        if not stopped and self.active.get(files.room.id) is files:
+            # the room could not be stopped; still write nothing more for this recording
+            self._finish(files, reason)
+
+
+def _append_durably(path: Path, lines: list[str]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _flush_all(targets: list[RecordingFiles]) -> None:
@@ -393,6 +475,6 @@ def mark_interrupted_on_disk(recordings_root: Path, recording_id: str) -> None:
     path = recording_dir(recordings_root, recording_id) / "recording.jsonl"
     if path.exists():
         with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"type": "interrupted", "at": time.time()}) + "\n")
+            f.write(json.dumps({"type": "interrupted", "at": wall()}) + "\n")
             f.flush()
             os.fsync(f.fileno())

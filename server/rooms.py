@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
 
+from .clock import steady
 from .config import Settings
 from .errors import Forbidden, InvalidInput, InvalidState, NotFound, PreconditionFailed
 from .protocol import ChooseIn, ConsentIn
@@ -91,6 +92,7 @@ class Room:
     listeners: list[RoomListener] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # media-plane additions to the snapshot
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    run_started: float | None = None  # steady clock when the current run began
     _warning_task: asyncio.Task[None] | None = None
     _closed: bool = False
 
@@ -108,13 +110,16 @@ class Room:
             # finalizing / ready / failed belong to a stopped recording
             return RecordingState.STOPPED
 
-    def elapsed(self, now: float) -> float:
-        """Recorded seconds, excluding pauses: the room's recording clock."""
+    def elapsed(self, at: float | None = None) -> float:
+        """Recorded seconds, excluding pauses: the room's recording clock, at steady-clock
+        time `at` (now by default). The stored `run_started_at` is a wall-clock label;
+        the clock itself runs on `clock.steady()` so a stepped wall clock cannot move it."""
         rec = self.recording
         if rec is None:
             return 0.0
-        if rec.run_started_at is not None:
-            return rec.elapsed_before + max(0.0, now - rec.run_started_at)
+        if rec.run_started_at is not None and self.run_started is not None:
+            now = steady() if at is None else at
+            return rec.elapsed_before + max(0.0, now - self.run_started)
         return rec.elapsed_before
 
     def connected(self, seat: str) -> bool:
@@ -122,9 +127,12 @@ class Room:
 
     # -- snapshot -------------------------------------------------------------------
 
-    def snapshot(self, now: float | None = None) -> dict[str, Any]:
-        """The full room state every seat sees (no tokens, no last names)."""
-        now = time.time() if now is None else now
+    def snapshot(self) -> dict[str, Any]:
+        """The full room state every seat sees (no tokens, no last names).
+
+        `server_time` is the steady clock: clients sync their timers to it, so it must
+        not jump when the host's wall clock is stepped."""
+        now = steady()
         seats: dict[str, Any] = {}
         for name in SEATS:
             row = self.seats[name]
@@ -160,6 +168,7 @@ class Room:
                 "id": self.recording.id if self.recording else None,
                 "take": self.recording.take if self.recording else 0,
                 "status": self.recording.public_status if self.recording else "idle",
+                "stop_reason": self.stop_reason,
                 "finalize": (
                     {
                         "status": self.recording.finalize_status,
@@ -176,7 +185,16 @@ class Room:
             **self.extra,
         }
 
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the server stopped the recording by itself (e.g. `disk_full`), else None."""
+        rec = self.recording
+        if rec is None or self.state is not RecordingState.STOPPED:
+            return None
+        return rec.status_reason
+
     def timer(self, now: float) -> dict[str, Any]:
+        """The timer at steady-clock time `now`."""
         elapsed = self.elapsed(now)
         target = self.session.target_minutes * 60.0
         remaining = target - elapsed
@@ -269,7 +287,7 @@ class Room:
                 raise InvalidState("questions are cued while recording; start the recording first")
             assert self.recording is not None
             now = time.time()
-            rec_time = self.elapsed(now)
+            rec_time = self.elapsed()
             cue_id = await self.store.add_cue(
                 self.id, self.recording.id, question_id, now, rec_time
             )
@@ -286,7 +304,7 @@ class Room:
                 raise InvalidState("markers are placed while recording")
             assert self.recording is not None
             now = time.time()
-            rec_time = self.elapsed(now)
+            rec_time = self.elapsed()
             marker_id = await self.store.add_marker(
                 self.id, self.recording.id, seat, label, now, rec_time
             )
@@ -302,7 +320,7 @@ class Room:
         async with self.lock:
             now = time.time()
             live = self.state in (RecordingState.RECORDING, RecordingState.PAUSED)
-            rec_time = self.elapsed(now) if live else None
+            rec_time = self.elapsed() if live else None
             recording_id = self.recording.id if live and self.recording else None
             note_id = await self.store.add_note(self.id, recording_id, seat, text, now, rec_time)
             row = NoteRow(note_id, text, now, rec_time)
@@ -356,6 +374,7 @@ class Room:
             )
             await self.store.insert_recording(rec)
             self.recording = rec
+            self.run_started = steady()
             self.notice = {"type": "recording", "state": "recording", "at": now}
             await self._notify_listeners(previous)
         self._schedule_warning()
@@ -380,22 +399,60 @@ class Room:
             allowed = (source,) if source else (RecordingState.RECORDING, RecordingState.PAUSED)
             if previous not in allowed:
                 raise InvalidState(f"cannot {event}: the recording is {previous.value}")
-            assert self.recording is not None
-            now = time.time()
-            rec_time = self.elapsed(now)
-            rec = replace(
-                self.recording,
-                status=target.value,
-                elapsed_before=rec_time,
-                run_started_at=now if target is RecordingState.RECORDING else None,
-                stopped_at=now if target is RecordingState.STOPPED else None,
-            )
-            await self.store.update_recording(rec, event, now, rec_time)
-            self.recording = rec
-            self.notice = {"type": "recording", "state": target.value, "at": now}
-            await self._notify_listeners(previous)
+            await self._move(previous, target, event, None)
         self._schedule_warning()
         await self._changed()
+
+    async def stop_for(self, reason: str, recording_id: str) -> bool:
+        """The server stops the recording by itself (e.g. `disk_full`): the room is told
+        why in `recording.stop_reason` and a notice. False when that recording is no
+        longer running. Persisting is best effort: on a full disk the database may not
+        take the write either, and the room must stop all the same (a restart then finds
+        the recording interrupted)."""
+        async with self.lock:
+            previous = self.state
+            if (
+                previous not in (RecordingState.RECORDING, RecordingState.PAUSED)
+                or self.recording is None
+                or self.recording.id != recording_id
+            ):
+                return False
+            await self._move(previous, RecordingState.STOPPED, "stop", reason)
+        self._schedule_warning()
+        await self._changed()
+        return True
+
+    async def _move(
+        self, previous: RecordingState, target: RecordingState, event: str, reason: str | None
+    ) -> None:
+        """Under `lock`: persist the transition, then tell listeners."""
+        assert self.recording is not None
+        now = time.time()  # labels only; the recording clock runs on steady()
+        rec_time = self.elapsed()
+        running = target is RecordingState.RECORDING
+        rec = replace(
+            self.recording,
+            status=target.value,
+            elapsed_before=rec_time,
+            run_started_at=now if running else None,
+            stopped_at=now if target is RecordingState.STOPPED else None,
+            status_reason=reason if reason is not None else self.recording.status_reason,
+        )
+        if reason is None:
+            await self.store.update_recording(rec, event, now, rec_time)
+        else:
+            try:
+                await self.store.update_recording(rec, event, now, rec_time)
+            except Exception:
+                log.exception("room %s: could not persist the stop (%s)", self.id, reason)
+        self.recording = rec
+        self.run_started = steady() if running else None
+        await self._notify_listeners(previous)
+        # after the listeners (the finalizer announces "queued"): the snapshot that
+        # follows carries the transition and its reason
+        self.notice = {"type": "recording", "state": target.value, "at": now}
+        if reason is not None:
+            self.notice["reason"] = reason
 
     async def _notify_listeners(self, previous: RecordingState) -> None:
         # The transition is already persisted: a failing listener is logged, never undone.
@@ -423,8 +480,7 @@ class Room:
             self._warning_task = None
         if self.state is not RecordingState.RECORDING or self._closed:
             return
-        now = time.time()
-        remaining = self.session.target_minutes * 60.0 - self.elapsed(now)
+        remaining = self.session.target_minutes * 60.0 - self.elapsed()
         due = [remaining - m * 60 for m in self.settings.warning_minutes] + [remaining]
         upcoming = [d for d in due if d > 0]
         if upcoming:
@@ -513,6 +569,9 @@ class Rooms:
                 on_change=self._on_change,
                 listeners=list(self.room_listeners),
             )
+            if room.recording is not None and room.recording.run_started_at is not None:
+                # the stored start is a wall-clock label; carry it onto the steady clock once
+                room.run_started = steady() - max(0.0, time.time() - room.recording.run_started_at)
             self._rooms[session_id] = room
             return room
 

@@ -81,7 +81,7 @@ class _RunScan:
     granule_start: int
     granule_end: int
     ts_base: int  # rtp_ts - granule within this run
-    clock: float  # rec_time - arrival_wall: constant while the room is not paused
+    clock: float  # rec_time - arrival (steady clock): constant while the room is not paused
     epoch: int
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import ctypes
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,9 +20,21 @@ if not isolate_network():
     )
 restrict_host_addresses(["127.0.0.1"])
 
+# A private mount namespace too, with `/` made rprivate: tests that mount (a small tmpfs
+# to fill a disk) cannot leak mounts to the host, and none outlive the test process.
+# Like the network namespace, it must be made while the process has one thread.
+CLONE_NEWNS = 0x00020000
+PRIVATE_MOUNTS = (
+    ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNS) == 0
+    and subprocess.run(["mount", "--make-rprivate", "/"], check=False).returncode == 0
+)
+
 
 def pytest_report_header() -> str:
-    return f"network namespace: loopback only = {in_loopback_only_namespace()}"
+    return (
+        f"network namespace: loopback only = {in_loopback_only_namespace()}; "
+        f"private mount namespace = {PRIVATE_MOUNTS}"
+    )
 
 
 @pytest.fixture

@@ -20,13 +20,6 @@ import aioice.stun
 import aioice.turn
 import pytest
 from aiortc import RTCPeerConnection
-from coturn import (
-    Coturn,
-    aioice_channel_refresh,
-    ice_configuration,
-    selected_candidate_types,
-    start_coturn,
-)
 from playwright.async_api import Playwright, async_playwright
 
 from browser_helpers import (
@@ -36,6 +29,13 @@ from browser_helpers import (
     turn_on_microphone,
     with_raw_audio,
     write_tone,
+)
+from coturn import (
+    Coturn,
+    aioice_channel_refresh,
+    ice_configuration,
+    selected_candidate_types,
+    start_coturn,
 )
 from helpers import RunningServer, SeatClient, create_session, seat_clients, start_server, wait_for
 from media_helpers import RATE, SeatPeer, ToneTrack, decode_ogg, dominant_frequency

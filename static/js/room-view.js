@@ -16,6 +16,12 @@ import { RoomClient, sessionIdFromLocation, timerAt, tokenFromLocation } from ".
 import { $, StreamProbe, el, formatClock, show } from "./ui.js";
 
 const LEVELS_FRESH_S = 1.5;
+// Why the server may stop a recording by itself (snapshot recording.stop_reason), in
+// the words of each page.
+const STOP_REASON_KEYS = {
+  room: { disk_full: "stopped.room_disk_full", write_failed: "stopped.room_write_failed" },
+  console: { disk_full: "stopped.console_disk_full", write_failed: "stopped.console_write_failed" },
+};
 
 export class RoomView {
   /** `page` is "room" (participants) or "console" (the facilitator). */
@@ -33,6 +39,7 @@ export class RoomView {
     this.levels = { receivedAt: 0, levels: {}, stats: {} };
     this.probes = new Map();
     this.ownSeat = null;
+    this.stopReasonShown = null; // recording id whose stop reason the banner told
     // For diagnostics from the browser console (and the tests).
     window.storyroom = { client: this.client, view: this };
   }
@@ -59,6 +66,7 @@ export class RoomView {
       }
       this.snapshot = snapshot;
       this.ownSeat = snapshot.you;
+      this.noteStopReason(snapshot.recording);
       if (first && !this.languageChosen && snapshot.session.language !== language()) {
         await setLanguage(snapshot.session.language); // renders
         return;
@@ -115,6 +123,18 @@ export class RoomView {
     }
     this.client.connect();
     this.render();
+  }
+
+  /** The server stopped the recording by itself (its disk filled, a write failed): say
+   * so in the banner, once per recording. */
+  noteStopReason(recording) {
+    const reason = recording.stop_reason;
+    if (!reason || this.stopReasonShown === recording.id) {
+      return;
+    }
+    this.stopReasonShown = recording.id;
+    const keys = STOP_REASON_KEYS[this.page];
+    this.banner = { key: keys[reason] || keys.write_failed, kind: "error" };
   }
 
   refuse(code) {
