@@ -300,7 +300,7 @@ class EncodedAudioTrack(MediaStreamTrack):
         if self._on_sent is not None:
             # aiortc's sender packs, encrypts and hands this to the socket without
             # yielding to the loop, so this is the moment it leaves for the transport.
-            self._on_sent(time.time() - arrival)
+            self._on_sent(steady() - arrival)  # arrival is on the steady clock
         return outgoing
 
     def stop(self) -> None:
