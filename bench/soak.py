@@ -52,10 +52,10 @@ import numpy as np  # noqa: E402
 import rooms  # noqa: E402
 import soak_analysis  # noqa: E402
 import soak_seat  # noqa: E402
-from coturn import Coturn, start_coturn  # noqa: E402
 from netimpair import Impairment, RelayClient, RelayProcess, start_relay_process  # noqa: E402
 from soak_seat import FRAME_S, SEATS, SoakSeat, poll  # noqa: E402
 
+from coturn import Coturn, start_coturn  # noqa: E402
 from storyroom.aiortc_internals import restrict_host_addresses  # noqa: E402
 from storyroom.metrics import histogram_quantile  # noqa: E402
 from storyroom.netns import isolate_network  # noqa: E402
