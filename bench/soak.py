@@ -813,8 +813,13 @@ def run_soak(args: argparse.Namespace, hard_limit: bool = True) -> tuple[dict[st
     `hard_limit`: SIGALRM after --timeout (off under pytest-timeout, which owns it)."""
     tmp = Path(tempfile.mkdtemp(prefix="storyroom-soak-"))
     soak = Soak(args, tmp)
+    # the run, joining, and finalization: here ~1.5 min per 10-min recording, one at a time
     budget = args.timeout or (
-        args.minutes * 60 * 1.2 + 300 + args.rooms * 60 + args.storm_rooms * 20
+        args.minutes * 60 * 1.2
+        + 300
+        + args.rooms * 60
+        + args.minutes * args.rooms * 15
+        + args.storm_rooms * 30
     )
     try:
         with rooms.hard_limits(budget) if hard_limit else contextlib.nullcontext():
