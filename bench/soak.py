@@ -128,18 +128,21 @@ class Soak:
         env["STORYROOM_STAFF_TOKEN"] = self.staff_token
         env["STORYROOM_ICE_HOST_ADDRESSES"] = "127.0.0.1"
         if self.args.turn:
-            # coturn with short lifetimes, so that the run outlives many refreshes
+            # coturn with short lifetimes, so that the run outlives many refreshes; with
+            # --turn-lifetime-s 0 its defaults and aioice's own refresh timers, untouched
+            lifetime = self.args.turn_lifetime_s or None
             self.coturn = start_coturn(
                 self.tmp / "coturn",
                 secret=secrets.token_hex(12),
-                allocate_lifetime_s=self.args.turn_lifetime_s,
-                channel_lifetime_s=self.args.turn_lifetime_s,
-                permission_lifetime_s=self.args.turn_lifetime_s,
+                allocate_lifetime_s=lifetime,
+                channel_lifetime_s=lifetime,
+                permission_lifetime_s=lifetime,
             )
             env["STORYROOM_TURN_URLS"] = self.coturn.url
             env["STORYROOM_TURN_SECRET"] = self.coturn.secret or ""
             env["STORYROOM_ICE_TRANSPORT_POLICY"] = "relay"
-            soak_seat.refresh_turn_channels_every(max(5, self.args.turn_lifetime_s // 2))
+            if lifetime is not None:
+                soak_seat.refresh_turn_channels_every(max(5, lifetime // 2))
         command = [sys.executable, "-m", "storyroom", "serve", "--host", rooms.HOST]
         command += ["--port", str(port), "--data-dir", str(self.data_dir)]
         _, self.url, _ = rooms._launch(command, env, self.tmp / "server.log", port, self.children)
@@ -799,7 +802,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--turn-lifetime-s",
         type=int,
         default=60,
-        help="coturn's allocation, permission and channel lifetimes (the seats refresh at half)",
+        help="coturn's allocation, permission and channel lifetimes (the seats refresh at half); "
+        "0: coturn's defaults and aioice's own refresh timers",
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", metavar="PATH")
