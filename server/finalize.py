@@ -90,7 +90,6 @@ PROGRESS_INTERVAL_S: Final = 0.5
 # and must win it back from the other stages' Python code; with the default 5 ms switch
 # interval it can wait longer than it works. Set for the duration of a call.
 GIL_SWITCH_INTERVAL_S: Final = 0.0005
-BACKGROUND_NICE: Final = 0  # (Linux: a thread's own nice value) for stages beside the MP3 encoder
 _M_MMAP_THRESHOLD: Final = -3  # glibc mallopt()
 MMAP_THRESHOLD: Final = 128 * 1024
 TEMP_SUFFIX: Final = ".part"
@@ -1202,6 +1201,7 @@ class _Lame:
             raise FinalizeError("the MP3 encoder refused its settings")
         self.library.lame_get_encoder_delay.argtypes = [ctypes.c_void_p]
         self.initial_padding = self.library.lame_get_encoder_delay(self.handle) + self.DELAY_PADDING
+        self.samples = 0  # given to the encoder so far
         self.pending = bytearray()
         self.output = ctypes.create_string_buffer(BLOCK * 5 // 4 + 7200)  # LAME's worst case
 
@@ -1210,6 +1210,7 @@ class _Lame:
         if planar is None:
             written = self.library.lame_encode_flush(self.handle, self.output, len(self.output))
         else:
+            self.samples += planar.shape[1]
             scaled = np.ascontiguousarray(planar * np.float32(32768), dtype=np.float32)
             for start in range(0, scaled.shape[1], BLOCK):
                 part = np.ascontiguousarray(scaled[:, start : start + BLOCK])
@@ -1252,12 +1253,16 @@ def _skip_samples(packet: av.Packet, start: int, end: int) -> None:
 
 
 class _Mp3Writer:
-    """The access copy: stereo MP3 (LAME) with ID3v2.4 tags and CHAP/CTOC chapters.
+    """The access copy: stereo MP3 with ID3v2.4 tags and CHAP/CTOC chapters.
 
-    Frames come from :class:`_Lame`; FFmpeg's MP3 muxer writes the ID3 tag and the
-    Xing/LAME header (with the encoder delay and end padding, for gapless players)."""
+    Takes the frames :class:`_Lame` made; FFmpeg's MP3 muxer writes the ID3 tag and the
+    Xing/LAME header (with the encoder delay and end padding, for gapless players).
+    Kept apart from the encoder so that the muxing (which takes the GIL back for every
+    frame) can run on another thread than the encoding."""
 
-    def __init__(self, path: Path, tags: dict[str, str], chapters: list[Chapter]) -> None:
+    def __init__(
+        self, path: Path, tags: dict[str, str], chapters: list[Chapter], initial_padding: int
+    ) -> None:
         self.container: Any = av.open(str(path), "w", format="mp3")
         self.container.metadata.update(tags)
         if chapters:
@@ -1267,36 +1272,31 @@ class _Mp3Writer:
             "libmp3lame", rate=SAMPLE_RATE, layout="stereo"
         )
         _mp3_settings(self.stream.codec_context)
-        self.lame = _Lame()
-        self.samples = 0  # fed in
-        self.pts = -self.lame.initial_padding  # of the next packet
+        self.initial_padding = initial_padding
+        self.pts = -initial_padding  # of the next frame
 
-    def write(self, planar: np.ndarray | None) -> list[bytes]:
-        """Encode (2, n) float samples (None: the end); returns the frames written."""
-        if planar is not None:
-            self.samples += planar.shape[1]
-        frames = self.lame.encode(planar)
+    def write(self, frames: list[bytes], samples: int, end: bool) -> None:
+        """Mux `frames`; `samples`: how many the encoder had been given when it made
+        them; `end`: these are the last."""
         for number, data in enumerate(frames):
             packet = av.Packet(data)
             packet.stream = self.stream
             packet.time_base = _TIME_BASE
             packet.pts = packet.dts = self.pts
-            duration = min(_Lame.FRAME, self.samples - self.pts)
-            packet.duration = max(duration, 0)
-            first = self.pts == -self.lame.initial_padding
-            last = planar is None and number == len(frames) - 1
+            duration = max(0, min(_Lame.FRAME, samples - self.pts))
+            packet.duration = duration
+            first = self.pts == -self.initial_padding
+            last = end and number == len(frames) - 1
             if first or last:
                 _skip_samples(
                     packet,
-                    self.lame.initial_padding if first else 0,
-                    _Lame.FRAME - max(duration, 0) if last else 0,
+                    self.initial_padding if first else 0,
+                    _Lame.FRAME - duration if last else 0,
                 )
             self.pts += _Lame.FRAME
-            self.container.mux(packet)
-        return frames
+            self.container.mux_one(packet)
 
     def close(self) -> None:
-        self.lame.close()
         self.container.close()
 
 
@@ -1453,16 +1453,8 @@ class _Stages:
     def channel(self, size: int = 4) -> _Channel:
         return _Channel(self.stop, size)
 
-    def start(self, name: str, target: Callable[[], None], background: bool = False) -> None:
-        """Run `target` on a new thread; a `background` one runs at a lower priority so
-        that the MP3 encoder, the slowest stage, wins the CPU when they compete."""
-
+    def start(self, name: str, target: Callable[[], None]) -> None:
         def run() -> None:
-            if background:
-                with contextlib.suppress(OSError, AttributeError):
-                    thread_id = threading.get_native_id()
-                    nice = os.getpriority(os.PRIO_PROCESS, thread_id)
-                    os.setpriority(os.PRIO_PROCESS, thread_id, nice + BACKGROUND_NICE)
             try:
                 target()
             except _Stopped:
@@ -1612,38 +1604,46 @@ def _access_stage(
     blocks: _Channel,
     out: dict[str, Any],
 ) -> None:
-    """Start the MP3 encoder thread and the thread that measures what it wrote."""
+    """Start the MP3 encoder thread and the thread that writes and measures what it made."""
     packets = stages.channel(size=64)
     meter = Loudness(true_peak=True)
 
+    lame = _Lame()
+
     def encode() -> None:
-        writer = _Mp3Writer(path, _access_tags(spec), chapters)
         try:
             while (planar := blocks.get()) is not None:
-                packets.put(writer.write(planar))
-            packets.put(writer.write(None))
+                packets.put((lame.encode(planar), lame.samples, False))
+            packets.put((lame.encode(None), lame.samples, True))
         finally:
-            writer.close()
+            lame.close()
             packets.put(None)
 
     def measure() -> None:
-        # what the encoder wrote, decoded a batch of frames at a time (FFmpeg's decoder
-        # takes several MP3 frames in one packet: one trip through Python per batch),
-        # measured by the same ebur128 meter (4x-oversampled true peak) as anyone's
+        # what the encoder made: muxed, then decoded a batch of frames at a time (FFmpeg's
+        # decoder takes several MP3 frames in one packet: one trip through Python per
+        # batch) and measured by the same ebur128 meter (4x-oversampled true peak) as
+        # anyone's
+        writer = _Mp3Writer(path, _access_tags(spec), chapters, lame.initial_padding)
         decoder: Any = av.CodecContext.create("mp3float", "r")
 
         def take(frames: list[av.AudioFrame]) -> None:
             if frames:
                 meter.push(np.concatenate([frame.to_ndarray() for frame in frames], axis=1))
 
-        while (batch := packets.get()) is not None:
-            if batch:
-                take(decoder.decode(av.Packet(b"".join(batch))))
+        try:
+            while (batch := packets.get()) is not None:
+                frames, samples, end = batch
+                writer.write(frames, samples, end)
+                if frames:
+                    take(decoder.decode(av.Packet(b"".join(frames))))
+        finally:
+            writer.close()
         take(decoder.decode(None))
         out["measured"] = meter.finish()
 
     stages.start("mp3", encode)
-    stages.start("measure", measure, background=True)
+    stages.start("measure", measure)
 
 
 def _access_tags(spec: FinalizeInput) -> dict[str, str]:
@@ -1695,7 +1695,7 @@ def _write_master_and_access(
 
     def mix() -> None:
         for seat in plan.seats:
-            stages.start(seat.seat, source(seat), background=True)
+            stages.start(seat.seat, source(seat))
         _access_stage(stages, temp["access.mp3"], spec, chapters, to_mp3, access_out)
         with BroadcastWavWriter(
             temp["master.wav"],

@@ -831,11 +831,13 @@ def test_access_encoder_makes_what_ffmpegs_libmp3lame_makes(tmp_path: Path) -> N
         }
     ]
     ours = tmp_path / "ours.mp3"
-    writer = finalize_module._Mp3Writer(ours, {"title": "T"}, chapters)
+    lame = finalize_module._Lame()
+    writer = finalize_module._Mp3Writer(ours, {"title": "T"}, chapters, lame.initial_padding)
     for start in range(0, samples, RATE):
-        writer.write(planar[:, start : start + RATE])
-    writer.write(None)
+        writer.write(lame.encode(planar[:, start : start + RATE]), lame.samples, end=False)
+    writer.write(lame.encode(None), lame.samples, end=True)
     writer.close()
+    lame.close()
 
     reference = tmp_path / "ffmpeg.mp3"
     with av.open(str(reference), "w", format="mp3") as container:
