@@ -86,9 +86,10 @@ ACCESS_QUALITY: Final = "5"  # LAME -q 5: good quality, twice as fast as the def
 NO_AUDIO_REPORT_S: Final = 1.0  # silences longer than this in a seat are listed
 PACKET_LOSS_MERGE_S: Final = 2.0
 PROGRESS_INTERVAL_S: Final = 0.5
-# The MP3 encoder thread releases the GIL for each 1152-sample frame (~0.6 ms of work)
-# and must win it back from the other stages' Python code; with the default 5 ms switch
-# interval it can wait longer than it works. Set for the duration of a call.
+# The stages' C calls (decoding a second, muxing one MP3 frame) release the GIL for
+# short stretches and must win it back from the other stages' Python code; with the
+# default 5 ms switch interval a thread can wait longer than it worked. (The encoder
+# itself keeps the GIL out of its way: see `_Lame`.) Set for the duration of a call.
 GIL_SWITCH_INTERVAL_S: Final = 0.0005
 _M_MMAP_THRESHOLD: Final = -3  # glibc mallopt()
 MMAP_THRESHOLD: Final = 128 * 1024
