@@ -15,7 +15,8 @@ or the mix in memory:
    the Broadcast WAV master (a constant gain only if it would clip) and the access
    copy: a constant gain to -16 LUFS (corrected by what the encoder is measured to take
    away on the sample), a look-ahead true-peak limiter, MP3 with chapters, encoded on
-   its own thread while another decodes what it wrote and measures it.
+   its own thread (LAME called a second at a time without the GIL, :class:`_Lame`)
+   while another decodes what it wrote and measures it.
 
 The MP3 encoder is the slowest stage by far and cannot start before pass 1 has
 measured the whole programme, so pass 1 does only what the gains need, and everything
@@ -57,6 +58,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import av
 import numpy as np
+from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
 from .bwf import Bext, BroadcastWavWriter, CuePoint
 from .oggopus import opus_packet_samples
@@ -84,14 +86,13 @@ ACCESS_QUALITY: Final = "5"  # LAME -q 5: good quality, twice as fast as the def
 NO_AUDIO_REPORT_S: Final = 1.0  # silences longer than this in a seat are listed
 PACKET_LOSS_MERGE_S: Final = 2.0
 PROGRESS_INTERVAL_S: Final = 0.5
-# The MP3 encoder thread releases the GIL for each 1152-sample frame (~0.6 ms of work)
-# and must win it back from the other stages' Python code; with the default 5 ms switch
-# interval it can wait longer than it works. Set for the duration of a call.
+# The stages' C calls (decoding a second, muxing one MP3 frame) release the GIL for
+# short stretches and must win it back from the other stages' Python code; with the
+# default 5 ms switch interval a thread can wait longer than it worked. (The encoder
+# itself keeps the GIL out of its way: see `_Lame`.) Set for the duration of a call.
 GIL_SWITCH_INTERVAL_S: Final = 0.0005
-BACKGROUND_NICE: Final = 10  # (Linux: a thread's own nice value) for stages beside the MP3 encoder
 _M_MMAP_THRESHOLD: Final = -3  # glibc mallopt()
 MMAP_THRESHOLD: Final = 128 * 1024
-MEASURED_PEAK_FLOOR: Final = 10 ** (-9 / 20)  # true peaks are computed exactly above -9 dBTP
 TEMP_SUFFIX: Final = ".part"
 _TIME_BASE: Final = fractions.Fraction(1, SAMPLE_RATE)
 _LANGUAGES_639_2: Final = {"en": "eng", "es": "spa"}
@@ -1109,40 +1110,192 @@ def _mp3_settings(codec_context: Any) -> None:
     codec_context.options = {"compression_level": ACCESS_QUALITY}
 
 
-def _planar_frame(planar: np.ndarray, pts: int) -> av.AudioFrame:
-    frame = av.AudioFrame.from_ndarray(
-        np.ascontiguousarray(planar, dtype=np.float32), format="fltp", layout="stereo"
+def _lame_library() -> ctypes.CDLL:
+    """The LAME that FFmpeg's own `libmp3lame` encoder uses: the copy bundled with PyAV's
+    FFmpeg (loading it again returns the handle already loaded), else the system's."""
+    bundled = sorted((Path(av.__file__).parent.parent / "av.libs").glob("libmp3lame*.so*"))
+    name = str(bundled[0]) if bundled else ctypes.util.find_library("mp3lame")
+    if name is None:
+        raise FinalizeError("the MP3 encoder (LAME) is not installed")
+    library = ctypes.CDLL(name)
+    library.lame_init.restype = ctypes.c_void_p
+    library.lame_close.argtypes = [ctypes.c_void_p]
+    library.lame_init_params.argtypes = [ctypes.c_void_p]
+    library.lame_encode_buffer_float.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_int,
+    ]
+    library.lame_encode_flush.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    return library
+
+
+# MPEG audio layer III frame sizes: bit rates (kbit/s) by version and index, sample rates
+_MP3_BIT_RATES: Final = {
+    3: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG-1
+    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),  # MPEG-2
+    0: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),  # MPEG-2.5
+}
+_MP3_SAMPLE_RATES: Final = {
+    3: (44100, 48000, 32000),
+    2: (22050, 24000, 16000),
+    0: (11025, 12000, 8000),
+}
+
+
+def _mp3_frame_size(header: bytes | bytearray) -> int:
+    """Bytes in the layer III frame that `header` (4 bytes) begins."""
+    version, index, rate = (header[1] >> 3) & 3, header[2] >> 4, (header[2] >> 2) & 3
+    if (
+        header[0] != 0xFF
+        or header[1] & 0xE6 != 0xE2
+        or version == 1
+        or index in (0, 15)
+        or rate == 3
+    ):
+        raise FinalizeError("the MP3 encoder produced an invalid frame")
+    per_frame = 144 if version == 3 else 72
+    return per_frame * _MP3_BIT_RATES[version][index] * 1000 // _MP3_SAMPLE_RATES[version][rate] + (
+        (header[2] >> 1) & 1
     )
-    frame.sample_rate = SAMPLE_RATE
-    frame.pts = pts
-    return frame
+
+
+class _Lame:
+    """LAME called directly, one call per block, with the settings FFmpeg's `libmp3lame`
+    encoder gives it for `_mp3_settings` (joint stereo, CBR, `-q`, bit reservoir, no
+    Xing frame: the muxer writes that): the same bytes as encoding through PyAV.
+
+    Why not through PyAV: its encoder takes the GIL back after every 1152-sample frame
+    (~0.6 ms of work), and beside the other stages' Python code it waited for the GIL
+    longer than it worked. Here a whole one-second block is encoded without the GIL
+    (ctypes releases it), so the encoder keeps its core to itself."""
+
+    FRAME: Final = 1152
+    DELAY_PADDING: Final = 528 + 1  # what FFmpeg adds to LAME's delay (the decoder's)
+
+    def __init__(self) -> None:
+        self.library = _lame_library()
+        handle = self.library.lame_init()
+        if not handle:
+            raise FinalizeError("the MP3 encoder could not start")
+        self.handle = ctypes.c_void_p(handle)
+        settings = (
+            ("lame_set_num_channels", 2),
+            ("lame_set_mode", 1),  # JOINT_STEREO
+            ("lame_set_in_samplerate", SAMPLE_RATE),
+            ("lame_set_out_samplerate", SAMPLE_RATE),
+            ("lame_set_quality", int(ACCESS_QUALITY)),
+            ("lame_set_brate", ACCESS_BIT_RATE // 1000),
+            ("lame_set_bWriteVbrTag", 0),
+            ("lame_set_disable_reservoir", 0),
+        )
+        for setter, value in settings:
+            function = getattr(self.library, setter)
+            function.argtypes = [ctypes.c_void_p, ctypes.c_int]
+            if function(self.handle, value) < 0:
+                raise FinalizeError(f"the MP3 encoder refused {setter}")
+        if self.library.lame_init_params(self.handle) < 0:
+            self.close()
+            raise FinalizeError("the MP3 encoder refused its settings")
+        self.library.lame_get_encoder_delay.argtypes = [ctypes.c_void_p]
+        self.initial_padding = self.library.lame_get_encoder_delay(self.handle) + self.DELAY_PADDING
+        self.samples = 0  # given to the encoder so far
+        self.pending = bytearray()
+        self.output = ctypes.create_string_buffer(BLOCK * 5 // 4 + 7200)  # LAME's worst case
+
+    def encode(self, planar: np.ndarray | None) -> list[bytes]:
+        """(2, n) float samples on the ±1 scale (None: flush); the complete frames."""
+        if planar is None:
+            written = self.library.lame_encode_flush(self.handle, self.output, len(self.output))
+        else:
+            self.samples += planar.shape[1]
+            scaled = np.ascontiguousarray(planar * np.float32(32768), dtype=np.float32)
+            for start in range(0, scaled.shape[1], BLOCK):
+                part = np.ascontiguousarray(scaled[:, start : start + BLOCK])
+                written = self.library.lame_encode_buffer_float(
+                    self.handle,
+                    part[0].ctypes.data,
+                    part[1].ctypes.data,
+                    part.shape[1],
+                    self.output,
+                    len(self.output),
+                )
+                if written < 0:
+                    raise FinalizeError(f"the MP3 encoder failed ({written})")
+                self.pending += ctypes.string_at(self.output, written)
+            written = 0
+        if written < 0:
+            raise FinalizeError(f"the MP3 encoder failed ({written})")
+        self.pending += ctypes.string_at(self.output, written)
+        frames = []
+        while len(self.pending) >= 4:
+            size = _mp3_frame_size(self.pending[:4])
+            if len(self.pending) < size:
+                break
+            frames.append(bytes(self.pending[:size]))
+            del self.pending[:size]
+        return frames
+
+    def close(self) -> None:
+        if self.handle:
+            self.library.lame_close(self.handle)
+            self.handle = ctypes.c_void_p()
+
+
+def _skip_samples(packet: av.Packet, start: int, end: int) -> None:
+    """FFmpeg's gapless side data: samples to skip at the start and end of the stream."""
+    kind = packet_sidedata_type_from_literal("skip_samples")
+    side = PacketSideData(kind, 10)  # type: ignore[call-arg]  # the stub omits the C constructor
+    memoryview(side)[:] = struct.pack("<II2x", start, end)
+    side.to_packet(packet)
 
 
 class _Mp3Writer:
-    """The access copy: stereo MP3 (LAME) with ID3v2.4 tags and CHAP/CTOC chapters."""
+    """The access copy: stereo MP3 with ID3v2.4 tags and CHAP/CTOC chapters.
 
-    def __init__(self, path: Path, tags: dict[str, str], chapters: list[Chapter]) -> None:
+    Takes the frames :class:`_Lame` made; FFmpeg's MP3 muxer writes the ID3 tag and the
+    Xing/LAME header (with the encoder delay and end padding, for gapless players).
+    Kept apart from the encoder so that the muxing (which takes the GIL back for every
+    frame) can run on another thread than the encoding."""
+
+    def __init__(
+        self, path: Path, tags: dict[str, str], chapters: list[Chapter], initial_padding: int
+    ) -> None:
         self.container: Any = av.open(str(path), "w", format="mp3")
         self.container.metadata.update(tags)
         if chapters:
             self.container.set_chapters(chapters)
+        # the stream's parameters for the muxer; its own encoder is opened but not fed
         self.stream: Any = self.container.add_stream(
             "libmp3lame", rate=SAMPLE_RATE, layout="stereo"
         )
         _mp3_settings(self.stream.codec_context)
-        self.pts = 0
+        self.initial_padding = initial_padding
+        self.pts = -initial_padding  # of the next frame
 
-    def write(self, planar: np.ndarray | None) -> list[bytes]:
-        """Encode (2, n) float samples (None: the end); returns the packets written."""
-        if planar is None:
-            packets = self.stream.encode(None)
-        else:
-            packets = self.stream.encode(_planar_frame(planar, self.pts))
-            self.pts += planar.shape[1]
-        written = [bytes(packet) for packet in packets]
-        for packet in packets:
-            self.container.mux(packet)
-        return written
+    def write(self, frames: list[bytes], samples: int, end: bool) -> None:
+        """Mux `frames`; `samples`: how many the encoder had been given when it made
+        them; `end`: these are the last."""
+        for number, data in enumerate(frames):
+            packet = av.Packet(data)
+            packet.stream = self.stream
+            packet.time_base = _TIME_BASE
+            packet.pts = packet.dts = self.pts
+            duration = max(0, min(_Lame.FRAME, samples - self.pts))
+            packet.duration = duration
+            first = self.pts == -self.initial_padding
+            last = end and number == len(frames) - 1
+            if first or last:
+                _skip_samples(
+                    packet,
+                    self.initial_padding if first else 0,
+                    _Lame.FRAME - duration if last else 0,
+                )
+            self.pts += _Lame.FRAME
+            self.container.mux_one(packet)
 
     def close(self) -> None:
         self.container.close()
@@ -1186,38 +1339,30 @@ def _access_chain(
     fade = (0.5 - 0.5 * np.cos(np.linspace(0, np.pi, 480))).astype(np.float32)
     before, after = Loudness(), Loudness(true_peak=True)
     limiter = TruePeakLimiter(ceiling_db)
-    encoder: Any = av.CodecContext.create("libmp3lame", "w")
-    encoder.sample_rate = SAMPLE_RATE
-    encoder.layout = "stereo"
-    encoder.time_base = _TIME_BASE
-    _mp3_settings(encoder)
+    encoder = _Lame()
     decoder: Any = av.CodecContext.create("mp3float", "r")
-    pts = 0
 
     def encode(planar: np.ndarray | None) -> None:
-        nonlocal pts
-        if planar is None:
-            packets = encoder.encode(None)
-        else:
-            packets = encoder.encode(_planar_frame(planar, pts))
-            pts += planar.shape[1]
-        for packet in packets:
-            for frame in decoder.decode(av.Packet(bytes(packet))):
+        for data in encoder.encode(planar):
+            for frame in decoder.decode(av.Packet(data)):
                 after.push_frame(frame)
 
-    for excerpt in excerpts:
-        x = excerpt.astype(np.float32) * gain
-        if x.shape[1] > 2 * len(fade):  # fade each excerpt in and out: no clicks between
-            x[:, : len(fade)] *= fade
-            x[:, -len(fade) :] *= fade[::-1]
-        before.push(x)
-        limited = limiter.process(x)
-        if limited is not None:
-            encode(limited)
-    last = limiter.flush()
-    if last is not None:
-        encode(last)
-    encode(None)
+    try:
+        for excerpt in excerpts:
+            x = excerpt.astype(np.float32) * gain
+            if x.shape[1] > 2 * len(fade):  # fade each excerpt in and out: no clicks between
+                x[:, : len(fade)] *= fade
+                x[:, -len(fade) :] *= fade[::-1]
+            before.push(x)
+            limited = limiter.process(x)
+            if limited is not None:
+                encode(limited)
+        last = limiter.flush()
+        if last is not None:
+            encode(last)
+        encode(None)
+    finally:
+        encoder.close()
     for frame in decoder.decode(None):
         after.push_frame(frame)
     measured_before = before.finish()["integrated_lufs"]
@@ -1309,16 +1454,8 @@ class _Stages:
     def channel(self, size: int = 4) -> _Channel:
         return _Channel(self.stop, size)
 
-    def start(self, name: str, target: Callable[[], None], background: bool = False) -> None:
-        """Run `target` on a new thread; a `background` one runs at a lower priority so
-        that the MP3 encoder, the slowest stage, wins the CPU when they compete."""
-
+    def start(self, name: str, target: Callable[[], None]) -> None:
         def run() -> None:
-            if background:
-                with contextlib.suppress(OSError, AttributeError):
-                    thread_id = threading.get_native_id()
-                    nice = os.getpriority(os.PRIO_PROCESS, thread_id)
-                    os.setpriority(os.PRIO_PROCESS, thread_id, nice + BACKGROUND_NICE)
             try:
                 target()
             except _Stopped:
@@ -1468,42 +1605,46 @@ def _access_stage(
     blocks: _Channel,
     out: dict[str, Any],
 ) -> None:
-    """Start the MP3 encoder thread and the thread that measures what it wrote."""
+    """Start the MP3 encoder thread and the thread that writes and measures what it made."""
     packets = stages.channel(size=64)
-    meter = Loudness()
+    meter = Loudness(true_peak=True)
+
+    lame = _Lame()
 
     def encode() -> None:
-        writer = _Mp3Writer(path, _access_tags(spec), chapters)
         try:
             while (planar := blocks.get()) is not None:
-                packets.put(writer.write(planar))
-            packets.put(writer.write(None))
+                packets.put((lame.encode(planar), lame.samples, False))
+            packets.put((lame.encode(None), lame.samples, True))
         finally:
-            writer.close()
+            lame.close()
             packets.put(None)
 
     def measure() -> None:
+        # what the encoder made: muxed, then decoded a batch of frames at a time (FFmpeg's
+        # decoder takes several MP3 frames in one packet: one trip through Python per
+        # batch) and measured by the same ebur128 meter (4x-oversampled true peak) as
+        # anyone's
+        writer = _Mp3Writer(path, _access_tags(spec), chapters, lame.initial_padding)
         decoder: Any = av.CodecContext.create("mp3float", "r")
-        context = np.zeros((2, 16), np.float32)  # the interpolator's reach across batches
-        peak = 0.0
 
         def take(frames: list[av.AudioFrame]) -> None:
-            nonlocal context, peak
-            if not frames:
-                return
-            planar = np.concatenate([frame.to_ndarray() for frame in frames], axis=1)
-            meter.push(planar)
-            joined = np.concatenate((context, planar), axis=1)
-            peak = max(peak, float(sample_true_peaks(joined, MEASURED_PEAK_FLOOR).max()))
-            context = joined[:, -16:]
+            if frames:
+                meter.push(np.concatenate([frame.to_ndarray() for frame in frames], axis=1))
 
-        while (batch := packets.get()) is not None:
-            take([frame for data in batch for frame in decoder.decode(av.Packet(data))])
-        take(list(decoder.decode(None)))
-        out["measured"] = {**meter.finish(), "true_peak_dbtp": _db(peak) if peak else None}
+        try:
+            while (batch := packets.get()) is not None:
+                frames, samples, end = batch
+                writer.write(frames, samples, end)
+                if frames:
+                    take(decoder.decode(av.Packet(b"".join(frames))))
+        finally:
+            writer.close()
+        take(decoder.decode(None))
+        out["measured"] = meter.finish()
 
     stages.start("mp3", encode)
-    stages.start("measure", measure, background=True)
+    stages.start("measure", measure)
 
 
 def _access_tags(spec: FinalizeInput) -> dict[str, str]:
@@ -1555,7 +1696,7 @@ def _write_master_and_access(
 
     def mix() -> None:
         for seat in plan.seats:
-            stages.start(seat.seat, source(seat), background=True)
+            stages.start(seat.seat, source(seat))
         _access_stage(stages, temp["access.mp3"], spec, chapters, to_mp3, access_out)
         with BroadcastWavWriter(
             temp["master.wav"],
