@@ -67,6 +67,9 @@ GOALS = {
     "p99_creep_ms": 10.0,
     "storm_recover_s": 5.0,
 }
+UNPLANNED_LOSS_S = 35.0
+"""How long before a seat noticed its connection had failed its audio may already have
+stopped (ICE consent checks give up after about 30 s): excluded like an outage."""
 
 
 class SoakError(Exception):
@@ -276,9 +279,10 @@ class Soak:
         if kind == "rejoin":
             # gone a moment after the network: the relay sees what the outage took
             await asyncio.sleep(max(0.0, at + 0.1 - time.time()))
-            await seat.drop()
-            await asyncio.sleep(max(0.0, at + seconds - time.time()))
-            await seat.join()
+            async with seat.lock:
+                await seat.drop()
+                await asyncio.sleep(max(0.0, at + seconds - time.time()))
+                await seat.join()
         room.outages.append(soak_analysis.Outage(seat.seat, kind, at, seconds, link, seat.link))
 
     async def poller(self, every: float) -> None:
@@ -471,6 +475,8 @@ class Soak:
         times of the first packet it took and the first one after it."""
         seats = {s.seat: s for s in room.seats}
         for outage in room.outages:
+            if outage.kind == "unplanned":
+                continue
             seat = seats[outage.seat]
 
             def due(link: str | None, seq: int | None, seat: SoakSeat = seat) -> float | None:
@@ -505,11 +511,26 @@ class Soak:
         self, room: Room, status: dict[str, str], relay_stats: dict[str, Any]
     ) -> dict[str, Any]:
         rec_dir = self.data_dir / "recordings" / room.recording_id
+        unplanned = [
+            {"seat": member.seat, "minute": round((failed - room.started_wall) / 60, 2),
+             "took_s": round(rejoined - failed, 2)}
+            for member in room.seats
+            for failed, rejoined in member.unplanned
+        ]  # fmt: skip
+        for member in room.seats:  # their audio is lost from before the failure was noticed
+            for failed, rejoined in member.unplanned:
+                start = failed - UNPLANNED_LOSS_S
+                room.outages.append(
+                    soak_analysis.Outage(
+                        member.seat, "unplanned", start, rejoined - start, "", None
+                    )
+                )
         out: dict[str, Any] = {
             "room": room.index,
             "recording": room.recording_id,
             "status": status.get(room.recording_id),
-            "outages": len(room.outages),
+            "outages": len(room.outages) - len(unplanned),
+            "unplanned_rejoins": unplanned,
             "loss": self.track_loss(room),
         }
         wall = room.stopped_wall - room.started_wall
@@ -536,6 +557,7 @@ class Soak:
                 "bursts_placed": len(placement.drift_ms),
                 "bursts_missing_outside_outages": placement.bursts_missing_outside_outages,
                 "clipped": placement.clipped,
+                "unplaceable": placement.unplaceable,
                 "max_drift_ms": _round(placement.max_drift()),
                 "max_drift_last_minute_ms": _round(placement.max_drift(last_minute)),
                 "median_abs_drift_ms": _round(
@@ -740,7 +762,7 @@ def report(fig: dict[str, Any]) -> str:
         worst = max((t["lost_pct"] or 0) for t in tracks.values())
         lines.append(
             f"room {room['room']}: {room['status']}, duration {room.get('duration_s')} s vs wall {room['wall_s']} s, "
-            f"{room['outages']} outages; frames lost per track {100 * lost / max(expected, 1):.2f}% (worst track {worst}%)"
+            f"{room['outages']} outages, {len(room['unplanned_rejoins'])} unplanned rejoins {room['unplanned_rejoins']}; frames lost per track {100 * lost / max(expected, 1):.2f}% (worst track {worst}%)"
         )
         for seat, s in room.get("seats", {}).items():
             gap_bits = ", ".join(
@@ -750,7 +772,7 @@ def report(fig: dict[str, Any]) -> str:
             )
             lines.append(
                 f"  {seat:<11} bursts {s['bursts_placed']}/{s['bursts_expected']} placed, "
-                f"{s['bursts_missing_outside_outages']} missing outside outages, {s['clipped']} clipped; "
+                f"{s['bursts_missing_outside_outages']} missing outside outages, {s['clipped']} clipped, {s['unplaceable']} unplaceable; "
                 f"drift max {fmt(s['max_drift_ms'])} ms ({s['bursts_over_20ms']} over 20 ms), "
                 f"last minute {fmt(s['max_drift_last_minute_ms'])} ms; "
                 f"gaps [start/end error]: {gap_bits or 'none'}"
@@ -766,6 +788,10 @@ def report(fig: dict[str, Any]) -> str:
             f"recovered {storm['recovered']}/{storm['rooms']} rooms; per room s: {storm['recover_s']}; "
             f"segments {storm['segments']}; {storm['status']}"
         )
+    unplanned = sum(len(room.get("unplanned_rejoins", [])) for room in fig["rooms"])
+    lines.append(
+        f"unplanned rejoins (a seat's connection failed outside the schedule): {unplanned}"
+    )
     lines.append("goals:")
     for goal, measured, met in goals(fig):
         lines.append(f"  [{'met' if met else 'NOT MET'}] {goal}: {measured}")

@@ -21,6 +21,8 @@ from soak_seat import BURST_AT, BURST_S, LOOP_S
 RATE = 48_000
 BIN = 48
 """Samples per envelope bin (1 ms)."""
+FRAME_S = 0.02
+"""One Opus packet."""
 OPUS_LOOKAHEAD_S = 312 / RATE
 """libopus's encoder delay: decoded sound lags packet boundaries by this much."""
 
@@ -84,6 +86,9 @@ class SeatPlacement:
     bursts_missing_outside_outages: int = 0
     clipped: int = 0
     """Bursts whose length was off (an edge packet lost): placed by their other edge."""
+    unplaceable: int = 0
+    """Bursts shorter by more than one packet: losses took both edges (or split it), so
+    neither edge says where it landed. Counted, not placed."""
     drift_ms: list[tuple[float, float]] = field(default_factory=list)
     """(minute, drift ms) per burst."""
     worst: list[dict[str, Any]] = field(default_factory=list)
@@ -127,6 +132,9 @@ def place_seat(
         onset, end = near[0]
         on_err, end_err = onset - at, end - (at + BURST_S)
         clean = abs((end - onset) - BURST_S) <= 0.006
+        if abs((end - onset) - BURST_S) > FRAME_S + 0.006:
+            result.unplaceable += 1
+            continue
         if reference is None:
             if not clean:
                 continue
@@ -151,6 +159,8 @@ def place_seat(
     frame_offset = reference[0] - OPUS_LOOKAHEAD_S  # wall → stem position of packet edges
     mine = [d for d in damaged if d.get("seat") == seat and d.get("start_s") is not None]
     for outage in outages:
+        if outage.kind == "unplanned":  # reported apart; the relay has no record of it
+            continue
         if outage.cut_from is None or outage.cut_to is None:
             result.gaps.append(
                 {

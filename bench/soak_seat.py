@@ -198,12 +198,20 @@ class SoakSeat:
     snapshots: int = 0
     recording: dict[str, Any] = field(default_factory=dict)
     snapshot: dict[str, Any] = field(default_factory=dict)
+    unplanned: list[tuple[float, float]] = field(default_factory=list)
+    """(failed, rejoined) wall times of each rejoin the seat made by itself, as the
+    browser client does, when its peer connection failed or its socket closed outside
+    the schedule (an overloaded machine, not the relay's planned outages)."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by whoever is dropping and rejoining the seat (schedule or recovery)."""
+    closing: bool = False
 
     async def join(self) -> None:
         """Socket.IO (if not connected) and a new peer connection through a new link."""
         if self.sio is None or not self.sio.connected:
-            self.sio = socketio.AsyncClient(reconnection=False)
-            self.sio.on("room", self._on_room)
+            sio = self.sio = socketio.AsyncClient(reconnection=False)
+            sio.on("room", self._on_room)
+            sio.on("disconnect", lambda *_: self._lost(sio))
             await self.sio.connect(
                 self.url, auth={"token": self.token}, transports=["websocket"], wait_timeout=20
             )
@@ -213,6 +221,7 @@ class SoakSeat:
             await self._join_through_turn(self.link)
             return
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._watch(pc)
         pc.addTransceiver(
             MarkerTrack(self.packets, self.epoch, self.sent, self.link), direction="sendonly"
         )
@@ -265,6 +274,7 @@ class SoakSeat:
         pc = self.pc = RTCPeerConnection(
             RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy.RELAY)
         )
+        self._watch(pc)
         pc.addTransceiver(
             MarkerTrack(self.packets, self.epoch, self.sent, link), direction="sendonly"
         )
@@ -276,6 +286,31 @@ class SoakSeat:
             raise RuntimeError(f"{self.name}: offer refused: {ack}")
         self._tap(receivers, ack["mids"])
         await pc.setRemoteDescription(RTCSessionDescription(**ack["answer"]))
+
+    def _watch(self, pc: RTCPeerConnection) -> None:
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                self._lost(pc)
+
+    def _lost(self, what: object) -> None:
+        """The current connection or socket went away without the schedule asking."""
+        if self.closing or self.lock.locked() or what not in (self.pc, self.sio):
+            return
+        asyncio.get_running_loop().create_task(self._recover(time.time()))
+
+    async def _recover(self, failed: float) -> None:
+        async with self.lock:
+            if self.closing:
+                return
+            for attempt in range(10):
+                await self.drop()
+                try:
+                    await self.join()
+                    break
+                except Exception:  # the server or relay is too busy: try again
+                    await asyncio.sleep(1 + attempt)
+            self.unplanned.append((failed, time.time()))
 
     def _tap(self, receivers: list[Any], mids: dict[str, str]) -> None:
         for transceiver in receivers:
@@ -318,6 +353,7 @@ class SoakSeat:
                 await sio.shutdown()
 
     async def close(self) -> None:
+        self.closing = True
         await self.drop()
 
 
