@@ -86,12 +86,12 @@ def encode_marker_loop(seat: str, seed: int) -> list[bytes]:
 def refresh_turn_channels_every(seconds: int) -> None:
     """Make this process's aiortc TURN clients rebind their channels every `seconds`.
 
-    aioice (1.x) rebinds a channel, which is also what refreshes its permission, only
-    every 500 s, while TURN permissions last 300 s (RFC 8656 §9; coturn's default): an
-    aiortc seat relayed through TURN goes deaf and mute from minute 5 to minute 8 of
-    every connection. Browsers refresh in time; these test seats must too, so that the
-    soak measures the server and not this client bug. aioice reads the interval from a
-    default argument, so that is what changes.
+    For runs with short coturn lifetimes (`--turn-lifetime-s`): aioice rebinds a channel,
+    which also refreshes its permission, only every 500 s, which would outlast them.
+    With coturn's defaults (600 s channels; a ChannelBind extends the permission with
+    the channel) aioice's own timer is enough, measured over 12-minute connections, and
+    this is not called. aioice reads the interval from a default argument, so that is
+    what changes.
     """
     defaults = aioice_turn.create_turn_endpoint.__defaults__
     names = aioice_turn.create_turn_endpoint.__code__.co_varnames
