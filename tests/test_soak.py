@@ -53,17 +53,15 @@ def test_soak_short_profile_meets_the_goals() -> None:
         assert abs(gap["start_error_ms"]) <= 20, gap
         assert abs(gap["end_error_ms"]) <= 20, gap
 
-    # bursts stay where they were sent, also after a reconnect. A single burst may read
-    # 18-25 ms off (seen in 2 of 3 runs, one burst of ~10-60 per seat, not yet explained:
-    # see `worst_bursts`); a misplaced segment would move all its bursts.
+    # bursts stay where they were sent, also after a reconnect. Bursts that lost packets
+    # at both edges (shorter by more than a packet) cannot be placed and are counted
+    # apart; the 18-25 ms single-burst readings seen before were all of that kind.
     for room in rooms:
         for seat, placed in room["seats"].items():
             detail = (seat, placed["worst_bursts"], placed)
             assert placed["bursts_placed"] >= 5, detail
             assert placed["median_abs_drift_ms"] <= 5, detail
-            assert placed["bursts_over_20ms"] <= 1, detail
-            assert placed["max_drift_ms"] <= 45, detail
-
+            assert placed["max_drift_ms"] <= 20, detail
     # the server loses nothing of its own: the relay explains the loss, within 1.5 points
     expected = sum(t["expected"] for r in rooms for t in r["loss"].values())
     lost = sum(t["lost"] for r in rooms for t in r["loss"].values())
