@@ -6,12 +6,13 @@ Runs in a worker process (the caller's process pool): plain data in
 Two passes over the audio, both streamed in one-second blocks, never holding a stem
 or the mix in memory:
 
-1. **Analyse** — each seat's Opus segments are decoded (one thread per seat) and placed
-   on the recording clock from the timing logs (:mod:`storyroom.timeline`); the blocks
-   are mixed to measure each voice's and the master's peak and the mix's integrated
-   loudness (FFmpeg's ``ebur128``), keeping a fixed-size sample of the programme.
-2. **Write** — decoded and placed again, each voice becomes its 24-bit FLAC stem (a
-   constant gain only if the voice itself went past full scale) and the mix becomes
+1. **Analyse** — each seat's Opus segments are decoded (one thread per seat), placed
+   on the recording clock from the timing logs (:mod:`storyroom.timeline`) and
+   written as the seat's 24-bit FLAC stem; the blocks are mixed to measure each
+   voice's and the master's peak and the mix's integrated loudness (FFmpeg's
+   ``ebur128``), keeping a fixed-size sample of the programme.
+2. **Write** — the FLAC stems are read back (a voice that went past full scale is
+   decoded again instead, and its stem rewritten with a constant gain) and mixed into
    the Broadcast WAV master (a constant gain only if it would clip) and the access
    copy: a constant gain to -16 LUFS (corrected by what the encoder is measured to take
    away on the sample), a look-ahead true-peak limiter, MP3 with chapters, encoded on
@@ -19,8 +20,9 @@ or the mix in memory:
    while another decodes what it wrote and measures it.
 
 The MP3 encoder is the slowest stage by far and cannot start before pass 1 has
-measured the whole programme, so pass 1 does only what the gains need, and everything
-else (decoding again, FLAC, the WAV) runs beside the encoder on the other core.
+measured the whole programme. Everything else runs beside it on the other core, and
+each stem is decoded once: the machine is often shared (other rooms, other
+finalizations), so what counts is the total CPU, not only the wall time.
 
 Then chapters, the waveform, ``metadata.json`` and the sha256 manifest (every file in
 the recording's folder except hidden bookkeeping files such as the caller's progress
