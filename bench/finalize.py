@@ -17,7 +17,9 @@
    seat's decoded segments at their offsets, `aresample=async=1` filling the gaps with
    silence, `asplit`, `pan`, `amix`, no loudness normalisation.
 
-Prints both and their ratio; the last line is
+Prints both (wall time, CPU seconds of all the child's threads, peak RSS, and the
+machine's load average, since on a shared machine the wall time depends on what else
+runs) and their ratio; the last line is
 `finalize: minutes=M wall_s=… peak_rss_mb=… baseline_wall_s=… ratio=…`.
 """
 
@@ -245,8 +247,10 @@ def run_baseline(path: Path, out: Path) -> None:
 # -- measuring ------------------------------------------------------------------------------------
 
 
-def measured(args: list[str]) -> tuple[float, float, str]:
-    """Run this script with `args` in a fresh process: (wall s, peak RSS MB, stdout).
+def measured(args: list[str]) -> tuple[float, float, float, str]:
+    """Run this script with `args` in a fresh process: (wall s, peak RSS MB, CPU s,
+    stdout). CPU is the child's user + system time over all its threads: on a shared
+    machine, where the wall time depends on what else runs, it shows the work done.
 
     The peak is the child's own VmHWM, which it prints last; `wait4`'s ru_maxrss would
     also count the pages it shared with this process between fork and exec."""
@@ -263,7 +267,12 @@ def measured(args: list[str]) -> tuple[float, float, str]:
         raise SystemExit(f"child {args[0]} failed with {child.returncode}")
     lines = output.strip().splitlines()
     rss = float(lines[-1]) if lines else usage.ru_maxrss / 1024
-    return wall, rss, "\n".join(lines[:-1])
+    return wall, rss, usage.ru_utime + usage.ru_stime, "\n".join(lines[:-1])
+
+
+def _load() -> str:
+    """The machine's 1-minute load average: how much the wall times were shared."""
+    return f"{os.getloadavg()[0]:.2f}"
 
 
 def main() -> None:
@@ -290,7 +299,7 @@ def main() -> None:
         if recording.exists():
             shutil.rmtree(recording)
         spec_path = work / "spec.json"
-        made, _, _ = measured(
+        made, _, _, _ = measured(
             ["--child", "make", str(recording), str(spec_path), str(args.minutes)]
         )
         stems = sum(p.stat().st_size for p in (recording / "stems").iterdir())
@@ -299,20 +308,20 @@ def main() -> None:
             f"({stems / 1e6:.1f} MB of Ogg Opus and timing logs)",
             flush=True,
         )
-        wall, rss, output = measured(["--child", "finalize", str(recording), str(spec_path)])
+        wall, rss, cpu, output = measured(["--child", "finalize", str(recording), str(spec_path)])
         summary = json.loads(output.strip().splitlines()[-1])
         access = summary["loudness"]["access"]
         print(
-            f"finalize: storyroom wall_s={wall:.1f} peak_rss_mb={rss:.0f} "
-            f"(access {access['integrated_lufs']} LUFS, {access['true_peak_dbtp']} dBTP)",
+            f"finalize: storyroom wall_s={wall:.1f} cpu_s={cpu:.1f} peak_rss_mb={rss:.0f} "
+            f"load={_load()} (access {access['integrated_lufs']} LUFS, {access['true_peak_dbtp']} dBTP)",
             flush=True,
         )
-        base_wall, base_rss, _ = measured(
+        base_wall, base_rss, base_cpu, _ = measured(
             ["--child", "baseline", str(recording), str(work / "baseline")]
         )
         print(
             f"finalize: baseline (one FFmpeg graph via PyAV) wall_s={base_wall:.1f} "
-            f"peak_rss_mb={base_rss:.0f}",
+            f"cpu_s={base_cpu:.1f} peak_rss_mb={base_rss:.0f} load={_load()}",
             flush=True,
         )
         print(

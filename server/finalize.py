@@ -6,12 +6,13 @@ Runs in a worker process (the caller's process pool): plain data in
 Two passes over the audio, both streamed in one-second blocks, never holding a stem
 or the mix in memory:
 
-1. **Analyse** — each seat's Opus segments are decoded (one thread per seat) and placed
-   on the recording clock from the timing logs (:mod:`storyroom.timeline`); the blocks
-   are mixed to measure each voice's and the master's peak and the mix's integrated
-   loudness (FFmpeg's ``ebur128``), keeping a fixed-size sample of the programme.
-2. **Write** — decoded and placed again, each voice becomes its 24-bit FLAC stem (a
-   constant gain only if the voice itself went past full scale) and the mix becomes
+1. **Analyse** — each seat's Opus segments are decoded (one thread per seat), placed
+   on the recording clock from the timing logs (:mod:`storyroom.timeline`) and
+   written as the seat's 24-bit FLAC stem; the blocks are mixed to measure each
+   voice's and the master's peak and the mix's integrated loudness (FFmpeg's
+   ``ebur128``), keeping a fixed-size sample of the programme.
+2. **Write** — the FLAC stems are read back (a voice that went past full scale is
+   decoded again instead, and its stem rewritten with a constant gain) and mixed into
    the Broadcast WAV master (a constant gain only if it would clip) and the access
    copy: a constant gain to -16 LUFS (corrected by what the encoder is measured to take
    away on the sample), a look-ahead true-peak limiter, MP3 with chapters, encoded on
@@ -19,8 +20,9 @@ or the mix in memory:
    while another decodes what it wrote and measures it.
 
 The MP3 encoder is the slowest stage by far and cannot start before pass 1 has
-measured the whole programme, so pass 1 does only what the gains need, and everything
-else (decoding again, FLAC, the WAV) runs beside the encoder on the other core.
+measured the whole programme. Everything else runs beside it on the other core, and
+each stem is decoded once: the machine is often shared (other rooms, other
+finalizations), so what counts is the total CPU, not only the wall time.
 
 Then chapters, the waveform, ``metadata.json`` and the sha256 manifest (every file in
 the recording's folder except hidden bookkeeping files such as the caller's progress
@@ -92,7 +94,9 @@ PROGRESS_INTERVAL_S: Final = 0.5
 # itself keeps the GIL out of its way: see `_Lame`.) Set for the duration of a call.
 GIL_SWITCH_INTERVAL_S: Final = 0.0005
 _M_MMAP_THRESHOLD: Final = -3  # glibc mallopt()
-MMAP_THRESHOLD: Final = 128 * 1024
+_M_ARENA_MAX: Final = -8
+MMAP_THRESHOLD: Final = 4 << 20  # above any block-sized buffer
+MALLOC_ARENAS: Final = 1
 TEMP_SUFFIX: Final = ".part"
 _TIME_BASE: Final = fractions.Fraction(1, SAMPLE_RATE)
 _LANGUAGES_639_2: Final = {"en": "eng", "es": "spa"}
@@ -946,6 +950,7 @@ def _interpolation_phases() -> np.ndarray:
 
 
 _PHASES: Final = _interpolation_phases()
+_PHASES_32: Final = _PHASES.astype(np.float32)
 _PHASE_GAIN: Final = float(np.abs(_PHASES).sum(axis=1).max())  # worst-case overshoot
 _SUB: Final = 256  # samples per sub-block when looking for peaks
 
@@ -970,10 +975,10 @@ def sample_true_peaks(planar: np.ndarray, threshold: float) -> np.ndarray:
         a, b = first * _SUB, min(last * _SUB, n)
         lo, hi = max(a - 5, 0), min(b + 6, n)
         for channel in planar:
-            x = np.pad(channel[lo:hi].astype(np.float64), (5 - (a - lo), 6 - (hi - b)))
-            for phase in _PHASES:
+            x = np.pad(channel[lo:hi], (5 - (a - lo), 6 - (hi - b)))
+            for phase in _PHASES_32:
                 y = np.abs(np.correlate(x, phase, mode="valid"))
-                np.maximum(result[a:b], y, out=result[a:b], casting="unsafe")
+                np.maximum(result[a:b], y, out=result[a:b])
     return result
 
 
@@ -986,8 +991,7 @@ def _window_min(values: np.ndarray, back: int, ahead: int) -> np.ndarray:
     rows = padded.reshape(-1, width)
     prefix = np.minimum.accumulate(rows, axis=1).ravel()
     suffix = np.minimum.accumulate(rows[:, ::-1], axis=1)[:, ::-1].ravel()
-    k = np.arange(n)
-    return np.minimum(suffix[k], prefix[k + width - 1])
+    return np.minimum(suffix[:n], prefix[width - 1 : width - 1 + n])
 
 
 class TruePeakLimiter:
@@ -1080,28 +1084,16 @@ class _FlacStem:
 
 
 def _flac_blocks(path: Path, total: int, scale: float = 1.0) -> Iterator[np.ndarray]:
-    """A FLAC stem read back as `BLOCK`-sample float32 blocks covering [0, total)."""
-    factor = np.float32(scale / (1 << 31))
-    buffer = np.zeros(min(BLOCK, total), np.float32)
-    filled = 0
+    """A FLAC stem read back as `BLOCK`-sample float32 blocks covering [0, total):
+    FFmpeg decodes and converts in C and hands back one-second frames (one trip through
+    Python per second, not per FLAC frame)."""
     produced = 0
-    with av.open(str(path)) as container:
-        for frame in container.decode(audio=0):
-            samples = frame.to_ndarray()[0]
-            while len(samples) and produced < total:
-                take = min(len(samples), len(buffer) - filled)
-                buffer[filled : filled + take] = samples[:take] * factor
-                filled += take
-                samples = samples[take:]
-                if filled == len(buffer):
-                    yield buffer
-                    produced += len(buffer)
-                    buffer = np.zeros(min(BLOCK, total - produced), np.float32)
-                    filled = 0
+    for _, pcm in _ffmpeg_frames(path, total):
+        yield pcm * np.float32(scale) if scale != 1.0 else pcm
+        produced += len(pcm)
     while produced < total:
-        yield buffer
-        produced += len(buffer)
-        buffer = np.zeros(min(BLOCK, total - produced), np.float32)
+        yield np.zeros(min(BLOCK, total - produced), np.float32)
+        produced += BLOCK
 
 
 def _mp3_settings(codec_context: Any) -> None:
@@ -1528,12 +1520,10 @@ class _Analysis:
 
 
 def _mix(blocks: Iterable[np.ndarray], plans: list[_SeatPlan], n: int) -> np.ndarray:
-    out = np.zeros((2, n), np.float32)
-    for block, plan in zip(blocks, plans, strict=True):
-        left, right = plan.gains
-        out[0] += np.float32(left) * block
-        out[1] += np.float32(right) * block
-    return out
+    """The voices panned and summed: one (2, seats) by (seats, n) matrix product."""
+    voices = np.stack([block[:n] for block in blocks])
+    pans = np.array([plan.gains for plan in plans], np.float32).T
+    return pans @ voices
 
 
 def _stem_tags(spec: FinalizeInput, plan: _SeatPlan) -> dict[str, str]:
@@ -1550,8 +1540,12 @@ def _stem_tags(spec: FinalizeInput, plan: _SeatPlan) -> dict[str, str]:
     }
 
 
-def _analyse(plan: _Plan, progress: _Progress) -> _Analysis:
-    """Pass 1: decode and place every seat, measure the voices and the mix."""
+def _analyse(
+    plan: _Plan, spec: FinalizeInput, temp: dict[str, Path], progress: _Progress
+) -> _Analysis:
+    """Pass 1: decode and place every seat, write its FLAC stem as it is (pass 2 reads
+    it back instead of decoding the Opus again, and rewrites it only if the voice went
+    past full scale), measure the voices and the mix."""
     stages = _Stages()
     results = {seat.seat: _SeatResult() for seat in plan.seats}
     channels = {seat.seat: stages.channel() for seat in plan.seats}
@@ -1565,10 +1559,15 @@ def _analyse(plan: _Plan, progress: _Progress) -> _Analysis:
             _place_seat(seat)  # reading the logs overlaps the other seats' decoding
             for segment in seat.segments:
                 _scan_segment(segment, seat.damage)
-            for block in _seat_blocks(seat, plan.total, result, seat.damage):
-                if len(block):
-                    result.peak = max(result.peak, float(np.abs(block).max()))
-                channels[seat.seat].put(block)
+            flac = _FlacStem(temp[f"stems/{seat.seat}.flac"], _stem_tags(spec, seat))
+            try:
+                for block in _seat_blocks(seat, plan.total, result, seat.damage):
+                    if len(block):
+                        result.peak = max(result.peak, float(np.abs(block).max()))
+                    flac.write(block)
+                    channels[seat.seat].put(block)
+            finally:
+                flac.close()
 
         return run
 
@@ -1668,23 +1667,28 @@ def _write_master_and_access(
     ceiling_db: float,
     progress: _Progress,
 ) -> tuple[WaveformPeaks, _AccessResult]:
-    """Pass 2: read the stems back; write the master, the access copy and the picture."""
+    """Pass 2: read the stems back; write the master, the access copy and the picture.
+
+    A voice that went past full scale is decoded again and its stem rewritten with a
+    gain (pass 1 wrote it clipped); the mix takes every voice as it is."""
     stages = _Stages()
     master_gain = _master_gain(analysis.master_peak)
     waveform = WaveformPeaks(plan.total)
     limiter = TruePeakLimiter(ceiling_db)
     access_gain = np.float32(10 ** (access_gain_db / 20))
-    sources = {seat.seat: stages.channel() for seat in plan.seats}
+    clipped = [seat for seat in plan.seats if analysis.seats[seat.seat].gain != 1.0]
+    sources = {seat.seat: stages.channel() for seat in clipped}
     to_mp3 = stages.channel(size=8)
     access_out: dict[str, Any] = {}
     bext, info, cues = master
 
     def source(seat: _SeatPlan) -> Callable[[], None]:
-        # a voice that went past full scale gets a gain in its stem; the mix takes it as is
         gain = analysis.seats[seat.seat].gain
 
         def run() -> None:
-            flac = _FlacStem(temp[f"stems/{seat.seat}.flac"], _stem_tags(spec, seat))
+            path = temp[f"stems/{seat.seat}.flac"]
+            path.unlink()
+            flac = _FlacStem(path, _stem_tags(spec, seat))
             try:
                 for block in _seat_blocks(seat, plan.total, _SeatResult(), []):
                     flac.write(block, gain)
@@ -1695,8 +1699,16 @@ def _write_master_and_access(
         return run
 
     def mix() -> None:
-        for seat in plan.seats:
+        for seat in clipped:
             stages.start(seat.seat, source(seat))
+        voices = [
+            (
+                _channel_blocks(sources[seat.seat], plan.blocks)
+                if seat.seat in sources
+                else _flac_blocks(temp[f"stems/{seat.seat}.flac"], plan.total)
+            )
+            for seat in plan.seats
+        ]
         _access_stage(stages, temp["access.mp3"], spec, chapters, to_mp3, access_out)
         with BroadcastWavWriter(
             temp["master.wav"],
@@ -1707,9 +1719,9 @@ def _write_master_and_access(
             info=info,
             cues=cues,
         ) as wav:
-            for index in range(plan.blocks):
+            for index, blocks in enumerate(zip(*voices, strict=True)):
                 n = min(BLOCK, plan.total - index * BLOCK)
-                mixed = _mix((sources[s.seat].get() for s in plan.seats), plan.seats, n)
+                mixed = _mix(blocks, plan.seats, n)
                 scaled = mixed * np.float32(master_gain) if master_gain != 1.0 else mixed
                 wav.write(_pcm24(scaled))
                 waveform.add(scaled)
@@ -1730,6 +1742,11 @@ def _write_master_and_access(
         limiter.limited_samples / SAMPLE_RATE,
         limiter.max_reduction_db,
     )
+
+
+def _channel_blocks(channel: _Channel, count: int) -> Iterator[np.ndarray]:
+    for _ in range(count):
+        yield channel.get()
 
 
 def _rewrite_access(
@@ -1965,17 +1982,22 @@ def _write_json(path: Path, value: Any) -> None:
         f.write("\n")
 
 
-def _fixed_mmap_threshold() -> None:
-    """Keep glibc from raising its mmap threshold as block-sized buffers are freed.
+def _steady_malloc() -> None:
+    """Serve the second-long sample blocks from one reused heap, flat in duration.
 
-    By default glibc serves an allocation from the heap once a freed mmap'd chunk of
-    that size has been seen; the second-long sample blocks then land in the heaps of
-    the pipeline's threads and fragment them, and the process keeps ~20 MB more than
-    it uses. A fixed threshold keeps them mmap'd and returned on free (the process
-    then stays flat in duration). Process-wide and harmless for the worker process
-    this runs in; a no-op where there is no glibc."""
+    By default glibc gives each thread its own heap (arena) and raises its mmap
+    threshold as block-sized buffers are freed: the blocks, allocated on one thread
+    and freed on another, then fragment several heaps and the process keeps ~20 MB more
+    than it uses. Keeping them all mmap'd instead (a low fixed threshold) stays flat
+    but costs a fresh zero-filled mapping, page faults and a cross-core TLB flush for
+    every block: a third of the CPU of the stages beside the encoder. One arena and a
+    threshold above any block size reuse the same memory block after block. Process-
+    wide and harmless for the worker process this runs in (the stages allocate a few
+    dozen buffers a second, so the shared arena's lock is not contended); a no-op where
+    there is no glibc."""
     with contextlib.suppress(OSError, AttributeError, TypeError):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
         libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
@@ -2012,7 +2034,7 @@ def finalize_recording(
         "metadata.json",
     ]
     temp = {name: root / (name + TEMP_SUFFIX) for name in outputs}
-    _fixed_mmap_threshold()
+    _steady_malloc()
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
@@ -2032,7 +2054,7 @@ def _finalize(
     progress: _Progress,
     progress_path: Path | None,
 ) -> dict[str, Any]:
-    analysis = _analyse(plan, progress)
+    analysis = _analyse(plan, spec, temp, progress)
     if not any(result.audio_samples for result in analysis.seats.values()):
         raise FinalizeError("none of the recorded audio could be decoded")
     for seat in plan.seats:
