@@ -14,10 +14,11 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from helpers import SeatClient
+from helpers import RunningServer, SeatClient, create_session, seat_clients
 
 RATE = 48_000
 FRAME = 960  # 20 ms
+TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
 
 
 class ToneTrack(MediaStreamTrack):
@@ -152,3 +153,20 @@ def decode_ogg(path: str) -> np.ndarray:
             for out in resampler.resample(frame):
                 chunks.append(out.to_ndarray().reshape(-1))
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+async def open_room(server: RunningServer) -> tuple[dict[str, SeatClient], dict[str, SeatPeer]]:
+    """A new session with all three seats connected, each sending its tone from `TONES`."""
+    created = await create_session(server.url)
+    clients = await seat_clients(server.url, created)
+    peers = {seat: SeatPeer(clients[seat], ToneTrack(TONES[seat])) for seat in clients}
+    for peer in peers.values():
+        await peer.connect()
+    return clients, peers
+
+
+async def close_room(clients: dict[str, SeatClient], peers: dict[str, SeatPeer]) -> None:
+    for peer in peers.values():
+        await peer.close()
+    for client in clients.values():
+        await client.close()

@@ -20,9 +20,8 @@ import pytest
 
 import media_helpers
 from helpers import RunningServer, SeatClient, create_session, seat_clients, wait_for
-from media_helpers import RATE, SeatPeer, ToneTrack
+from media_helpers import RATE, TONES, SeatPeer, ToneTrack
 
-TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
 CONSENT = {"record": True, "archive": False, "public": False}
 HOUR = 3600.0
 

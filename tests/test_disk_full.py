@@ -27,7 +27,15 @@ from test_oggopus import encode_tone, read_pages
 import storyroom.rooms
 from browser_helpers import LAPTOP, PHONE, launch, screenshot, seat_page, with_raw_audio, write_tone
 from helpers import RunningServer, SeatClient, create_session, seat_clients, start_server, wait_for
-from media_helpers import RATE, SeatPeer, ToneTrack, decode_ogg, dominant_frequency
+from media_helpers import (
+    RATE,
+    TONES,
+    SeatPeer,
+    close_room,
+    decode_ogg,
+    dominant_frequency,
+)
+from media_helpers import open_room as open_tone_room
 from storyroom.__main__ import main
 from storyroom.aiortc_internals import RtpAudioPacket
 from storyroom.oggopus import ogg_crc32
@@ -36,7 +44,6 @@ from storyroom.seats import new_id
 from storyroom.store import Store
 from storyroom.timeline import read_recording, read_segment
 
-TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
 CONSENT = {"record": True, "archive": False, "public": False}
 EXPECT_MS = 15_000
 
@@ -93,21 +100,11 @@ def planned_recording_ids(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]
 
 
 async def open_room(server: RunningServer) -> tuple[dict[str, SeatClient], dict[str, SeatPeer]]:
-    created = await create_session(server.url)
-    clients = await seat_clients(server.url, created)
-    peers = {seat: SeatPeer(clients[seat], ToneTrack(TONES[seat])) for seat in clients}
-    for peer in peers.values():
-        await peer.connect()
+    """A room of three tone seats whose participants have consented."""
+    clients, peers = await open_tone_room(server)
     for seat in ("a", "b"):
         assert (await clients[seat].call("consent", CONSENT))["ok"]
     return clients, peers
-
-
-async def close_room(clients: dict[str, SeatClient], peers: dict[str, SeatPeer]) -> None:
-    for peer in peers.values():
-        await peer.close()
-    for client in clients.values():
-        await client.close()
 
 
 def stopped_for(reason: str) -> Any:

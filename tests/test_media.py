@@ -7,28 +7,20 @@ import time
 import numpy as np
 import pytest
 
-from helpers import RunningServer, SeatClient, create_session, seat_clients, wait_for
-from media_helpers import RATE, SeatPeer, ToneTrack, decode_ogg, dominant_frequency
+from helpers import RunningServer, SeatClient, wait_for
+from media_helpers import (
+    RATE,
+    TONES,
+    SeatPeer,
+    ToneTrack,
+    close_room,
+    decode_ogg,
+    dominant_frequency,
+    open_room,
+)
 from storyroom.timeline import read_recording
 
-TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
 CONSENT = {"record": True, "archive": False, "public": False}
-
-
-async def open_room(server: RunningServer) -> tuple[dict[str, SeatClient], dict[str, SeatPeer]]:
-    created = await create_session(server.url)
-    clients = await seat_clients(server.url, created)
-    peers = {seat: SeatPeer(clients[seat], ToneTrack(TONES[seat])) for seat in clients}
-    for peer in peers.values():
-        await peer.connect()
-    return clients, peers
-
-
-async def close_room(clients: dict[str, SeatClient], peers: dict[str, SeatPeer]) -> None:
-    for peer in peers.values():
-        await peer.close()
-    for client in clients.values():
-        await client.close()
 
 
 async def test_each_seat_hears_exactly_the_two_others(server: RunningServer) -> None:
