@@ -53,29 +53,35 @@ def encode_tone(seconds: float = 5.0, freq: float = 440.0, bitrate: int = 64_000
 
     The tone has a whole number of cycles, so the packets loop without a click.
     """
+    frames = round(seconds / FRAME_S)
+    n = np.arange(frames * FRAME)
+    pcm = (0.3 * np.sin(2 * np.pi * freq * n / RATE) * 32767).astype(np.int16)
+    packets = encode_opus(pcm, bitrate)
+    if len(packets) < frames // 2:
+        raise RuntimeError(f"libopus gave {len(packets)} packets of 20 ms for {frames} frames")
+    return packets
+
+
+def encode_opus(pcm: np.ndarray, bitrate: int = 64_000) -> list[bytes]:
+    """Mono 16-bit `pcm` at 48 kHz as 20 ms Opus packets (libopus via PyAV), the encoder's
+    flush included; packets of any other length are left out."""
     codec: Any = av.CodecContext.create("libopus", "w")
     codec.sample_rate = RATE
     codec.layout = "mono"
     codec.format = "s16"
     codec.bit_rate = bitrate
     codec.time_base = TIME_BASE
-    frames = round(seconds / FRAME_S)
-    n = np.arange(frames * FRAME)
-    signal_ = (0.3 * np.sin(2 * np.pi * freq * n / RATE) * 32767).astype(np.int16)
     packets: list[bytes] = []
-    for i in range(frames):
+    for i in range(len(pcm) // FRAME):
         frame = av.AudioFrame.from_ndarray(
-            signal_[i * FRAME : (i + 1) * FRAME].reshape(1, -1), format="s16", layout="mono"
+            pcm[i * FRAME : (i + 1) * FRAME].reshape(1, -1), format="s16", layout="mono"
         )
         frame.sample_rate = RATE
         frame.pts = i * FRAME
         frame.time_base = TIME_BASE
         packets.extend(bytes(p) for p in codec.encode(frame))
     packets.extend(bytes(p) for p in codec.encode(None))
-    packets = [p for p in packets if opus_packet_samples(p) == FRAME]
-    if len(packets) < frames // 2:
-        raise RuntimeError(f"libopus gave {len(packets)} packets of 20 ms for {frames} frames")
-    return packets
+    return [p for p in packets if opus_packet_samples(p) == FRAME]
 
 
 class PacketTrack(MediaStreamTrack):

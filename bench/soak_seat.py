@@ -33,9 +33,9 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from netimpair import Impairment, RelayClient, host_candidate, rewrite_candidates
+from seat_load import encode_opus
 
 from storyroom.aiortc_internals import RtpAudioPacket, tap_receiver
-from storyroom.oggopus import opus_packet_samples
 
 RATE = 48_000
 FRAME = 960
@@ -53,12 +53,6 @@ TONE = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
 
 def encode_marker_loop(seat: str, seed: int) -> list[bytes]:
     """`LOOP_S` of tone + noise with one burst, as 20 ms Opus packets (libopus via PyAV)."""
-    codec: Any = av.CodecContext.create("libopus", "w")
-    codec.sample_rate = RATE
-    codec.layout = "mono"
-    codec.format = "s16"
-    codec.bit_rate = 64_000
-    codec.time_base = TIME_BASE
     frames = round(LOOP_S / FRAME_S)
     n = np.arange(frames * FRAME)
     level = np.full(len(n), 0.08)
@@ -67,17 +61,7 @@ def encode_marker_loop(seat: str, seed: int) -> list[bytes]:
     noise = np.random.default_rng(seed).normal(0, 0.004, len(n))
     signal = level * np.sin(2 * np.pi * TONE[seat] * n / RATE) + noise
     pcm = (np.clip(signal, -1, 1) * 32767).astype(np.int16)
-    packets: list[bytes] = []
-    for i in range(frames):
-        frame = av.AudioFrame.from_ndarray(
-            pcm[i * FRAME : (i + 1) * FRAME].reshape(1, -1), format="s16", layout="mono"
-        )
-        frame.sample_rate = RATE
-        frame.pts = i * FRAME
-        frame.time_base = TIME_BASE
-        packets.extend(bytes(p) for p in codec.encode(frame))
-    packets.extend(bytes(p) for p in codec.encode(None))
-    packets = [p for p in packets if opus_packet_samples(p) == FRAME][:frames]
+    packets = encode_opus(pcm)[:frames]
     if len(packets) != frames or len(set(packets)) != frames:
         raise RuntimeError(f"{seat}: the marker loop's packets are not {frames} distinct ones")
     return packets
