@@ -4,12 +4,12 @@
     .venv/bin/python bench/finalize.py --minutes 40
 
 1. Writes a realistic recording into a temporary directory with the recorder's own
-   classes (`tests/finalize_helpers.py`): per seat, 60 s of speech-like audio encoded
+   classes (`tests/support/recordings.py`): per seat, 60 s of speech-like audio encoded
    once with libopus and replayed as a loop of packets, sent as RTP packets with
    network jitter into `StemSegment` (Ogg Opus stems and timing logs exactly as the
    recorder writes them). Turn-taking voices; a pause; lost packets; a sender that goes
    quiet for 8 s; participant b reconnects once (two segments); cues every 4 minutes.
-2. Runs `storyroom.finalize.finalize_recording` in a fresh process, and measures its
+2. Runs `storyroom.finalize.run.finalize_recording` in a fresh process, and measures its
    wall time and peak RSS (`os.wait4` of that child alone).
 3. Runs the baseline in another fresh process: the same set of files (a 24-bit WAV
    master, three 24-bit FLAC stems, a 128 kbit/s MP3 with the same LAME settings)
@@ -51,7 +51,7 @@ CYCLE_S = 60.0  # seconds of audio encoded per seat, replayed in a loop
 
 def make(path: Path, minutes: float) -> dict[str, Any]:
     """Write the recording; return what the finalizer's caller would know about it."""
-    from finalize_helpers import (
+    from support.recordings import (
         Connection,
         SeatScript,
         encode_packets,
@@ -110,7 +110,7 @@ def make(path: Path, minutes: float) -> dict[str, Any]:
 
 
 def run_finalizer(path: Path, spec_path: Path) -> None:
-    from storyroom.finalize import FinalizeInput, finalize_recording
+    from storyroom.finalize.run import FinalizeInput, finalize_recording
 
     spec = FinalizeInput(**json.loads(spec_path.read_text()))
     result = finalize_recording(path, spec, spec_path.with_name("progress.json"))
@@ -135,7 +135,7 @@ def run_baseline(path: Path, out: Path) -> None:
 
     import av
 
-    from storyroom.timeline import read_recording
+    from storyroom.recording.timeline import read_recording
 
     time_base = fractions.Fraction(1, RATE)
     out.mkdir(parents=True, exist_ok=True)

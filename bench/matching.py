@@ -30,9 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 try:
-    from storyroom.availability import Window, week_start
-    from storyroom.matching import Applicant, Policy, Result, match
-    from storyroom.regions import regions
+    from storyroom.matching.availability import Window, week_start
+    from storyroom.matching.engine import Applicant, Policy, Result, match
+    from storyroom.matching.regions import regions
 except ImportError:  # a checkout without `pip install -e .`
     raise SystemExit("install the project first: .venv/bin/pip install -e .") from None
 

@@ -28,7 +28,7 @@ from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpsender import RTCRtpSender
 
-from storyroom.aiortc_internals import restrict_host_addresses
+from storyroom.media.aiortc_internals import restrict_host_addresses
 
 log = logging.getLogger("relay_baseline")
 

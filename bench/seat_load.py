@@ -33,8 +33,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
-from storyroom.aiortc_internals import RtpAudioPacket, restrict_host_addresses, tap_receiver
-from storyroom.oggopus import opus_packet_samples
+from storyroom.media.aiortc_internals import RtpAudioPacket, restrict_host_addresses, tap_receiver
+from storyroom.recording.oggopus import opus_packet_samples
 
 RATE = 48_000
 FRAME = 960  # 20 ms at 48 kHz

@@ -5,7 +5,7 @@
     .venv/bin/python bench/soak.py --minutes 2 --rooms 2 --outage-every 50 --storm-rooms 2  # ~3 min
 
 Starts `python -m storyroom serve` on 127.0.0.1 (fresh data directory) and the
-impairment relay (`tests/netimpair.py`) as processes of their own, then N rooms of
+impairment relay (`tests/support/netimpair.py`) as processes of their own, then N rooms of
 three aiortc seats (`soak_seat.py`) that record for the whole run, every packet going
 through the relay with random (or bursty) loss and jitter. On a schedule each seat
 loses its network for `--outage-s`: every other time as a plain outage (the link drops
@@ -52,13 +52,13 @@ import numpy as np  # noqa: E402
 import rooms  # noqa: E402
 import soak_analysis  # noqa: E402
 import soak_seat  # noqa: E402
-from netimpair import Impairment, RelayClient, RelayProcess, start_relay_process  # noqa: E402
 from soak_seat import FRAME_S, SEATS, SoakSeat, poll  # noqa: E402
 
-from coturn import Coturn, start_coturn  # noqa: E402
-from storyroom.aiortc_internals import restrict_host_addresses  # noqa: E402
-from storyroom.metrics import histogram_quantile  # noqa: E402
+from storyroom.media.aiortc_internals import restrict_host_addresses  # noqa: E402
+from storyroom.media.metrics import histogram_quantile  # noqa: E402
 from storyroom.netns import isolate_network  # noqa: E402
+from support.coturn import Coturn, start_coturn  # noqa: E402
+from support.netimpair import Impairment, RelayClient, RelayProcess, start_relay_process  # noqa: E402
 
 GOALS = {
     "rss_mb_per_min": 1.0,

@@ -32,10 +32,10 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from netimpair import Impairment, RelayClient, host_candidate, rewrite_candidates
 from seat_load import encode_opus
 
-from storyroom.aiortc_internals import RtpAudioPacket, tap_receiver
+from storyroom.media.aiortc_internals import RtpAudioPacket, tap_receiver
+from support.netimpair import Impairment, RelayClient, host_candidate, rewrite_candidates
 
 RATE = 48_000
 FRAME = 960

@@ -13,20 +13,20 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .accounts import Accounts
-from .app import STORE_MODULES, create_app
-from .archive import Archive
-from .audit import Audit
-from .bagit_export import build_bag
-from .config import Settings, SettingsError
-from .copies import Copies
-from .errors import InvalidInput, StoryroomError
-from .finalizer import PROGRESS_FILE, build_spec, run_job
-from .protocol import ID_RE, parse_session_create
-from .recorder import recording_dir
-from .sessions import CreatedSession, create_session
-from .staff import load_or_create_staff_token
-from .store import Store
+from storyroom.app import STORE_MODULES, create_app
+from storyroom.archive.bagit import build_bag
+from storyroom.archive.catalogue import Archive
+from storyroom.archive.copies import Copies
+from storyroom.config import Settings, SettingsError
+from storyroom.errors import InvalidInput, StoryroomError
+from storyroom.finalize.jobs import PROGRESS_FILE, build_spec, run_job
+from storyroom.recording.recorder import recording_dir
+from storyroom.room.protocol import ID_RE, parse_session_create
+from storyroom.room.sessions import CreatedSession, create_session
+from storyroom.staff.accounts import Accounts
+from storyroom.staff.audit import Audit
+from storyroom.staff.tokens import load_or_create_staff_token
+from storyroom.store import Store
 
 
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:

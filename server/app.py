@@ -9,30 +9,30 @@ from collections.abc import AsyncIterator
 import socketio
 from aiohttp import web
 
-from . import accounts as accounts_module
-from . import archive as archive_module
-from . import audit as audit_module
-from . import copies as copies_module
-from .accounts import ACCOUNTS, Accounts
-from .api import Api, errors_middleware
-from .applications_api import ApplicationsApi
-from .applications_store import TABLES as APPLICATION_TABLES
-from .archive import ARCHIVE, Archive
-from .audit import AUDIT, Audit
-from .bagit_export import BagMaker
-from .config import Settings
-from .copies import COPIES, Copies
-from .finalizer import Finalizer
-from .media import MediaPlane
-from .pages import add_page_routes, security_headers
-from .recorder import Recorder, mark_interrupted_on_disk
-from .rooms import CloseReason, Room, Rooms
-from .services import SERVICES, Services
-from .signaling import Signaling
-from .staff import load_or_create_staff_token
-from .staff_api import BAGS, StaffApi
-from .store import RecordingRow, Store
-from .throttle import guard_socketio_connect
+from storyroom.archive import catalogue as archive_module
+from storyroom.archive import copies as copies_module
+from storyroom.archive.bagit import BagMaker
+from storyroom.archive.catalogue import ARCHIVE, Archive
+from storyroom.archive.copies import COPIES, Copies
+from storyroom.config import Settings
+from storyroom.finalize.jobs import Finalizer
+from storyroom.matching.store import TABLES as APPLICATION_TABLES
+from storyroom.media.plane import MediaPlane
+from storyroom.recording.recorder import Recorder, mark_interrupted_on_disk
+from storyroom.room.rooms import CloseReason, Room, Rooms
+from storyroom.room.signaling import Signaling
+from storyroom.services import SERVICES, Services
+from storyroom.staff import accounts as accounts_module
+from storyroom.staff import audit as audit_module
+from storyroom.staff.accounts import ACCOUNTS, Accounts
+from storyroom.staff.audit import AUDIT, Audit
+from storyroom.staff.tokens import load_or_create_staff_token
+from storyroom.store import RecordingRow, Store
+from storyroom.throttle import guard_socketio_connect
+from storyroom.web.api import Api, errors_middleware
+from storyroom.web.applications_api import ApplicationsApi
+from storyroom.web.pages import add_page_routes, security_headers
+from storyroom.web.staff_api import BAGS, StaffApi
 
 log = logging.getLogger(__name__)
 

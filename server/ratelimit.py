@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from .errors import UserError
+from storyroom.errors import UserError
 
 
 class RateLimited(UserError):

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 import socketio
 from aiohttp import web
 
-from .config import Settings
-from .finalizer import Finalizer
-from .media import MediaPlane
-from .recorder import Recorder
-from .rooms import Rooms
-from .signaling import Signaling
-from .store import Store
+from storyroom.config import Settings
+from storyroom.finalize.jobs import Finalizer
+from storyroom.media.plane import MediaPlane
+from storyroom.recording.recorder import Recorder
+from storyroom.room.rooms import Rooms
+from storyroom.room.signaling import Signaling
+from storyroom.store import Store
 
 
 @dataclass(slots=True)

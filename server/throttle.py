@@ -20,7 +20,7 @@ from typing import Any
 
 import socketio
 
-from .ratelimit import RateLimited
+from storyroom.ratelimit import RateLimited
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import RunningServer, start_server
-from storyroom.aiortc_internals import restrict_host_addresses
+from storyroom.media.aiortc_internals import restrict_host_addresses
 from storyroom.netns import in_loopback_only_namespace, isolate_network
+from support.server import RunningServer, start_server
 
 # Tests target loopback only. A private network namespace with nothing but `lo`
 # guarantees it even for Chromium, which gathers every interface as an ICE candidate;

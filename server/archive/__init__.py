@@ -1,0 +1,1 @@
+"""The archive: catalogue, search, copies, BagIt export, consent afterwards."""

@@ -1,0 +1,211 @@
+"""The staff archive's boundary: every payload and query of the staff and participant-copy
+routes is parsed here into typed objects before anything is touched (like `protocol`
+does for sessions and the room). Unknown fields, wrong types and oversize values are
+refused with `InvalidInput` naming the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from storyroom.errors import InvalidInput
+from storyroom.room.protocol import ID_RE, LANGUAGES, NAME_MAX, _bool, _obj, _text
+
+META_TITLE_MAX = 200
+DESCRIPTION_MAX = 5000
+LOCATION_MAX = 200
+KEYWORD_MAX = 60
+KEYWORDS_MAX = 30
+NOTE_MAX = 500
+QUERY_MAX = 200
+STATUSES = ("recording", "paused", "stopped", "interrupted", "finalizing", "ready", "failed")
+CONSENT_KINDS = ("archive", "public", "copies")
+PARTICIPANTS = ("a", "b")
+
+
+@dataclass(frozen=True, slots=True)
+class SignInIn:
+    email: Any
+    password: Any
+
+
+def parse_signin(payload: Any) -> SignInIn:
+    """Shape only: a wrong email or password gets the same answer as a wrong account."""
+    obj = _obj(payload, {"email", "password"}, {"email", "password"}, "sign-in")
+    return SignInIn(obj["email"], obj["password"])
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataIn:
+    """The editable catalogue fields; None leaves a field as it is."""
+
+    title: str | None = None
+    description: str | None = None
+    keywords: tuple[str, ...] | None = None
+    location: str | None = None
+
+    def changed(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in ("title", "description", "keywords", "location"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def parse_metadata(payload: Any) -> MetadataIn:
+    fields = {"title", "description", "keywords", "location"}
+    obj = _obj(payload, fields, set(), "metadata")
+    if not obj:
+        raise InvalidInput("send at least one field to change", code="missing_field")
+    keywords: tuple[str, ...] | None = None
+    if "keywords" in obj:
+        raw = obj["keywords"]
+        if not isinstance(raw, list) or len(raw) > KEYWORDS_MAX:
+            raise InvalidInput(
+                f"keywords must be a list of at most {KEYWORDS_MAX} words", code="invalid_type"
+            )
+        seen: dict[str, str] = {}
+        for i, word in enumerate(raw):
+            text = _text(word, f"keywords[{i}]", KEYWORD_MAX)
+            seen.setdefault(text.casefold(), text)
+        keywords = tuple(seen.values())
+    return MetadataIn(
+        title=_text(obj["title"], "title", META_TITLE_MAX) if "title" in obj else None,
+        description=(
+            _text(obj["description"], "description", DESCRIPTION_MAX, allow_empty=True)
+            if "description" in obj
+            else None
+        ),
+        keywords=keywords,
+        location=(
+            _text(obj["location"], "location", LOCATION_MAX, allow_empty=True)
+            if "location" in obj
+            else None
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StaffConsentIn:
+    """Staff write down a participant's consent as they gave it (phone, email, paper)."""
+
+    seat: str
+    archive: bool | None
+    public: bool | None
+    copies: bool | None
+    note: str
+
+
+def parse_staff_consent(payload: Any) -> StaffConsentIn:
+    obj = _obj(payload, {"seat", *CONSENT_KINDS, "note"}, {"seat", "note"}, "consent")
+    if obj["seat"] not in PARTICIPANTS:
+        raise InvalidInput("seat must be 'a' or 'b'", code="invalid_value")
+    values = {k: _bool(obj[k], k) if k in obj else None for k in CONSENT_KINDS}
+    if all(v is None for v in values.values()):
+        raise InvalidInput("send archive, public or copies", code="missing_field")
+    return StaffConsentIn(
+        seat=obj["seat"],
+        archive=values["archive"],
+        public=values["public"],
+        copies=values["copies"],
+        note=_text(obj["note"], "note", NOTE_MAX),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantConsentIn:
+    archive: bool
+    public: bool
+
+
+def parse_participant_consent(payload: Any) -> ParticipantConsentIn:
+    obj = _obj(payload, {"archive", "public"}, {"archive", "public"}, "consent")
+    return ParticipantConsentIn(_bool(obj["archive"], "archive"), _bool(obj["public"], "public"))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchIn:
+    """Recording list filters; every one optional, all must match."""
+
+    text: str = ""
+    name: str = ""
+    keyword: str = ""
+    language: str = ""
+    status: str = ""
+    consent: str = ""
+    date_from: float | None = None
+    date_to: float | None = None
+
+
+def _date(value: str, field: str, end: bool) -> float:
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"{field} must be a date like 2026-05-01", code="invalid_value"
+        ) from None
+    if end:
+        day += dt.timedelta(days=1)
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
+
+
+def parse_search(query: Mapping[str, str]) -> SearchIn:
+    allowed = {"q", "name", "keyword", "language", "status", "consent", "from", "to"}
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown filter {unknown[0]!r}", code="unknown_field")
+
+    def text(key: str, limit: int = QUERY_MAX) -> str:
+        return _text(query.get(key, ""), key, limit, allow_empty=True)
+
+    language = text("language")
+    if language and language not in LANGUAGES:
+        raise InvalidInput("language must be 'en' or 'es'", code="invalid_value")
+    status = text("status")
+    if status and status not in STATUSES:
+        raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", code="invalid_value")
+    consent = text("consent")
+    if consent and consent not in CONSENT_KINDS:
+        raise InvalidInput("consent must be archive, public or copies", code="invalid_value")
+    return SearchIn(
+        text=text("q"),
+        name=text("name", NAME_MAX),
+        keyword=text("keyword", KEYWORD_MAX),
+        language=language,
+        status=status,
+        consent=consent,
+        date_from=_date(query["from"], "from", end=False) if query.get("from") else None,
+        date_to=_date(query["to"], "to", end=True) if query.get("to") else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQueryIn:
+    limit: int
+    before: int | None
+    action: str | None
+    target: str | None
+
+
+def parse_audit_query(query: Mapping[str, str], actions: tuple[str, ...]) -> AuditQueryIn:
+    unknown = sorted(set(query) - {"limit", "before", "action", "target"})
+    if unknown:
+        raise InvalidInput(f"unknown filter {unknown[0]!r}", code="unknown_field")
+    try:
+        limit = int(query.get("limit", "100"))
+        before = int(query["before"]) if query.get("before") else None
+    except ValueError:
+        raise InvalidInput("limit and before must be whole numbers", code="invalid_value") from None
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit must be between 1 and 500", code="invalid_value")
+    action = query.get("action") or None
+    if action is not None and action not in actions:
+        raise InvalidInput("unknown action", code="invalid_value")
+    target = query.get("target") or None
+    if target is not None and not ID_RE.match(target):
+        raise InvalidInput("target must be an id", code="invalid_value")
+    return AuditQueryIn(limit, before, action, target)

@@ -1,0 +1,1 @@
+"""Finalization after stop: jobs and the stages that make the archival files."""

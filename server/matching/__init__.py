@@ -1,0 +1,1 @@
+"""Applications, matching, scheduling, invitations and the outbox."""

@@ -1,0 +1,180 @@
+"""Invitation e-mails: each person's join link, in their language, with the time in their
+own time zone and a calendar (.ics) attachment. Texts live in
+storyroom/data/invitations.json (one block per language).
+
+Partners learn each other's first name and bio only; last names and contact details are
+never written into another person's message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid, parseaddr
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from storyroom.matching import ics
+from storyroom.matching.availability import zone
+
+
+@cache
+def texts() -> dict[str, Any]:
+    raw = resources.files("storyroom").joinpath("data/invitations.json").read_text("utf-8")
+    data: dict[str, Any] = json.loads(raw)
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """Who a message goes to: staff-only contact details stay inside this object."""
+
+    first_name: str
+    email: str
+    language: str
+    time_zone: str
+    bio: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Meeting:
+    schedule_id: str
+    starts_at: datetime  # aware, UTC
+    minutes: int  # the calendar block
+    target_minutes: int  # the conversation
+    language: str  # the session's language
+    host: str  # for UIDs and Message-IDs
+
+
+def when(moment: datetime, time_zone: str, language: str) -> tuple[str, str]:
+    """(date and time, date) written out in `language`, in `time_zone`."""
+    t = texts()[language]
+    local = moment.astimezone(zone(time_zone))
+    if t["clock"] == "12h":
+        clock = f"{local.hour % 12 or 12}:{local.minute:02d} {'AM' if local.hour < 12 else 'PM'}"
+    else:
+        clock = f"{local.hour}:{local.minute:02d}"
+    fields = {
+        "weekday": t["weekdays"][local.weekday()],
+        "month": t["months"][local.month - 1],
+        "day": local.day,
+        "year": local.year,
+        "time": clock,
+        "zone": f"{local.tzname()}, {time_zone}",
+    }
+    return t["when"].format(**fields), t["date"].format(**fields)
+
+
+def _message(
+    sender: str,
+    to: Person,
+    subject: str,
+    body: str,
+    event: ics.Event,
+    host: str,
+) -> EmailMessage:
+    message = EmailMessage()
+    name, address = parseaddr(sender)
+    message["From"] = Address(display_name=name, addr_spec=address) if name else address
+    message["To"] = Address(display_name=to.first_name, addr_spec=to.email)
+    message["Subject"] = subject
+    message["Date"] = format_datetime(event.stamp)
+    message["Message-ID"] = make_msgid("invitation", domain=host)
+    message["Content-Language"] = to.language
+    message.set_content(body)
+    message.add_attachment(
+        ics.calendar(event),
+        maintype="text",
+        subtype="calendar",
+        filename="storyroom.matching.ics",
+        params={"method": "PUBLISH"},
+    )
+    return message
+
+
+def participant_message(
+    sender: str,
+    meeting: Meeting,
+    seat: str,
+    me: Person,
+    partner: Person,
+    facilitator_name: str,
+    url: str,
+    now: datetime,
+) -> EmailMessage:
+    t = texts()[me.language]
+    written, date = when(meeting.starts_at, me.time_zone, me.language)
+    fill = {
+        "name": me.first_name,
+        "partner": partner.first_name,
+        "partner_bio": partner.bio,
+        "facilitator": facilitator_name,
+        "when": written,
+        "date": date,
+        "minutes": meeting.target_minutes,
+        "language": t["languages"][meeting.language],
+        "url": url,
+    }
+    event = ics.Event(
+        uid=f"{meeting.schedule_id}-{seat}@{meeting.host}",
+        start=meeting.starts_at,
+        minutes=meeting.minutes,
+        summary=t["participant_summary"].format(**fill),
+        description=t["calendar_description"].format(**fill),
+        url=url,
+        stamp=now,
+    )
+    return _message(
+        sender,
+        me,
+        t["participant_subject"].format(**fill),
+        t["participant_body"].format(**fill),
+        event,
+        meeting.host,
+    )
+
+
+def facilitator_message(
+    sender: str,
+    meeting: Meeting,
+    me: Person,
+    a: Person,
+    b: Person,
+    url: str,
+    now: datetime,
+) -> EmailMessage:
+    t = texts()[me.language]
+    written, date = when(meeting.starts_at, me.time_zone, me.language)
+    fill = {
+        "name": me.first_name,
+        "a": a.first_name,
+        "a_bio": a.bio,
+        "b": b.first_name,
+        "b_bio": b.bio,
+        "when": written,
+        "date": date,
+        "minutes": meeting.target_minutes,
+        "language": t["languages"][meeting.language],
+        "url": url,
+    }
+    event = ics.Event(
+        uid=f"{meeting.schedule_id}-facilitator@{meeting.host}",
+        start=meeting.starts_at,
+        minutes=meeting.minutes,
+        summary=t["facilitator_summary"].format(**fill),
+        description=t["calendar_description"].format(**fill),
+        url=url,
+        stamp=now,
+    )
+    return _message(
+        sender,
+        me,
+        t["facilitator_subject"].format(**fill),
+        t["facilitator_body"].format(**fill),
+        event,
+        meeting.host,
+    )

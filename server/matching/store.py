@@ -1,0 +1,600 @@
+"""Storage of applications, match proposals, facilitators and schedules: the
+"applications" module's own tables on the shared connection (`Store.db`).
+
+Contact details (last name, email, phone) live only in `applications` and are read
+only by staff endpoints and the mailer; sessions get first names and bios.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from storyroom.matching.applications import ApplicationFilter, ApplicationIn, FacilitatorIn, Status
+from storyroom.matching.availability import Window
+from storyroom.matching.engine import Applicant, Pair, pair_key
+from storyroom.seats import new_id
+from storyroom.store import ModuleMigrations
+
+TABLES = ModuleMigrations(
+    "applications",
+    (
+        """
+        CREATE TABLE applications (
+            id TEXT PRIMARY KEY,
+            status TEXT NOT NULL,            -- new | proposed | matched | scheduled | withdrawn
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            first_name TEXT NOT NULL,
+            last_name TEXT NOT NULL,         -- staff only
+            email TEXT NOT NULL,             -- staff only
+            phone TEXT NOT NULL DEFAULT '',  -- staff only
+            city TEXT NOT NULL,
+            region TEXT NOT NULL,
+            time_zone TEXT NOT NULL,
+            language TEXT NOT NULL,          -- the language we write to them in
+            speaks TEXT NOT NULL,            -- JSON list of languages
+            placement INTEGER NOT NULL,      -- 1 very liberal .. 4 centre .. 7 very conservative
+            party TEXT NOT NULL DEFAULT '',
+            bio TEXT NOT NULL,
+            shaped_views TEXT NOT NULL DEFAULT '',
+            availability TEXT NOT NULL,      -- JSON list of {"day", "start", "end"}, local time
+            accessibility TEXT NOT NULL DEFAULT '',
+            consented_at REAL NOT NULL       -- contact and privacy notice, both required
+        );
+        CREATE INDEX applications_by_status ON applications(status, created_at);
+        CREATE TABLE proposals (
+            id TEXT PRIMARY KEY,
+            a_id TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+            b_id TEXT NOT NULL REFERENCES applications(id) ON DELETE CASCADE,
+            status TEXT NOT NULL,            -- proposed | accepted | rejected | scheduled | cancelled
+            weight INTEGER NOT NULL,
+            explanation TEXT NOT NULL,       -- JSON: region, languages, placements, slot
+            created_at REAL NOT NULL,
+            decided_at REAL,
+            CHECK (a_id < b_id)
+        );
+        -- the same two people are never proposed twice, whatever became of the first time
+        CREATE UNIQUE INDEX proposals_by_pair ON proposals(a_id, b_id);
+        CREATE INDEX proposals_by_b ON proposals(b_id);
+        CREATE INDEX proposals_by_status ON proposals(status, created_at);
+        CREATE TABLE facilitators (
+            id TEXT PRIMARY KEY,
+            first_name TEXT NOT NULL,
+            email TEXT NOT NULL,
+            language TEXT NOT NULL,
+            speaks TEXT NOT NULL,
+            time_zone TEXT NOT NULL,
+            availability TEXT NOT NULL,
+            active INTEGER NOT NULL DEFAULT 1,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE schedules (
+            id TEXT PRIMARY KEY,
+            proposal_id TEXT NOT NULL UNIQUE REFERENCES proposals(id) ON DELETE CASCADE,
+            facilitator_id TEXT NOT NULL REFERENCES facilitators(id),
+            language TEXT NOT NULL,
+            starts_at REAL NOT NULL,
+            minutes INTEGER NOT NULL,
+            status TEXT NOT NULL,            -- planned | confirmed
+            session_id TEXT,                 -- the core session, once confirmed
+            invitations TEXT NOT NULL DEFAULT '[]',  -- JSON: [{"role", "message", "via"}]
+            created_at REAL NOT NULL,
+            confirmed_at REAL
+        );
+        CREATE INDEX schedules_by_facilitator ON schedules(facilitator_id, starts_at);
+        """,
+    ),
+)
+
+
+def _windows(raw: str) -> tuple[Window, ...]:
+    out = []
+    for item in json.loads(raw):
+        start_h, start_m = item["start"].split(":")
+        end_h, end_m = item["end"].split(":")
+        out.append(
+            Window(item["day"], int(start_h) * 60 + int(start_m), int(end_h) * 60 + int(end_m))
+        )
+    return tuple(out)
+
+
+def _windows_json(windows: Iterable[Window]) -> str:
+    return json.dumps([w.to_json() for w in windows])
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationRow:
+    id: str
+    status: Status
+    created_at: float
+    updated_at: float
+    first_name: str
+    last_name: str
+    email: str
+    phone: str
+    city: str
+    region: str
+    time_zone: str
+    language: str
+    speaks: tuple[str, ...]
+    placement: int
+    party: str
+    bio: str
+    shaped_views: str
+    availability: tuple[Window, ...]
+    accessibility: str
+    consented_at: float
+
+    def for_matching(self) -> Applicant:
+        """What the engine sees: no names, no contact details."""
+        return Applicant(
+            self.id,
+            self.region,
+            frozenset(self.speaks),
+            self.placement,
+            self.time_zone,
+            self.availability,
+        )
+
+    def summary_json(self) -> dict[str, Any]:
+        """A list row for staff."""
+        return {
+            "id": self.id,
+            "status": self.status.value,
+            "created_at": self.created_at,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "city": self.city,
+            "region": self.region,
+            "language": self.language,
+            "speaks": list(self.speaks),
+            "placement": self.placement,
+        }
+
+    def staff_json(self) -> dict[str, Any]:
+        """Everything, contact details included: staff only."""
+        return {
+            **self.summary_json(),
+            "updated_at": self.updated_at,
+            "email": self.email,
+            "phone": self.phone,
+            "time_zone": self.time_zone,
+            "party": self.party,
+            "bio": self.bio,
+            "shaped_views": self.shaped_views,
+            "availability": [w.to_json() for w in self.availability],
+            "accessibility": self.accessibility,
+            "consented_at": self.consented_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalRow:
+    id: str
+    a_id: str
+    b_id: str
+    status: str
+    weight: int
+    explanation: dict[str, Any]
+    created_at: float
+    decided_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FacilitatorRow:
+    id: str
+    first_name: str
+    email: str
+    language: str
+    speaks: tuple[str, ...]
+    time_zone: str
+    availability: tuple[Window, ...]
+    active: bool
+    created_at: float
+
+    def staff_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "first_name": self.first_name,
+            "email": self.email,
+            "language": self.language,
+            "speaks": list(self.speaks),
+            "time_zone": self.time_zone,
+            "availability": [w.to_json() for w in self.availability],
+            "active": self.active,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow:
+    id: str
+    proposal_id: str
+    facilitator_id: str
+    language: str
+    starts_at: float
+    minutes: int
+    status: str
+    session_id: str | None
+    invitations: list[dict[str, Any]]
+    created_at: float
+    confirmed_at: float | None
+
+
+def _application(r: Any) -> ApplicationRow:
+    return ApplicationRow(
+        id=r["id"],
+        status=Status(r["status"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        first_name=r["first_name"],
+        last_name=r["last_name"],
+        email=r["email"],
+        phone=r["phone"],
+        city=r["city"],
+        region=r["region"],
+        time_zone=r["time_zone"],
+        language=r["language"],
+        speaks=tuple(json.loads(r["speaks"])),
+        placement=r["placement"],
+        party=r["party"],
+        bio=r["bio"],
+        shaped_views=r["shaped_views"],
+        availability=_windows(r["availability"]),
+        accessibility=r["accessibility"],
+        consented_at=r["consented_at"],
+    )
+
+
+def _proposal(r: Any) -> ProposalRow:
+    return ProposalRow(
+        r["id"],
+        r["a_id"],
+        r["b_id"],
+        r["status"],
+        r["weight"],
+        json.loads(r["explanation"]),
+        r["created_at"],
+        r["decided_at"],
+    )
+
+
+def _facilitator(r: Any) -> FacilitatorRow:
+    return FacilitatorRow(
+        r["id"],
+        r["first_name"],
+        r["email"],
+        r["language"],
+        tuple(json.loads(r["speaks"])),
+        r["time_zone"],
+        _windows(r["availability"]),
+        bool(r["active"]),
+        r["created_at"],
+    )
+
+
+def _schedule(r: Any) -> ScheduleRow:
+    return ScheduleRow(
+        r["id"],
+        r["proposal_id"],
+        r["facilitator_id"],
+        r["language"],
+        r["starts_at"],
+        r["minutes"],
+        r["status"],
+        r["session_id"],
+        json.loads(r["invitations"]),
+        r["created_at"],
+        r["confirmed_at"],
+    )
+
+
+class ApplicationStore:
+    """The module's tables. Each method commits what it changed before returning."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self._db.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._db.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    # -- applications -----------------------------------------------------------------
+
+    async def add_application(self, spec: ApplicationIn, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        app_id = new_id("app")
+        await self._db.execute(
+            "INSERT INTO applications (id, status, created_at, updated_at, first_name, last_name,"
+            " email, phone, city, region, time_zone, language, speaks, placement, party, bio,"
+            " shaped_views, availability, accessibility, consented_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                app_id,
+                Status.NEW.value,
+                now,
+                now,
+                spec.first_name,
+                spec.last_name,
+                spec.email,
+                spec.phone,
+                spec.city,
+                spec.region,
+                spec.time_zone,
+                spec.language,
+                json.dumps(list(spec.speaks)),
+                spec.placement,
+                spec.party,
+                spec.bio,
+                spec.shaped_views,
+                _windows_json(spec.availability),
+                spec.accessibility,
+                now,
+            ),
+        )
+        await self._db.commit()
+        return app_id
+
+    async def list_applications(
+        self, where: ApplicationFilter, limit: int = 1000
+    ) -> list[ApplicationRow]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if where.region:
+            clauses.append("region = ?")
+            params.append(where.region)
+        if where.language:
+            clauses.append("EXISTS (SELECT 1 FROM json_each(speaks) WHERE value = ?)")
+            params.append(where.language)
+        if where.placement:
+            clauses.append("placement = ?")
+            params.append(where.placement)
+        if where.status:
+            clauses.append("status = ?")
+            params.append(where.status.value)
+        sql = "SELECT * FROM applications"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        rows = await self._all(sql + " ORDER BY created_at DESC LIMIT ?", (*params, limit))
+        return [_application(r) for r in rows]
+
+    async def get_application(self, app_id: str) -> ApplicationRow | None:
+        row = await self._one("SELECT * FROM applications WHERE id = ?", (app_id,))
+        return _application(row) if row else None
+
+    async def applications(self, ids: Iterable[str]) -> dict[str, ApplicationRow]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        rows = await self._all(f"SELECT * FROM applications WHERE id IN ({marks})", wanted)
+        return {r["id"]: _application(r) for r in rows}
+
+    async def waiting(self) -> list[ApplicationRow]:
+        """Everyone the engine may pair: new applications, oldest first."""
+        rows = await self._all(
+            "SELECT * FROM applications WHERE status = ? ORDER BY created_at", (Status.NEW.value,)
+        )
+        return [_application(r) for r in rows]
+
+    async def _set_status(self, ids: Iterable[str], status: Status, now: float) -> None:
+        await self._db.executemany(
+            "UPDATE applications SET status = ?, updated_at = ? WHERE id = ?",
+            [(status.value, now, app_id) for app_id in ids],
+        )
+
+    async def withdraw(self, app_id: str, now: float | None = None) -> None:
+        """Out of matching for good; open proposals with them are cancelled (the partner
+        goes back to waiting) and unconfirmed plans dropped. A confirmed session stays."""
+        now = time.time() if now is None else now
+        open_rows = await self._all(
+            "SELECT * FROM proposals WHERE (a_id = ? OR b_id = ?)"
+            " AND status IN ('proposed', 'accepted')",
+            (app_id, app_id),
+        )
+        for p in map(_proposal, open_rows):
+            partner = p.b_id if p.a_id == app_id else p.a_id
+            await self._db.execute(
+                "UPDATE proposals SET status = 'cancelled', decided_at = ? WHERE id = ?",
+                (now, p.id),
+            )
+            await self._db.execute(
+                "DELETE FROM schedules WHERE proposal_id = ? AND status = 'planned'", (p.id,)
+            )
+            await self._db.execute(
+                "UPDATE applications SET status = ?, updated_at = ? WHERE id = ? AND status != ?",
+                (Status.NEW.value, now, partner, Status.WITHDRAWN.value),
+            )
+        await self._set_status([app_id], Status.WITHDRAWN, now)
+        await self._db.commit()
+
+    async def delete_application(self, app_id: str) -> None:
+        """Erase the application and its contact details; proposals and unconfirmed plans
+        with it go too (the partner goes back to waiting)."""
+        await self.withdraw(app_id)
+        await self._db.execute("DELETE FROM applications WHERE id = ?", (app_id,))
+        await self._db.commit()
+
+    # -- proposals ----------------------------------------------------------------------
+
+    async def proposed_pairs(self) -> set[tuple[str, str]]:
+        """Every pair ever proposed, whatever became of it."""
+        rows = await self._all("SELECT a_id, b_id FROM proposals")
+        return {(r[0], r[1]) for r in rows}
+
+    async def add_proposals(self, pairs: Sequence[Pair], now: float | None = None) -> list[str]:
+        """Store the engine's pairs and mark both people proposed. Pairs whose people are
+        no longer waiting (changed while the engine ran) are skipped."""
+        now = time.time() if now is None else now
+        ids = []
+        waiting = {a.id for a in await self.waiting()}
+        for pair in pairs:
+            if pair.a not in waiting or pair.b not in waiting:
+                continue
+            a, b = pair_key(pair.a, pair.b)
+            proposal_id = new_id("prp")
+            cur = await self._db.execute(
+                "INSERT OR IGNORE INTO proposals (id, a_id, b_id, status, weight, explanation,"
+                " created_at) VALUES (?, ?, ?, 'proposed', ?, ?, ?)",
+                (proposal_id, a, b, pair.weight, json.dumps(pair.explanation.to_json()), now),
+            )
+            if cur.rowcount != 1:
+                continue  # proposed before: never twice
+            await self._set_status([a, b], Status.PROPOSED, now)
+            waiting -= {a, b}
+            ids.append(proposal_id)
+        await self._db.commit()
+        return ids
+
+    async def list_proposals(self, status: str | None = None) -> list[ProposalRow]:
+        if status:
+            rows = await self._all(
+                "SELECT * FROM proposals WHERE status = ? ORDER BY created_at DESC, weight DESC",
+                (status,),
+            )
+        else:
+            rows = await self._all("SELECT * FROM proposals ORDER BY created_at DESC, weight DESC")
+        return [_proposal(r) for r in rows]
+
+    async def get_proposal(self, proposal_id: str) -> ProposalRow | None:
+        row = await self._one("SELECT * FROM proposals WHERE id = ?", (proposal_id,))
+        return _proposal(row) if row else None
+
+    async def proposals_with(self, app_id: str) -> list[ProposalRow]:
+        rows = await self._all(
+            "SELECT * FROM proposals WHERE a_id = ? OR b_id = ? ORDER BY created_at DESC",
+            (app_id, app_id),
+        )
+        return [_proposal(r) for r in rows]
+
+    async def decide(self, proposal: ProposalRow, accept: bool, now: float | None = None) -> None:
+        """Accept (both matched) or reject (both wait again; never proposed to each other
+        again)."""
+        now = time.time() if now is None else now
+        await self._db.execute(
+            "UPDATE proposals SET status = ?, decided_at = ? WHERE id = ?",
+            ("accepted" if accept else "rejected", now, proposal.id),
+        )
+        await self._set_status(
+            [proposal.a_id, proposal.b_id], Status.MATCHED if accept else Status.NEW, now
+        )
+        await self._db.commit()
+
+    # -- facilitators -------------------------------------------------------------------
+
+    async def add_facilitator(self, spec: FacilitatorIn, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        facilitator_id = new_id("fac")
+        await self._db.execute(
+            "INSERT INTO facilitators (id, first_name, email, language, speaks, time_zone,"
+            " availability, active, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            (
+                facilitator_id,
+                spec.first_name,
+                spec.email,
+                spec.language,
+                json.dumps(list(spec.speaks)),
+                spec.time_zone,
+                _windows_json(spec.availability),
+                now,
+            ),
+        )
+        await self._db.commit()
+        return facilitator_id
+
+    async def facilitators(self, active_only: bool = False) -> list[FacilitatorRow]:
+        sql = "SELECT * FROM facilitators"
+        if active_only:
+            sql += " WHERE active = 1"
+        return [_facilitator(r) for r in await self._all(sql + " ORDER BY first_name, id")]
+
+    async def get_facilitator(self, facilitator_id: str) -> FacilitatorRow | None:
+        row = await self._one("SELECT * FROM facilitators WHERE id = ?", (facilitator_id,))
+        return _facilitator(row) if row else None
+
+    async def set_facilitator_active(self, facilitator_id: str, active: bool) -> None:
+        await self._db.execute(
+            "UPDATE facilitators SET active = ? WHERE id = ?", (int(active), facilitator_id)
+        )
+        await self._db.commit()
+
+    # -- schedules ----------------------------------------------------------------------
+
+    async def plan(
+        self,
+        proposal_id: str,
+        facilitator_id: str,
+        language: str,
+        starts_at: float,
+        minutes: int,
+        now: float | None = None,
+    ) -> ScheduleRow:
+        """Propose (or re-propose) a time and facilitator for an accepted pair."""
+        now = time.time() if now is None else now
+        await self._db.execute(
+            "INSERT INTO schedules (id, proposal_id, facilitator_id, language, starts_at,"
+            " minutes, status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'planned', ?)"
+            " ON CONFLICT (proposal_id) DO UPDATE SET facilitator_id = excluded.facilitator_id,"
+            " language = excluded.language, starts_at = excluded.starts_at,"
+            " minutes = excluded.minutes WHERE schedules.status = 'planned'",
+            (new_id("sch"), proposal_id, facilitator_id, language, starts_at, minutes, now),
+        )
+        await self._db.commit()
+        found = await self.schedule_for(proposal_id)
+        assert found is not None
+        return found
+
+    async def schedule_for(self, proposal_id: str) -> ScheduleRow | None:
+        row = await self._one("SELECT * FROM schedules WHERE proposal_id = ?", (proposal_id,))
+        return _schedule(row) if row else None
+
+    async def get_schedule(self, schedule_id: str) -> ScheduleRow | None:
+        row = await self._one("SELECT * FROM schedules WHERE id = ?", (schedule_id,))
+        return _schedule(row) if row else None
+
+    async def schedules(self) -> list[ScheduleRow]:
+        rows = await self._all("SELECT * FROM schedules ORDER BY starts_at")
+        return [_schedule(r) for r in rows]
+
+    async def busy(self, facilitator_id: str, exclude: str | None = None) -> list[ScheduleRow]:
+        """The facilitator's planned and confirmed sessions (but `exclude`)."""
+        rows = await self._all(
+            "SELECT * FROM schedules WHERE facilitator_id = ? AND id != ?",
+            (facilitator_id, exclude or ""),
+        )
+        return [_schedule(r) for r in rows]
+
+    async def confirm(
+        self,
+        schedule: ScheduleRow,
+        proposal: ProposalRow,
+        session_id: str,
+        now: float | None = None,
+    ) -> None:
+        now = time.time() if now is None else now
+        await self._db.execute(
+            "UPDATE schedules SET status = 'confirmed', session_id = ?, confirmed_at = ?"
+            " WHERE id = ?",
+            (session_id, now, schedule.id),
+        )
+        await self._db.execute(
+            "UPDATE proposals SET status = 'scheduled' WHERE id = ?", (proposal.id,)
+        )
+        await self._set_status([proposal.a_id, proposal.b_id], Status.SCHEDULED, now)
+        await self._db.commit()
+
+    async def record_invitations(self, schedule_id: str, sent: list[dict[str, Any]]) -> None:
+        await self._db.execute(
+            "UPDATE schedules SET invitations = ? WHERE id = ?", (json.dumps(sent), schedule_id)
+        )
+        await self._db.commit()

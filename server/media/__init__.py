@@ -1,0 +1,1 @@
+"""The aiortc plane: forwarding, aiortc/aioice internals, SDP, TURN, media metrics."""

@@ -1,0 +1,328 @@
+"""The one place that reaches into aiortc's private internals.
+
+aiortc (pinned to 1.16.x) decodes everything it receives and offers no public way
+to read received RTP packets. storyroom forwards and records the encoded Opus
+packets instead, so this module:
+
+- replaces one receiver's RTP handler (:func:`tap_receiver`) so each audio
+  packet goes to a callback and never to aiortc's jitter buffer or decoder,
+- supplies :class:`EncodedAudioTrack`, which an ``RTCRtpSender`` sends without
+  re-encoding (aiortc packs non-``Frame`` data it gets from a track as-is),
+- and checks (:func:`check_internals`) that everything relied on is still there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import fractions
+import inspect
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import av
+from aioice import ice as aioice_ice
+from aiortc import RTCRtpReceiver, clock, codecs, rtcdtlstransport, rtcrtpreceiver, rtcrtpsender
+from aiortc import rtp as aiortc_rtp
+from aiortc.codecs import opus
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from storyroom.clock import steady
+
+if TYPE_CHECKING:
+    from aiortc.rtp import RtpPacket
+from storyroom.recording.oggopus import OPUS_SAMPLE_RATE, opus_packet_samples
+
+__all__ = [
+    "EncodedAudioTrack",
+    "RtpAudioPacket",
+    "check_internals",
+    "tap_receiver",
+]
+
+logger = logging.getLogger(__name__)
+
+OPUS_TIME_BASE: Final = fractions.Fraction(1, OPUS_SAMPLE_RATE)
+
+# Name-mangled private attributes of RTCRtpReceiver that the tap reads or feeds.
+_CODECS: Final = "_RTCRtpReceiver__codecs"
+_REMOTE_STREAMS: Final = "_RTCRtpReceiver__remote_streams"
+_ACTIVE_SSRC: Final = "_RTCRtpReceiver__active_ssrc"
+
+
+@dataclass(frozen=True, slots=True)
+class RtpAudioPacket:
+    """One received audio RTP packet, as it arrived."""
+
+    payload: bytes
+    """The Opus payload, untouched."""
+    sequence_number: int
+    """16-bit RTP sequence number."""
+    timestamp: int
+    """32-bit RTP timestamp (48 kHz clock for Opus)."""
+    ssrc: int
+    arrival: float
+    """``clock.steady()`` when the packet was handled (never jumps with the wall clock)."""
+    audio_level: int | None
+    """0..127 (-dBov) from the ssrc-audio-level header extension, ``None`` if absent."""
+    marker: bool
+
+
+def check_internals() -> None:
+    """Fail loudly if aiortc no longer has the private names this module uses.
+
+    Raises :class:`RuntimeError` naming the first missing attribute. Call it at
+    server start-up; a test calls it too.
+    """
+
+    def require(owner: object, name: str, what: str) -> object:
+        if not hasattr(owner, name):
+            raise RuntimeError(
+                f"aiortc internals changed: {what} has no attribute {name!r}; "
+                "storyroom.media.aiortc_internals must be updated for this aiortc version"
+            )
+        return getattr(owner, name)
+
+    def require_uses(function: object, name: str, what: str) -> None:
+        code = getattr(function, "__code__", None)
+        if code is None or name not in code.co_names:
+            raise RuntimeError(
+                f"aiortc internals changed: {what} no longer uses {name!r}; "
+                "storyroom.media.aiortc_internals must be updated for this aiortc version"
+            )
+
+    receiver_cls = rtcrtpreceiver.RTCRtpReceiver
+    handler = require(receiver_cls, "_handle_rtp_packet", "RTCRtpReceiver")
+    if not inspect.iscoroutinefunction(handler):
+        raise RuntimeError(
+            "aiortc internals changed: RTCRtpReceiver._handle_rtp_packet is no longer "
+            "a coroutine function"
+        )
+    # The DTLS transport must still deliver RTP through that (replaceable) method.
+    require_uses(
+        require(rtcdtlstransport.RTCDtlsTransport, "_handle_rtp_data", "RTCDtlsTransport"),
+        "_handle_rtp_packet",
+        "RTCDtlsTransport._handle_rtp_data",
+    )
+    # The attributes the tap feeds must still be created and still be read by
+    # the RTCP receiver reports, getStats() and getSynchronizationSources().
+    for name in (_CODECS, _REMOTE_STREAMS, _ACTIVE_SSRC, "_enabled"):
+        require_uses(receiver_cls.__init__, name, "RTCRtpReceiver.__init__")
+    for method, name in (
+        ("_run_rtcp", _REMOTE_STREAMS),
+        ("getStats", _REMOTE_STREAMS),
+        ("getSynchronizationSources", _ACTIVE_SSRC),
+    ):
+        require_uses(
+            require(receiver_cls, method, "RTCRtpReceiver"), name, f"RTCRtpReceiver.{method}"
+        )
+    stream_statistics = require(rtcrtpreceiver, "StreamStatistics", "aiortc.rtcrtpreceiver")
+    require(stream_statistics, "add", "StreamStatistics")
+    require(codecs, "is_rtx", "aiortc.codecs")
+    extensions = require(aiortc_rtp, "HeaderExtensions", "aiortc.rtp")
+    if not dataclasses.is_dataclass(extensions) or "audio_level" not in {
+        field.name for field in dataclasses.fields(extensions)
+    }:
+        raise RuntimeError(
+            "aiortc internals changed: aiortc.rtp.HeaderExtensions has no attribute 'audio_level'"
+        )
+    # The sender must still hand non-Frame data from the track to encoder.pack().
+    sender_cls = rtcrtpsender.RTCRtpSender
+    require_uses(
+        require(sender_cls, "_next_encoded_frame", "RTCRtpSender"),
+        "pack",
+        "RTCRtpSender._next_encoded_frame",
+    )
+    pack = require(opus.OpusEncoder, "pack", "OpusEncoder")
+    if getattr(pack, "__isabstractmethod__", False):
+        raise RuntimeError(
+            "aiortc internals changed: OpusEncoder has no attribute 'pack' of its own"
+        )
+    for name in ("pts", "time_base"):
+        require_uses(pack, name, "OpusEncoder.pack")
+
+
+def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[RtpAudioPacket], None]) -> None:
+    """Hand every audio RTP packet ``receiver`` gets to ``on_packet`` instead of
+    aiortc's jitter buffer and decoder.
+
+    ``on_packet`` runs synchronously on the event loop for each packet, in arrival
+    order. Packets still feed the per-SSRC statistics behind RTCP receiver reports
+    and ``getStats()``; packets with a payload type that was not negotiated are
+    dropped. Nothing is decoded, so ``receiver.track`` never yields a frame.
+    Works whether called before or after the receiver has started.
+    """
+    try:
+        negotiated = getattr(receiver, _CODECS)
+        streams = getattr(receiver, _REMOTE_STREAMS)
+        active_ssrc = getattr(receiver, _ACTIVE_SSRC)
+        stream_statistics = rtcrtpreceiver.StreamStatistics
+        is_rtx = codecs.is_rtx
+    except AttributeError as exc:
+        raise RuntimeError(f"aiortc internals changed: {exc}") from exc
+
+    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        if not receiver._enabled:
+            return
+        active_ssrc[packet.ssrc] = clock.current_datetime()
+        codec = negotiated.get(packet.payload_type)
+        if codec is None or is_rtx(codec):
+            return
+        statistics = streams.get(packet.ssrc)
+        if statistics is None:
+            statistics = streams[packet.ssrc] = stream_statistics(codec.clockRate)
+        statistics.add(packet)
+        level = packet.extensions.audio_level
+        audio = RtpAudioPacket(
+            payload=packet.payload,
+            sequence_number=packet.sequence_number,
+            timestamp=packet.timestamp,
+            ssrc=packet.ssrc,
+            arrival=steady(),
+            audio_level=None if level is None else level[1],
+            marker=bool(packet.marker),
+        )
+        try:
+            on_packet(audio)
+        except Exception:
+            # An exception here would reach aiortc's DTLS receive loop and end the
+            # whole connection; one faulty subscriber must not cut the seat off.
+            logger.exception("RTP packet callback failed (ssrc %d)", packet.ssrc)
+
+    # The instance attribute shadows the class method for this receiver only.
+    receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+
+
+def _signed32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+class EncodedAudioTrack(MediaStreamTrack):
+    """An outgoing audio track that carries already-encoded Opus packets.
+
+    Give it to ``RTCPeerConnection.addTrack`` or ``RTCRtpSender.replaceTrack``;
+    aiortc then sends each packet's bytes without re-encoding. :meth:`push` feeds
+    it from the event loop. The outgoing timeline is continuous even when the
+    source changes: within one source, timestamp differences are kept exactly
+    (so a lost packet stays a gap); on a new SSRC or a timestamp jump the
+    timeline continues from the last packet by the wall-clock time between them.
+    """
+
+    kind = "audio"
+
+    MAX_QUEUED: Final = 10
+    """Packets waiting beyond this drop the oldest: late audio is worse than lost."""
+    REORDER_WINDOW: Final = OPUS_SAMPLE_RATE
+    """A timestamp this far (1 s) behind the last one is a late packet, dropped;
+    further back it is a new timeline."""
+    JUMP_TOLERANCE: Final = 2 * OPUS_SAMPLE_RATE
+    """A timestamp running this far (2 s) ahead of the wall clock is a new timeline."""
+
+    def __init__(self, on_sent: Callable[[float], None] | None = None) -> None:
+        super().__init__()
+        self._queue: deque[tuple[av.Packet, float]] = deque()
+        self._on_sent = on_sent
+        """Called with each packet's time in the server (arrival to hand-off), seconds."""
+        self._ready = asyncio.Event()
+        self._ssrc: int | None = None
+        self._source_timestamp = 0
+        self._arrival = 0.0
+        self._pts = 0
+        self._duration = 0
+        self.dropped = 0
+        """Packets discarded because the queue was full or they came late."""
+        self.dropped_late = 0
+        """Of those, the late or duplicate ones."""
+
+    @property
+    def queued(self) -> int:
+        """Packets waiting for :meth:`recv`."""
+        return len(self._queue)
+
+    def push(self, packet: RtpAudioPacket) -> None:
+        """Queue ``packet`` for sending. Runs on the event loop; never blocks."""
+        if self.readyState != "live" or not packet.payload:
+            return
+        pts = self._next_pts(packet)
+        if pts is None:
+            self.dropped += 1
+            self.dropped_late += 1
+            return
+        outgoing = av.Packet(packet.payload)
+        outgoing.pts = pts
+        outgoing.time_base = OPUS_TIME_BASE
+        self._queue.append((outgoing, packet.arrival))
+        while len(self._queue) > self.MAX_QUEUED:
+            self._queue.popleft()
+            self.dropped += 1
+        self._ready.set()
+
+    def _next_pts(self, packet: RtpAudioPacket) -> int | None:
+        """Map the packet's RTP timestamp onto this track's timeline, or ``None``
+        for a late or duplicate packet."""
+        duration = opus_packet_samples(packet.payload) or 960
+        if self._ssrc is None:
+            pts = 0
+        else:
+            delta = _signed32(packet.timestamp - self._source_timestamp)
+            elapsed = round((packet.arrival - self._arrival) * OPUS_SAMPLE_RATE)
+            same_timeline = packet.ssrc == self._ssrc and (
+                -self.REORDER_WINDOW < delta <= elapsed + self.JUMP_TOLERANCE
+            )
+            if same_timeline and delta <= 0:
+                return None
+            if same_timeline:
+                pts = self._pts + delta
+            else:
+                pts = self._pts + max(self._duration, elapsed)
+        self._ssrc = packet.ssrc
+        self._source_timestamp = packet.timestamp
+        self._arrival = packet.arrival
+        self._pts = pts
+        self._duration = duration
+        return pts
+
+    async def recv(self) -> av.Packet:
+        """Return the next queued packet, waiting for one; raise
+        :class:`MediaStreamError` once the track is stopped."""
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        if self.readyState != "live":
+            raise MediaStreamError
+        outgoing, arrival = self._queue.popleft()
+        if self._on_sent is not None:
+            # aiortc's sender packs, encrypts and hands this to the socket without
+            # yielding to the loop, so this is the moment it leaves for the transport.
+            self._on_sent(steady() - arrival)  # arrival is on the steady clock
+        return outgoing
+
+    def stop(self) -> None:
+        """End the track and wake a waiting :meth:`recv`."""
+        super().stop()
+        self._queue.clear()
+        self._ready.set()
+
+
+def restrict_host_addresses(addresses: Sequence[str]) -> None:
+    """Gather ICE host candidates only on `addresses` (process-wide).
+
+    aioice gathers every interface's address but never loopback; an operator may
+    want one interface, and tests and benchmarks need 127.0.0.1 alone. aioice looks
+    `get_host_addresses` up at gathering time, so replacing it takes effect for
+    every later peer connection.
+    """
+    chosen = list(addresses)
+    if not hasattr(aioice_ice, "get_host_addresses"):
+        raise RuntimeError("aioice internals changed: aioice.ice.get_host_addresses is gone")
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice_ice.get_host_addresses = host_addresses

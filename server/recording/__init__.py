@@ -1,0 +1,1 @@
+"""Recording as it happens: the recorder, timing logs, Ogg pages on disk."""

@@ -1,0 +1,1 @@
+"""Live rooms: seats, sessions, questions, the Socket.IO boundary and signaling."""

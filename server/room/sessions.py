@@ -1,0 +1,99 @@
+"""Creating sessions and describing them to staff."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from storyroom.config import Settings
+from storyroom.errors import NotFound
+from storyroom.room.protocol import SessionIn
+from storyroom.room.questions import session_questions
+from storyroom.room.rooms import Rooms
+from storyroom.seats import hash_token, join_url, new_id, new_token
+from storyroom.store import SEATS, SessionRow, Store
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedSession:
+    id: str
+    tokens: dict[str, str]
+    urls: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "seats": {s: {"token": self.tokens[s], "url": self.urls[s]} for s in SEATS},
+        }
+
+
+async def create_session(store: Store, settings: Settings, spec: SessionIn) -> CreatedSession:
+    now = time.time()
+    expires = now + settings.token_ttl_days * 86400
+    session = SessionRow(
+        id=new_id("ses"),
+        title=spec.title,
+        language=spec.language,
+        target_minutes=spec.target_minutes,
+        questions=session_questions(spec.language, spec.questions),
+        agreed=[],
+        created_at=now,
+    )
+    people = {"a": spec.participants[0], "b": spec.participants[1], "facilitator": spec.facilitator}
+    tokens = {seat: new_token() for seat in SEATS}
+    await store.create_session(
+        session,
+        [
+            (seat, people[seat].name, people[seat].bio, hash_token(tokens[seat]), expires)
+            for seat in SEATS
+        ],
+    )
+    urls = {seat: join_url(settings.base_url, session.id, seat, tokens[seat]) for seat in SEATS}
+    return CreatedSession(session.id, tokens, urls)
+
+
+async def describe_session(store: Store, rooms: Rooms, session_id: str) -> dict[str, Any]:
+    """Staff view: seats (first name, bio, connected, consent), recording state, cues."""
+    session = await store.get_session(session_id)
+    if session is None:
+        raise NotFound("no such session")
+    room = rooms.live(session_id)
+    seats = await store.seats(session_id)
+    consent = await store.current_consent(session_id)
+    recordings = await store.recordings_for(session_id)
+    latest = recordings[-1] if recordings else None
+    return {
+        "id": session.id,
+        "title": session.title,
+        "language": session.language,
+        "target_minutes": session.target_minutes,
+        "created_at": session.created_at,
+        "seats": {
+            s.seat: {
+                "name": s.name,
+                "bio": s.bio,
+                "connected": bool(room and room.connected(s.seat)),
+                "consent": consent[s.seat].to_json() if s.seat in consent else None,
+                "token_expires_at": s.token_expires_at,
+            }
+            for s in seats
+        },
+        "questions": session.questions,
+        "agreed": session.agreed,
+        "consent_history": await store.consent_history(session_id),
+        "recording": {
+            "state": room.state.value if room else (latest.status if latest else "idle"),
+            "id": latest.id if latest else None,
+            "take": latest.take if latest else 0,
+            "status_reason": latest.status_reason if latest else None,
+        },
+        "cues": [
+            {"seq": c.id, "question_id": c.question_id, "at": c.at, "rec_time": c.rec_time}
+            for c in await store.cues(session_id)
+        ],
+        "markers": [
+            {"seq": m.id, "seat": m.seat, "label": m.label, "at": m.at, "rec_time": m.rec_time}
+            for m in await store.markers(session_id)
+        ],
+    }

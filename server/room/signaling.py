@@ -1,0 +1,313 @@
+"""Socket.IO signaling: seat tokens at connect, room events with acks, snapshots out.
+
+Signaling knows rooms and the media plane's interface, nothing about Opus. Every
+event is parsed in `protocol`, errors are translated in one place (`_answer`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import socketio
+
+from storyroom.config import Settings
+from storyroom.errors import (
+    AuthError,
+    InvalidInput,
+    NotFound,
+    ProtocolError,
+    StoryroomError,
+    UserError,
+)
+from storyroom.room import protocol
+from storyroom.room.rooms import CloseReason, Room, Rooms
+from storyroom.seats import SeatName, hash_token
+from storyroom.store import Store
+
+log = logging.getLogger(__name__)
+
+LEVELS_INTERVAL = 0.25
+
+# Close reasons the client sees on a refused connect.
+REFUSALS = {
+    "token_missing": "This link is missing its key. Please open the full link you were sent.",
+    "token_invalid": "This link is not valid. Please check you opened the full link you were sent.",
+    "token_expired": "This link has expired. Please ask the organisers for a new one.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Conn:
+    """One Socket.IO connection seated in a room."""
+
+    sid: str
+    session_id: str
+    seat: str
+
+
+class MediaPlane(Protocol):
+    """What signaling needs from the media layer (implemented in media.py)."""
+
+    async def offer(
+        self, room: Room, seat: str, conn_id: str, offer: protocol.OfferIn
+    ) -> dict[str, Any]: ...
+
+    async def seat_disconnected(self, room: Room, seat: str, conn_id: str) -> None: ...
+
+    async def seat_replaced(self, room: Room, seat: str, old_conn_id: str) -> None: ...
+
+    def levels(self, room_id: str) -> dict[str, Any] | None: ...
+
+    def ice_servers(self, session_id: str, seat: str) -> list[dict[str, Any]]: ...
+
+
+Handler = Callable[[Conn, Room, Any], Awaitable[dict[str, Any] | None]]
+
+
+class Signaling:
+    """Owns the Socket.IO handlers and the welcome task."""
+
+    def __init__(
+        self, sio: socketio.AsyncServer, settings: Settings, store: Store, rooms: Rooms
+    ) -> None:
+        self.sio = sio
+        self.settings = settings
+        self.store = store
+        self.rooms = rooms
+        self.media: MediaPlane | None = None
+        self.conns: dict[str, Conn] = {}
+        self._welcome: asyncio.Queue[str] = asyncio.Queue()
+        self._welcome_task: asyncio.Task[None] | None = None
+        self._levels_task: asyncio.Task[None] | None = None
+        self._events: dict[str, Handler] = {
+            "consent": self._consent,
+            "questions:choose": self._choose,
+            "question:cue": self._cue,
+            "recording:start": self._start,
+            "recording:pause": self._pause,
+            "recording:resume": self._resume,
+            "recording:stop": self._stop,
+            "marker": self._marker,
+            "note": self._note,
+            "rtc:offer": self._rtc_offer,
+        }
+        sio.on("connect", self._on_connect)
+        sio.on("disconnect", self._on_disconnect)
+        for name in self._events:
+            sio.on(name, self._dispatcher(name))
+        sio.on("*", self._on_unknown)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._welcome_task = asyncio.create_task(self._welcome_loop(), name="signaling-welcome")
+        self._levels_task = asyncio.create_task(self._levels_loop(), name="signaling-levels")
+
+    async def close(self) -> None:
+        tasks = [self._welcome_task, self._levels_task]
+        self._welcome_task = self._levels_task = None
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _levels_loop(self) -> None:
+        """About four times a second, each live room's levels and link stats, to its facilitator."""
+        while True:
+            await asyncio.sleep(LEVELS_INTERVAL)
+            if self.media is None:
+                continue
+            for room in self.rooms.all():
+                levels = self.media.levels(room.id)
+                if levels is None:
+                    continue
+                # the facilitator's console shows them; participants' pages do not
+                sid = room.presence[SeatName.FACILITATOR.value].sid
+                if sid is not None:
+                    with contextlib.suppress(Exception):
+                        await self.sio.emit("media:levels", levels, to=sid)
+
+    async def broadcast(self, room: Room) -> None:
+        """Send the room snapshot to every seat connected to it (Room.on_change)."""
+        snapshot = room.snapshot()
+        snapshot["ice_transport_policy"] = self.settings.ice_transport_policy
+        for seat, presence in room.presence.items():
+            if presence.sid is not None:
+                # each seat's own TURN credentials, minted afresh for each snapshot
+                ice_servers = self.media.ice_servers(room.id, seat) if self.media else []
+                await self.sio.emit(
+                    "room",
+                    {
+                        **snapshot,
+                        **room.private_view(seat),
+                        "ice_servers": ice_servers,
+                        "you": seat,
+                    },
+                    to=presence.sid,
+                )
+
+    # -- connect / disconnect --------------------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        token = protocol.parse_token(auth)
+        if token is None:
+            _refuse("token_missing")
+        seat_row = await self.store.seat_by_token_hash(hash_token(token or ""))
+        if seat_row is None:
+            log.info("refused connect %s: unknown token", sid)
+            _refuse("token_invalid")
+            return
+        if seat_row.token_expires_at < time.time():
+            log.info(
+                "refused connect %s: expired token for %s/%s",
+                sid,
+                seat_row.session_id,
+                seat_row.seat,
+            )
+            _refuse("token_expired")
+        self.conns[sid] = Conn(sid, seat_row.session_id, seat_row.seat)
+        # The snapshot goes out after the CONNECT packet, from the welcome task.
+        self._welcome.put_nowait(sid)
+
+    async def _welcome_loop(self) -> None:
+        while True:
+            sid = await self._welcome.get()
+            try:
+                await self._seat(sid)
+            except Exception:
+                log.exception("could not seat connection %s", sid)
+
+    async def _seat(self, sid: str) -> None:
+        deadline = time.monotonic() + 5
+        while not self.sio.manager.is_connected(sid, "/"):
+            if sid not in self.conns or time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.005)
+        conn = self.conns.get(sid)
+        if conn is None:
+            return
+        room = await self.rooms.get(conn.session_id)
+        old = await room.join(conn.seat, sid)
+        if old is not None and old != sid:
+            log.info("seat %s/%s: connection %s replaced by %s", room.id, conn.seat, old, sid)
+            self.conns.pop(old, None)
+            if self.media is not None:
+                await self.media.seat_replaced(room, conn.seat, old)
+            with contextlib.suppress(Exception):
+                await self.sio.emit(
+                    "closed",
+                    {
+                        "reason": CloseReason.REPLACED.value,
+                        "message": "You joined from another window.",
+                    },
+                    to=old,
+                )
+                await self.sio.disconnect(old)
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        conn = self.conns.pop(sid, None)
+        if conn is None:
+            return
+        room = self.rooms.live(conn.session_id)
+        if room is None:
+            return
+        if await room.leave(conn.seat, sid) and self.media is not None:
+            await self.media.seat_disconnected(room, conn.seat, sid)
+
+    # -- events ------------------------------------------------------------------------
+
+    def _dispatcher(self, name: str) -> Callable[[str, Any], Awaitable[dict[str, Any]]]:
+        handler = self._events[name]
+
+        async def dispatch(sid: str, payload: Any = None) -> dict[str, Any]:
+            return await self._answer(sid, name, handler, payload)
+
+        return dispatch
+
+    async def _answer(self, sid: str, name: str, handler: Handler, payload: Any) -> dict[str, Any]:
+        """The one place errors become acks (UserError) or closed connections."""
+        try:
+            conn = self.conns.get(sid)
+            if conn is None:
+                raise AuthError("this connection is not seated in a room")
+            protocol.check_size(payload)
+            room = await self.rooms.get(conn.session_id)
+            if room.presence[conn.seat].sid != sid and room.presence[conn.seat].sid is not None:
+                raise UserError(
+                    "this window was replaced by a newer one", code="replaced", status=409
+                )
+            result = await handler(conn, room, payload)
+            return {"ok": True, **(result or {})}
+        except UserError as exc:
+            log.info("%s from %s refused: %s (%s)", name, sid, exc.code, exc.message)
+            return {"ok": False, "error": exc.to_json()}
+        except (ProtocolError, AuthError) as exc:
+            log.warning("%s from %s: closing connection: %s", name, sid, exc.message)
+            await self.sio.disconnect(sid)
+            return {"ok": False, "error": exc.to_json()}
+        except StoryroomError as exc:
+            return {"ok": False, "error": exc.to_json()}
+        except Exception:
+            log.exception("%s from %s failed", name, sid)
+            return {
+                "ok": False,
+                "error": {"code": "internal", "message": "Something went wrong on our side."},
+            }
+
+    async def _on_unknown(self, event: str, sid: str, *args: Any) -> None:
+        log.info("ignored unknown event %r from %s", event[:64], sid)
+
+    async def _consent(self, conn: Conn, room: Room, payload: Any) -> None:
+        await room.set_consent(conn.seat, protocol.parse_consent(payload))
+
+    async def _choose(self, conn: Conn, room: Room, payload: Any) -> None:
+        await room.choose(conn.seat, protocol.parse_choose(payload))
+
+    async def _cue(self, conn: Conn, room: Room, payload: Any) -> dict[str, Any]:
+        cue = await room.cue(conn.seat, protocol.parse_cue(payload).id)
+        return {"cue": {"seq": cue.id, "question_id": cue.question_id, "rec_time": cue.rec_time}}
+
+    async def _start(self, conn: Conn, room: Room, payload: Any) -> dict[str, Any]:
+        protocol.parse_empty(payload)
+        rec = await room.start(conn.seat)
+        return {"recording": {"id": rec.id, "take": rec.take}}
+
+    async def _pause(self, conn: Conn, room: Room, payload: Any) -> None:
+        protocol.parse_empty(payload)
+        await room.pause(conn.seat)
+
+    async def _resume(self, conn: Conn, room: Room, payload: Any) -> None:
+        protocol.parse_empty(payload)
+        await room.resume(conn.seat)
+
+    async def _stop(self, conn: Conn, room: Room, payload: Any) -> None:
+        protocol.parse_empty(payload)
+        await room.stop(conn.seat)
+
+    async def _marker(self, conn: Conn, room: Room, payload: Any) -> dict[str, Any]:
+        marker = await room.marker(conn.seat, protocol.parse_marker(payload).label)
+        return {"marker": {"seq": marker.id, "rec_time": marker.rec_time}}
+
+    async def _note(self, conn: Conn, room: Room, payload: Any) -> dict[str, Any]:
+        note = await room.note(conn.seat, protocol.parse_note(payload).text)
+        return {"note": {"seq": note.id, "at": note.at, "rec_time": note.rec_time}}
+
+    async def _rtc_offer(self, conn: Conn, room: Room, payload: Any) -> dict[str, Any]:
+        offer = protocol.parse_offer(payload)
+        if self.media is None:
+            raise UserError("audio is not available on this server", code="media_unavailable")
+        return await self.media.offer(room, conn.seat, conn.sid, offer)
+
+
+def _refuse(code: str) -> None:
+    raise socketio.exceptions.ConnectionRefusedError(REFUSALS[code], {"code": code})
+
+
+__all__ = ["REFUSALS", "Conn", "InvalidInput", "MediaPlane", "NotFound", "Signaling"]

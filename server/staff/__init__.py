@@ -1,0 +1,1 @@
+"""Staff: accounts, sign-in, credentials, the audit log."""

@@ -1,0 +1,78 @@
+"""Staff credentials: a bearer token from settings (or generated once into the data dir)
+for scripts, or a signed-in staff member's session cookie (`accounts`) for the pages."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from aiohttp import web
+
+from storyroom.errors import AuthError
+from storyroom.seats import tokens_equal
+from storyroom.staff.accounts import (
+    ACCOUNTS,
+    SESSION_COOKIE,
+    STAFF_IDENTITY,
+    TOKEN_ACTOR,
+    StaffIdentity,
+    check_csrf,
+)
+
+TOKEN_FILE = "staff-token"
+
+
+def load_or_create_staff_token(data_dir: Path, configured: str) -> tuple[str, bool]:
+    """Return (token, created). A generated token is written with mode 0600."""
+    if configured:
+        return configured, False
+    path = data_dir / TOKEN_FILE
+    try:
+        return path.read_text("utf-8").strip(), False
+    except FileNotFoundError:
+        pass
+    token = secrets.token_urlsafe(32)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    return token, True
+
+
+def require_staff(request: web.Request, staff_token: str) -> StaffIdentity:
+    """Let staff through, else raise `AuthError` (401).
+
+    Scripts send `Authorization: Bearer <staff token>`; the staff pages send the session
+    cookie of a signed-in person, and then a state-changing request must also carry the
+    session's CSRF token (`Forbidden`, 403, without it). Wrong tokens are counted per
+    client address; too many and that address is refused for a while (`RateLimited`).
+    The identity is also left in `request[STAFF_IDENTITY]`.
+    """
+    accounts = request.app.get(ACCOUNTS)
+    header = request.headers.get("Authorization")
+    if header is not None:
+        address = request.remote or "unknown"
+        if accounts is not None:
+            accounts.tokens.check(address)
+        scheme, _, credential = header.partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            raise AuthError("staff credentials are required")
+        if not tokens_equal(credential, staff_token):
+            if accounts is not None:
+                accounts.tokens.fail(address)
+            raise AuthError("staff credentials are not valid")
+        identity = StaffIdentity(TOKEN_ACTOR)
+    else:
+        session = (
+            accounts.session_for(request.cookies.get(SESSION_COOKIE))
+            if accounts is not None
+            else None
+        )
+        if accounts is None or session is None:
+            raise AuthError("staff credentials are required")
+        check_csrf(request, session, accounts.settings)
+        identity = StaffIdentity(session.email, session)
+    request[STAFF_IDENTITY] = identity
+    return identity

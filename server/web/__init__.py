@@ -1,0 +1,1 @@
+"""The HTTP edge: middleware, error translation, routes, pages, downloads."""

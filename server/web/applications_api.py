@@ -1,0 +1,412 @@
+"""HTTP routes of the applications module: the public application form, and for staff
+the applications, matching proposals, facilitators, scheduling and the outbox.
+
+Errors leave through the app's JSON error middleware like every other route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from storyroom.errors import InvalidInput, InvalidState, NotFound
+from storyroom.matching.applications import (
+    parse_application,
+    parse_facilitator,
+    parse_filter,
+    parse_id,
+    parse_schedule,
+)
+from storyroom.matching.availability import in_zone, week_start
+from storyroom.matching.engine import Policy, match
+from storyroom.matching.outbox import Outbox, describe, mailer
+from storyroom.matching.regions import regions
+from storyroom.matching.scheduling import confirm, plan_proposal
+from storyroom.matching.store import ApplicationRow, ApplicationStore, ProposalRow, ScheduleRow
+from storyroom.ratelimit import RateLimit, RateLimited
+from storyroom.services import SERVICES, Services
+from storyroom.staff.tokens import require_staff
+from storyroom.web.api import error_response, read_json
+
+log = logging.getLogger(__name__)
+
+PROPOSAL_STATUSES = ("proposed", "accepted", "rejected", "scheduled", "cancelled")
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+def _local(moment: datetime, time_zone: str, minutes: int) -> dict[str, Any]:
+    """A moment as a person sees it: weekday (0 = Monday) and clock times in their zone."""
+    start = in_zone(moment, time_zone)
+    end = in_zone(moment + timedelta(minutes=minutes), time_zone)
+    return {
+        "day": start.weekday(),
+        "start": f"{start.hour:02d}:{start.minute:02d}",
+        "end": f"{end.hour:02d}:{end.minute:02d}",
+        "time_zone": time_zone,
+    }
+
+
+class ApplicationsApi:
+    """Route handlers; everything but the form and the region list needs staff."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self._limit: RateLimit | None = None
+        self._lock = asyncio.Lock()  # one matching run or schedule change at a time
+
+    @property
+    def ctx(self) -> Services:
+        return self.app[SERVICES]
+
+    @property
+    def store(self) -> ApplicationStore:
+        return ApplicationStore(self.ctx.store.db)
+
+    @property
+    def limit(self) -> RateLimit:
+        if self._limit is None:
+            self._limit = RateLimit(self.ctx.settings.apply_rate_limit)
+        return self._limit
+
+    def staff(self, request: web.Request) -> None:
+        require_staff(request, self.ctx.staff_token)
+
+    # -- public ---------------------------------------------------------------------
+
+    async def region_list(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"regions": regions().to_json()}, headers={"Cache-Control": "public, max-age=3600"}
+        )
+
+    async def apply(self, request: web.Request) -> web.Response:
+        try:
+            self.limit.hit(request.remote or "unknown")
+        except RateLimited as exc:
+            response = error_response(exc)
+            response.headers["Retry-After"] = str(exc.retry_after)
+            return response
+        spec = parse_application(await read_json(request))
+        if spec is None:
+            # The hidden field was filled in: a bot. Answer like a success, keep nothing.
+            log.info("application form: honeypot filled in by %s; ignored", request.remote)
+            return web.json_response({"received": True}, status=201)
+        app_id = await self.store.add_application(spec)
+        log.info("application %s received", app_id)
+        return web.json_response({"received": True, "first_name": spec.first_name}, status=201)
+
+    # -- applications ---------------------------------------------------------------------
+
+    async def _application(self, request: web.Request) -> ApplicationRow:
+        app_id = parse_id(request.match_info["application_id"], "application")
+        found = await self.store.get_application(app_id)
+        if found is None:
+            raise NotFound("no such application")
+        return found
+
+    async def list_applications(self, request: web.Request) -> web.Response:
+        self.staff(request)
+        where = parse_filter(request.query)
+        rows = await self.store.list_applications(where)
+        return web.json_response({"applications": [r.summary_json() for r in rows]})
+
+    async def get_application(self, request: web.Request) -> web.Response:
+        self.staff(request)
+        row = await self._application(request)
+        proposals = await self.store.proposals_with(row.id)
+        partners = await self.store.applications(
+            p.b_id if p.a_id == row.id else p.a_id for p in proposals
+        )
+        history = []
+        for p in proposals:
+            partner = partners.get(p.b_id if p.a_id == row.id else p.a_id)
+            history.append(
+                {
+                    "id": p.id,
+                    "status": p.status,
+                    "created_at": p.created_at,
+                    "partner": partner.first_name if partner else None,
+                }
+            )
+        return web.json_response({**row.staff_json(), "proposals": history})
+
+    async def withdraw(self, request: web.Request) -> web.Response:
+        self.staff(request)
+        async with self._lock:
+            row = await self._application(request)
+            await self.store.withdraw(row.id)
+        log.info("application %s withdrawn", row.id)
+        found = await self.store.get_application(row.id)
+        assert found is not None
+        return web.json_response(found.staff_json())
+
+    async def delete(self, request: web.Request) -> web.Response:
+        self.staff(request)
+        async with self._lock:
+            row = await self._application(request)
+            await self.store.delete_application(row.id)
+        log.info("application %s deleted", row.id)
+        return web.Response(status=204)
+
+    # -- matching -----------------------------------------------------------------------
+
+    async def run_matching(self, request: web.Request) -> web.Response:
+        """Pair everyone waiting; the new proposals wait for staff to accept or reject."""
+        self.staff(request)
+        async with self._lock:
+            waiting = await self.store.waiting()
+            excluded = await self.store.proposed_pairs()
+            policy = Policy(min_distance=self.ctx.settings.matching_min_distance)
+            reference = week_start(datetime.now(UTC))
+            result = await asyncio.to_thread(
+                match,
+                [a.for_matching() for a in waiting],
+                regions(),
+                reference,
+                policy,
+                excluded,
+            )
+            ids = await self.store.add_proposals(result.pairs)
+        log.info("matching: %d waiting, %d pairs proposed", len(waiting), len(ids))
+        proposals = [p for p in await self.store.list_proposals("proposed") if p.id in set(ids)]
+        return web.json_response(
+            {
+                "waiting": len(waiting),
+                "unmatched": len(result.unmatched),
+                "proposals": await self._proposals_json(proposals),
+            }
+        )
+
+    async def _proposals_json(self, proposals: list[ProposalRow]) -> list[dict[str, Any]]:
+        people = await self.store.applications(i for p in proposals for i in (p.a_id, p.b_id))
+        out = []
+        for p in proposals:
+            slot = p.explanation.get("slot", {})
+            start = datetime.fromisoformat(slot["start"]) if slot.get("start") else None
+            persons = []
+            for app_id in (p.a_id, p.b_id):
+                person = people.get(app_id)
+                if person is None:
+                    continue
+                persons.append(
+                    {
+                        "id": person.id,
+                        "first_name": person.first_name,
+                        "city": person.city,
+                        "region": person.region,
+                        "placement": person.placement,
+                        "speaks": list(person.speaks),
+                        "status": person.status.value,
+                        "slot": _local(start, person.time_zone, slot.get("minutes", 0))
+                        if start
+                        else None,
+                    }
+                )
+            schedule = await self.store.schedule_for(p.id)
+            out.append(
+                {
+                    "id": p.id,
+                    "status": p.status,
+                    "weight": p.weight,
+                    "created_at": p.created_at,
+                    "decided_at": p.decided_at,
+                    "explanation": p.explanation,
+                    "people": persons,
+                    "schedule": await self._schedule_json(schedule) if schedule else None,
+                }
+            )
+        return out
+
+    async def list_proposals(self, request: web.Request) -> web.Response:
+        self.staff(request)
+        status = request.query.get("status", "")
+        if status and status not in PROPOSAL_STATUSES:
+            raise InvalidInput(
+                f"status must be one of {', '.join(PROPOSAL_STATUSES)}", code="invalid_value"
+            )
+        unknown = sorted(set(request.query) - {"status"})
+        if unknown:
+            raise InvalidInput(f"unknown parameter {unknown[0]!r}", code="unknown_field")
+        proposals = await self.store.list_proposals(status or None)
+        return web.json_response({"proposals": await self._proposals_json(proposals)})
+
+    async def _proposal(self, request: web.Request) -> ProposalRow:
+        proposal_id = parse_id(request.match_info["proposal_id"], "proposal")
+        found = await self.store.get_proposal(proposal_id)
+        if found is None:
+            raise NotFound("no such proposal")
+        return found
+
+    async def _decide(self, request: web.Request, accept: bool) -> web.Response:
+        self.staff(request)
+        async with self._lock:
+            proposal = await self._proposal(request)
+            if proposal.status != "proposed":
+                raise InvalidState(f"this proposal is already {proposal.status}")
+            await self.store.decide(proposal, accept)
+            updated = await self.store.get_proposal(proposal.id)
+        assert updated is not None
+        return web.json_response((await self._proposals_json([updated]))[0])
+
+    async def accept(self, request: web.Request) -> web.Response:
+        return await self._decide(request, True)
+
+    async def reject(self, request: web.Request) -> web.Response:
+        return await self._decide(request, False)
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    async def _schedule_json(self, schedule: ScheduleRow) -> dict[str, Any]:
+        facilitator = await self.store.get_facilitator(schedule.facilitator_id)
+        return {
+            "id": schedule.id,
+            "proposal_id": schedule.proposal_id,
+            "status": schedule.status,
+            "language": schedule.language,
+            "starts_at": _iso(schedule.starts_at),
+            "minutes": schedule.minutes,
+            "facilitator": (
+                {
+                    "id": facilitator.id,
+                    "first_name": facilitator.first_name,
+                    "time_zone": facilitator.time_zone,
+                }
+                if facilitator
+                else None
+            ),
+            "session_id": schedule.session_id,
+            "invitations": schedule.invitations,
+        }
+
+    async def schedule(self, request: web.Request) -> web.Response:
+        """Propose (or re-propose, with staff's choice) a time and a facilitator."""
+        self.staff(request)
+        choice = parse_schedule(await read_json(request) if request.can_read_body else None)
+        async with self._lock:
+            proposal = await self._proposal(request)
+            planned = await plan_proposal(self.store, proposal, choice, datetime.now(UTC))
+        return web.json_response(await self._schedule_json(planned))
+
+    async def list_schedules(self, request: web.Request) -> web.Response:
+        self.staff(request)
+        return web.json_response(
+            {"schedules": [await self._schedule_json(s) for s in await self.store.schedules()]}
+        )
+
+    async def confirm(self, request: web.Request) -> web.Response:
+        """Create the session and send the three invitations."""
+        self.staff(request)
+        schedule_id = parse_id(request.match_info["schedule_id"], "schedule")
+        async with self._lock:
+            schedule = await self.store.get_schedule(schedule_id)
+            if schedule is None:
+                raise NotFound("no such schedule")
+            done = await confirm(
+                self.ctx.store,
+                self.store,
+                self.ctx.settings,
+                mailer(self.ctx.settings),
+                schedule,
+                datetime.now(UTC),
+            )
+            confirmed = await self.store.get_schedule(schedule_id)
+        assert confirmed is not None
+        return web.json_response(
+            {**await self._schedule_json(confirmed), "session_id": done.session_id}
+        )
+
+    # -- facilitators ---------------------------------------------------------------------
+
+    async def list_facilitators(self, request: web.Request) -> web.Response:
+        self.staff(request)
+        return web.json_response(
+            {"facilitators": [f.staff_json() for f in await self.store.facilitators()]}
+        )
+
+    async def add_facilitator(self, request: web.Request) -> web.Response:
+        self.staff(request)
+        spec = parse_facilitator(await read_json(request))
+        facilitator_id = await self.store.add_facilitator(spec)
+        found = await self.store.get_facilitator(facilitator_id)
+        assert found is not None
+        return web.json_response(found.staff_json(), status=201)
+
+    async def _set_active(self, request: web.Request, active: bool) -> web.Response:
+        self.staff(request)
+        facilitator_id = parse_id(request.match_info["facilitator_id"], "facilitator")
+        if await self.store.get_facilitator(facilitator_id) is None:
+            raise NotFound("no such facilitator")
+        await self.store.set_facilitator_active(facilitator_id, active)
+        found = await self.store.get_facilitator(facilitator_id)
+        assert found is not None
+        return web.json_response(found.staff_json())
+
+    async def deactivate(self, request: web.Request) -> web.Response:
+        return await self._set_active(request, False)
+
+    async def activate(self, request: web.Request) -> web.Response:
+        return await self._set_active(request, True)
+
+    # -- outbox -------------------------------------------------------------------------
+
+    @property
+    def outbox(self) -> Outbox:
+        return Outbox(self.ctx.settings.outbox_dir)
+
+    async def list_outbox(self, request: web.Request) -> web.Response:
+        self.staff(request)
+        entries = await self.outbox.entries()
+        return web.json_response(
+            {
+                "via": "smtp" if self.ctx.settings.smtp_host else "outbox",
+                "messages": [e.to_json() for e in entries],
+            }
+        )
+
+    async def read_message(self, request: web.Request) -> web.Response:
+        self.staff(request)
+        message, _ = await self.outbox.read(request.match_info["name"])
+        return web.json_response({"name": request.match_info["name"], **describe(message)})
+
+    async def raw_message(self, request: web.Request) -> web.Response:
+        self.staff(request)
+        name = request.match_info["name"]
+        _, data = await self.outbox.read(name)
+        return web.Response(
+            body=data,
+            content_type="message/rfc822",
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "Cache-Control": "private, no-store",
+            },
+        )
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/api/regions", self.region_list),
+            web.post("/api/applications", self.apply),
+            web.get("/api/applications", self.list_applications),
+            web.get("/api/applications/{application_id}", self.get_application),
+            web.post("/api/applications/{application_id}/withdraw", self.withdraw),
+            web.delete("/api/applications/{application_id}", self.delete),
+            web.post("/api/matching/run", self.run_matching),
+            web.get("/api/proposals", self.list_proposals),
+            web.post("/api/proposals/{proposal_id}/accept", self.accept),
+            web.post("/api/proposals/{proposal_id}/reject", self.reject),
+            web.post("/api/proposals/{proposal_id}/schedule", self.schedule),
+            web.get("/api/schedules", self.list_schedules),
+            web.post("/api/schedules/{schedule_id}/confirm", self.confirm),
+            web.get("/api/facilitators", self.list_facilitators),
+            web.post("/api/facilitators", self.add_facilitator),
+            web.post("/api/facilitators/{facilitator_id}/deactivate", self.deactivate),
+            web.post("/api/facilitators/{facilitator_id}/activate", self.activate),
+            web.get("/api/outbox", self.list_outbox),
+            web.get("/api/outbox/{name}", self.read_message),
+            web.get("/api/outbox/{name}/raw", self.raw_message),
+        ]

@@ -1,0 +1,90 @@
+"""Browser pages and static files. Paths are fixed names, never built from input."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from storyroom.config import Settings
+from storyroom.staff.accounts import ACCOUNTS, SESSION_COOKIE
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' blob:; connect-src 'self' ws: wss:; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'self'"
+)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response gets these, errors, files and streams included."""
+    response.headers.setdefault("Content-Security-Policy", CSP)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if request.secure:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+
+
+def signed_in(request: web.Request) -> bool:
+    accounts = request.app.get(ACCOUNTS)
+    return accounts is not None and (
+        accounts.session_for(request.cookies.get(SESSION_COOKIE)) is not None
+    )
+
+
+def signin_redirect(request: web.Request) -> web.HTTPSeeOther:
+    """To the sign-in page, coming back here after (a path of ours, never a URL)."""
+    return web.HTTPSeeOther(f"/staff/signin?{urlencode({'next': request.path})}")
+
+
+def vendor_dirs(settings: Settings) -> list[Path]:
+    """Where socket.io-client's browser build is: npm's node_modules or the image's copy."""
+    root = settings.static_dir.parent
+    return [
+        settings.static_dir / "vendor" / "socket.io-client",
+        root / "node_modules" / "socket.io-client" / "dist",
+    ]
+
+
+def add_page_routes(app: web.Application, settings: Settings) -> None:
+    static = settings.static_dir
+
+    def page(
+        name: str, staff: bool = False
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if staff and not signed_in(request):
+                raise signin_redirect(request)
+            path = static / name
+            if not path.is_file():
+                raise web.HTTPNotFound()
+            return web.FileResponse(path, headers={"Cache-Control": "no-store"})
+
+        return handler
+
+    async def socketio_client(request: web.Request) -> web.StreamResponse:
+        for folder in vendor_dirs(settings):
+            path = folder / "socket.io.esm.min.js"
+            if path.is_file():
+                return web.FileResponse(path)
+        raise web.HTTPNotFound(reason="socket.io-client is not installed: run npm ci")
+
+    app.router.add_get("/", page("index.html"))
+    app.router.add_get("/room/{session_id}", page("room.html"))
+    app.router.add_get("/console/{session_id}", page("console.html"))
+    app.router.add_get("/staff", page("staff.html", staff=True))
+    app.router.add_get("/staff/signin", page("signin.html"))
+    app.router.add_get("/staff/recordings", page("recordings.html", staff=True))
+    app.router.add_get("/staff/recordings/{recording_id}", page("recording.html", staff=True))
+    app.router.add_get("/staff/audit", page("audit.html", staff=True))
+    app.router.add_get("/copy", page("copy.html"))
+    app.router.add_get("/apply", page("apply.html"))
+    app.router.add_get("/solicitar", page("apply.html"))  # the same form, in Spanish
+    app.router.add_get("/staff/applications", page("applications.html"))
+    app.router.add_get("/vendor/socket.io.esm.min.js", socketio_client)
+    if static.is_dir():
+        app.router.add_static("/static/", static, follow_symlinks=False, show_index=False)

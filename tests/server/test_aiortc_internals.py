@@ -1,0 +1,349 @@
+"""The aiortc tap and encoded track, against real aiortc peer connections.
+
+If these fail after an aiortc upgrade, storyroom.media.aiortc_internals needs updating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import inspect
+import random
+import time
+from collections.abc import Awaitable, Callable
+from itertools import pairwise
+
+import av
+import numpy as np
+import pytest
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    rtcrtpreceiver,
+)
+from aiortc.codecs.opus import OpusEncoder
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from storyroom.media.aiortc_internals import (
+    EncodedAudioTrack,
+    RtpAudioPacket,
+    check_internals,
+    tap_receiver,
+)
+from storyroom.recording.oggopus import opus_packet_samples
+
+RATE = 48_000
+FRAME = 960
+TONE_HZ = 440.0
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str
+) -> None:
+    """Poll ``condition`` (plain or async) until it holds; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class ToneTrack(MediaStreamTrack):
+    """A microphone stand-in: a sine tone in 20 ms s16 mono frames, in real time."""
+
+    kind = "audio"
+
+    def __init__(self, frequency: float = TONE_HZ) -> None:
+        super().__init__()
+        self._frequency = frequency
+        self._pts = 0
+        self._start: float | None = None
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        else:
+            # Pacing like a sound card, not waiting for a condition.
+            await asyncio.sleep(max(0.0, self._start + self._pts / RATE - time.monotonic()))
+        t = (np.arange(FRAME) + self._pts) / RATE
+        pcm = (np.sin(2 * np.pi * self._frequency * t) * 10_000).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = self._pts
+        frame.time_base = fractions.Fraction(1, RATE)
+        self._pts += FRAME
+        return frame
+
+
+def dominant_frequency(samples: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.argmax(spectrum) * RATE / len(samples))
+
+
+def new_peer(peers: list[RTCPeerConnection]) -> RTCPeerConnection:
+    peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    peers.append(peer)
+    return peer
+
+
+async def negotiate(
+    offerer: RTCPeerConnection,
+    answerer: RTCPeerConnection,
+    on_offer_applied: Callable[[], None] = lambda: None,
+) -> None:
+    await offerer.setLocalDescription(await offerer.createOffer())
+    await answerer.setRemoteDescription(offerer.localDescription)
+    on_offer_applied()
+    await answerer.setLocalDescription(await answerer.createAnswer())
+    await offerer.setRemoteDescription(answerer.localDescription)
+
+
+def test_check_internals_passes_on_the_installed_aiortc() -> None:
+    check_internals()
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [
+        (RTCRtpReceiver, "_handle_rtp_packet"),
+        (RTCRtpReceiver, "_run_rtcp"),
+        (rtcrtpreceiver, "StreamStatistics"),
+        (RTCRtpSender, "_next_encoded_frame"),
+        (OpusEncoder, "pack"),
+    ],
+)
+def test_check_internals_names_what_moved(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str
+) -> None:
+    monkeypatch.delattr(owner, name)
+    with pytest.raises(RuntimeError, match=name):
+        check_internals()
+
+
+async def test_tap_forward_and_decode_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
+    """Seat -> server (tap) -> EncodedAudioTrack -> listener, which decodes the tone."""
+    check_internals()
+    peers: list[RTCPeerConnection] = []
+    listener_frames: list[av.AudioFrame] = []
+    reader: asyncio.Task[None] | None = None
+    try:
+        seat = new_peer(peers)
+        server_in = new_peer(peers)
+        server_out = new_peer(peers)
+        listener = new_peer(peers)
+
+        seat_sender = seat.addTrack(ToneTrack())
+        relay = EncodedAudioTrack()
+        tapped: list[RtpAudioPacket] = []
+
+        def on_packet(packet: RtpAudioPacket) -> None:
+            tapped.append(packet)
+            if len(tapped) == 1:
+                raise RuntimeError("a faulty subscriber")
+            relay.push(packet)
+
+        def tap() -> None:
+            (transceiver,) = server_in.getTransceivers()
+            tap_receiver(transceiver.receiver, on_packet)
+
+        await negotiate(seat, server_in, on_offer_applied=tap)
+        server_out.addTrack(relay)
+        await negotiate(server_out, listener)
+
+        await wait_until(lambda: len(tapped) >= 50, 10, "a second of tapped packets")
+        (server_receiver,) = server_in.getReceivers()
+
+        # A callback that raises is logged; the connection keeps going.
+        assert "RTP packet callback failed" in caplog.text
+        assert server_in.connectionState == "connected"
+
+        # Tapped packets are whole, in order, and carry the audio level.
+        first = tapped[0]
+        assert all(p.ssrc == first.ssrc for p in tapped)
+        for before, after in pairwise(tapped):
+            assert after.sequence_number == (before.sequence_number + 1) & 0xFFFF
+            assert after.timestamp == (before.timestamp + FRAME) & 0xFFFFFFFF
+            assert after.arrival >= before.arrival
+        assert all(opus_packet_samples(p.payload) == FRAME for p in tapped)
+        assert all(p.audio_level is not None and 0 <= p.audio_level <= 30 for p in tapped)
+
+        # Statistics still see every packet; aiortc's own decoding path sees none.
+        stats = await server_receiver.getStats()
+        received = len(tapped)
+        (inbound,) = [s for s in stats.values() if s.type == "inbound-rtp"]
+        assert inbound.ssrc == first.ssrc
+        assert inbound.packetsReceived == received
+        assert inbound.packetsLost == 0
+        assert inbound.jitter >= 0
+        assert [s.source for s in server_receiver.getSynchronizationSources()] == [first.ssrc]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(server_receiver.track.recv(), 0.2)
+
+        # The seat's sender gets RTCP receiver reports built from those statistics.
+        async def seat_got_receiver_report() -> bool:
+            report = await seat_sender.getStats()
+            return any(
+                s.type == "remote-inbound-rtp" and s.packetsReceived > 0 and s.packetsLost == 0
+                for s in report.values()
+            )
+
+        await wait_until(seat_got_receiver_report, 5, "an RTCP receiver report at the seat")
+
+        # The listener decodes the forwarded packets with plain aiortc.
+        (listener_receiver,) = listener.getReceivers()
+
+        async def read_listener() -> None:
+            while True:
+                frame = await listener_receiver.track.recv()
+                assert isinstance(frame, av.AudioFrame)
+                listener_frames.append(frame)
+
+        reader = asyncio.create_task(read_listener())
+        await wait_until(lambda: len(listener_frames) >= 75, 10, "1.5 s of decoded audio")
+        left = np.concatenate(
+            [f.to_ndarray().reshape(-1)[:: len(f.layout.channels)] for f in listener_frames[25:]]
+        ).astype(np.float64)
+        assert dominant_frequency(left[:RATE]) == pytest.approx(TONE_HZ, abs=3)
+    finally:
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        for peer in peers:
+            await peer.close()
+
+
+def packet(
+    ssrc: int, timestamp: int, arrival: float, sequence_number: int = 0, payload: bytes = b""
+) -> RtpAudioPacket:
+    return RtpAudioPacket(
+        payload=payload or b"\xf8" + bytes(40),  # one 20 ms CELT frame
+        sequence_number=sequence_number & 0xFFFF,
+        timestamp=timestamp & 0xFFFFFFFF,
+        ssrc=ssrc,
+        arrival=arrival,
+        audio_level=None,
+        marker=False,
+    )
+
+
+async def drain(track: EncodedAudioTrack) -> list[int | None]:
+    """The pts of every packet queued now."""
+    return [(await track.recv()).pts for _ in range(track.queued)]
+
+
+async def test_encoded_track_keeps_intra_source_deltas_and_rebases_on_ssrc_change() -> None:
+    track = EncodedAudioTrack()
+    base = random.getrandbits(32)
+    clock = 1000.0
+    for i in range(5):
+        track.push(packet(1, base + i * FRAME, clock + i * 0.02, i))
+    assert await drain(track) == [0, 960, 1920, 2880, 3840]
+
+    # Three packets lost: their timestamp gap is kept.
+    track.push(packet(1, base + 8 * FRAME, clock + 8 * 0.02, 8))
+    assert await drain(track) == [8 * FRAME]
+
+    # The seat reconnects 1.5 s later: new SSRC, random timestamp base.
+    clock += 8 * 0.02 + 1.5
+    other = random.getrandbits(32)
+    for i in range(3):
+        track.push(packet(2, other + i * FRAME, clock + i * 0.02, 77 + i))
+    resumed = 8 * FRAME + int(1.5 * RATE)
+    assert await drain(track) == [resumed, resumed + 960, resumed + 1920]
+
+    # A source switch right away never overlaps the previous packet.
+    clock += 2 * 0.02
+    track.push(packet(3, 12345, clock + 0.001, 5))
+    assert await drain(track) == [resumed + 2880]
+    track.stop()
+
+
+async def test_encoded_track_timestamp_wrap_jump_and_late_packets() -> None:
+    track = EncodedAudioTrack()
+    base = (1 << 32) - 2 * FRAME  # the RTP timestamp wraps around 2^32 after two packets
+    for i in range(4):
+        track.push(packet(9, base + i * FRAME, 50.0 + i * 0.02, i))
+    assert await drain(track) == [0, 960, 1920, 2880]
+
+    # Late and duplicate packets are dropped, never sent out of order.
+    track.push(packet(9, base + 2 * FRAME, 50.1, 2))
+    track.push(packet(9, base + 3 * FRAME, 50.1, 3))
+    assert await drain(track) == []
+    assert track.dropped == 2
+
+    # A timestamp far ahead of the wall clock is a new timeline.
+    track.push(packet(9, base + 4 * FRAME + 10 * RATE, 50.1, 4))
+    track.push(packet(9, base + 5 * FRAME + 10 * RATE, 50.12, 5))
+    # It continues after the last packet by the 40 ms of wall clock between them.
+    assert await drain(track) == [4800, 5760]
+
+    # So is one far behind.
+    track.push(packet(9, base, 50.14, 6))
+    assert await drain(track) == [6720]
+    track.stop()
+
+
+async def test_encoded_track_packets_are_what_aiortc_sends() -> None:
+    track = EncodedAudioTrack()
+    payload = b"\xfc" + bytes(range(60))
+    track.push(packet(4, 777, 1.0, payload=payload))
+    track.push(packet(4, 777 + FRAME, 1.02, payload=payload))
+    first = await track.recv()
+    second = await track.recv()
+    assert bytes(second) == payload
+    assert second.time_base == fractions.Fraction(1, RATE)
+    # aiortc's sender turns the packet into RTP with OpusEncoder.pack().
+    encoder = OpusEncoder()
+    assert encoder.pack(first) == ([payload], 0)
+    assert encoder.pack(second) == ([payload], FRAME)
+    track.stop()
+
+
+async def test_encoded_track_drops_the_oldest_beyond_its_bound() -> None:
+    track = EncodedAudioTrack()
+    for i in range(15):
+        track.push(packet(1, i * FRAME, i * 0.02, i))
+    assert await drain(track) == [i * FRAME for i in range(5, 15)]
+    assert track.dropped == 5
+    track.stop()
+
+
+async def test_encoded_track_hands_a_pushed_packet_to_a_waiting_recv_at_once() -> None:
+    track = EncodedAudioTrack()
+    waiting = asyncio.create_task(track.recv())
+    try:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not waiting.done()
+        track.push(packet(1, 0, 0.0))
+        for _ in range(3):
+            if waiting.done():
+                break
+            await asyncio.sleep(0)
+        assert waiting.done()
+        assert waiting.result().pts == 0
+    finally:
+        waiting.cancel()
+        track.stop()
+
+
+async def test_encoded_track_stop_wakes_recv() -> None:
+    track = EncodedAudioTrack()
+    waiting = asyncio.create_task(track.recv())
+    await asyncio.sleep(0)
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await asyncio.wait_for(waiting, 1)
+    with pytest.raises(MediaStreamError):
+        await track.recv()
+    track.push(packet(1, 0, 0.0))
+    assert track.readyState == "ended"

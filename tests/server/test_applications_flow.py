@@ -1,0 +1,366 @@
+"""From applications to a session over HTTP: match, accept, schedule, confirm; three
+invitations land in the outbox as well-formed messages with valid .ics files, their
+links really connect to the room, and nobody but staff sees contact details."""
+
+from __future__ import annotations
+
+import email.policy
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import pytest
+
+from support.apply import AUTH, application, call, ics_properties
+from support.server import RunningServer, SeatClient, free_port, start_server
+
+EVENINGS = [{"day": d, "start": "09:00", "end": "22:00"} for d in range(7)]
+ROSA = application(
+    first_name="Rosa",
+    last_name="Delgado",
+    email="rosa@example.org",
+    phone="+1 915 555 0100",
+    region="TX",
+    time_zone="America/Chicago",
+    language="es",
+    speaks=["en", "es"],
+    placement=2,
+    bio="Enfermera y madre de dos.",
+)
+DALE = application(
+    first_name="Dale",
+    last_name="Kowalski",
+    email="dale@example.org",
+    phone="+1 918 555 0199",
+    city="Tulsa",
+    region="OK",
+    time_zone="America/Chicago",
+    language="en",
+    speaks=["en"],
+    placement=6,
+    bio="Retired machinist who bakes bread.",
+)
+CENTRE = application(first_name="Max", last_name="Moreno", email="max@example.org", placement=4)
+FACILITATOR = {
+    "first_name": "Sam",
+    "email": "sam@example.org",
+    "language": "en",
+    "speaks": ["en", "es"],
+    "time_zone": "America/New_York",
+    "availability": EVENINGS,
+}
+SECRETS = [
+    "Delgado",
+    "Kowalski",
+    "rosa@example.org",
+    "dale@example.org",
+    "555 01",
+    "sam@example.org",
+]
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = BytesParser(policy=email.policy.default).parsebytes(data)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+async def raw(http: aiohttp.ClientSession, url: str) -> bytes:
+    async with http.get(url, headers=AUTH) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "message/rfc822"
+        return await resp.read()
+
+
+async def submit(
+    http: aiohttp.ClientSession, server: RunningServer, *people: dict[str, Any]
+) -> dict[str, str]:
+    for person in people:
+        await call(http, "POST", f"{server.url}/api/applications", person, staff=False, expect=201)
+    rows = (await call(http, "GET", f"{server.url}/api/applications"))["applications"]
+    return {row["first_name"]: row["id"] for row in rows}
+
+
+async def test_match_schedule_confirm_and_join(server: RunningServer) -> None:
+    url = server.url
+    async with aiohttp.ClientSession() as http:
+        ids = await submit(http, server, ROSA, DALE, CENTRE)
+        await call(http, "POST", f"{url}/api/facilitators", FACILITATOR, expect=201)
+
+        run = await call(http, "POST", f"{url}/api/matching/run")
+        assert run["waiting"] == 3 and run["unmatched"] == 1
+        [proposal] = run["proposals"]
+        assert {p["first_name"] for p in proposal["people"]} == {"Rosa", "Dale"}
+        ex = proposal["explanation"]
+        assert ex["region"] == "nearby" and ex["languages"] == ["en"]
+        assert ex["placement_gap"] == 4 and ex["slot"]["minutes"] >= 90
+        assert all(p["slot"]["time_zone"] == "America/Chicago" for p in proposal["people"])
+        assert not any(secret in json.dumps(proposal) for secret in SECRETS)
+        statuses = {
+            a["first_name"]: a["status"]
+            for a in (await call(http, "GET", f"{url}/api/applications"))["applications"]
+        }
+        assert statuses == {"Rosa": "proposed", "Dale": "proposed", "Max": "new"}
+
+        # nothing is planned before staff accept
+        await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/schedule", expect=409)
+        accepted = await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/accept")
+        assert accepted["status"] == "accepted"
+        await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/accept", expect=409)
+
+        planned = await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/schedule")
+        assert planned["status"] == "planned" and planned["facilitator"]["first_name"] == "Sam"
+        assert planned["language"] == "en"  # the only language both speak
+        starts = datetime.fromisoformat(planned["starts_at"])
+        assert starts >= datetime.now(UTC) + timedelta(hours=23, minutes=59)
+        local = starts.astimezone(ZoneInfo("America/Chicago"))
+        # Rosa's and Dale's shared time is Tuesday 18:00-21:00 in Chicago
+        assert (local.weekday(), local.hour, local.minute) == (1, 18, 0)
+
+        confirmed = await call(http, "POST", f"{url}/api/schedules/{planned['id']}/confirm")
+        assert confirmed["status"] == "confirmed"
+        session_id = confirmed["session_id"]
+        assert [i["role"] for i in confirmed["invitations"]] == ["a", "b", "facilitator"]
+        assert {i["via"] for i in confirmed["invitations"]} == {"outbox"}
+        await call(http, "POST", f"{url}/api/schedules/{planned['id']}/confirm", expect=409)
+
+        # the session holds first names and bios only
+        session = await call(http, "GET", f"{url}/api/sessions/{session_id}")
+        seats = session["seats"]
+        assert {seats[s]["name"] for s in ("a", "b", "facilitator")} == {"Dale", "Rosa", "Sam"}
+        assert {seats["a"]["bio"], seats["b"]["bio"]} == {ROSA["bio"], DALE["bio"]}
+        assert not any(secret in json.dumps(session) for secret in SECRETS)
+        async with server.services.store.db.execute("SELECT * FROM seats") as cur:
+            stored = json.dumps([tuple(row) for row in await cur.fetchall()])
+        assert not any(secret in stored for secret in SECRETS)
+
+        # three well-formed messages in the outbox, each in its reader's language
+        listed = (await call(http, "GET", f"{url}/api/outbox"))["messages"]
+        assert len(listed) == 3
+        messages = {}
+        for entry in listed:
+            message = parse(await raw(http, f"{url}/api/outbox/{entry['name']}/raw"))
+            messages[message["To"].addresses[0].addr_spec] = message
+            shown = await call(http, "GET", f"{url}/api/outbox/{entry['name']}")
+            assert shown["subject"] == message["Subject"]
+        assert set(messages) == {"rosa@example.org", "dale@example.org", "sam@example.org"}
+        rosa_text = messages["rosa@example.org"].get_body(("plain",)).get_content()
+        assert rosa_text.startswith("Hola, Rosa:") and "a las 18:00 (C" in rosa_text
+        dale_text = messages["dale@example.org"].get_body(("plain",)).get_content()
+        assert dale_text.startswith("Hello Dale,") and "at 6:00 PM (C" in dale_text
+        sam_text = messages["sam@example.org"].get_body(("plain",)).get_content()
+        assert "at 7:00 PM (E" in sam_text  # the facilitator's own zone
+        for address, message in messages.items():
+            text = message.get_body(("plain",)).get_content()
+            others = [s for s in SECRETS if s not in address]
+            assert not any(secret in text for secret in others if "@" in secret), address
+            assert "Delgado" not in text and "Kowalski" not in text
+            [ics_part] = list(message.iter_attachments())
+            assert ics_part.get_content_type() == "text/calendar"
+            payload = ics_part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            props = ics_properties(payload)  # CRLF, folding, 75 octets checked inside
+            assert props["DTSTART"] == starts.strftime("%Y%m%dT%H%M%SZ")
+            assert props["UID"].startswith(planned["id"])
+            assert "DTSTAMP" in props and props["SUMMARY"]
+            link = re.search(r"http://\S+#token=[\w-]+", text)
+            assert link is not None
+            assert link.group(0) in props["DESCRIPTION"]
+
+        # each link connects to its own seat of the new session
+        clients = []
+        try:
+            for address, seat in (
+                ("rosa@example.org", None),
+                ("dale@example.org", None),
+                ("sam@example.org", "facilitator"),
+            ):
+                text = messages[address].get_body(("plain",)).get_content()
+                link = re.search(r"(http://\S+/(room|console)/(ses_\w+))#token=([\w-]+)", text)
+                assert link is not None and link.group(3) == session_id
+                client = SeatClient(url, link.group(4))
+                await client.connect()
+                clients.append(client)
+                snapshot = client.last
+                assert snapshot["session"]["id"] == session_id
+                assert not any(secret in json.dumps(snapshot) for secret in SECRETS)
+                if seat:
+                    assert link.group(2) == "console"
+            final = clients[-1].last["seats"]
+            assert all(final[s]["connected"] for s in ("a", "b", "facilitator"))
+        finally:
+            for client in clients:
+                await client.close()
+
+        statuses = {
+            a["first_name"]: a["status"]
+            for a in (await call(http, "GET", f"{url}/api/applications"))["applications"]
+        }
+        assert statuses == {"Rosa": "scheduled", "Dale": "scheduled", "Max": "new"}
+        # a past pair is not proposed again
+        assert (await call(http, "POST", f"{url}/api/matching/run"))["proposals"] == []
+        assert ids["Rosa"] and ids["Dale"]
+
+
+async def test_rejected_pairs_are_never_proposed_again(server: RunningServer) -> None:
+    url = server.url
+    async with aiohttp.ClientSession() as http:
+        await submit(http, server, ROSA, DALE)
+        [proposal] = (await call(http, "POST", f"{url}/api/matching/run"))["proposals"]
+        rejected = await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/reject")
+        assert rejected["status"] == "rejected"
+        statuses = {
+            a["status"]
+            for a in (await call(http, "GET", f"{url}/api/applications"))["applications"]
+        }
+        assert statuses == {"new"}
+        assert (await call(http, "POST", f"{url}/api/matching/run"))["proposals"] == []
+        # a newcomer on the other side is proposed to Rosa instead
+        await submit(
+            http,
+            server,
+            application(first_name="Joan", last_name="Li", email="joan@example.org", placement=7),
+        )
+        [again] = (await call(http, "POST", f"{url}/api/matching/run"))["proposals"]
+        assert {p["first_name"] for p in again["people"]} == {"Rosa", "Joan"}
+        listed = (await call(http, "GET", f"{url}/api/proposals?status=rejected"))["proposals"]
+        assert [p["id"] for p in listed] == [proposal["id"]]
+        await call(http, "GET", f"{url}/api/proposals?status=maybe", expect=400)
+
+
+async def test_withdrawing_cancels_open_proposals(server: RunningServer) -> None:
+    url = server.url
+    async with aiohttp.ClientSession() as http:
+        ids = await submit(http, server, ROSA, DALE)
+        [proposal] = (await call(http, "POST", f"{url}/api/matching/run"))["proposals"]
+        await call(http, "POST", f"{url}/api/applications/{ids['Rosa']}/withdraw")
+        [cancelled] = (await call(http, "GET", f"{url}/api/proposals?status=cancelled"))[
+            "proposals"
+        ]
+        assert cancelled["id"] == proposal["id"]
+        dale = await call(http, "GET", f"{url}/api/applications/{ids['Dale']}")
+        assert dale["status"] == "new"
+        assert dale["proposals"][0]["partner"] == "Rosa"
+        await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/accept", expect=409)
+        # deleting takes the application and its proposals with it
+        async with http.delete(f"{url}/api/applications/{ids['Rosa']}", headers=AUTH) as resp:
+            assert resp.status == 204
+        assert (await call(http, "GET", f"{url}/api/proposals"))["proposals"] == []
+
+
+SCHEDULE_CASES: list[tuple[str, dict[str, Any] | None, int, str]] = [
+    ("no facilitator speaks Spanish", None, 409, "no_facilitator"),
+    ("unknown facilitator", {"facilitator_id": "fac_0000000000000000"}, 404, "not_found"),
+    ("bad facilitator id", {"facilitator_id": "../x"}, 400, "invalid_fields"),
+    ("naive time", {"starts_at": "2030-01-01T18:00:00"}, 400, "invalid_fields"),
+    ("not a time", {"starts_at": "tomorrow"}, 400, "invalid_fields"),
+    ("off the quarter hour", {"starts_at": "2030-01-01T18:05:00+00:00"}, 400, "invalid_fields"),
+    ("unknown field", {"when": "now"}, 400, "invalid_fields"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"), [c[1:] for c in SCHEDULE_CASES], ids=[c[0] for c in SCHEDULE_CASES]
+)
+async def test_scheduling_refusals(
+    server: RunningServer, body: dict[str, Any] | None, status: int, code: str
+) -> None:
+    url = server.url
+    spanish = {"speaks": ["es"], "language": "es"}
+    async with aiohttp.ClientSession() as http:
+        await submit(
+            http,
+            server,
+            application(**spanish),
+            application(
+                **spanish, first_name="Ana", last_name="Ruiz", email="ana@example.org", placement=6
+            ),
+        )
+        await call(
+            http, "POST", f"{url}/api/facilitators", {**FACILITATOR, "speaks": ["en"]}, expect=201
+        )
+        [proposal] = (await call(http, "POST", f"{url}/api/matching/run"))["proposals"]
+        await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/accept")
+        answer = await call(
+            http, "POST", f"{url}/api/proposals/{proposal['id']}/schedule", body, expect=status
+        )
+        assert answer["error"]["code"] == code
+
+
+async def test_staff_can_choose_the_time_and_facilitator(server: RunningServer) -> None:
+    url = server.url
+    async with aiohttp.ClientSession() as http:
+        await submit(http, server, ROSA, DALE)
+        sam = await call(http, "POST", f"{url}/api/facilitators", FACILITATOR, expect=201)
+        kim = await call(
+            http,
+            "POST",
+            f"{url}/api/facilitators",
+            {**FACILITATOR, "first_name": "Kim", "email": "kim@example.org"},
+            expect=201,
+        )
+        [proposal] = (await call(http, "POST", f"{url}/api/matching/run"))["proposals"]
+        await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/accept")
+        first = await call(
+            http,
+            "POST",
+            f"{url}/api/proposals/{proposal['id']}/schedule",
+            {"facilitator_id": kim["id"]},
+        )
+        assert first["facilitator"]["id"] == kim["id"]
+        later = datetime.fromisoformat(first["starts_at"]) + timedelta(days=7, minutes=60)
+        second = await call(
+            http,
+            "POST",
+            f"{url}/api/proposals/{proposal['id']}/schedule",
+            {"facilitator_id": sam["id"], "starts_at": later.isoformat()},
+        )
+        assert second["id"] == first["id"]  # re-planned, not a second plan
+        assert second["facilitator"]["id"] == sam["id"]
+        assert datetime.fromisoformat(second["starts_at"]) == later
+        # outside their shared time: refused
+        await call(
+            http,
+            "POST",
+            f"{url}/api/proposals/{proposal['id']}/schedule",
+            {"starts_at": (later + timedelta(hours=5)).isoformat()},
+            expect=409,
+        )
+        deactivated = await call(http, "POST", f"{url}/api/facilitators/{sam['id']}/deactivate")
+        assert deactivated["active"] is False
+        await call(
+            http,
+            "POST",
+            f"{url}/api/proposals/{proposal['id']}/schedule",
+            {"facilitator_id": sam["id"]},
+            expect=404,
+        )
+
+
+async def test_smtp_failure_keeps_the_invitations_in_the_outbox(tmp_path: Path) -> None:
+    # nothing listens on this port: every SMTP attempt is refused
+    running = await start_server(
+        tmp_path / "data", smtp_host="127.0.0.1", smtp_port=free_port(), smtp_security="none"
+    )
+    try:
+        url = running.url
+        async with aiohttp.ClientSession() as http:
+            await submit(http, running, ROSA, DALE)
+            await call(http, "POST", f"{url}/api/facilitators", FACILITATOR, expect=201)
+            [proposal] = (await call(http, "POST", f"{url}/api/matching/run"))["proposals"]
+            await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/accept")
+            planned = await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/schedule")
+            confirmed = await call(http, "POST", f"{url}/api/schedules/{planned['id']}/confirm")
+            assert {(i["via"], i["error"]) for i in confirmed["invitations"]} == {
+                ("outbox", "smtp_failed")
+            }
+            outbox = await call(http, "GET", f"{url}/api/outbox")
+            assert outbox["via"] == "smtp" and len(outbox["messages"]) == 3
+    finally:
+        await running.close()

@@ -1,0 +1,190 @@
+"""The media plane with real aiortc peers on loopback: forwarding, stems, timing, lifecycle."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from storyroom.recording.timeline import read_recording
+from support.media import (
+    RATE,
+    TONES,
+    SeatPeer,
+    ToneTrack,
+    close_room,
+    decode_ogg,
+    dominant_frequency,
+    open_room,
+)
+from support.server import RunningServer, SeatClient, wait_for
+
+CONSENT = {"record": True, "archive": False, "public": False}
+
+
+async def test_each_seat_hears_exactly_the_two_others(server: RunningServer) -> None:
+    clients, peers = await open_room(server)
+    try:
+        for seat, peer in peers.items():
+            others = sorted(s for s in TONES if s != seat)
+            assert sorted(peer.mids.values()) == others
+        await wait_for(
+            lambda: all(
+                len(p.samples_from(s)) > RATE * 1.5 for p in peers.values() for s in p.mids.values()
+            ),
+            timeout=20,
+            what="1.5 s of audio on every received track",
+        )
+        for seat, peer in peers.items():
+            assert set(peer.received) == {s for s in TONES if s != seat}
+            for source in peer.received:
+                freq = dominant_frequency(peer.samples_from(source, last_seconds=1.0))
+                assert freq == pytest.approx(TONES[source], abs=5), (seat, source, freq)
+        # the answer asked for archival Opus
+        ack_sdp = peers["a"].pc.remoteDescription.sdp
+        assert "useinbandfec=1" in ack_sdp
+        assert "maxaveragebitrate=96000" in ack_sdp
+        # levels reach the facilitator about four times a second
+        f = clients["facilitator"]
+        await wait_for(lambda: sum(1 for e, _ in f.events if e == "media:levels") >= 4, timeout=5)
+        levels = [d for e, d in f.events if e == "media:levels"][-1]
+        assert set(levels["levels"]) == set(TONES)
+        assert all(0 < v <= 1 for v in levels["levels"].values())
+    finally:
+        await close_room(clients, peers)
+
+
+async def test_recording_writes_stems_that_align(server: RunningServer) -> None:
+    clients, peers = await open_room(server)
+    try:
+        for seat in ("a", "b"):
+            assert (await clients[seat].call("consent", CONSENT))["ok"]
+        start = await clients["facilitator"].call("recording:start")
+        rec_dir = server.settings.recordings_dir / start["recording"]["id"]
+        # a burst from a and b at the same wall instant
+        burst = time.time() + 1.5
+        peers["a"].tone.bursts.append(burst)
+        peers["b"].tone.bursts.append(burst)
+        await wait_for(lambda: time.time() > burst + 1.0, timeout=5)
+        assert (await clients["facilitator"].call("recording:stop"))["ok"]
+        await wait_for(
+            lambda: (
+                (rec_dir / "recording.jsonl").exists()
+                and '"stop"' in (rec_dir / "recording.jsonl").read_text()
+            ),
+            what="stop in the recording log",
+        )
+        segments = {s.seat: s for s in read_recording(rec_dir)}
+        assert set(segments) == set(TONES)
+        onsets = {}
+        for seat, segment in segments.items():
+            audio = decode_ogg(str(rec_dir / "stems" / f"{seat}-01.opus"))
+            # the stem holds as many samples as its packets say
+            assert len(audio) == segment.packets[-1].granule_end
+            assert 2.0 < len(audio) / RATE < 4.5
+            quiet = audio[: int(RATE * 0.5)]
+            assert dominant_frequency(quiet) == pytest.approx(TONES[seat], abs=5)
+            if seat in ("a", "b"):
+                loud = np.flatnonzero(np.abs(audio) > 0.5)
+                assert len(loud), seat
+                onsets[seat] = segment.rec_time(int(loud[0]))
+        assert onsets["a"] is not None and onsets["b"] is not None
+        assert abs(onsets["a"] - onsets["b"]) < 0.020, onsets
+    finally:
+        await close_room(clients, peers)
+
+
+async def test_reconnect_makes_two_segments_and_an_explicit_gap(server: RunningServer) -> None:
+    clients, peers = await open_room(server)
+    try:
+        for seat in ("a", "b"):
+            assert (await clients[seat].call("consent", CONSENT))["ok"]
+        start = await clients["facilitator"].call("recording:start")
+        rec_dir = server.settings.recordings_dir / start["recording"]["id"]
+        await wait_for(lambda: (rec_dir / "stems" / "b-01.opus").exists(), what="b's first stem")
+        await peers["b"].close()
+        # b drops (socket and audio) and comes back with a new connection
+        await clients["b"].close()
+        await clients["facilitator"].wait(lambda s: not s["seats"]["b"]["connected"], "b left")
+        again = SeatClient(server.url, clients["b"].token)
+        await again.connect()
+        clients["b"] = again
+        peers["b"] = SeatPeer(again, ToneTrack(TONES["b"]))
+        await peers["b"].connect()
+        await wait_for(lambda: (rec_dir / "stems" / "b-02.opus").exists(), what="b's second stem")
+        timing = rec_dir / "stems" / "b-02.timing.jsonl"
+        await wait_for(lambda: timing.exists() and timing.stat().st_size > 2000, what="b-02 timing")
+        assert (await clients["facilitator"].call("recording:stop"))["ok"]
+        await wait_for(lambda: '"stop"' in (rec_dir / "recording.jsonl").read_text())
+        segments = [s for s in read_recording(rec_dir) if s.seat == "b"]
+        assert [s.index for s in segments] == [1, 2]
+        first, second = segments
+        assert first.events[-1]["type"] == "close"
+        assert first.events[-1]["reason"] in ("replaced", "grace_expired", "client_left")
+        gap = second.runs[0].rec_time(second.runs[0].granule_start) - first.runs[-1].rec_time(
+            first.runs[-1].granule_end
+        )
+        assert gap > 0, "the reconnect leaves a gap on the recording clock"
+        for seg in segments:
+            audio = decode_ogg(str(rec_dir / "stems" / f"b-{seg.index:02d}.opus"))
+            assert dominant_frequency(audio) == pytest.approx(TONES["b"], abs=5)
+    finally:
+        await close_room(clients, peers)
+
+
+async def test_link_stats_reach_the_facilitator(server: RunningServer) -> None:
+    clients, peers = await open_room(server)
+    try:
+        f = clients["facilitator"]
+
+        def stats_with_rtt() -> dict[str, object] | None:
+            for event, data in reversed(f.events):
+                if event == "media:levels" and all(
+                    data["stats"].get(s, {}).get("rtt_ms") is not None for s in TONES
+                ):
+                    return data
+            return None
+
+        data = await wait_for(stats_with_rtt, timeout=15, what="round-trip times for every seat")
+        for seat in TONES:
+            stats = data["stats"][seat]
+            assert stats["loss"] == 0.0  # loopback loses nothing
+            assert 0 <= stats["jitter_ms"] < 50
+            assert 0 <= stats["rtt_ms"] < 200
+            assert stats["packets"] > 50
+    finally:
+        await close_room(clients, peers)
+
+
+async def test_pause_cuts_the_stem_and_breaks_the_run(server: RunningServer) -> None:
+    clients, peers = await open_room(server)
+    try:
+        for seat in ("a", "b"):
+            assert (await clients[seat].call("consent", CONSENT))["ok"]
+        f = clients["facilitator"]
+        start = await f.call("recording:start")
+        rec_dir = server.settings.recordings_dir / start["recording"]["id"]
+        began = time.time()
+        await wait_for(lambda: time.time() - began > 1.0)
+        assert (await f.call("recording:pause"))["ok"]
+        paused = time.time()
+        await wait_for(lambda: time.time() - paused > 2.0)
+        assert (await f.call("recording:resume"))["ok"]
+        resumed = time.time()
+        await wait_for(lambda: time.time() - resumed > 1.0)
+        assert (await f.call("recording:stop"))["ok"]
+        await wait_for(lambda: '"stop"' in (rec_dir / "recording.jsonl").read_text())
+        segment = next(s for s in read_recording(rec_dir) if s.seat == "a")
+        kinds = [e["type"] for e in segment.events]
+        assert kinds[:1] == ["open"] and "pause" in kinds and "resume" in kinds
+        assert "gap" not in kinds  # what was not recorded during the pause is not "lost"
+        assert len(segment.runs) == 2
+        audio = decode_ogg(str(rec_dir / "stems" / "a-01.opus"))
+        # about 2 s recorded, the 2 s pause cut out
+        assert 1.6 < len(audio) / RATE < 2.8
+        # the second run starts where the first ended on the recording clock (±30 ms)
+        first, second = segment.runs
+        assert abs(second.rec_time(second.granule_start) - first.rec_time(first.granule_end)) < 0.03
+    finally:
+        await close_room(clients, peers)

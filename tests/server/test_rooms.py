@@ -1,0 +1,289 @@
+"""Full room flow over real Socket.IO clients against a real server on loopback."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+
+from support.server import (
+    STAFF_TOKEN,
+    RunningServer,
+    SeatClient,
+    create_session,
+    seat_clients,
+    start_server,
+    wait_for,
+)
+
+CONSENT = {"record": True, "archive": True, "public": False}
+
+
+async def close_all(clients: dict[str, SeatClient]) -> None:
+    for c in clients.values():
+        await c.close()
+
+
+async def test_full_room_flow_seen_by_all_three_seats(server: RunningServer) -> None:
+    created = await create_session(server.url)
+    clients = await seat_clients(server.url, created)
+    try:
+        a, b, f = clients["a"], clients["b"], clients["facilitator"]
+        for seat, c in clients.items():
+            snap = await c.wait(
+                lambda s: all(v["connected"] for v in s["seats"].values()), "all seated"
+            )
+            assert snap["you"] == seat
+            assert snap["seats"]["a"]["name"] == "Rosa"
+            assert snap["seats"]["b"]["bio"] == "Retired machinist from Ohio."
+            assert "token" not in str(snap)
+            assert snap["recording"]["state"] == "idle"
+
+        # Recording cannot start before both participants consented.
+        ack = await f.call("recording:start")
+        assert ack == {
+            "ok": False,
+            "error": {"code": "precondition_failed", "message": ack["error"]["message"]},
+        }
+        assert "Rosa" in ack["error"]["message"] and "Dale" in ack["error"]["message"]
+
+        assert (await a.call("consent", CONSENT))["ok"]
+        assert (await b.call("consent", {**CONSENT, "archive": False}))["ok"]
+        for c in clients.values():
+            snap = await c.wait(lambda s: s["seats"]["b"]["consent"] is not None, "consent seen")
+            assert snap["seats"]["a"]["consent"]["archive"] is True
+            assert snap["seats"]["b"]["consent"]["archive"] is False
+
+        qids = [q["id"] for q in a.last["questions"]]
+        assert len(qids) >= 15
+        assert (await a.call("questions:choose", {"ids": qids[:5]}))["ok"]
+        assert (await b.call("questions:choose", {"ids": qids[3:8]}))["ok"]
+        agreed = [qids[0], qids[4], qids[3], qids[-1]]
+        assert (await f.call("questions:choose", {"ids": agreed}))["ok"]
+        for c in clients.values():
+            snap = await c.wait(lambda s: s["agreed"] == agreed, "agreed list")
+            assert snap["seats"]["a"]["chosen"] == qids[:5]
+            assert snap["seats"]["b"]["chosen"] == qids[3:8]
+
+        start = await f.call("recording:start")
+        assert start["ok"], start
+        rec_id = start["recording"]["id"]
+        for c in clients.values():
+            snap = await c.wait(lambda s: s["recording"]["state"] == "recording", "recording")
+            assert snap["recording"]["id"] == rec_id
+            assert snap["timer"]["running"] is True
+            assert snap["timer"]["target_s"] == 2400
+
+        cue = await f.call("question:cue", {"id": agreed[0]})
+        assert cue["ok"] and cue["cue"]["question_id"] == agreed[0]
+        assert cue["cue"]["rec_time"] >= 0
+        assert (await f.call("recording:pause"))["ok"]
+        paused = await a.wait(lambda s: s["recording"]["state"] == "paused", "paused")
+        assert paused["timer"]["running"] is False
+        frozen = paused["timer"]["elapsed_s"]
+        assert (await f.call("marker", {"label": "laughter"}))["ok"]
+        assert (await f.call("recording:resume"))["ok"]
+        await b.wait(lambda s: s["recording"]["state"] == "recording", "resumed")
+        assert (await f.call("question:cue", {"id": agreed[1]}))["ok"]
+        assert (await f.call("recording:stop"))["ok"]
+        for c in clients.values():
+            snap = await c.wait(lambda s: s["recording"]["state"] == "stopped", "stopped")
+            assert [x["question_id"] for x in snap["cues"]] == agreed[:2]
+            assert snap["cue"]["question_id"] == agreed[1]
+            assert [m["label"] for m in snap["markers"]] == ["laughter"]
+            # the marker was placed while paused: at the frozen recording time
+            assert snap["markers"][0]["rec_time"] == pytest.approx(frozen, abs=0.01)
+            assert snap["timer"]["elapsed_s"] >= frozen
+        # a stopped recording cannot be started or stopped again
+        assert (await f.call("recording:stop"))["error"]["code"] == "invalid_state"
+        assert (await f.call("recording:start"))["error"]["code"] == "invalid_state"
+    finally:
+        await close_all(clients)
+
+
+async def test_timer_warnings_pushed_by_server(tmp_path: Path) -> None:
+    # 10-minute target with warnings at 9.99 and 9.98 minutes: both due within ~1.5 s.
+    srv = await start_server(tmp_path, warning_minutes="9.99,9.98")
+    try:
+        created = await create_session(srv.url, target_minutes=10)
+        clients = await seat_clients(srv.url, created)
+        try:
+            for seat in ("a", "b"):
+                await clients[seat].call("consent", CONSENT)
+            assert (await clients["facilitator"].call("recording:start"))["ok"]
+            snap = await clients["a"].wait(
+                lambda s: s["timer"]["warning_min"] == 9.98, "second warning", timeout=5
+            )
+            assert snap["notice"]["type"] == "timer"
+            assert snap["timer"]["warnings_min"] == [9.99, 9.98]
+            assert 1.0 <= snap["timer"]["elapsed_s"] < 3.0
+        finally:
+            await close_all(clients)
+    finally:
+        await srv.close()
+
+
+async def test_second_connection_replaces_first(server: RunningServer) -> None:
+    created = await create_session(server.url)
+    clients = await seat_clients(server.url, created)
+    second = SeatClient(server.url, created["seats"]["a"]["token"])
+    try:
+        first = clients["a"]
+        await second.connect()
+        snap = await second.wait(
+            lambda s: s["notice"] and s["notice"]["type"] == "seat_replaced", "replaced notice"
+        )
+        assert snap["seats"]["a"]["connections"] == 2
+        assert snap["seats"]["a"]["replaced_at"] is not None
+        await wait_for(lambda: not first.sio.connected, what="first connection closed")
+        assert first.closed and first.closed[0]["reason"] == "replaced"
+        # the replacement works; the seat still counts as present
+        assert (await second.call("consent", CONSENT))["ok"]
+        await clients["facilitator"].wait(
+            lambda s: s["seats"]["a"]["connected"] and s["seats"]["a"]["consent"], "still seated"
+        )
+    finally:
+        await second.close()
+        await close_all(clients)
+
+
+async def test_leaving_marks_seat_absent(server: RunningServer) -> None:
+    created = await create_session(server.url)
+    clients = await seat_clients(server.url, created)
+    try:
+        await clients["b"].close()
+        snap = await clients["facilitator"].wait(
+            lambda s: not s["seats"]["b"]["connected"], "b left"
+        )
+        assert snap["notice"]["type"] == "seat_left"
+        async with aiohttp.ClientSession() as http:
+            resp = await http.get(
+                f"{server.url}/api/sessions/{created['id']}",
+                headers={"Authorization": f"Bearer {STAFF_TOKEN}"},
+            )
+            body = await resp.json()
+        assert body["seats"]["a"]["connected"] is True
+        assert body["seats"]["b"]["connected"] is False
+    finally:
+        await close_all(clients)
+
+
+@pytest.mark.parametrize(
+    ("auth", "code"),
+    [
+        (None, "token_missing"),
+        ({}, "token_missing"),
+        ({"token": 5}, "token_missing"),
+        ({"token": "short"}, "token_missing"),
+        ({"token": "x" * 40}, "token_invalid"),
+        ({"token": "y" * 500}, "token_missing"),
+    ],
+)
+async def test_bad_tokens_refused_at_connect(server: RunningServer, auth: Any, code: str) -> None:
+    client = socketio.AsyncClient(reconnection=False)
+    errors: list[Any] = []
+    client.on("connect_error", errors.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        await client.connect(server.url, auth=auth, transports=["websocket"], wait_timeout=5)
+    await wait_for(lambda: errors, what="connect_error")
+    assert errors[0]["data"]["code"] == code
+    assert errors[0]["message"]
+
+
+async def test_expired_token_refused(tmp_path: Path) -> None:
+    srv = await start_server(tmp_path, token_ttl_days="0.0000001")  # ~9 ms
+    try:
+        created = await create_session(srv.url)
+        client = socketio.AsyncClient(reconnection=False)
+        errors: list[Any] = []
+        client.on("connect_error", errors.append)
+        expires = time.time() + 0.05
+        await wait_for(lambda: time.time() > expires, what="token to age past its expiry")
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await client.connect(
+                srv.url, auth={"token": created["seats"]["a"]["token"]}, transports=["websocket"]
+            )
+        await wait_for(lambda: errors, what="connect_error")
+        assert errors[0]["data"]["code"] == "token_expired"
+    finally:
+        await srv.close()
+
+
+async def test_restart_keeps_state_and_interrupts_running_recording(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    srv = await start_server(data)
+    created = await create_session(srv.url)
+    clients = await seat_clients(srv.url, created)
+    for seat in ("a", "b"):
+        await clients[seat].call("consent", {**CONSENT, "public": seat == "a"})
+    f = clients["facilitator"]
+    qid = f.last["questions"][2]["id"]
+    assert (await f.call("questions:choose", {"ids": [qid]}))["ok"]
+    assert (await f.call("recording:start"))["ok"]
+    assert (await f.call("question:cue", {"id": qid}))["ok"]
+    assert (await f.call("marker", {"label": "tears"}))["ok"]
+    port = srv.settings.port
+    await close_all(clients)
+    await srv.close()
+
+    srv = await start_server(data, port=port)
+    try:
+        clients = await seat_clients(srv.url, created)
+        try:
+            snap = clients["b"].last
+            assert snap["recording"]["state"] == "interrupted"
+            assert snap["seats"]["a"]["consent"]["public"] is True
+            assert snap["seats"]["b"]["consent"]["public"] is False
+            assert snap["agreed"] == [qid]
+            assert [c["question_id"] for c in snap["cues"]] == [qid]
+            assert [m["label"] for m in snap["markers"]] == ["tears"]
+            async with aiohttp.ClientSession() as http:
+                resp = await http.get(
+                    f"{srv.url}/api/sessions/{created['id']}",
+                    headers={"Authorization": f"Bearer {STAFF_TOKEN}"},
+                )
+                body = await resp.json()
+            assert body["recording"]["state"] == "interrupted"
+            assert "server stopped" in body["recording"]["status_reason"]
+            assert len(body["consent_history"]) == 2
+            # a new take can begin after an interruption
+            start = await clients["facilitator"].call("recording:start")
+            assert start["ok"] and start["recording"]["take"] == 2
+        finally:
+            await close_all(clients)
+    finally:
+        await srv.close()
+
+
+async def test_facilitator_notes_are_private_and_kept(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    srv = await start_server(data)
+    created = await create_session(srv.url)
+    clients = await seat_clients(srv.url, created)
+    try:
+        f = clients["facilitator"]
+        ack = await f.call("note", {"text": "Rosa mentioned her grandmother's farm"})
+        assert ack["ok"] and ack["note"]["rec_time"] is None  # before recording: time of day only
+        snap = await f.wait(lambda s: s.get("notes"), "note in the facilitator's snapshot")
+        assert snap["notes"][0]["text"] == "Rosa mentioned her grandmother's farm"
+        for seat in ("a", "b"):
+            assert all("notes" not in s for s in clients[seat].snapshots)
+            assert "grandmother" not in str(clients[seat].snapshots)
+        assert (await clients["a"].call("note", {"text": "x"}))["error"]["code"] == "forbidden"
+        assert (await f.call("note", {"text": ""}))["error"]["code"] == "invalid_value"
+        assert (await f.call("note", {"text": "n" * 2001}))["error"]["code"] == "too_long"
+    finally:
+        await close_all(clients)
+        await srv.close()
+    srv = await start_server(data)
+    try:
+        again = SeatClient(srv.url, created["seats"]["facilitator"]["token"])
+        await again.connect()
+        assert [n["text"] for n in again.last["notes"]] == ["Rosa mentioned her grandmother's farm"]
+        await again.close()
+    finally:
+        await srv.close()

@@ -1,0 +1,497 @@
+"""TURN through a real coturn on loopback: seats forced to relay-only ICE reach the
+server through coturn with the credentials their own snapshot carries, audio flows
+both ways and is recorded, a seat outlives coturn's allocation, permission and channel
+lifetimes, and coturn refuses credentials that are not a seat's own and current."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aioice.stun
+import aioice.turn
+import pytest
+from aiortc import RTCPeerConnection
+from playwright.async_api import Playwright, async_playwright
+
+from storyroom.config import Settings
+from storyroom.media.turn import rest_credential, rest_username, seat_turn_server
+from support.browser import (
+    assert_hears,
+    launch,
+    seat_page,
+    turn_on_microphone,
+    with_raw_audio,
+    write_tone,
+)
+from support.coturn import (
+    Coturn,
+    aioice_channel_refresh,
+    ice_configuration,
+    selected_candidate_types,
+    start_coturn,
+)
+from support.media import RATE, SeatPeer, ToneTrack, decode_ogg, dominant_frequency
+from support.server import (
+    RunningServer,
+    SeatClient,
+    create_session,
+    seat_clients,
+    start_server,
+    wait_for,
+)
+
+TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
+CONSENT = {"record": True, "archive": False, "public": False}
+SECRET = "turn-test-secret-0123456789"
+
+
+@pytest.fixture
+def coturn(tmp_path: Path) -> Iterator[Coturn]:
+    with start_coturn(tmp_path / "coturn", secret=SECRET) as server:
+        yield server
+
+
+async def relay_server(tmp_path: Path, coturn: Coturn, **overrides: Any) -> RunningServer:
+    """A storyroom server that hands out `coturn` and tells every seat to relay only."""
+    return await start_server(
+        tmp_path / "data",
+        turn_urls=coturn.url,
+        turn_secret=coturn.secret,
+        ice_transport_policy="relay",
+        **overrides,
+    )
+
+
+def turn_entry(snapshot: dict[str, Any]) -> dict[str, Any]:
+    entries = [s for s in snapshot["ice_servers"] if s["urls"][0].startswith("turn")]
+    assert len(entries) == 1, snapshot["ice_servers"]
+    return entries[0]
+
+
+@contextlib.asynccontextmanager
+async def relay_room(
+    server: RunningServer,
+    seats: tuple[str, ...] = ("a", "b", "facilitator"),
+    created: dict[str, Any] | None = None,
+) -> AsyncIterator[tuple[str, dict[str, SeatClient], dict[str, SeatPeer]]]:
+    """A session (new unless `created`) whose `seats` are aiortc peers, each configured
+    from its own snapshot."""
+    created = created or await create_session(server.url)
+    clients = {seat: SeatClient(server.url, created["seats"][seat]["token"]) for seat in seats}
+    for client in clients.values():
+        await client.connect()
+    peers = {
+        seat: SeatPeer(
+            clients[seat],
+            ToneTrack(TONES[seat]),
+            pc=RTCPeerConnection(ice_configuration(clients[seat].last)),
+        )
+        for seat in seats
+    }
+    try:
+        for peer in peers.values():
+            await peer.connect()
+        yield created["id"], clients, peers
+    finally:
+        for peer in peers.values():
+            await peer.close()
+        for client in clients.values():
+            await client.close()
+
+
+def hears_everyone(peers: dict[str, SeatPeer], seconds: float) -> bool:
+    return all(
+        len(peer.samples_from(source)) > RATE * seconds
+        for peer in peers.values()
+        for source in peer.mids.values()
+        if source in peers
+    )
+
+
+def assert_tones(peers: dict[str, SeatPeer], last_seconds: float = 1.0) -> None:
+    for seat, peer in peers.items():
+        for source in (s for s in peer.mids.values() if s in peers):
+            freq = dominant_frequency(peer.samples_from(source, last_seconds=last_seconds))
+            assert freq == pytest.approx(TONES[source], abs=5), (seat, source, freq)
+
+
+def allocated_usernames(coturn: Coturn) -> list[str]:
+    return re.findall(r"session \d+: new, realm=<[^>]*>, username=<([^>]*)>", coturn.log())
+
+
+async def record(
+    server: RunningServer, clients: dict[str, SeatClient], until: Callable[[], bool]
+) -> Path:
+    """Start a take, wait for `until`, stop; the recording's directory once it is closed."""
+    for seat in ("a", "b"):
+        if seat in clients:
+            assert (await clients[seat].call("consent", CONSENT))["ok"]
+    start = await clients["facilitator"].call("recording:start")
+    assert start["ok"], start
+    rec_dir = server.settings.recordings_dir / start["recording"]["id"]
+    await wait_for(until, timeout=300, interval=0.5, what="the recording's time")
+    assert (await clients["facilitator"].call("recording:stop"))["ok"]
+    log = rec_dir / "recording.jsonl"
+    await wait_for(lambda: log.exists() and '"stop"' in log.read_text(), what="the stop")
+    return rec_dir
+
+
+# -- credentials in snapshots ----------------------------------------------------------
+
+
+async def test_each_seat_gets_its_own_time_limited_credentials(
+    tmp_path: Path, coturn: Coturn
+) -> None:
+    server = await relay_server(tmp_path, coturn, ice_servers="stun:127.0.0.1:3478")
+    try:
+        created = await create_session(server.url)
+        clients = await seat_clients(server.url, created)
+        # more snapshots: a consent change goes to every seat
+        assert (await clients["a"].call("consent", CONSENT))["ok"]
+        for seat in clients:
+            await clients[seat].wait(lambda s: s["seats"]["a"]["consent"], "a's consent")
+        for seat, client in clients.items():
+            assert len(client.snapshots) >= 2
+            for snapshot in client.snapshots:
+                assert snapshot["ice_transport_policy"] == "relay"
+                # configured STUN servers first, then this seat's own TURN entry
+                assert snapshot["ice_servers"][0] == {"urls": ["stun:127.0.0.1:3478"]}
+                entry = turn_entry(snapshot)
+                assert entry["urls"] == [coturn.url]
+                expiry, who = entry["username"].split(":", 1)
+                assert who == f"{created['id']}.{seat}"
+                assert int(expiry) == pytest.approx(time.time() + 12 * 3600, abs=120)
+                digest = hmac.new(SECRET.encode(), entry["username"].encode(), hashlib.sha1)
+                assert entry["credential"] == base64.b64encode(digest.digest()).decode()
+            # nothing another seat received names this seat, and the reverse
+            others = [s for other, c in clients.items() if other != seat for s in c.snapshots]
+            assert all(f".{seat}" not in turn_entry(s)["username"] for s in others)
+        for client in clients.values():
+            await client.close()
+    finally:
+        await server.close()
+
+
+async def test_long_term_credentials_are_the_same_for_every_seat(tmp_path: Path) -> None:
+    server = await start_server(
+        tmp_path / "data",
+        turn_urls="turn:127.0.0.1:3478?transport=udp",
+        turn_username="storyroom",
+        turn_password="long-term-password",
+    )
+    try:
+        clients = await seat_clients(server.url, await create_session(server.url))
+        for client in clients.values():
+            assert client.last["ice_transport_policy"] == "all"
+            assert turn_entry(client.last) == {
+                "urls": ["turn:127.0.0.1:3478?transport=udp"],
+                "username": "storyroom",
+                "credential": "long-term-password",
+            }
+            await client.close()
+    finally:
+        await server.close()
+
+
+# -- aiortc seats through coturn ---------------------------------------------------------
+
+
+async def test_aiortc_seats_relay_only_through_coturn_and_are_recorded(
+    tmp_path: Path, coturn: Coturn
+) -> None:
+    server = await relay_server(tmp_path, coturn)
+    try:
+        async with relay_room(server) as (session_id, clients, peers):
+            await wait_for(lambda: hears_everyone(peers, 1.5), timeout=20, what="1.5 s each")
+            assert_tones(peers)
+            for seat, peer in peers.items():
+                gathered = peer.pc.getTransceivers()[0].sender.transport.transport
+                types = {c.type for c in gathered.iceGatherer.getLocalCandidates()}
+                assert types == {"relay"}, (seat, types)
+                assert selected_candidate_types(peer.pc) == ("relay", "host"), seat
+            # coturn allocated once per seat, each under that seat's own name
+            names = allocated_usernames(coturn)
+            assert sorted(n.split(":", 1)[1] for n in names) == [
+                f"{session_id}.{seat}" for seat in ("a", "b", "facilitator")
+            ]
+            assert coturn.allocations() == 3
+
+            started = time.monotonic()
+            rec_dir = await record(server, clients, lambda: time.monotonic() > started + 2.5)
+            for seat in TONES:
+                audio = decode_ogg(str(rec_dir / "stems" / f"{seat}-01.opus"))
+                assert len(audio) > RATE * 1.5, seat
+                assert dominant_frequency(audio[-RATE:]) == pytest.approx(TONES[seat], abs=5)
+        # closing the peer connections gives the allocations back
+        await wait_for(lambda: coturn.allocations() == 0, timeout=10, what="allocations freed")
+    finally:
+        await server.close()
+
+
+@pytest.mark.slow
+async def test_a_seat_outlives_allocation_permission_and_channel_lifetimes(
+    tmp_path: Path,
+) -> None:
+    lifetime = 30  # coturn's allocation, permission and channel lifetimes alike
+    with (
+        start_coturn(
+            tmp_path / "coturn",
+            secret=SECRET,
+            allocate_lifetime_s=lifetime,
+            channel_lifetime_s=lifetime,
+            permission_lifetime_s=lifetime,
+        ) as coturn,
+        aioice_channel_refresh(lifetime // 3),
+    ):
+        server = await relay_server(tmp_path, coturn)
+        try:
+            async with relay_room(server) as (session_id, clients, peers):
+                await wait_for(lambda: hears_everyone(peers, 1.0), timeout=20, what="audio")
+                heard_before = {
+                    (seat, source): len(peer.samples_from(source))
+                    for seat, peer in peers.items()
+                    for source in peer.mids.values()
+                }
+                started = time.monotonic()
+                # three lifetimes: without refreshes the relay would have gone twice over
+                rec_dir = await record(
+                    server, clients, lambda: time.monotonic() > started + 3 * lifetime + 5
+                )
+                elapsed = time.monotonic() - started
+                assert_tones(peers, last_seconds=1.0)
+                for peer in peers.values():
+                    assert peer.pc.connectionState == "connected"
+                # each seat heard each other seat the whole time, without a gap
+                for (seat, source), before in heard_before.items():
+                    heard = (len(peers[seat].samples_from(source)) - before) / RATE
+                    assert heard > elapsed - 2.0, (seat, source, heard, elapsed)
+                # every seat refreshed its allocation and re-bound its channel, and coturn
+                # never dropped a permission
+                log = coturn.log()
+                for seat in peers:
+                    name = re.escape(f"{session_id}.{seat}")
+                    refreshes = re.findall(
+                        rf"refreshed, .*username=<\d+:{name}>, lifetime=[1-9]", log
+                    )
+                    binds = re.findall(
+                        rf"user <\d+:{name}>: .*CHANNEL_BIND processed, success", log
+                    )
+                    assert len(refreshes) >= 2, (seat, refreshes)
+                    assert len(binds) >= 4, (seat, binds)
+                assert not re.search(r"peer \S+ deleted", log)
+                # nothing lost: each stem is as long as the take
+                for seat in peers:
+                    audio = decode_ogg(str(rec_dir / "stems" / f"{seat}-01.opus"))
+                    assert len(audio) / RATE > elapsed - 2.0, (seat, len(audio) / RATE, elapsed)
+        finally:
+            await server.close()
+
+
+# -- Chromium through coturn -------------------------------------------------------------
+
+
+@pytest.fixture
+async def pw() -> AsyncIterator[Playwright]:
+    async with async_playwright() as playwright:
+        yield playwright
+
+
+@pytest.mark.slow
+async def test_chromium_relay_only_through_coturn(tmp_path: Path, pw: Playwright) -> None:
+    lifetime = 20  # Chromium refreshes an allocation this short after half of it
+    with start_coturn(tmp_path / "coturn", secret=SECRET, allocate_lifetime_s=lifetime) as coturn:
+        server = await relay_server(tmp_path, coturn)
+        browser = await launch(pw, write_tone(tmp_path / "a.wav", TONES["a"]))
+        try:
+            created = await create_session(server.url)
+            link = with_raw_audio(created["seats"]["a"]["url"])
+            async with (
+                relay_room(server, ("b", "facilitator"), created) as (session_id, clients, peers),
+                seat_page(browser, link, "a") as a,
+            ):
+                page = a.page
+                await turn_on_microphone(page)
+                await assert_hears(page, ["b", "facilitator"])
+                config = await page.evaluate("() => window.storyroom.client.pc.getConfiguration()")
+                assert config["iceTransportPolicy"] == "relay"
+                assert [s["username"].split(":", 1)[1] for s in config["iceServers"]] == [
+                    f"{session_id}.a"
+                ]
+                assert await page.evaluate(SELECTED_PAIR_JS) == {"local": "relay", "remote": "host"}
+                # a's fake microphone reaches the aiortc seats through coturn
+                await wait_for(
+                    lambda: len(peers["facilitator"].samples_from("a")) > RATE * 1.5,
+                    timeout=20,
+                    what="a's voice at the facilitator",
+                )
+                for peer in peers.values():
+                    heard = dominant_frequency(peer.samples_from("a", last_seconds=1.0))
+                    assert heard == pytest.approx(TONES["a"], abs=5)
+                consent = await page.evaluate(
+                    "(consent) => window.storyroom.client.consent(consent)", CONSENT
+                )
+                assert consent["ok"], consent
+                started = time.monotonic()
+                rec_dir = await record(
+                    server, clients, lambda: time.monotonic() > started + lifetime + 2
+                )
+                audio = decode_ogg(str(rec_dir / "stems" / "a-01.opus"))
+                assert dominant_frequency(audio[-RATE:]) == pytest.approx(TONES["a"], abs=5)
+                # Chromium refreshed its allocation with its minted credentials, and still hears
+                name = re.escape(f"{session_id}.a")
+                assert re.search(
+                    rf"refreshed, .*username=<\d+:{name}>, lifetime=[1-9]", coturn.log()
+                )
+                await assert_hears(page, ["b", "facilitator"])
+                a.watch.assert_clean()
+        finally:
+            await browser.close()
+            await server.close()
+
+
+SELECTED_PAIR_JS = """async () => {
+    const stats = await window.storyroom.client.pc.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+        if (s.type === "transport" && s.selectedCandidatePairId) {
+            pair = stats.get(s.selectedCandidatePairId);
+        }
+    });
+    if (!pair) return null;
+    return {local: stats.get(pair.localCandidateId).candidateType,
+            remote: stats.get(pair.remoteCandidateId).candidateType};
+}"""
+
+
+# -- coturn refuses what is not a seat's own, current credential --------------------------
+
+
+def rest_settings(coturn: Coturn) -> Settings:
+    assert coturn.secret is not None
+    return Settings.load(environ={}, turn_urls=coturn.url, turn_secret=coturn.secret)
+
+
+def minted(coturn: Coturn, seat: str = "a", now: float | None = None) -> tuple[str, str]:
+    entry = seat_turn_server(rest_settings(coturn), "ses_0123456789abcdef", seat, now)
+    assert entry is not None and entry.username and entry.credential
+    return entry.username, entry.credential
+
+
+def expired(coturn: Coturn) -> tuple[str, str]:
+    return minted(coturn, now=time.time() - rest_settings(coturn).turn_ttl_s - 60)
+
+
+def forged(coturn: Coturn) -> tuple[str, str]:
+    username, _ = minted(coturn)
+    return username, rest_credential("not-the-secret", username)
+
+
+def other_seats_name(coturn: Coturn) -> tuple[str, str]:
+    _, credential = minted(coturn, "a")
+    username, _ = minted(coturn, "b")
+    return username, credential
+
+
+def later_expiry(coturn: Coturn) -> tuple[str, str]:
+    username, credential = minted(coturn)
+    expiry, who = username.split(":", 1)
+    return f"{int(expiry) + 86400}:{who}", credential
+
+
+CASES: list[tuple[str, Callable[[Coturn], tuple[str | None, str | None]], int | None]] = [
+    ("minted for this seat now", minted, None),
+    ("expired", expired, 401),
+    ("forged with another secret", forged, 401),
+    ("another seat's name with this seat's credential", other_seats_name, 401),
+    ("expiry moved later, credential kept", later_expiry, 401),
+    ("no credentials", lambda _: (None, None), 401),
+]
+
+
+@contextlib.asynccontextmanager
+async def turn_client(
+    coturn: Coturn, username: str | None, password: str | None
+) -> AsyncIterator[aioice.turn.TurnClientUdpProtocol]:
+    """aioice's own TURN client over UDP, not yet allocated."""
+    server = ("127.0.0.1", coturn.port)
+    transport, client = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: aioice.turn.TurnClientUdpProtocol(
+            server, username, password, lifetime=600, channel_refresh_time=500
+        ),
+        remote_addr=server,
+    )
+    try:
+        yield client
+    finally:
+        transport.close()
+
+
+async def allocate(coturn: Coturn, username: str | None, password: str | None) -> int | None:
+    """Ask coturn for an allocation (then give it back): None when granted, else its error code."""
+    async with turn_client(coturn, username, password) as client:
+        try:
+            await client.connect()
+        except aioice.stun.TransactionFailed as exc:
+            return exc.response.error_code
+        await client.delete()
+        return None
+
+
+@pytest.mark.parametrize(("case", "credentials", "refusal"), CASES, ids=[c[0] for c in CASES])
+async def test_coturn_accepts_only_current_seat_credentials(
+    coturn: Coturn,
+    case: str,
+    credentials: Callable[[Coturn], tuple[str | None, str | None]],
+    refusal: int | None,
+) -> None:
+    assert await allocate(coturn, *credentials(coturn)) == refusal, case
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "refusal"),
+    [
+        ("storyroom", "long-term-password", None),
+        ("storyroom", "wrong-password", 401),
+        ("stranger", "long-term-password", 401),
+    ],
+)
+async def test_coturn_long_term_users(
+    tmp_path: Path, username: str, password: str, refusal: int | None
+) -> None:
+    with start_coturn(
+        tmp_path / "coturn", secret=None, users={"storyroom": "long-term-password"}
+    ) as coturn:
+        assert await allocate(coturn, username, password) == refusal
+
+
+async def test_an_expired_credential_keeps_its_allocation_but_gets_no_new_one(
+    coturn: Coturn,
+) -> None:
+    """coturn 4.6.1 checks a REST credential's expiry when it first authenticates it (a
+    new allocation) and keeps the key for that allocation's life: a seat's relay outlives
+    its credential, and a new peer connection needs the fresh one from the latest
+    snapshot."""
+    assert coturn.secret is not None
+    expires_at = time.time() + 3
+    username = rest_username("ses_0123456789abcdef", "a", expires_at)
+    password = rest_credential(coturn.secret, username)
+    async with turn_client(coturn, username, password) as client:
+        await client.connect()  # valid now
+        await wait_for(lambda: time.time() > int(expires_at) + 1.5, timeout=10, what="expiry")
+        refresh = aioice.stun.Message(
+            message_method=aioice.stun.Method.REFRESH, message_class=aioice.stun.Class.REQUEST
+        )
+        refresh.attributes["LIFETIME"] = 600
+        response, _ = await client.request_with_retry(refresh)
+        assert response.attributes["LIFETIME"] == 600
+        assert await allocate(coturn, username, password) == 401
+        await client.delete()

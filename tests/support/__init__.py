@@ -1,0 +1,1 @@
+"""What the tests share: servers, seats, browsers, recordings, engines on loopback."""

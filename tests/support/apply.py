@@ -1,0 +1,97 @@
+"""Shared by the applications tests: a valid application, staff calls, a tiny .ics reader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from support.server import STAFF_TOKEN
+
+AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}"}
+
+
+def application(**changes: Any) -> dict[str, Any]:
+    """A valid application; `changes` replace fields (None removes one)."""
+    payload: dict[str, Any] = {
+        "first_name": "Rosa",
+        "last_name": "Delgado",
+        "email": "rosa@example.org",
+        "phone": "+1 915 555 0100",
+        "city": "El Paso",
+        "region": "TX",
+        "time_zone": "America/Denver",
+        "language": "en",
+        "speaks": ["en", "es"],
+        "placement": 2,
+        "party": "",
+        "bio": "Nurse and mother of two; I coach Little League on weekends.",
+        "shaped_views": "Growing up on the border.",
+        "availability": [{"day": 1, "start": "18:00", "end": "21:00"}],
+        "accessibility": "",
+        "consent_contact": True,
+        "consent_privacy": True,
+    }
+    for key, value in changes.items():
+        if value is None:
+            payload.pop(key, None)
+        else:
+            payload[key] = value
+    return payload
+
+
+async def call(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    staff: bool = True,
+    expect: int | None = 200,
+) -> Any:
+    """A JSON call; asserts the status when `expect` is given and returns the body."""
+    kwargs: dict[str, Any] = {"headers": AUTH if staff else {}}
+    if body is not None:
+        kwargs["json"] = body
+    async with http.request(method, url, **kwargs) as resp:
+        data = await resp.json() if resp.status != 204 else None
+        if expect is not None:
+            assert resp.status == expect, (resp.status, data)
+        return data
+
+
+def unfold(ics: bytes) -> list[str]:
+    """The content lines of an iCalendar file (RFC 5545 section 3.1), checking the
+    physical lines on the way: CRLF endings and at most 75 octets each."""
+    assert ics.endswith(b"\r\n")
+    physical = ics[:-2].split(b"\r\n")
+    assert all(b"\n" not in line and b"\r" not in line for line in physical)
+    assert all(len(line) <= 75 for line in physical), max(physical, key=len)
+    lines: list[bytes] = []
+    for line in physical:
+        if line.startswith(b" "):
+            lines[-1] += line[1:]
+        else:
+            lines.append(line)
+    return [line.decode("utf-8") for line in lines]
+
+
+def ics_properties(ics: bytes) -> dict[str, str]:
+    """Name -> value of each content line inside the VEVENT (unescaped text)."""
+    out: dict[str, str] = {}
+    inside = False
+    for line in unfold(ics):
+        if line == "BEGIN:VEVENT":
+            inside = True
+            continue
+        if line == "END:VEVENT":
+            inside = False
+        if inside:
+            name, _, value = line.partition(":")
+            out[name.split(";")[0]] = (
+                value.replace("\\n", "\n")
+                .replace("\\,", ",")
+                .replace("\\;", ";")
+                .replace("\\\\", "\\")
+            )
+    return out

@@ -1,0 +1,172 @@
+"""Real aiortc seat peers sending synthetic tones, for media tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+
+from support.server import RunningServer, SeatClient, create_session, seat_clients
+
+RATE = 48_000
+FRAME = 960  # 20 ms
+TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
+
+
+class ToneTrack(MediaStreamTrack):
+    """A quiet sine at `freq`, paced in real time, with loud bursts at chosen wall times."""
+
+    kind = "audio"
+
+    def __init__(self, freq: float, level: float = 0.1) -> None:
+        super().__init__()
+        self.freq = freq
+        self.level = level
+        self.bursts: list[float] = []  # wall-clock start times of 100 ms bursts
+        self.burst_level = 0.9
+        self._start: float | None = None
+        self._samples = 0
+        self.sent_frames = 0
+
+    def frame_wall_time(self, sample: int) -> float:
+        assert self._start is not None
+        return self._start + sample / RATE
+
+    async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.time()
+        else:
+            wait = self._start + self._samples / RATE - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        n = np.arange(self._samples, self._samples + FRAME)
+        wall = self._start + n / RATE
+        amplitude = np.full(FRAME, self.level)
+        for burst in self.bursts:
+            amplitude[(wall >= burst) & (wall < burst + 0.1)] = self.burst_level
+        signal = amplitude * np.sin(2 * np.pi * self.freq * n / RATE)
+        frame = av.AudioFrame.from_ndarray(
+            (signal * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = RATE
+        frame.pts = self._samples
+        frame.time_base = fractions.Fraction(1, RATE)
+        self._samples += FRAME
+        self.sent_frames += 1
+        return frame
+
+
+@dataclass
+class SeatPeer:
+    """One seat's aiortc peer connection: mic on the first m-line, two receivers."""
+
+    client: SeatClient
+    tone: ToneTrack
+    # no ICE servers: only loopback candidates (aiortc's default would ask a public STUN)
+    pc: RTCPeerConnection = field(
+        default_factory=lambda: RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    )
+    mids: dict[str, str] = field(default_factory=dict)
+    received: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    _readers: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def connect(self) -> dict[str, Any]:
+        self.pc.addTransceiver(self.tone, direction="sendonly")
+        self.pc.addTransceiver("audio", direction="recvonly")
+        self.pc.addTransceiver("audio", direction="recvonly")
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._readers.append(asyncio.create_task(self._read(track)))
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        assert self.pc.localDescription is not None
+        ack = await self.client.call(
+            "rtc:offer", {"sdp": self.pc.localDescription.sdp, "type": "offer"}
+        )
+        assert ack["ok"], ack
+        self.mids = ack["mids"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(**ack["answer"]))
+        return ack
+
+    def seat_of(self, track: MediaStreamTrack) -> str:
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.receiver.track is track and transceiver.mid is not None:
+                return self.mids.get(transceiver.mid, "?")
+        return "?"
+
+    async def _read(self, track: MediaStreamTrack) -> None:
+        seat = None
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                if seat is None:
+                    seat = self.seat_of(track)
+                    self.received.setdefault(seat, [])
+                data = frame.to_ndarray().astype(np.float32)
+                if data.shape[0] == 1 and frame.layout.nb_channels == 2:
+                    data = data.reshape(-1, 2).mean(axis=1)
+                self.received[seat].append(data.reshape(-1) / 32768.0)
+
+    def samples_from(self, seat: str, last_seconds: float | None = None) -> np.ndarray:
+        chunks = self.received.get(seat, [])
+        if not chunks:
+            return np.zeros(0)
+        audio = np.concatenate(chunks)
+        if last_seconds is not None:
+            audio = audio[-int(last_seconds * RATE) :]
+        return audio
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for task in self._readers:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def dominant_frequency(audio: np.ndarray, rate: int = RATE) -> float:
+    if len(audio) < 1024:
+        return 0.0
+    window = audio * np.hanning(len(audio))
+    spectrum = np.abs(np.fft.rfft(window))
+    spectrum[:10] = 0  # ignore DC
+    return float(np.argmax(spectrum) * rate / len(audio))
+
+
+def decode_ogg(path: str) -> np.ndarray:
+    """Decode an Ogg Opus stem with PyAV to mono float samples at 48 kHz."""
+    chunks = []
+    with av.open(path) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=RATE)
+        for frame in container.decode(audio=0):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+async def open_room(server: RunningServer) -> tuple[dict[str, SeatClient], dict[str, SeatPeer]]:
+    """A new session with all three seats connected, each sending its tone from `TONES`."""
+    created = await create_session(server.url)
+    clients = await seat_clients(server.url, created)
+    peers = {seat: SeatPeer(clients[seat], ToneTrack(TONES[seat])) for seat in clients}
+    for peer in peers.values():
+        await peer.connect()
+    return clients, peers
+
+
+async def close_room(clients: dict[str, SeatClient], peers: dict[str, SeatPeer]) -> None:
+    for peer in peers.values():
+        await peer.close()
+    for client in clients.values():
+        await client.close()
