@@ -25,6 +25,11 @@ class SeatName(StrEnum):
         return self is not SeatName.FACILITATOR
 
 
+# The one seat-name definition: every module that lists seats reads these.
+SEATS: tuple[str, ...] = tuple(seat.value for seat in SeatName)
+PARTICIPANT_SEATS: tuple[str, ...] = tuple(seat.value for seat in SeatName if seat.is_participant)
+
+
 def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 

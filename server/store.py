@@ -131,8 +131,6 @@ class ModuleMigrations:
     scripts: tuple[str, ...]
 
 
-SEATS: tuple[str, ...] = ("a", "b", "facilitator")
-PARTICIPANT_SEATS: tuple[str, ...] = ("a", "b")
 
 
 @dataclass(frozen=True, slots=True)

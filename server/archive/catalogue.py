@@ -33,8 +33,8 @@ from storyroom.archive.protocol import MetadataIn, SearchIn
 from storyroom.config import Settings
 from storyroom.errors import Busy, PreconditionFailed
 from storyroom.recording.recorder import recording_dir
-from storyroom.seats import new_id
-from storyroom.store import PARTICIPANT_SEATS, Consent, ModuleMigrations, RecordingRow, Store
+from storyroom.seats import PARTICIPANT_SEATS, new_id
+from storyroom.store import Consent, ModuleMigrations, RecordingRow, Store
 
 log = logging.getLogger(__name__)
 

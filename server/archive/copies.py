@@ -25,8 +25,8 @@ from aiohttp import web
 
 from storyroom.config import Settings
 from storyroom.errors import NotFound, PreconditionFailed
-from storyroom.seats import hash_token, new_id, new_token
-from storyroom.store import PARTICIPANT_SEATS, ModuleMigrations, RecordingRow, Store
+from storyroom.seats import PARTICIPANT_SEATS, hash_token, new_id, new_token
+from storyroom.store import ModuleMigrations, RecordingRow, Store
 
 TABLES = ModuleMigrations(
     "copies",

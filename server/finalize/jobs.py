@@ -23,7 +23,8 @@ from typing import Any
 
 from storyroom import __version__
 from storyroom.recording.recorder import recording_dir
-from storyroom.room.rooms import RecordingState, Room
+from storyroom.room.rooms import Room
+from storyroom.status import RecordingState
 from storyroom.store import RecordingRow, Store
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from storyroom.media.metrics import LatencyHistogram
 from storyroom.media.turn import seat_ice_servers
 from storyroom.room.protocol import OfferIn
 from storyroom.room.rooms import CloseReason, Room
-from storyroom.store import SEATS
+from storyroom.seats import SEATS
 
 log = logging.getLogger(__name__)
 

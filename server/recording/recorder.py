@@ -38,7 +38,8 @@ from typing import Any, TextIO
 from storyroom.clock import steady, wall
 from storyroom.media.aiortc_internals import RtpAudioPacket
 from storyroom.recording.oggopus import OggOpusWriter, opus_packet_samples
-from storyroom.room.rooms import RecordingState, Room
+from storyroom.room.rooms import Room
+from storyroom.status import RecordingState
 
 log = logging.getLogger(__name__)
 

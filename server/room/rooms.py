@@ -21,10 +21,9 @@ from storyroom.clock import steady
 from storyroom.config import Settings
 from storyroom.errors import Forbidden, InvalidInput, InvalidState, NotFound, PreconditionFailed
 from storyroom.room.protocol import ChooseIn, ConsentIn
-from storyroom.seats import SeatName, new_id
+from storyroom.seats import PARTICIPANT_SEATS, SEATS, SeatName, new_id
+from storyroom.status import RecordingState
 from storyroom.store import (
-    PARTICIPANT_SEATS,
-    SEATS,
     Consent,
     CueRow,
     MarkerRow,
@@ -36,14 +35,6 @@ from storyroom.store import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class RecordingState(StrEnum):
-    IDLE = "idle"
-    RECORDING = "recording"
-    PAUSED = "paused"
-    STOPPED = "stopped"
-    INTERRUPTED = "interrupted"
 
 
 class CloseReason(StrEnum):

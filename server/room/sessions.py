@@ -11,8 +11,8 @@ from storyroom.errors import NotFound
 from storyroom.room.protocol import SessionIn
 from storyroom.room.questions import session_questions
 from storyroom.room.rooms import Rooms
-from storyroom.seats import hash_token, join_url, new_id, new_token
-from storyroom.store import SEATS, SessionRow, Store
+from storyroom.seats import SEATS, hash_token, join_url, new_id, new_token
+from storyroom.store import SessionRow, Store
 
 
 @dataclass(frozen=True, slots=True)

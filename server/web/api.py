@@ -17,6 +17,7 @@ from storyroom.media.metrics import process_figures
 from storyroom.recording.recorder import recording_dir
 from storyroom.room import protocol
 from storyroom.room.sessions import create_session, describe_session
+from storyroom.seats import SEATS
 from storyroom.services import SERVICES, Services
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.staff.audit import AUDIT
@@ -131,7 +132,7 @@ class Api:
                     "target_minutes": s.target_minutes,
                     "created_at": s.created_at,
                     "connected": [
-                        seat for seat in ("a", "b", "facilitator") if room and room.connected(seat)
+                        seat for seat in SEATS if room and room.connected(seat)
                     ],
                     "recording": (
                         room.state.value
