@@ -105,15 +105,15 @@ def make(path: Path, minutes: float) -> dict[str, Any]:
         if 2.0 + 240.0 * (n - 1) < duration
     ]
     markers = [{"seq": 1, "label": "laughter", "rec_time": duration / 3}]
-    spec = finalize_input(recording, cues=cues, markers=markers)
-    return {field: getattr(spec, field) for field in spec.__dataclass_fields__}
+    return finalize_input(recording, cues=cues, markers=markers).to_json()
 
 
 def run_finalizer(path: Path, spec_path: Path) -> None:
-    from storyroom.finalize.run import FinalizeInput, finalize_recording
+    from storyroom.finalize.contracts import FinalizeInput
+    from storyroom.finalize.run import finalize_recording
 
-    spec = FinalizeInput(**json.loads(spec_path.read_text()))
-    result = finalize_recording(path, spec, spec_path.with_name("progress.json"))
+    job = FinalizeInput.from_json(json.loads(spec_path.read_text()))
+    result = finalize_recording(path, job, spec_path.with_name("progress.json")).to_json()
     print(json.dumps({"duration_s": result["duration_s"], "loudness": result["loudness"]}))
 
 

@@ -19,13 +19,14 @@ from storyroom.archive.catalogue import Archive
 from storyroom.archive.copies import Copies
 from storyroom.config import Settings, SettingsError
 from storyroom.errors import InvalidInput, StoryroomError
-from storyroom.finalize.jobs import PROGRESS_FILE, build_spec, run_job
+from storyroom.finalize.jobs import PROGRESS_FILE, finalize_input, run_job
 from storyroom.recording.recorder import recording_dir
 from storyroom.room.protocol import ID_RE, parse_session_create
 from storyroom.room.sessions import CreatedSession, create_session
 from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import load_or_create_staff_token
+from storyroom.status import FinalizeStatus, RecordingState
 from storyroom.store import Store
 
 
@@ -153,24 +154,26 @@ async def _finalize(settings: Settings, recording_id: str) -> int:
         if rec is None:
             print(f"storyroom: no recording {recording_id!r}", file=sys.stderr)
             return 2
-        if rec.status not in ("stopped", "interrupted"):
+        if rec.status not in (RecordingState.STOPPED, RecordingState.INTERRUPTED):
             print(f"storyroom: recording {rec.id} is still {rec.status}", file=sys.stderr)
             return 2
         directory = recording_dir(settings.recordings_dir, rec.id)
-        spec = await build_spec(store, rec)
-        await store.set_finalize(rec.id, "finalizing", 0.0)
+        job = await finalize_input(store, rec)
+        await store.set_finalize(rec.id, FinalizeStatus.FINALIZING, 0.0)
         try:
             result = await asyncio.to_thread(
-                run_job, str(directory), spec, str(directory / PROGRESS_FILE)
+                run_job, str(directory), job, str(directory / PROGRESS_FILE)
             )
         except Exception as exc:
-            await store.set_finalize(rec.id, "failed", 0.0, f"{type(exc).__name__}: {exc}")
+            await store.set_finalize(
+                rec.id, FinalizeStatus.FAILED, 0.0, f"{type(exc).__name__}: {exc}"
+            )
             print(f"storyroom: finalizing {rec.id} failed: {exc}", file=sys.stderr)
             return 1
-        await store.set_finalize(rec.id, "ready", 100.0, None, result)
-        print(f"Recording {rec.id} ready ({result['duration_s']:.1f} s) in {directory}")
-        for entry in result["files"]:
-            print(f"  {entry['kind']:<9} {entry['bytes']:>12}  {entry['name']}")
+        await store.set_finalize(rec.id, FinalizeStatus.READY, 100.0, None, result)
+        print(f"Recording {rec.id} ready ({result.duration_s:.1f} s) in {directory}")
+        for entry in result.files:
+            print(f"  {entry.kind:<9} {entry.bytes:>12}  {entry.name}")
         return 0
     finally:
         await store.close()

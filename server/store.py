@@ -15,6 +15,9 @@ from typing import Any
 
 import aiosqlite
 
+from storyroom.finalize.contracts import Finalized
+from storyroom.status import FinalizeStatus
+
 # Versioned migrations: index + 1 is the schema version. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -180,10 +183,10 @@ class RecordingRow:
     elapsed_before: float
     run_started_at: float | None
     status_reason: str | None
-    finalize_status: str | None = None
+    finalize_status: FinalizeStatus | None = None
     finalize_percent: float = 0.0
     finalize_reason: str | None = None
-    finalized: dict[str, Any] | None = None
+    finalized: Finalized | None = None
     finalized_at: float | None = None
 
     @property
@@ -191,7 +194,9 @@ class RecordingRow:
         """What staff see: the live state, else the finalization state, else stopped/interrupted."""
         if self.status in ("recording", "paused") or not self.finalize_status:
             return self.status
-        return "finalizing" if self.finalize_status == "queued" else self.finalize_status
+        if self.finalize_status is FinalizeStatus.QUEUED:
+            return FinalizeStatus.FINALIZING
+        return self.finalize_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,10 +521,10 @@ class Store:
     async def set_finalize(
         self,
         recording_id: str,
-        status: str,
+        status: FinalizeStatus,
         percent: float = 0.0,
         reason: str | None = None,
-        result: dict[str, Any] | None = None,
+        result: Finalized | None = None,
     ) -> None:
         await self._db.execute(
             "UPDATE recordings SET finalize_status = ?, finalize_percent = ?, finalize_reason = ?,"
@@ -529,7 +534,7 @@ class Store:
                 status,
                 percent,
                 reason,
-                json.dumps(result) if result is not None else None,
+                json.dumps(result.to_json()) if result is not None else None,
                 status,
                 time.time(),
                 recording_id,
@@ -648,9 +653,11 @@ def _recording(row: Any) -> RecordingRow:
         elapsed_before=row["elapsed_before"],
         run_started_at=row["run_started_at"],
         status_reason=row["status_reason"],
-        finalize_status=row["finalize_status"],
+        finalize_status=(
+            FinalizeStatus(row["finalize_status"]) if row["finalize_status"] else None
+        ),
         finalize_percent=row["finalize_percent"],
         finalize_reason=row["finalize_reason"],
-        finalized=json.loads(row["finalized"]) if row["finalized"] else None,
+        finalized=Finalized.from_json(json.loads(row["finalized"])) if row["finalized"] else None,
         finalized_at=row["finalized_at"],
     )

@@ -32,8 +32,10 @@ from storyroom.archive.copies import Copies
 from storyroom.archive.protocol import MetadataIn, SearchIn
 from storyroom.config import Settings
 from storyroom.errors import Busy, PreconditionFailed
+from storyroom.finalize.contracts import chapters_json
 from storyroom.recording.recorder import recording_dir
 from storyroom.seats import PARTICIPANT_SEATS, new_id
+from storyroom.status import FinalizeStatus
 from storyroom.store import Consent, ModuleMigrations, RecordingRow, Store
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ TABLES = ModuleMigrations(
     ),
 )
 
-BUSY_FINALIZE = ("queued", "finalizing")
+BUSY_FINALIZE = (FinalizeStatus.QUEUED, FinalizeStatus.FINALIZING)
 LIVE = ("recording", "paused")
 
 
@@ -236,8 +238,9 @@ class Archive:
             "exports": [e.to_json() for e in await self.exports(rec.id)],
             "waveform_url": (
                 f"/api/recordings/{rec.id}/files/waveform.svg"
-                if any(f["name"] == "waveform.svg" for f in (rec.finalized or {}).get("files", []))
-                and rec.finalize_status == "ready"
+                if rec.finalized is not None
+                and rec.finalized.file("waveform.svg") is not None
+                and rec.finalize_status is FinalizeStatus.READY
                 else None
             ),
         }
@@ -250,7 +253,7 @@ class Archive:
     async def public_recordings(self) -> list[dict[str, Any]]:
         """Ready recordings both participants agreed to make public, as of now."""
         out = []
-        for rec, extra in await self.search(SearchIn(status="ready", consent="public")):
+        for rec, extra in await self.search(SearchIn(status=FinalizeStatus.READY, consent="public")):
             meta = extra["metadata"]
             out.append(
                 {
@@ -260,9 +263,9 @@ class Archive:
                     "keywords": meta["keywords"],
                     "location": meta["location"],
                     "language": extra["language"],
-                    "duration_s": (rec.finalized or {}).get("duration_s"),
+                    "duration_s": rec.finalized.duration_s if rec.finalized else None,
                     "recorded_at": rec.started_at,
-                    "chapters": (rec.finalized or {}).get("chapters", []),
+                    "chapters": chapters_json(rec.finalized),
                 }
             )
         return out
@@ -358,7 +361,7 @@ class Archive:
     async def bag_request(self, rec: RecordingRow, bag_dir: Path) -> BagRequest:
         """What goes into a recording's bag; refused unless the recording is ready and
         both participants agree to archiving as of now."""
-        if rec.finalize_status != "ready" or not rec.finalized:
+        if rec.finalize_status is not FinalizeStatus.READY or rec.finalized is None:
             raise PreconditionFailed("the recording is not finalized yet", code="not_ready")
         detail = await self.describe(rec)
         if not detail["consent"]["archive"]:
@@ -367,7 +370,7 @@ class Archive:
                 code="no_archive_consent",
             )
         meta = detail["metadata"]
-        duration = float(rec.finalized.get("duration_s") or 0)
+        duration = rec.finalized.duration_s
         recorded = time.strftime("%Y-%m-%d", time.gmtime(rec.started_at))
         language = {"en": "English", "es": "Spanish"}.get(detail["language"] or "", "")
         description = " ".join(
@@ -385,7 +388,7 @@ class Archive:
         s = self.settings
         return BagRequest(
             source_dir=str(recording_dir(s.recordings_dir, rec.id)),
-            files=tuple(f["name"] for f in rec.finalized.get("files", [])),
+            files=tuple(f.name for f in rec.finalized.files),
             bag_dir=str(bag_dir),
             bag_info=bag_info(
                 organization=s.bag_source_organization,
@@ -405,7 +408,7 @@ class Archive:
                     "language": detail["language"],
                     "started_at": rec.started_at,
                     "duration_s": duration,
-                    "chapters": rec.finalized.get("chapters", []),
+                    "chapters": chapters_json(rec.finalized),
                 },
                 metadata=meta,
                 people={seat: name for seat, name in detail["people"].items()},

@@ -25,7 +25,9 @@ from aiohttp import web
 
 from storyroom.config import Settings
 from storyroom.errors import NotFound, PreconditionFailed
+from storyroom.finalize.contracts import FileKind, FinalizedFile
 from storyroom.seats import PARTICIPANT_SEATS, hash_token, new_id, new_token
+from storyroom.status import FinalizeStatus
 from storyroom.store import ModuleMigrations, RecordingRow, Store
 
 TABLES = ModuleMigrations(
@@ -103,13 +105,11 @@ _LINK_COLUMNS = (
 )
 
 
-def access_entry(rec: RecordingRow) -> dict[str, Any] | None:
+def access_entry(rec: RecordingRow) -> FinalizedFile | None:
     """The finalizer's listing of the access copy, if the recording is ready."""
-    if rec.finalize_status != "ready":
+    if rec.finalize_status is not FinalizeStatus.READY or rec.finalized is None:
         return None
-    return next(
-        (f for f in (rec.finalized or {}).get("files", []) if f.get("kind") == "access"), None
-    )
+    return rec.finalized.first_of(FileKind.ACCESS)
 
 
 class Copies:

@@ -17,14 +17,15 @@ import logging
 import multiprocessing
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 from storyroom import __version__
+from storyroom.finalize.contracts import ConsentFlags, Cue, Finalized, FinalizeInput, Marker
 from storyroom.recording.recorder import recording_dir
 from storyroom.room.rooms import Room
-from storyroom.status import RecordingState
+from storyroom.status import FinalizeStatus, RecordingState
 from storyroom.store import RecordingRow, Store
 
 log = logging.getLogger(__name__)
@@ -33,14 +34,14 @@ POLL_INTERVAL = 0.5
 PROGRESS_FILE = ".finalize-progress.json"
 
 
-async def build_spec(store: Store, rec: RecordingRow) -> dict[str, Any]:
-    """Everything the worker needs, as plain data (it has no database)."""
+async def finalize_input(store: Store, rec: RecordingRow) -> FinalizeInput:
+    """Everything the worker needs from the database (it has none)."""
     session = await store.get_session(rec.session_id)
     if session is None:
         raise RuntimeError(f"recording {rec.id} has no session")
     seats = {s.seat: s.name for s in await store.seats(rec.session_id)}
     consent = {
-        seat: {"record": c.record, "archive": c.archive, "public": c.public}
+        seat: ConsentFlags(c.record, c.archive, c.public)
         for seat, c in (await store.current_consent(rec.session_id)).items()
     }
     texts = {q["id"]: q["text"] for q in session.questions}
@@ -49,57 +50,61 @@ async def build_spec(store: Store, rec: RecordingRow) -> dict[str, Any]:
         text = texts.get(question_id, {})
         return str(text.get(session.language) or next(iter(text.values()), question_id))
 
-    cues = [
-        {
-            "seq": c.id,
-            "question_id": c.question_id,
-            "text": question_text(c.question_id),
-            "rec_time": c.rec_time,
-        }
+    cues = tuple(
+        Cue(c.id, c.question_id, question_text(c.question_id), c.rec_time)
         for c in await store.cues(rec.session_id)
         if c.recording_id == rec.id and c.rec_time is not None
-    ]
-    markers: list[dict[str, Any]] = [
-        {"seq": m.id, "label": m.label, "rec_time": m.rec_time}
+    )
+    markers = [
+        Marker(m.id, m.label, m.rec_time)
         for m in await store.markers(rec.session_id)
         if m.recording_id == rec.id and m.rec_time is not None
     ]
     for event in await store.recording_events(rec.id):
         if event["kind"] in ("pause", "resume"):
-            markers.append({"seq": 0, "label": event["kind"], "rec_time": event["rec_time"]})
-    markers.sort(key=lambda m: m["rec_time"])
-    return {
-        "recording_id": rec.id,
-        "session_id": rec.session_id,
-        "title": session.title,
-        "language": session.language,
-        "take": rec.take,
-        "started_at": rec.started_at,
-        "status": rec.status,
-        "seats": seats,
-        "consent": consent,
-        "cues": cues,
-        "markers": markers,
-        "duration_s": rec.elapsed_before if rec.status == "stopped" else None,
-        "software": f"storyroom {__version__}",
-    }
+            markers.append(Marker(0, event["kind"], event["rec_time"]))
+    markers.sort(key=lambda m: m.rec_time)
+    status = RecordingState(rec.status)
+    return FinalizeInput(
+        recording_id=rec.id,
+        session_id=rec.session_id,
+        title=session.title,
+        language=session.language,
+        take=rec.take,
+        started_at=rec.started_at,
+        status=status,
+        seats=seats,
+        consent=consent,
+        cues=cues,
+        markers=tuple(markers),
+        duration_s=rec.elapsed_before if status is RecordingState.STOPPED else None,
+        software=f"storyroom {__version__}",
+    )
 
 
-def run_job(directory: str, spec: dict[str, Any], progress_path: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class JobFailed:
+    """Why a job produced nothing: the error as staff and operators see it."""
+
+    reason: str
+
+
+def run_job(directory: str, job: FinalizeInput, progress_path: str) -> Finalized:
     """The job, in whatever process calls it (the worker, or the CLI directly)."""
-    from storyroom.finalize.run import FinalizeInput, finalize_recording
+    from storyroom.finalize.run import finalize_recording
 
-    return finalize_recording(Path(directory), FinalizeInput(**spec), Path(progress_path))
+    return finalize_recording(Path(directory), job, Path(progress_path))
 
 
-def _worker(directory: str, spec: dict[str, Any], progress_path: str, results: Connection) -> None:
+def _worker(directory: str, job: FinalizeInput, progress_path: str, results: Connection) -> None:
     """Entry point of the worker process: the result or the error goes back through a
     pipe, not a file beside the recording, so "the disk is full" still reaches us."""
+    outcome: Finalized | JobFailed
     try:
-        result: dict[str, Any] = {"ok": True, "result": run_job(directory, spec, progress_path)}
+        outcome = run_job(directory, job, progress_path)
     except Exception as exc:
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    results.send(result)
+        outcome = JobFailed(f"{type(exc).__name__}: {exc}")
+    results.send(outcome)
     results.close()
 
 
@@ -153,7 +158,7 @@ class Finalizer:
         if recording_id in self.queued or recording_id == self.current:
             return
         self.queued.add(recording_id)
-        await self.store.set_finalize(recording_id, "queued", 0.0)
+        await self.store.set_finalize(recording_id, FinalizeStatus.QUEUED, 0.0)
         await self._announce(recording_id)
         self.queue.put_nowait(recording_id)
 
@@ -174,7 +179,7 @@ class Finalizer:
             except Exception as exc:
                 log.exception("finalizing %s failed", recording_id)
                 await self.store.set_finalize(
-                    recording_id, "failed", 0.0, f"{type(exc).__name__}: {exc}"
+                    recording_id, FinalizeStatus.FAILED, 0.0, f"{type(exc).__name__}: {exc}"
                 )
                 await self._announce(recording_id)
             finally:
@@ -186,19 +191,21 @@ class Finalizer:
             return
         directory = recording_dir(self.root, rec.id)
         if not (directory / "stems").is_dir():
-            await self.store.set_finalize(rec.id, "failed", 0.0, "no audio was recorded")
+            await self.store.set_finalize(
+                rec.id, FinalizeStatus.FAILED, 0.0, "no audio was recorded"
+            )
             await self._announce(rec.id)
             return
-        spec = await build_spec(self.store, rec)
+        job = await finalize_input(self.store, rec)
         progress_path = directory / PROGRESS_FILE
         progress_path.unlink(missing_ok=True)
-        await self.store.set_finalize(rec.id, "finalizing", 0.0)
+        await self.store.set_finalize(rec.id, FinalizeStatus.FINALIZING, 0.0)
         await self._announce(rec.id)
         started = time.monotonic()
         results, sender = self._context.Pipe(duplex=False)
         proc = self._context.Process(
             target=_worker,
-            args=(str(directory), spec, str(progress_path), sender),
+            args=(str(directory), job, str(progress_path), sender),
             name=f"finalize-{rec.id}",
             daemon=True,
         )
@@ -206,7 +213,7 @@ class Finalizer:
         proc.start()
         sender.close()
         percent = 0.0
-        outcome: dict[str, Any] | None = None
+        outcome: Finalized | JobFailed | None = None
         while proc.is_alive():
             await asyncio.sleep(POLL_INTERVAL)
             if outcome is None and results.poll():
@@ -214,7 +221,7 @@ class Finalizer:
             now_percent = _read_percent(progress_path)
             if now_percent is not None and now_percent >= percent + 1:
                 percent = now_percent
-                await self.store.set_finalize(rec.id, "finalizing", percent)
+                await self.store.set_finalize(rec.id, FinalizeStatus.FINALIZING, percent)
                 await self._announce(rec.id)
         proc.join()
         self._process = None
@@ -224,22 +231,19 @@ class Finalizer:
         with contextlib.suppress(OSError):
             progress_path.unlink(missing_ok=True)
         if outcome is None:
-            outcome = {
-                "ok": False,
-                "error": f"the finalizer process ended with code {proc.exitcode}",
-            }
-        if outcome.get("ok"):
-            await self.store.set_finalize(rec.id, "ready", 100.0, None, outcome["result"])
+            outcome = JobFailed(f"the finalizer process ended with code {proc.exitcode}")
+        if isinstance(outcome, Finalized):
+            await self.store.set_finalize(rec.id, FinalizeStatus.READY, 100.0, None, outcome)
             log.info("recording %s ready in %.1f s", rec.id, time.monotonic() - started)
         else:
-            await self.store.set_finalize(rec.id, "failed", percent, str(outcome.get("error")))
-            log.error("recording %s failed: %s", rec.id, outcome.get("error"))
+            await self.store.set_finalize(rec.id, FinalizeStatus.FAILED, percent, outcome.reason)
+            log.error("recording %s failed: %s", rec.id, outcome.reason)
         await self._announce(rec.id)
 
 
-def _receive(results: Connection) -> dict[str, Any] | None:
+def _receive(results: Connection) -> Finalized | JobFailed | None:
     try:
-        outcome: dict[str, Any] = results.recv()
+        outcome: Finalized | JobFailed = results.recv()
     except (EOFError, OSError):
         return None
     return outcome

@@ -63,14 +63,27 @@ import numpy as np
 from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
 from storyroom.finalize.bwf import Bext, BroadcastWavWriter, CuePoint
+from storyroom.finalize.contracts import (
+    AccessLoudness,
+    Chapter,
+    Damage,
+    DamageKind,
+    FileKind,
+    Finalized,
+    FinalizedFile,
+    FinalizeInput,
+    LoudnessReport,
+    MasterLoudness,
+)
 from storyroom.finalize.waveform import WaveformPeaks, waveform_svg
 from storyroom.recording.oggopus import opus_packet_samples
 from storyroom.recording.timeline import SAMPLE_RATE, scan_segment
+from storyroom.status import RecordingState
 
 if TYPE_CHECKING:
-    from av.container.core import Chapter
+    from av.container.core import Chapter as Id3Chapter
 
-__all__ = ["FinalizeError", "FinalizeInput", "finalize_recording"]
+__all__ = ["FinalizeError", "finalize_recording"]
 
 BLOCK: Final = SAMPLE_RATE  # one second: the unit of every pass
 FULL_SCALE: Final = 1 << 23  # 24-bit
@@ -106,61 +119,6 @@ class FinalizeError(RuntimeError):
     """Nothing could be produced; the message says why in plain words."""
 
 
-@dataclass(frozen=True, slots=True)
-class FinalizeInput:
-    """What the finalizer needs besides the recording directory (from the database)."""
-
-    recording_id: str
-    session_id: str
-    title: str
-    language: str
-    take: int
-    started_at: float
-    """Wall clock (epoch seconds) when recording started."""
-    status: str
-    """``stopped`` or ``interrupted``: the recording's state when finalization began."""
-    seats: dict[str, str]
-    """seat → first name (a, b, facilitator)."""
-    consent: dict[str, dict[str, bool]]
-    cues: list[dict[str, Any]]
-    """``{"seq", "question_id", "text", "rec_time"}``"""
-    markers: list[dict[str, Any]]
-    """``{"seq", "label", "rec_time"}``"""
-    duration_s: float | None
-    """Recorded seconds by the room clock; None if unknown (then the stems decide)."""
-    software: str
-    originator: str = "storyroom"
-
-
-# -- damage ---------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Damage:
-    """Something lost or doubtful in one seat's input, on the recording clock."""
-
-    seat: str
-    source: str
-    """The input file concerned, relative to the recording directory."""
-    kind: str
-    reason: str
-    start_s: float | None = None
-    end_s: float | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        def clock(value: float | None) -> float | None:
-            return None if value is None else round(value, 3)
-
-        return {
-            "seat": self.seat,
-            "source": self.source,
-            "kind": self.kind,
-            "start_s": clock(self.start_s),
-            "end_s": clock(self.end_s),
-            "reason": self.reason,
-        }
-
-
 # -- reading Ogg Opus ---------------------------------------------------------------------
 
 _BIT_REVERSED: Final = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
@@ -183,7 +141,7 @@ class _Hole:
 
     start: int
     end: int | None
-    kind: str
+    kind: DamageKind
     reason: str
 
 
@@ -254,10 +212,17 @@ class OggOpusReader:
             if end is not None and start > end:
                 if corrupt:
                     self.holes.append(
-                        _Hole(end, start, "corrupt", "corrupt page (checksum mismatch) skipped")
+                        _Hole(
+                            end,
+                            start,
+                            DamageKind.CORRUPT,
+                            "corrupt page (checksum mismatch) skipped",
+                        )
                     )
                 else:
-                    self.holes.append(_Hole(end, start, "missing_pages", "page(s) missing"))
+                    self.holes.append(
+                        _Hole(end, start, DamageKind.MISSING_PAGES, "page(s) missing")
+                    )
             corrupt = False
             for packet, samples in zip(completed, durations, strict=True):
                 start += samples
@@ -268,7 +233,12 @@ class OggOpusReader:
             raise _NotOpus("the file has no readable Ogg Opus header")
         if corrupt:
             self.holes.append(
-                _Hole(end or 0, None, "corrupt", "corrupt page (checksum mismatch) at the end")
+                _Hole(
+                    end or 0,
+                    None,
+                    DamageKind.CORRUPT,
+                    "corrupt page (checksum mismatch) at the end",
+                )
             )
 
     def _pages(
@@ -496,7 +466,7 @@ def _plan(recording_dir: Path, spec: FinalizeInput) -> _Plan:
                 )
         if not plan.segments:
             plan.damage.append(
-                Damage(seat, "stems/", "no_audio", "no audio was recorded from this seat")
+                Damage(seat, "stems/", DamageKind.NO_AUDIO, "no audio was recorded from this seat")
             )
         plans.append(plan)
     if spec.duration_s is not None and spec.duration_s > 0:
@@ -539,7 +509,7 @@ def _place(segment: _Segment, open_rec: float | None, damage: list[Damage]) -> N
                 Damage(
                     segment.seat,
                     source,
-                    "timing_lines",
+                    DamageKind.TIMING_LINES,
                     f"{timing.damaged_lines} unreadable line(s) in the timing log skipped",
                     segment.end_s if timing.runs else None,
                     segment.end_s if timing.runs else None,
@@ -554,7 +524,7 @@ def _place(segment: _Segment, open_rec: float | None, damage: list[Damage]) -> N
             Damage(
                 segment.seat,
                 f"stems/{segment.name}.opus",
-                "unplaced",
+                DamageKind.UNPLACED,
                 "no timing log and no open time: this segment's audio could not be placed",
             )
         )
@@ -566,7 +536,7 @@ def _place(segment: _Segment, open_rec: float | None, damage: list[Damage]) -> N
         Damage(
             segment.seat,
             source,
-            "missing_timing",
+            DamageKind.MISSING_TIMING,
             "timing log missing or empty: placed by the segment's open time "
             "(approximate; a pause inside it would not be cut)",
             open_rec,
@@ -610,7 +580,7 @@ def _scan_segment(segment: _Segment, damage: list[Damage]) -> None:
                 Damage(
                     segment.seat,
                     opus_name,
-                    "missing_stem",
+                    DamageKind.MISSING_STEM,
                     "the stem file is missing (its timing log is there)",
                     segment.start_s,
                     segment.end_s,
@@ -628,7 +598,12 @@ def _scan_segment(segment: _Segment, damage: list[Damage]) -> None:
         scan.problem = str(error)
         damage.append(
             Damage(
-                segment.seat, opus_name, "unreadable", str(error), segment.start_s, segment.end_s
+                segment.seat,
+                opus_name,
+                DamageKind.UNREADABLE,
+                str(error),
+                segment.start_s,
+                segment.end_s,
             )
         )
         scan.end = None
@@ -653,7 +628,14 @@ def _scan_segment(segment: _Segment, damage: list[Damage]) -> None:
             else "the stem has no audio pages (headers only)"
         )
         damage.append(
-            Damage(segment.seat, opus_name, "empty_stem", reason, segment.start_s, segment.end_s)
+            Damage(
+                segment.seat,
+                opus_name,
+                DamageKind.EMPTY_STEM,
+                reason,
+                segment.start_s,
+                segment.end_s,
+            )
         )
     elif scan.end < segment.log_end and not any(h.end is None for h in reader.holes):
         cut = "mid-page" if reader.torn_tail else "at a page boundary"
@@ -661,7 +643,7 @@ def _scan_segment(segment: _Segment, damage: list[Damage]) -> None:
             Damage(
                 segment.seat,
                 opus_name,
-                "truncated",
+                DamageKind.TRUNCATED,
                 f"the stem ends {(segment.log_end - scan.end) / SAMPLE_RATE:.2f} s before "
                 f"its timing log (cut off {cut}, e.g. by a crash)",
                 segment.seconds(scan.end),
@@ -764,7 +746,7 @@ def _decode_packets(
             Damage(
                 segment.seat,
                 f"stems/{segment.name}.opus",
-                "undecodable",
+                DamageKind.UNDECODABLE,
                 f"{undecodable} packet(s) could not be decoded (silence instead)",
                 segment.start_s,
                 segment.end_s,
@@ -788,7 +770,7 @@ def _packet_losses(plan: _SeatPlan) -> None:
                 Damage(
                     plan.seat,
                     f"stems/{segment.name}.timing.jsonl",
-                    "packet_loss",
+                    DamageKind.PACKET_LOSS,
                     f"{int(count)} packet(s) lost in transit (concealed)",
                     max(0.0, start),
                     end,
@@ -852,7 +834,7 @@ def _report_silences(seat: str, silences: list[tuple[int, int, str]], damage: li
     explained = [
         (d.start_s, d.end_s)
         for d in damage
-        if d.start_s is not None and d.end_s is not None and d.kind != "packet_loss"
+        if d.start_s is not None and d.end_s is not None and d.kind is not DamageKind.PACKET_LOSS
     ]
     for start, end, reason in silences:
         pieces = [(start / SAMPLE_RATE, end / SAMPLE_RATE)]
@@ -866,7 +848,7 @@ def _report_silences(seat: str, silences: list[tuple[int, int, str]], damage: li
             ]
         for a, b in pieces:
             if b - a > NO_AUDIO_REPORT_S:
-                damage.append(Damage(seat, "stems/", "no_audio", reason, a, b))
+                damage.append(Damage(seat, "stems/", DamageKind.NO_AUDIO, reason, a, b))
 
 
 # -- measuring, limiting, encoding ------------------------------------------------------------
@@ -1254,7 +1236,7 @@ class _Mp3Writer:
     frame) can run on another thread than the encoding."""
 
     def __init__(
-        self, path: Path, tags: dict[str, str], chapters: list[Chapter], initial_padding: int
+        self, path: Path, tags: dict[str, str], chapters: list[Id3Chapter], initial_padding: int
     ) -> None:
         self.container: Any = av.open(str(path), "w", format="mp3")
         self.container.metadata.update(tags)
@@ -1600,7 +1582,7 @@ def _access_stage(
     stages: _Stages,
     path: Path,
     spec: FinalizeInput,
-    chapters: list[Chapter],
+    chapters: list[Id3Chapter],
     blocks: _Channel,
     out: dict[str, Any],
 ) -> None:
@@ -1662,7 +1644,7 @@ def _write_master_and_access(
     analysis: _Analysis,
     temp: dict[str, Path],
     master: tuple[Bext, dict[str, str], list[CuePoint]],
-    chapters: list[Chapter],
+    chapters: list[Id3Chapter],
     access_gain_db: float,
     ceiling_db: float,
     progress: _Progress,
@@ -1754,7 +1736,7 @@ def _rewrite_access(
     spec: FinalizeInput,
     analysis: _Analysis,
     temp: dict[str, Path],
-    chapters: list[Chapter],
+    chapters: list[Id3Chapter],
     gain_db: float,
     ceiling_db: float,
     progress: _Progress,
@@ -1818,10 +1800,10 @@ def _utc(epoch: float) -> dt.datetime:
 def _cue_points(spec: FinalizeInput, duration: float) -> list[dict[str, Any]]:
     """Cues on the clock, in order; a cue re-made at the same instant replaces the last."""
     cues: list[dict[str, Any]] = []
-    for cue in sorted(spec.cues, key=lambda c: (float(c["rec_time"]), c.get("seq", 0))):
-        at = min(max(float(cue["rec_time"]), 0.0), duration)
-        title = str(cue.get("text") or cue.get("question_id") or "Question")
-        entry = {**cue, "rec_time": round(at, 3), "title": " ".join(title.split())}
+    for cue in sorted(spec.cues, key=lambda c: (c.rec_time, c.seq)):
+        at = min(max(cue.rec_time, 0.0), duration)
+        title = cue.text or cue.question_id or "Question"
+        entry = {**cue.to_json(), "rec_time": round(at, 3), "title": " ".join(title.split())}
         if cues and round(cues[-1]["rec_time"] * 1000) == round(at * 1000):
             cues[-1] = entry
         else:
@@ -1861,13 +1843,13 @@ def _master_metadata(
     plan: _Plan,
     cues: list[dict[str, Any]],
     markers: list[dict[str, Any]],
-    loudness: dict[str, Any],
+    loudness: MasterLoudness,
 ) -> tuple[Bext, dict[str, str], list[CuePoint]]:
     started = _utc(spec.started_at)
     midnight = started.replace(hour=0, minute=0, second=0, microsecond=0)
     names = ", ".join(f"{p.seat}={p.name}" for p in plan.seats if p.name)
     description = f"{spec.title} - storyroom recording {spec.recording_id}, take {spec.take}"
-    if spec.status == "interrupted":
+    if spec.status is RecordingState.INTERRUPTED:
         description += " (interrupted)"
     history = (
         "A=OPUS,F=48000,M=mono,T=WebRTC browser capture; one stem per seat and connection\r\n"
@@ -1882,8 +1864,8 @@ def _master_metadata(
         origination_time=started.strftime("%H:%M:%S"),
         time_reference=round((spec.started_at - midnight.timestamp()) * SAMPLE_RATE),
         coding_history=history,
-        loudness_value=loudness.get("integrated_lufs"),
-        loudness_range=loudness.get("loudness_range_lu"),
+        loudness_value=loudness.integrated_lufs,
+        loudness_range=loudness.loudness_range_lu,
     )
     info = {
         "INAM": spec.title,
@@ -1905,15 +1887,15 @@ def _markers(spec: FinalizeInput, plan: _Plan, duration: float) -> list[dict[str
     paused_at = [pause["rec_time"] for pause in plan.pauses]
     markers: list[dict[str, Any]] = [
         {
-            "seq": m.get("seq"),
+            "seq": m.seq,
             "kind": "marker",
-            "label": str(m.get("label") or "Marker"),
-            "rec_time": round(min(max(float(m["rec_time"]), 0.0), duration), 3),
+            "label": m.label or "Marker",
+            "rec_time": round(min(max(m.rec_time, 0.0), duration), 3),
         }
         for m in spec.markers
         if not (
-            str(m.get("label", "")).lower() in ("pause", "resume")
-            and any(abs(float(m["rec_time"]) - at) < 0.1 for at in paused_at)
+            m.label.lower() in ("pause", "resume")
+            and any(abs(m.rec_time - at) < 0.1 for at in paused_at)
         )
     ]
     for pause in plan.pauses:
@@ -1933,29 +1915,29 @@ def _markers(spec: FinalizeInput, plan: _Plan, duration: float) -> list[dict[str
 
 
 _KINDS: Final = {
-    "master.wav": "master",
-    "access.mp3": "access",
-    "chapters.vtt": "chapters",
-    "chapters.json": "chapters",
-    "metadata.json": "metadata",
-    "manifest-sha256.txt": "manifest",
-    "waveform.svg": "waveform",
+    "master.wav": FileKind.MASTER,
+    "access.mp3": FileKind.ACCESS,
+    "chapters.vtt": FileKind.CHAPTERS,
+    "chapters.json": FileKind.CHAPTERS,
+    "metadata.json": FileKind.METADATA,
+    "manifest-sha256.txt": FileKind.MANIFEST,
+    "waveform.svg": FileKind.WAVEFORM,
 }
 
 
-def _kind(name: str) -> str:
+def _kind(name: str) -> FileKind:
     if name in _KINDS:
         return _KINDS[name]
     if name.startswith("stems/") and name.endswith(".flac"):
-        return "stem"
-    return "source"
+        return FileKind.STEM
+    return FileKind.SOURCE
 
 
-def _file_entry(root: Path, name: str, path: Path | None = None) -> dict[str, Any]:
+def _file_entry(root: Path, name: str, path: Path | None = None) -> FinalizedFile:
     path = path or root / name
     with open(path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256").hexdigest()
-    return {"name": name, "kind": _kind(name), "bytes": path.stat().st_size, "sha256": digest}
+    return FinalizedFile(name, _kind(name), path.stat().st_size, digest)
 
 
 def _source_files(root: Path, outputs: set[str], progress_path: Path | None) -> list[str]:
@@ -2006,7 +1988,7 @@ def _steady_malloc() -> None:
 
 def finalize_recording(
     recording_dir: Path, spec: FinalizeInput, progress_path: Path | None = None
-) -> dict[str, Any]:
+) -> Finalized:
     """Finalize one recording in place; see the module docstring. Blocking, CPU-bound,
     run it in a worker process. Returns the duration, the files (with sizes and sha256),
     the chapters, the loudness figures and the damage found.
@@ -2053,7 +2035,7 @@ def _finalize(
     temp: dict[str, Path],
     progress: _Progress,
     progress_path: Path | None,
-) -> dict[str, Any]:
+) -> Finalized:
     analysis = _analyse(plan, spec, temp, progress)
     if not any(result.audio_samples for result in analysis.seats.values()):
         raise FinalizeError("none of the recorded audio could be decoded")
@@ -2064,20 +2046,18 @@ def _finalize(
             result.gain = (FULL_SCALE - 4) / FULL_SCALE / result.peak
     master_gain = _master_gain(analysis.master_peak)
     mix_loudness = analysis.loudness["integrated_lufs"]
-    master_loudness = {
-        "integrated_lufs": None
-        if mix_loudness is None
-        else round(mix_loudness + _db(master_gain), 2),
-        "loudness_range_lu": analysis.loudness["loudness_range_lu"],
-        "sample_peak_dbfs": round(_db(analysis.master_peak * master_gain), 2)
+    master_loudness = MasterLoudness(
+        integrated_lufs=None if mix_loudness is None else round(mix_loudness + _db(master_gain), 2),
+        loudness_range_lu=analysis.loudness["loudness_range_lu"],
+        sample_peak_dbfs=round(_db(analysis.master_peak * master_gain), 2)
         if analysis.master_peak > 0
         else None,
-        "gain_db": round(_db(master_gain), 3),
-    }
+        gain_db=round(_db(master_gain), 3),
+    )
     cues = _cue_points(spec, duration)
     markers = _markers(spec, plan, duration)
     chapters = _chapters(cues, duration)
-    id3_chapters: list[Chapter] = [
+    id3_chapters: list[Id3Chapter] = [
         {
             "id": number,
             "start": round(c["start_s"] * 1000),
@@ -2126,25 +2106,27 @@ def _finalize(
         waveform_svg(waveform.peaks, duration, [(c["start_s"], c["title"]) for c in chapters]),
         encoding="utf-8",
     )
-    loudness = {
-        "master": master_loudness,
-        "access": {
-            "integrated_lufs": access.measured["integrated_lufs"],
-            "true_peak_dbtp": None
+    loudness = LoudnessReport(
+        master_loudness,
+        AccessLoudness(
+            integrated_lufs=access.measured["integrated_lufs"],
+            true_peak_dbtp=None
             if access.measured["true_peak_dbtp"] is None
             else round(access.measured["true_peak_dbtp"], 2),
-            "loudness_range_lu": access.measured["loudness_range_lu"],
-            "target_lufs": ACCESS_LUFS,
-            "true_peak_limit_dbtp": ACCESS_TRUE_PEAK,
-            "gain_db": round(access.gain_db, 2),
-            "limiter_ceiling_dbtp": access.ceiling_db,
-            "limited_s": round(access.limited_s, 2),
-            "max_gain_reduction_db": round(access.max_reduction_db, 2),
-            "encodes": encodes,
-        },
-    }
-    damage = [d.as_dict() for seat in plan.seats for d in seat.damage]
-    damage.sort(key=lambda d: (d["seat"], d["start_s"] if d["start_s"] is not None else -1))
+            loudness_range_lu=access.measured["loudness_range_lu"],
+            target_lufs=ACCESS_LUFS,
+            true_peak_limit_dbtp=ACCESS_TRUE_PEAK,
+            gain_db=round(access.gain_db, 2),
+            limiter_ceiling_dbtp=access.ceiling_db,
+            limited_s=round(access.limited_s, 2),
+            max_gain_reduction_db=round(access.max_reduction_db, 2),
+            encodes=encodes,
+        ),
+    )
+    damage = sorted(
+        (d for seat in plan.seats for d in seat.damage),
+        key=lambda d: (d.seat, round(d.start_s, 3) if d.start_s is not None else -1),
+    )
     media = [name for name in temp if name != "metadata.json"]
     files = [_file_entry(root, name, temp[name]) for name in media]
     sources = _source_files(root, set(temp) | {"manifest-sha256.txt"}, progress_path)
@@ -2155,15 +2137,15 @@ def _finalize(
         "title": spec.title,
         "language": spec.language,
         "take": spec.take,
-        "status": spec.status,
+        "status": spec.status.value,
         "started_at": _utc(spec.started_at).isoformat(),
         "duration_s": round(duration, 3),
         "seats": {p.seat: {"name": p.name} for p in plan.seats},
-        "consent": spec.consent,
+        "consent": {seat: flags.to_json() for seat, flags in spec.consent.items()},
         "cues": [{k: c.get(k) for k in ("seq", "question_id", "text", "rec_time")} for c in cues],
         "markers": markers,
         "chapters": chapters,
-        "loudness": loudness,
+        "loudness": loudness.to_json(),
         "stems": {
             p.seat: {
                 "file": f"stems/{p.seat}.flac",
@@ -2178,7 +2160,7 @@ def _finalize(
             }
             for p in plan.seats
         },
-        "damaged": damage,
+        "damaged": [d.to_json() for d in damage],
         "format": {
             "master": "Broadcast WAV (bext, LIST-INFO, cue/adtl), 48 kHz, 24-bit, stereo",
             "stems": "FLAC, 48 kHz, 24-bit, mono, aligned to the master",
@@ -2188,7 +2170,7 @@ def _finalize(
         "software": spec.software,
         "originator": spec.originator,
         "finalized_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "files": files,
+        "files": [f.to_json() for f in files],
     }
     _write_json(temp["metadata.json"], metadata)
     files.append(_file_entry(root, "metadata.json", temp["metadata.json"]))
@@ -2201,16 +2183,16 @@ def _finalize(
     manifest = root / "manifest-sha256.txt"
     manifest_temp = root / ("manifest-sha256.txt" + TEMP_SUFFIX)
     manifest_temp.write_text(
-        "".join(f"{f['sha256']}  {f['name']}\n" for f in sorted(files, key=lambda f: f["name"])),
+        "".join(f"{f.sha256}  {f.name}\n" for f in sorted(files, key=lambda f: f.name)),
         encoding="utf-8",
     )
     os.replace(manifest_temp, manifest)
     files.append(_file_entry(root, "manifest-sha256.txt"))
     progress("done", 1.0, force=True)
-    return {
-        "duration_s": round(duration, 3),
-        "files": files,
-        "chapters": [{"start_s": c["start_s"], "title": c["title"]} for c in chapters],
-        "loudness": loudness,
-        "damaged": damage,
-    }
+    return Finalized(
+        duration_s=round(duration, 3),
+        files=tuple(files),
+        chapters=tuple(Chapter(c["start_s"], c["title"]) for c in chapters),
+        loudness=loudness,
+        damaged=tuple(damage),
+    )

@@ -13,6 +13,7 @@ from aiohttp import web
 from storyroom.archive.catalogue import ARCHIVE
 from storyroom.archive.protocol import parse_search
 from storyroom.errors import AuthError, InvalidInput, NotFound, PayloadTooLarge, StoryroomError
+from storyroom.finalize.contracts import chapters_json
 from storyroom.media.metrics import process_figures
 from storyroom.recording.recorder import recording_dir
 from storyroom.room import protocol
@@ -146,17 +147,10 @@ class Api:
     # -- recordings -----------------------------------------------------------------
 
     def _recording_json(self, rec: RecordingRow, title: str | None = None) -> dict[str, Any]:
-        result = rec.finalized or {}
+        result = rec.finalized
         base = f"/api/recordings/{rec.id}/files/"
         files = [
-            {
-                "name": f["name"],
-                "kind": f["kind"],
-                "bytes": f["bytes"],
-                "sha256": f["sha256"],
-                "url": base + f["name"],
-            }
-            for f in result.get("files", [])
+            {**f.to_json(), "url": base + f.name} for f in (result.files if result else ())
         ]
         return {
             "id": rec.id,
@@ -168,10 +162,10 @@ class Api:
             "percent": rec.finalize_percent if rec.finalize_status else None,
             "started_at": rec.started_at,
             "stopped_at": rec.stopped_at,
-            "duration_s": result.get("duration_s", rec.elapsed_before),
+            "duration_s": result.duration_s if result else rec.elapsed_before,
             "files": files if rec.finalize_status == "ready" else [],
-            "chapters": result.get("chapters", []),
-            "damaged": result.get("damaged", []),
+            "chapters": chapters_json(result),
+            "damaged": [d.to_json() for d in result.damaged] if result else [],
         }
 
     async def list_recordings(self, request: web.Request) -> web.Response:
@@ -210,21 +204,24 @@ class Api:
         who = self.staff(request)
         rec = await self._recording(request)
         wanted = request.match_info["name"]
-        listed = {f["name"]: f for f in (rec.finalized or {}).get("files", [])}
-        entry = listed.get(wanted) if rec.finalize_status == "ready" else None
+        entry = (
+            rec.finalized.file(wanted)
+            if rec.finalized is not None and rec.finalize_status == "ready"
+            else None
+        )
         if entry is None:
             raise NotFound("no such file")
         root = recording_dir(self.ctx.settings.recordings_dir, rec.id).resolve()
-        path = (root / entry["name"]).resolve()
+        path = (root / entry.name).resolve()
         if root not in path.parents or not path.is_file():
             raise NotFound("no such file")
-        filename = f"{rec.id}-{entry['name'].replace('/', '-')}"
+        filename = f"{rec.id}-{entry.name.replace('/', '-')}"
         byte_range = request.headers.get("Range")
         if request.method == "GET" and (byte_range is None or byte_range.strip() == "bytes=0-"):
             await self.app[AUDIT].record(
-                who.actor, "download", rec.id, {"file": entry["name"]}, request.remote
+                who.actor, "download", rec.id, {"file": entry.name}, request.remote
             )
-        return await send_file(request, path, sha256=entry["sha256"], filename=filename)
+        return await send_file(request, path, sha256=entry.sha256, filename=filename)
 
     def routes(self) -> list[web.RouteDef]:
         return [

@@ -30,6 +30,7 @@ from storyroom.archive.protocol import (
     parse_staff_consent,
 )
 from storyroom.errors import AuthError, Forbidden, InvalidInput, NotFound, PreconditionFailed
+from storyroom.finalize.contracts import chapters_json
 from storyroom.recording.recorder import recording_dir
 from storyroom.room import protocol
 from storyroom.services import SERVICES, Services
@@ -323,13 +324,13 @@ class StaffApi:
                 "title": detail["metadata"]["title"],
                 "language": detail["language"],
                 "recorded_at": rec.started_at,
-                "duration_s": (rec.finalized or {}).get("duration_s"),
-                "chapters": (rec.finalized or {}).get("chapters", []),
+                "duration_s": rec.finalized.duration_s if rec.finalized else None,
+                "chapters": chapters_json(rec.finalized),
                 "expires_at": link.expires_at,
                 "consent": {"archive": bool(own.get("archive")), "public": bool(own.get("public"))},
                 "copies_allowed": detail["consent"]["copies"],
                 "file": (
-                    {"name": entry["name"], "bytes": entry["bytes"], "url": "/api/copy/file"}
+                    {"name": entry.name, "bytes": entry.bytes, "url": "/api/copy/file"}
                     if entry is not None
                     else None
                 ),
@@ -361,14 +362,14 @@ class StaffApi:
         if entry is None:
             raise NotFound("the copy is not ready")
         root = recording_dir(self.ctx.settings.recordings_dir, rec.id).resolve()
-        path = (root / entry["name"]).resolve()
+        path = (root / entry.name).resolve()
         if root not in path.parents or not path.is_file():
             raise NotFound("the copy is not ready")
         if whole_download(request):
             await self.copies.downloaded(link)
-        suffix = entry["name"].rsplit(".", 1)[-1]
+        suffix = entry.name.rsplit(".", 1)[-1]
         return await send_file(
-            request, path, sha256=entry["sha256"], filename=f"conversation-{rec.id}.{suffix}"
+            request, path, sha256=entry.sha256, filename=f"conversation-{rec.id}.{suffix}"
         )
 
     def routes(self) -> list[web.RouteDef]:

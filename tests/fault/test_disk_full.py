@@ -225,7 +225,7 @@ async def test_full_disk_stops_the_room_cleanly_and_finalizes_after_space_is_fre
             await store.close()
         assert rec is not None and rec.finalize_status == "ready"
         assert rec.status_reason == DISK_FULL
-        duration = rec.finalized["duration_s"] if rec.finalized else None
+        duration = rec.finalized.duration_s if rec.finalized else None
         assert duration is not None
         longest = max(stem_lengths.values())
         assert longest - 0.1 <= duration <= recorded + told + 1.0, (duration, stem_lengths)

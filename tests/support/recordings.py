@@ -17,7 +17,7 @@ import fractions
 import heapq
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,10 @@ from typing import Any
 import av
 import numpy as np
 
-from storyroom.finalize.run import FinalizeInput
+from storyroom.finalize.contracts import ConsentFlags, Cue, FinalizeInput, Marker
 from storyroom.media.aiortc_internals import RtpAudioPacket
 from storyroom.recording.recorder import FLUSH_INTERVAL, StemSegment
+from storyroom.status import RecordingState
 
 RATE = 48_000
 FRAME = 960  # 20 ms
@@ -345,8 +346,15 @@ def make_recording(
     return Recording(path, duration, start_wall, pauses)
 
 
-def finalize_input(recording: Recording, **overrides: Any) -> FinalizeInput:
-    """A FinalizeInput for a made recording, as the server would build it."""
+def finalize_input(
+    recording: Recording,
+    cues: Iterable[Mapping[str, Any]] = (),
+    markers: Iterable[Mapping[str, Any]] = (),
+    **overrides: Any,
+) -> FinalizeInput:
+    """A FinalizeInput for a made recording, as the server would build it; `cues` and
+    `markers` as `{"seq", "question_id", "text", "rec_time"}` / `{"seq", "label",
+    "rec_time"}`."""
     values: dict[str, Any] = {
         "recording_id": "rec_0123456789abcdef",
         "session_id": "ses_0123456789abcdef",
@@ -354,14 +362,14 @@ def finalize_input(recording: Recording, **overrides: Any) -> FinalizeInput:
         "language": "es",
         "take": 1,
         "started_at": recording.started_at,
-        "status": "stopped",
+        "status": RecordingState.STOPPED,
         "seats": {"a": "Ana", "b": "Ben", "facilitator": "Fay"},
         "consent": {
-            "a": {"record": True, "archive": True, "public": False},
-            "b": {"record": True, "archive": True, "public": True},
+            "a": ConsentFlags(record=True, archive=True, public=False),
+            "b": ConsentFlags(record=True, archive=True, public=True),
         },
-        "cues": [],
-        "markers": [],
+        "cues": tuple(Cue(**cue) for cue in cues),
+        "markers": tuple(Marker(**marker) for marker in markers),
         "duration_s": recording.duration,
         "software": "storyroom 0.1.0",
     }

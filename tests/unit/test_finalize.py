@@ -26,8 +26,10 @@ import numpy as np
 import pytest
 
 import storyroom.finalize.run as finalize_module
+from storyroom.finalize.contracts import Chapter, Finalized
 from storyroom.finalize.run import FinalizeError, finalize_recording
 from storyroom.recording.timeline import read_segment, scan_segment
+from storyroom.status import RecordingState
 from support.recordings import (
     RATE,
     Connection,
@@ -276,7 +278,7 @@ def level_between(signal: np.ndarray, freq: float, start: float, end: float) -> 
 
 
 @pytest.fixture(scope="module")
-def conversation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Recording, dict[str, Any]]:
+def conversation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Recording, Finalized]:
     """a: 440 Hz, 3 s of packets lost at 9-12 s; b: 660 Hz, reconnects (gap 14-17 s),
     then its sender goes quiet for 6 s (22.5-28.5 s); facilitator: 880 Hz; a and b
     both burst (2 and 2.5 kHz) at 20 s; the recording is paused at 6 s for 3 s."""
@@ -320,10 +322,10 @@ def conversation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Recording, d
     return recording, result
 
 
-def test_returns_every_file_with_its_size_and_hash(conversation: tuple[Recording, Any]) -> None:
+def test_returns_every_file_with_its_size_and_hash(conversation: tuple[Recording, Finalized]) -> None:
     recording, result = conversation
     root = recording.path
-    kinds = {f["name"]: f["kind"] for f in result["files"]}
+    kinds = {f.name: f.kind for f in result.files}
     assert {name: kind for name, kind in kinds.items() if kind != "source"} == {
         "master.wav": "master",
         "stems/a.flac": "stem",
@@ -340,15 +342,15 @@ def test_returns_every_file_with_its_size_and_hash(conversation: tuple[Recording
         "recording.jsonl",
         *(f"stems/{p.name}" for p in (root / "stems").iterdir() if p.suffix != ".flac"),
     }
-    for entry in result["files"]:
-        data = (root / entry["name"]).read_bytes()
-        assert entry["bytes"] == len(data)
-        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
-    assert result["duration_s"] == 30.0
+    for entry in result.files:
+        data = (root / entry.name).read_bytes()
+        assert entry.bytes == len(data)
+        assert entry.sha256 == hashlib.sha256(data).hexdigest()
+    assert result.duration_s == 30.0
     assert not list(root.rglob("*.part"))
 
 
-def test_manifest_verifies_with_hashlib(conversation: tuple[Recording, Any]) -> None:
+def test_manifest_verifies_with_hashlib(conversation: tuple[Recording, Finalized]) -> None:
     recording, _ = conversation
     root = recording.path
     lines = (root / "manifest-sha256.txt").read_text().splitlines()
@@ -362,7 +364,7 @@ def test_manifest_verifies_with_hashlib(conversation: tuple[Recording, Any]) -> 
 
 
 def test_master_is_a_24_bit_broadcast_wave_with_bext_and_info(
-    conversation: tuple[Recording, Any],
+    conversation: tuple[Recording, Finalized],
 ) -> None:
     recording, _ = conversation
     wave = read_wave(recording.path / "master.wav")
@@ -388,7 +390,7 @@ def test_master_is_a_24_bit_broadcast_wave_with_bext_and_info(
 
 
 def test_cue_points_label_every_question_marker_and_pause(
-    conversation: tuple[Recording, Any],
+    conversation: tuple[Recording, Finalized],
 ) -> None:
     recording, _ = conversation
     wave = read_wave(recording.path / "master.wav")
@@ -401,7 +403,7 @@ def test_cue_points_label_every_question_marker_and_pause(
 
 
 def test_stems_are_24_bit_mono_flac_as_long_as_the_master(
-    conversation: tuple[Recording, Any],
+    conversation: tuple[Recording, Finalized],
 ) -> None:
     recording, _ = conversation
     frames = len(read_wave(recording.path / "master.wav").pcm)
@@ -416,7 +418,7 @@ def test_stems_are_24_bit_mono_flac_as_long_as_the_master(
         assert decode(path).shape == (1, frames)
 
 
-def test_gaps_land_where_they_should(conversation: tuple[Recording, Any]) -> None:
+def test_gaps_land_where_they_should(conversation: tuple[Recording, Finalized]) -> None:
     """Lost packets (PLC-filled), a reconnect and a sender's silence: each 3-6 s gap
     starts and ends at the right time, in the stem and in the master."""
     recording, _ = conversation
@@ -438,7 +440,7 @@ def test_gaps_land_where_they_should(conversation: tuple[Recording, Any]) -> Non
             assert level_between(audio, freq, silent + 0.3, back - 0.05) < 0.02, (seat, name)
 
 
-def test_simultaneous_bursts_stay_together(conversation: tuple[Recording, Any]) -> None:
+def test_simultaneous_bursts_stay_together(conversation: tuple[Recording, Finalized]) -> None:
     recording, _ = conversation
     a = decode(recording.path / "stems" / "a.flac")[0]
     b = decode(recording.path / "stems" / "b.flac")[0]
@@ -451,7 +453,7 @@ def test_simultaneous_bursts_stay_together(conversation: tuple[Recording, Any]) 
     assert in_stems == pytest.approx(in_master, abs=0.002)
 
 
-def test_pause_is_cut_from_the_clock_without_a_hole(conversation: tuple[Recording, Any]) -> None:
+def test_pause_is_cut_from_the_clock_without_a_hole(conversation: tuple[Recording, Finalized]) -> None:
     recording, _ = conversation
     facilitator = decode(recording.path / "stems" / "facilitator.flac")[0]
     around = facilitator[int((PAUSE_AT - 0.3) * RATE) : int((PAUSE_AT + 0.3) * RATE)]
@@ -463,7 +465,7 @@ def test_pause_is_cut_from_the_clock_without_a_hole(conversation: tuple[Recordin
     }
 
 
-def test_master_is_the_panned_sum_of_the_stems(conversation: tuple[Recording, Any]) -> None:
+def test_master_is_the_panned_sum_of_the_stems(conversation: tuple[Recording, Finalized]) -> None:
     """No dynamic processing: the master is the stems, panned, times one constant."""
     recording, _ = conversation
     master = read_wave(recording.path / "master.wav").pcm.T
@@ -488,21 +490,21 @@ def test_master_is_the_panned_sum_of_the_stems(conversation: tuple[Recording, An
     assert left > right  # a is left of centre (and b, mirrored, right)
 
 
-def test_access_copy_is_loudness_normalised(conversation: tuple[Recording, Any]) -> None:
+def test_access_copy_is_loudness_normalised(conversation: tuple[Recording, Finalized]) -> None:
     recording, result = conversation
     measured = ebur128(recording.path / "access.mp3")
     assert measured["integrated"] == pytest.approx(-16.0, abs=0.5)
     assert measured["true_peak"] <= -1.0
-    reported = result["loudness"]["access"]
-    assert reported["integrated_lufs"] == pytest.approx(measured["integrated"], abs=0.2)
-    assert reported["true_peak_dbtp"] == pytest.approx(measured["true_peak"], abs=0.3)
+    reported = result.loudness.access
+    assert reported.integrated_lufs == pytest.approx(measured["integrated"], abs=0.2)
+    assert reported.true_peak_dbtp == pytest.approx(measured["true_peak"], abs=0.3)
     master = ebur128(recording.path / "master.wav")
-    assert result["loudness"]["master"]["integrated_lufs"] == pytest.approx(
+    assert result.loudness.master.integrated_lufs == pytest.approx(
         master["integrated"], abs=0.2
     )
 
 
-def test_chapters_everywhere_equal_the_cue_times(conversation: tuple[Recording, Any]) -> None:
+def test_chapters_everywhere_equal_the_cue_times(conversation: tuple[Recording, Finalized]) -> None:
     recording, result = conversation
     cue_times = [c["rec_time"] for c in CUES]
     titles = [c["text"] for c in CUES]
@@ -529,12 +531,12 @@ def test_chapters_everywhere_equal_the_cue_times(conversation: tuple[Recording, 
     assert len(toc) == len(chapters) == len(CUES)
     assert [c[0] / 1000 for c in chapters] == pytest.approx(cue_times, abs=FRAME_TOLERANCE)
     assert [c[2] for c in chapters] == titles
-    assert result["chapters"] == [
-        {"start_s": t, "title": title} for t, title in zip(cue_times, titles, strict=True)
-    ]
+    assert result.chapters == tuple(
+        Chapter(t, title) for t, title in zip(cue_times, titles, strict=True)
+    )
 
 
-def test_metadata_names_seats_consent_cues_and_damage(conversation: tuple[Recording, Any]) -> None:
+def test_metadata_names_seats_consent_cues_and_damage(conversation: tuple[Recording, Finalized]) -> None:
     recording, result = conversation
     metadata = json.loads((recording.path / "metadata.json").read_text())
     assert metadata["seats"] == {
@@ -552,7 +554,7 @@ def test_metadata_names_seats_consent_cues_and_damage(conversation: tuple[Record
     assert metadata["duration_s"] == 30.0
     assert [c["question_id"] for c in metadata["cues"]] == [c["question_id"] for c in CUES]
     assert any(m["label"] == "laughter" and m["rec_time"] == 12.0 for m in metadata["markers"])
-    assert metadata["damaged"] == result["damaged"]
+    assert metadata["damaged"] == result.to_json()["damaged"]
 
     def covers(seat: str, kind: str, start: float, end: float) -> bool:
         return any(
@@ -572,7 +574,7 @@ def test_metadata_names_seats_consent_cues_and_damage(conversation: tuple[Record
         assert metadata["loudness"][key]["integrated_lufs"] is not None
 
 
-def test_waveform_marks_every_cue(conversation: tuple[Recording, Any]) -> None:
+def test_waveform_marks_every_cue(conversation: tuple[Recording, Finalized]) -> None:
     recording, _ = conversation
     svg = ET.parse(recording.path / "waveform.svg").getroot()
     ns = {"svg": "http://www.w3.org/2000/svg"}
@@ -582,14 +584,14 @@ def test_waveform_marks_every_cue(conversation: tuple[Recording, Any]) -> None:
     assert svg.find("svg:polygon", ns) is not None
 
 
-def test_progress_ends_at_100(conversation: tuple[Recording, Any]) -> None:
+def test_progress_ends_at_100(conversation: tuple[Recording, Finalized]) -> None:
     recording, _ = conversation
     progress = json.loads((recording.path.parent / "progress.json").read_text())
     assert progress == {"percent": 100, "stage": "done"}
 
 
 def test_scan_segment_finds_the_same_runs_as_read_segment(
-    conversation: tuple[Recording, Any],
+    conversation: tuple[Recording, Finalized],
 ) -> None:
     recording, _ = conversation
     logs = sorted((recording.path / "stems").glob("*.timing.jsonl"))
@@ -625,7 +627,7 @@ def test_a_gain_only_where_the_mix_or_a_voice_would_clip(tmp_path: Path) -> None
     assert set(metadata["stems"]) == {"a", "b"}
     assert metadata["stems"]["a"]["gain_db"] < 0 < metadata["stems"]["a"]["peak_dbfs"]
     assert metadata["stems"]["b"]["gain_db"] == 0
-    assert result["loudness"]["master"]["gain_db"] < 0
+    assert result.loudness.master.gain_db < 0
     a = decode(recording.path / "stems" / "a.flac")[0]
     master = read_wave(recording.path / "master.wav").pcm
     for audio in (a, master):
@@ -706,7 +708,7 @@ def test_damaged_input_still_finalizes_and_says_what_was_lost(
     path = tmp_path / "rec"
     shutil.copytree(healthy.path, path)
     damage(path / "stems")
-    status = "interrupted" if kind == "truncated" else "stopped"
+    status = RecordingState.INTERRUPTED if kind == "truncated" else RecordingState.STOPPED
     duration = None if kind == "truncated" else 10.0
     spec = finalize_input(healthy, status=status, duration_s=duration)
     result = finalize_recording(path, spec)
@@ -715,7 +717,7 @@ def test_damaged_input_still_finalizes_and_says_what_was_lost(
     assert named, metadata["damaged"]
     assert all(d["source"].startswith("stems/a-01") for d in named)
     assert not [d for d in metadata["damaged"] if d["seat"] == "b" and d["kind"] != "packet_loss"]
-    assert result["damaged"] == metadata["damaged"]
+    assert result.to_json()["damaged"] == metadata["damaged"]
     master = read_wave(path / "master.wav").pcm
     assert len(master) == pytest.approx(10 * RATE, abs=0.1 * RATE)  # without a duration:
     b = decode(path / "stems" / "b.flac")[0]
@@ -776,9 +778,10 @@ def test_an_interrupted_take_finalizes_from_what_reached_the_disk(tmp_path: Path
     )
     assert '"stop"' not in (recording.path / "recording.jsonl").read_text()
     result = finalize_recording(
-        recording.path, finalize_input(recording, status="interrupted", duration_s=None)
+        recording.path,
+        finalize_input(recording, status=RecordingState.INTERRUPTED, duration_s=None),
     )
-    assert 5.5 < result["duration_s"] < 6.3
+    assert 5.5 < result.duration_s < 6.3
     a = decode(recording.path / "stems" / "a.flac")[0]
     assert level_between(a, 440, 1.0, 5.0) > 0.2
 
@@ -805,7 +808,7 @@ def test_finalizing_again_replaces_the_outputs(healthy: Recording, tmp_path: Pat
     first = finalize_recording(path, finalize_input(healthy, title="First title"))
     second = finalize_recording(path, finalize_input(healthy, title="Second title"))
     assert read_wave(path / "master.wav").info["INAM"] == "Second title"
-    assert {f["name"] for f in first["files"]} == {f["name"] for f in second["files"]}
+    assert {f.name for f in first.files} == {f.name for f in second.files}
     for line in (path / "manifest-sha256.txt").read_text().splitlines():
         digest, name = line.split("  ", 1)
         assert hashlib.sha256((path / name).read_bytes()).hexdigest() == digest
