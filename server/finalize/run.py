@@ -52,7 +52,6 @@ import struct
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +75,8 @@ from storyroom.finalize.contracts import (
     MasterLoudness,
 )
 from storyroom.finalize.waveform import WaveformPeaks, waveform_svg
-from storyroom.recording.oggopus import opus_packet_samples
+from storyroom.recording.ogg import last_granule
+from storyroom.recording.oggopus import Hole, NotOpus, OggOpusReader, opus_packet_samples
 from storyroom.recording.timeline import SAMPLE_RATE, scan_segment
 from storyroom.status import RecordingState
 
@@ -117,216 +117,6 @@ _LANGUAGES_639_2: Final = {"en": "eng", "es": "spa"}
 
 class FinalizeError(RuntimeError):
     """Nothing could be produced; the message says why in plain words."""
-
-
-# -- reading Ogg Opus ---------------------------------------------------------------------
-
-_BIT_REVERSED: Final = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
-_PAGE_HEADER: Final = struct.Struct("<4sBBqIIIB")
-_CAPTURE: Final = b"OggS"
-_CONTINUED: Final = 0x01
-_READ_SIZE: Final = 1 << 16
-
-
-def _ogg_crc(page: bytes | bytearray) -> int:
-    """Ogg's CRC-32 (non-reflected, polynomial 0x04c11db7, no init or final XOR), computed
-    by zlib's reflected CRC over bit-reversed bytes: ~100x the speed of a Python loop."""
-    raw = zlib.crc32(bytes(page).translate(_BIT_REVERSED), 0xFFFFFFFF) ^ 0xFFFFFFFF
-    return int(f"{raw:032b}"[::-1], 2)
-
-
-@dataclass(slots=True)
-class _Hole:
-    """Granules [start, end) of a stem that could not be read; end None: to the end."""
-
-    start: int
-    end: int | None
-    kind: DamageKind
-    reason: str
-
-
-class OggOpusReader:
-    """Reads a one-stream Ogg Opus file page by page, checking every page's CRC.
-
-    Yields ``(packet, granule_end)`` for each audio packet; damaged stretches are
-    skipped and described in :attr:`holes` (granule units), so a caller never loses
-    its place: a packet's position comes from its page's granule, not from counting.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.head: bytes | None = None
-        self.holes: list[_Hole] = []
-        self.torn_tail = False
-        self.bytes = path.stat().st_size
-
-    def packets(self) -> Iterator[tuple[bytes, int]]:
-        serial: int | None = None
-        headers = 0
-        partial = b""
-        end: int | None = None  # granule end of the last packet yielded
-        corrupt = False  # a bad page since the last good one
-        last_sequence: int | None = None
-        for page, header_type, granule, page_serial, sequence in self._pages():
-            if page is None:
-                corrupt = True
-                continue
-            if serial is None:
-                serial = page_serial
-            elif page_serial != serial:
-                continue
-            missing = last_sequence is not None and sequence != last_sequence + 1
-            last_sequence = sequence
-            lacing, body = page
-            completed: list[bytes] = []
-            chunk = bytearray()
-            offset = 0
-            continued = bool(header_type & _CONTINUED)
-            if not continued or corrupt or missing:
-                partial = b""
-            drop_first = continued and (corrupt or missing or not partial)
-            for value in lacing:
-                chunk += body[offset : offset + value]
-                offset += value
-                if value < 255:
-                    packet = partial + bytes(chunk) if partial or chunk else b""
-                    partial, chunk = b"", bytearray()
-                    if drop_first:
-                        drop_first = False
-                        continue
-                    completed.append(packet)
-            if lacing and lacing[-1] == 255:
-                partial += bytes(chunk)
-            while headers < 2 and completed:
-                packet = completed.pop(0)
-                if headers == 0:
-                    if not packet.startswith(b"OpusHead"):
-                        raise _NotOpus("the file is not an Ogg Opus stream")
-                    self.head = packet
-                headers += 1
-            if not completed or granule < 0:
-                corrupt = corrupt and not completed
-                continue
-            durations = [opus_packet_samples(p) for p in completed]
-            start = granule - sum(durations)
-            if end is not None and start > end:
-                if corrupt:
-                    self.holes.append(
-                        _Hole(
-                            end,
-                            start,
-                            DamageKind.CORRUPT,
-                            "corrupt page (checksum mismatch) skipped",
-                        )
-                    )
-                else:
-                    self.holes.append(
-                        _Hole(end, start, DamageKind.MISSING_PAGES, "page(s) missing")
-                    )
-            corrupt = False
-            for packet, samples in zip(completed, durations, strict=True):
-                start += samples
-                if samples:
-                    end = start
-                    yield packet, start
-        if headers == 0 and self.bytes:
-            raise _NotOpus("the file has no readable Ogg Opus header")
-        if corrupt:
-            self.holes.append(
-                _Hole(
-                    end or 0,
-                    None,
-                    DamageKind.CORRUPT,
-                    "corrupt page (checksum mismatch) at the end",
-                )
-            )
-
-    def _pages(
-        self,
-    ) -> Iterator[tuple[tuple[bytes, bytes] | None, int, int, int, int]]:
-        """Each page as ((lacing, body), type, granule, serial, sequence), or None first
-        for a damaged stretch that was skipped to the next capture pattern."""
-        buffer = bytearray()
-        position = 0
-        eof = False
-        with open(self.path, "rb") as f:
-
-            def have(n: int) -> bool:
-                nonlocal buffer, position, eof
-                while len(buffer) - position < n and not eof:
-                    data = f.read(_READ_SIZE)
-                    if not data:
-                        eof = True
-                        break
-                    if position:
-                        del buffer[:position]
-                        position = 0
-                    buffer += data
-                return len(buffer) - position >= n
-
-            while have(_PAGE_HEADER.size):
-                capture, version, header_type, granule, serial, sequence, crc, count = (
-                    _PAGE_HEADER.unpack_from(buffer, position)
-                )
-                size = 0
-                valid = capture == _CAPTURE and version == 0
-                if valid and have(_PAGE_HEADER.size + count):
-                    lacing_at = position + _PAGE_HEADER.size
-                    lacing = bytes(buffer[lacing_at : lacing_at + count])
-                    size = _PAGE_HEADER.size + count + sum(lacing)
-                    if not have(size):
-                        self.torn_tail = True
-                        return
-                    page = bytearray(buffer[position : position + size])
-                    page[22:26] = b"\0\0\0\0"
-                    valid = _ogg_crc(page) == crc
-                elif valid:
-                    self.torn_tail = True
-                    return
-                if not valid:
-                    yield None, 0, -1, 0, 0
-                    position += 1
-                    resync = buffer.find(_CAPTURE, position)
-                    while resync < 0 and not eof:
-                        # keep the last 3 bytes: they may begin a capture pattern
-                        position = max(position, len(buffer) - 3)
-                        have(len(buffer) - position + _READ_SIZE)
-                        resync = buffer.find(_CAPTURE, position)
-                    if resync < 0:
-                        self.torn_tail = True
-                        return
-                    position = resync
-                    continue
-                body = bytes(buffer[position + _PAGE_HEADER.size + count : position + size])
-                position += size
-                yield (lacing, body), header_type, granule, serial, sequence
-            if len(buffer) > position:
-                self.torn_tail = True
-
-
-class _NotOpus(Exception):
-    pass
-
-
-def _last_granule(path: Path) -> int:
-    """Granule of the last intact page of an Ogg file, from its tail (0 if none)."""
-    with open(path, "rb") as f:
-        f.seek(max(0, path.stat().st_size - _READ_SIZE))
-        tail = f.read()
-    at = tail.rfind(_CAPTURE)
-    while at >= 0:
-        if len(tail) - at >= _PAGE_HEADER.size:
-            header = _PAGE_HEADER.unpack_from(tail, at)
-            count = header[7]
-            lacing = tail[at + _PAGE_HEADER.size : at + _PAGE_HEADER.size + count]
-            size = _PAGE_HEADER.size + count + sum(lacing)
-            if len(lacing) == count and at + size <= len(tail):
-                page = bytearray(tail[at : at + size])
-                page[22:26] = b"\0\0\0\0"
-                if _ogg_crc(page) == header[6] and header[3] >= 0:
-                    return int(header[3])
-        at = tail.rfind(_CAPTURE, 0, at)
-    return 0
 
 
 # -- the plan: segments and where they go ---------------------------------------------------
@@ -531,7 +321,7 @@ def _place(segment: _Segment, open_rec: float | None, damage: list[Damage]) -> N
         return
     # the segment opened when its first (20 ms) packet arrived
     segment.runs = [(0, round((open_rec - 0.020) * SAMPLE_RATE))]
-    segment.log_end = _last_granule(segment.opus)
+    segment.log_end = last_granule(segment.opus)
     damage.append(
         Damage(
             segment.seat,
@@ -594,7 +384,7 @@ def _scan_segment(segment: _Segment, damage: list[Damage]) -> None:
         for payload, end in reader.packets():
             scan.samples += opus_packet_samples(payload)
             scan.end = end
-    except _NotOpus as error:
+    except NotOpus as error:
         scan.problem = str(error)
         damage.append(
             Damage(
@@ -611,12 +401,13 @@ def _scan_segment(segment: _Segment, damage: list[Damage]) -> None:
     scan.head = reader.head
     for hole in reader.holes:
         hole_end = hole.end if hole.end is not None else max(segment.log_end, hole.start)
+        kind, reason = _hole_damage(hole)
         damage.append(
             Damage(
                 segment.seat,
                 opus_name,
-                hole.kind,
-                hole.reason,
+                kind,
+                reason,
                 segment.seconds(hole.start),
                 segment.seconds(hole_end),
             )
@@ -624,7 +415,7 @@ def _scan_segment(segment: _Segment, damage: list[Damage]) -> None:
     if scan.end is None:
         reason = (
             "the stem file is empty"
-            if reader.bytes == 0
+            if reader.pages.bytes == 0
             else "the stem has no audio pages (headers only)"
         )
         damage.append(
@@ -638,7 +429,7 @@ def _scan_segment(segment: _Segment, damage: list[Damage]) -> None:
             )
         )
     elif scan.end < segment.log_end and not any(h.end is None for h in reader.holes):
-        cut = "mid-page" if reader.torn_tail else "at a page boundary"
+        cut = "mid-page" if reader.pages.torn_tail else "at a page boundary"
         damage.append(
             Damage(
                 segment.seat,
@@ -650,6 +441,15 @@ def _scan_segment(segment: _Segment, damage: list[Damage]) -> None:
                 segment.end_s,
             )
         )
+
+
+def _hole_damage(hole: Hole) -> tuple[DamageKind, str]:
+    """What a hole in a stem is called in the damage list."""
+    if not hole.corrupt:
+        return DamageKind.MISSING_PAGES, "page(s) missing"
+    if hole.end is None:
+        return DamageKind.CORRUPT, "corrupt page (checksum mismatch) at the end"
+    return DamageKind.CORRUPT, "corrupt page (checksum mismatch) skipped"
 
 
 def _decode_segment(

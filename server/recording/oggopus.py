@@ -1,10 +1,12 @@
-"""Crash-safe Ogg Opus writer (RFC 7845 on RFC 3533) for recorded stems.
+"""Ogg Opus (RFC 7845) on the Ogg page layer (:mod:`storyroom.recording.ogg`): the
+recorded stems' writer and reader.
 
 The recorder hands every received Opus packet, untouched, to an
 :class:`OggOpusWriter`; a worker thread calls :meth:`OggOpusWriter.flush` about
 every half second. Every flush appends only complete Ogg pages and fsyncs, so a
 process killed at any moment leaves a file that decodes up to the last flushed
-page.
+page. Finalization reads the stems back with :class:`OggOpusReader`, which places
+every packet by its page's granule and describes what it could not read.
 """
 
 from __future__ import annotations
@@ -12,15 +14,20 @@ from __future__ import annotations
 import os
 import struct
 import threading
-import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import BinaryIO, Final
 
+from storyroom.recording import ogg
+
 __all__ = [
     "OPUS_SAMPLE_RATE",
     "PRE_SKIP",
+    "Hole",
+    "NotOpus",
+    "OggOpusReader",
     "OggOpusWriter",
     "opus_packet_samples",
 ]
@@ -41,7 +48,6 @@ VENDOR: Final = "storyroom"
 _MAX_FRAME_BYTES: Final = 1275
 _MAX_PACKET_SAMPLES: Final = 5760  # 120 ms, RFC 6716 §3.2.5
 _PLC_UNIT: Final = 120  # 2.5 ms, the smallest Opus frame and so the finest gap
-_MAX_SEGMENTS: Final = 255
 _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 
 # Samples at 48 kHz of one frame for each TOC configuration (RFC 6716 §3.1, Table 2).
@@ -158,36 +164,6 @@ def _plc_packets(samples: int) -> list[bytes]:
     return packets
 
 
-_BIT_REVERSED: Final = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
-
-
-def ogg_crc32(data: bytes | bytearray) -> int:
-    """Ogg's CRC-32 (RFC 3533 §6: polynomial 0x04c11db7, no reflection, zero
-    initial value, no final XOR).
-
-    Computed by zlib's (reflected) CRC-32 on bit-reversed bytes, reversed back: the
-    same polynomial mirrored. A byte-by-byte Python loop took ~0.5 ms per page on
-    the recorder's thread, holding the GIL the event loop needs to forward audio."""
-    register = zlib.crc32(bytes(data).translate(_BIT_REVERSED), 0xFFFFFFFF) ^ 0xFFFFFFFF
-    return int(f"{register:032b}"[::-1], 2)
-
-
-_HEADER_CONTINUED: Final = 0x01
-_HEADER_BOS: Final = 0x02
-_HEADER_EOS: Final = 0x04
-_NO_GRANULE: Final = -1
-_PAGE_HEADER: Final = struct.Struct("<4sBBqIIIB")
-
-
-def _page(
-    header_type: int, granule: int, serial: int, sequence: int, lacing: bytes, body: bytes
-) -> bytes:
-    header = _PAGE_HEADER.pack(b"OggS", 0, header_type, granule, serial, sequence, 0, len(lacing))
-    page = bytearray(header + lacing + body)
-    struct.pack_into("<I", page, 22, ogg_crc32(page))
-    return bytes(page)
-
-
 def _opus_head() -> bytes:
     return b"OpusHead" + struct.pack("<BBHIhB", 1, 1, PRE_SKIP, OPUS_SAMPLE_RATE, 0, 0)
 
@@ -236,7 +212,7 @@ class OggOpusWriter:
         tags = _opus_tags(comments)
         self._file: BinaryIO = open(path, "xb")  # owned until close()
         try:
-            self._write_pages([(_opus_head(), 0)], first_type=_HEADER_BOS)
+            self._write_pages([(_opus_head(), 0)], first_type=ogg.BOS)
             self._write_pages([(tags, 0)])
             self._sync()
             _fsync_directory(path.parent)
@@ -309,9 +285,9 @@ class OggOpusWriter:
                 return
             try:
                 if packets:
-                    self._write_pages(packets, last_type=_HEADER_EOS)
+                    self._write_pages(packets, last_type=ogg.EOS)
                 else:
-                    self._write_page(_HEADER_EOS, self._last_page_granule, b"", b"")
+                    self._write_page(ogg.EOS, self._last_page_granule, b"", b"")
                 self._sync()
             finally:
                 self._file.close()
@@ -346,9 +322,9 @@ class OggOpusWriter:
         self._synced_size = self._file.tell()
 
     def _write_page(self, header_type: int, granule: int, lacing: bytes, body: bytes) -> int:
-        page = _page(header_type, granule, self._serial, self._sequence, lacing, body)
+        page = ogg.page(header_type, granule, self._serial, self._sequence, lacing, body)
         self._sequence += 1
-        if granule != _NO_GRANULE:
+        if granule != ogg.NO_GRANULE:
             self._last_page_granule = granule
         self._file.write(page)
         return len(page)
@@ -359,46 +335,11 @@ class OggOpusWriter:
         first_type: int = 0,
         last_type: int = 0,
     ) -> int:
-        """Lay ``packets`` out on pages of at most 255 segments and write them.
-
-        Pages break at packet boundaries; only a packet too big for one page
-        continues on the next. The last page of this call gets ``last_type``.
-        """
-        pages: list[tuple[int, int, bytes, bytes]] = []
-        lacing = bytearray()
-        body = bytearray()
-        granule = _NO_GRANULE
-        header_type = first_type
-
-        def finish_page() -> None:
-            nonlocal lacing, body, granule, header_type
-            pages.append((header_type, granule, bytes(lacing), bytes(body)))
-            lacing, body, granule, header_type = bytearray(), bytearray(), _NO_GRANULE, 0
-
-        for payload, packet_granule in packets:
-            values = [255] * (len(payload) // 255) + [len(payload) % 255]
-            if lacing and len(lacing) + len(values) > _MAX_SEGMENTS:
-                finish_page()
-            offset = 0
-            while len(lacing) + len(values) > _MAX_SEGMENTS:
-                room = _MAX_SEGMENTS - len(lacing)
-                lacing += bytes(values[:room])
-                body += payload[offset : offset + 255 * room]
-                offset += 255 * room
-                values = values[room:]
-                finish_page()
-                header_type |= _HEADER_CONTINUED
-            lacing += bytes(values)
-            body += payload[offset:]
-            granule = packet_granule
-        if lacing or not pages:
-            finish_page()
-        written = 0
-        for index, (page_type, page_granule, page_lacing, page_body) in enumerate(pages):
-            if index == len(pages) - 1:
-                page_type |= last_type
-            written += self._write_page(page_type, page_granule, page_lacing, page_body)
-        return written
+        """Write ``packets`` as pages; the last page of this call gets ``last_type``."""
+        return sum(
+            self._write_page(layout.header_type, layout.granule, layout.lacing, layout.body)
+            for layout in ogg.paginate(packets, first_type, last_type)
+        )
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -408,3 +349,68 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+class NotOpus(Exception):
+    """The file is not a readable Ogg Opus stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hole:
+    """Granules [start, end) of a stem that could not be read; end None: to the end."""
+
+    start: int
+    end: int | None
+    corrupt: bool
+    """True: a page failed its checksum; False: pages are missing (sequence skipped)."""
+
+
+class OggOpusReader:
+    """Reads a one-stream Ogg Opus file page by page, checking every page's CRC.
+
+    Yields ``(packet, granule_end)`` for each audio packet; damaged stretches are
+    skipped and described in :attr:`holes` (granule units), so a caller never loses
+    its place: a packet's position comes from its page's granule, not from counting.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.pages = ogg.OggReader(path)
+        self.head: bytes | None = None
+        """The OpusHead packet, once read."""
+        self.holes: list[Hole] = []
+
+    def packets(self) -> Iterator[tuple[bytes, int]]:
+        """Raises :class:`NotOpus` if the stream does not begin with OpusHead."""
+        headers = 0
+        end: int | None = None  # granule end of the last packet yielded
+        corrupt = False  # a bad page since the last page with audio
+        for page in self.pages.packets():
+            corrupt = corrupt or page.after_damage
+            completed = page.packets
+            while headers < 2 and completed:
+                packet = completed.pop(0)
+                if headers == 0:
+                    if not packet.startswith(b"OpusHead"):
+                        raise NotOpus("the file is not an Ogg Opus stream")
+                    self.head = packet
+                headers += 1
+            if not completed or page.granule < 0:
+                corrupt = corrupt and not completed
+                continue
+            durations = [opus_packet_samples(p) for p in completed]
+            start = page.granule - sum(durations)
+            if end is not None and start > end:
+                self.holes.append(Hole(end, start, corrupt))
+            corrupt = False
+            for packet, samples in zip(completed, durations, strict=True):
+                start += samples
+                if samples:
+                    end = start
+                    yield packet, start
+        if headers == 0 and self.pages.bytes:
+            raise NotOpus("the file has no readable Ogg Opus header")
+        if corrupt or self.pages.damaged_tail:
+            self.holes.append(Hole(end or 0, None, True))

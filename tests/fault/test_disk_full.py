@@ -26,7 +26,7 @@ from playwright.async_api import async_playwright, expect
 import storyroom.room.rooms
 from storyroom.__main__ import main
 from storyroom.media.aiortc_internals import RtpAudioPacket
-from storyroom.recording.oggopus import ogg_crc32
+from storyroom.recording import ogg
 from storyroom.recording.recorder import DISK_FULL, WRITE_FAILED, StemSegment, write_failure_reason
 from storyroom.recording.timeline import read_recording, read_segment
 from storyroom.seats import new_id
@@ -363,7 +363,7 @@ def test_a_stem_keeps_exactly_what_was_synced_when_the_disk_fills(
         assert len(data) == synced
         pages = read_pages(data)
         assert sum(p.size for p in pages) == len(data)
-        assert all(ogg_crc32(_zero_crc(data, p.offset, p.size)) == p.crc for p in pages)
+        assert all(ogg.crc32(_zero_crc(data, p.offset, p.size)) == p.crc for p in pages)
         assert len(decode_ogg(str(segment.opus_path))) == written_before * 960
         assert read_segment(segment.timing_path).packets[written_before - 1].granule_end == (
             written_before * 960

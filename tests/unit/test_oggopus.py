@@ -16,7 +16,8 @@ import av
 import numpy as np
 import pytest
 
-from storyroom.recording.oggopus import OggOpusWriter, ogg_crc32, opus_packet_samples
+from storyroom.recording import ogg
+from storyroom.recording.oggopus import Hole, OggOpusReader, OggOpusWriter, opus_packet_samples
 from support.ogg import FRAME, RATE, TONE_HZ, encode_tone, read_pages
 
 
@@ -79,7 +80,7 @@ def test_round_trip_duration_tone_and_page_structure(
     for page in pages:
         raw = bytearray(data[page.offset : page.offset + page.size])
         raw[22:26] = b"\0\0\0\0"
-        assert ogg_crc32(raw) == page.crc
+        assert ogg.crc32(raw) == page.crc
 
     head = data[pages[0].offset + 28 : pages[0].offset + pages[0].size]
     assert head[:8] == b"OpusHead"
@@ -115,7 +116,7 @@ def test_crc_matches_ffmpeg_and_bad_crc_is_rejected(
     for page in pages:
         raw = bytearray(data[page.offset : page.offset + page.size])
         raw[22:26] = b"\0\0\0\0"
-        assert ogg_crc32(raw) == page.crc
+        assert ogg.crc32(raw) == page.crc
 
     # FFmpeg checks the CRC: a page whose CRC field is wrong is not decoded.
     path = tmp_path / "ours.opus"
@@ -128,6 +129,44 @@ def test_crc_matches_ffmpeg_and_bad_crc_is_rejected(
     bad_path = tmp_path / "bad-crc.opus"
     bad_path.write_bytes(corrupt)
     assert len(decode(bad_path)) == 75 * FRAME
+
+
+def test_reader_gives_back_what_was_written_and_names_what_it_could_not_read(
+    tmp_path: Path, tone_packets: list[bytes]
+) -> None:
+    """Every packet at its granule; a page that fails its CRC is a corrupt hole, a page
+    that is not there a missing one, a cut in the last page a torn tail."""
+    # a packet too big for one page (one 20 ms frame, ~76 kB of padding) continues on
+    # the next: it must come back whole
+    padding = 254 * 300 + 10
+    large = bytes([(31 << 3) | 3, 0x40 | 1, *[255] * 300, 10, *range(100)]) + bytes(padding)
+    assert opus_packet_samples(large) == FRAME
+    packets = [*tone_packets[:30], large, *tone_packets[30:60]]
+    whole = tmp_path / "whole.opus"
+    write_file(whole, packets, flush_every=25).close()
+    reader = OggOpusReader(whole)
+    read = list(reader.packets())
+    assert read == [(p, n * FRAME) for n, p in enumerate(packets, start=1)]
+    assert reader.head is not None and reader.head.startswith(b"OpusHead")
+    assert (reader.holes, reader.pages.torn_tail) == ([], False)
+
+    path = tmp_path / "a.opus"
+    write_file(path, tone_packets[:200], flush_every=25).close()
+    data = path.read_bytes()
+    pages = read_pages(data)  # 0, 1: headers; then 25 packets a page
+    damaged = bytearray(data)
+    damaged[pages[3].offset + 40] ^= 0xFF
+    del damaged[pages[5].offset : pages[5].offset + pages[5].size]
+    cut = tmp_path / "damaged.opus"
+    cut.write_bytes(damaged[: len(damaged) - 10])
+    reader = OggOpusReader(cut)
+    granules = [granule for _, granule in reader.packets()]
+    assert reader.holes == [
+        Hole(pages[2].granule, pages[3].granule, corrupt=True),
+        Hole(pages[4].granule, pages[5].granule, corrupt=False),
+    ]
+    assert pages[3].granule not in granules and pages[4].granule in granules
+    assert reader.pages.torn_tail
 
 
 def test_truncated_in_the_middle_of_the_last_page(
@@ -383,7 +422,7 @@ def test_opus_packet_samples_of_real_packets(tone_packets: list[bytes]) -> None:
     assert {opus_packet_samples(p) for p in tone_packets} == {FRAME}
 
 
-def test_ogg_crc32_matches_the_bitwise_definition() -> None:
+def test_ogg_crc_matches_the_bitwise_definition() -> None:
     """RFC 3533's CRC computed bit by bit, against the zlib-based one."""
 
     def bitwise(data: bytes) -> int:
@@ -398,5 +437,5 @@ def test_ogg_crc32_matches_the_bitwise_definition() -> None:
     rng = random.Random(5)
     for size in (0, 1, 3, 27, 282, 4096):
         data = bytes(rng.randrange(256) for _ in range(size))
-        assert ogg_crc32(data) == bitwise(data), size
-    assert ogg_crc32(b"OggS") == bitwise(b"OggS") != 0
+        assert ogg.crc32(data) == bitwise(data), size
+    assert ogg.crc32(b"OggS") == bitwise(b"OggS") != 0
