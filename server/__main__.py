@@ -19,8 +19,8 @@ from storyroom.archive.catalogue import Archive
 from storyroom.archive.copies import Copies
 from storyroom.config import Settings, SettingsError
 from storyroom.errors import InvalidInput, StoryroomError
-from storyroom.finalize.jobs import PROGRESS_FILE, finalize_input, run_job
-from storyroom.recording.recorder import recording_dir
+from storyroom.finalize.jobs import finalize_input, run_job
+from storyroom.recording.layout import PROGRESS_FILE, recording_dir
 from storyroom.room.protocol import ID_RE, parse_session_create
 from storyroom.room.sessions import CreatedSession, create_session
 from storyroom.staff.accounts import Accounts

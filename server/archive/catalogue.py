@@ -33,7 +33,7 @@ from storyroom.archive.protocol import MetadataIn, SearchIn
 from storyroom.config import Settings
 from storyroom.errors import Busy, PreconditionFailed
 from storyroom.finalize.contracts import chapters_json
-from storyroom.recording.recorder import recording_dir
+from storyroom.recording.layout import WAVEFORM, recording_dir
 from storyroom.seats import PARTICIPANT_SEATS, new_id
 from storyroom.status import FinalizeStatus
 from storyroom.store import Consent, ModuleMigrations, RecordingRow, Store
@@ -237,9 +237,9 @@ class Archive:
             "copy_links": [link.to_json() for link in await self.copies.links(rec.id)],
             "exports": [e.to_json() for e in await self.exports(rec.id)],
             "waveform_url": (
-                f"/api/recordings/{rec.id}/files/waveform.svg"
+                f"/api/recordings/{rec.id}/files/{WAVEFORM}"
                 if rec.finalized is not None
-                and rec.finalized.file("waveform.svg") is not None
+                and rec.finalized.file(WAVEFORM) is not None
                 and rec.finalize_status is FinalizeStatus.READY
                 else None
             ),

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from storyroom import __version__
 from storyroom.finalize.contracts import ConsentFlags, Cue, Finalized, FinalizeInput, Marker
-from storyroom.recording.recorder import recording_dir
+from storyroom.recording import layout
+from storyroom.recording.layout import PROGRESS_FILE, recording_dir
 from storyroom.room.rooms import Room
 from storyroom.status import FinalizeStatus, RecordingState
 from storyroom.store import RecordingRow, Store
@@ -31,7 +32,6 @@ from storyroom.store import RecordingRow, Store
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.5
-PROGRESS_FILE = ".finalize-progress.json"
 
 
 async def finalize_input(store: Store, rec: RecordingRow) -> FinalizeInput:
@@ -190,7 +190,7 @@ class Finalizer:
         if rec is None:
             return
         directory = recording_dir(self.root, rec.id)
-        if not (directory / "stems").is_dir():
+        if not (directory / layout.STEMS).is_dir():
             await self.store.set_finalize(
                 rec.id, FinalizeStatus.FAILED, 0.0, "no audio was recorded"
             )

@@ -1,7 +1,7 @@
 """The recorder: a subscriber to each seat's encoded packets that writes them, undecoded,
 into one Ogg Opus stem per seat and connection, with a timing log beside it.
 
-Layout under `<data dir>/recordings/<recording id>/` (ids are server-generated):
+Files (named in :mod:`storyroom.recording.layout`) under `<data dir>/recordings/<id>/`:
 - `recording.jsonl` — the recording clock: start, pause, resume, stop, interrupted.
 - `stems/<seat>-<NN>.opus` — Ogg Opus, granule = sample position within the segment.
 - `stems/<seat>-<NN>.timing.jsonl` — one JSON line per packet
@@ -37,6 +37,8 @@ from typing import Any, TextIO
 
 from storyroom.clock import steady, wall
 from storyroom.media.aiortc_internals import RtpAudioPacket
+from storyroom.recording import layout
+from storyroom.recording.layout import RecordingEvent, SegmentEvent, recording_dir
 from storyroom.recording.oggopus import OggOpusWriter, opus_packet_samples
 from storyroom.room.rooms import Room
 from storyroom.status import RecordingState
@@ -55,10 +57,6 @@ WRITE_FAILED = "write_failed"
 def write_failure_reason(exc: OSError) -> str:
     """The stop reason the room is given for a failed write."""
     return DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else WRITE_FAILED
-
-
-def recording_dir(recordings_root: Path, recording_id: str) -> Path:
-    return recordings_root / recording_id
 
 
 @dataclass(slots=True)
@@ -127,7 +125,7 @@ class StemSegment:
             lines.append(
                 json.dumps(
                     {
-                        "type": "gap",
+                        "type": SegmentEvent.GAP,
                         "after_seq": self.last_seq,
                         "lost": seq - self.last_seq - 1,
                         "at": packet.arrival,
@@ -143,7 +141,9 @@ class StemSegment:
             # and say so; the timing log still places the packet on the clock.
             if self.packets:
                 lines.append(
-                    json.dumps({"type": "discontinuity", "seq": seq, "rec": round(rec_time, 6)})
+                    json.dumps(
+                        {"type": SegmentEvent.DISCONTINUITY, "seq": seq, "rec": round(rec_time, 6)}
+                    )
                 )
             self.ts_base = ts - self.granule_end
             start = self.granule_end
@@ -264,18 +264,18 @@ class RecordingFiles:
     def open_segment(self, seat: str, conn_id: str, ssrc: int) -> StemSegment:
         index = self.counts.get(seat, 0) + 1
         self.counts[seat] = index
-        name = f"{seat}-{index:02d}"
+        opus = layout.segment_opus(seat, index)
         segment = StemSegment(
             seat=seat,
             index=index,
             conn_id=conn_id,
             ssrc=ssrc,
-            opus_path=self.dir / "stems" / f"{name}.opus",
-            timing_path=self.dir / "stems" / f"{name}.timing.jsonl",
+            opus_path=self.dir / opus,
+            timing_path=self.dir / layout.segment_timing(seat, index),
         )
         now = steady()
         segment.event(
-            "open",
+            SegmentEvent.OPEN,
             seat=seat,
             segment=index,
             ssrc=ssrc,
@@ -284,7 +284,7 @@ class RecordingFiles:
         )
         self.segments[seat] = segment
         self.all_segments.append(segment)
-        self.event("segment_open", seat=seat, segment=index, file=f"stems/{name}.opus")
+        self.event(RecordingEvent.SEGMENT_OPEN, seat=seat, segment=index, file=opus)
         return segment
 
     def close_segment(self, seat: str, reason: str) -> None:
@@ -292,10 +292,12 @@ class RecordingFiles:
         if segment is None:
             return
         now = steady()
-        segment.event("close", reason=reason, at=now, rec=round(self.room.elapsed(now), 6))
+        segment.event(
+            SegmentEvent.CLOSE, reason=reason, at=now, rec=round(self.room.elapsed(now), 6)
+        )
         with segment.lock:
             segment.closed = True
-        self.event("segment_close", seat=seat, segment=segment.index, reason=reason)
+        self.event(RecordingEvent.SEGMENT_CLOSE, seat=seat, segment=segment.index, reason=reason)
 
     def set_state(self, state: RecordingState) -> None:
         previous, self.state = self.state, state
@@ -303,10 +305,10 @@ class RecordingFiles:
         rec = round(self.room.elapsed(now), 6)
         if state is RecordingState.PAUSED:
             for segment in self.segments.values():
-                segment.event("pause", at=now, rec=rec)
+                segment.event(SegmentEvent.PAUSE, at=now, rec=rec)
         elif state is RecordingState.RECORDING and previous is RecordingState.PAUSED:
             for segment in self.segments.values():
-                segment.event("resume", at=now, rec=rec)
+                segment.event(SegmentEvent.RESUME, at=now, rec=rec)
                 segment.resumed()
 
     def flush(self) -> None:
@@ -320,9 +322,9 @@ class RecordingFiles:
             self.all_segments = []
             return
         try:
-            (self.dir / "stems").mkdir(parents=True, exist_ok=True)
+            (self.dir / layout.STEMS).mkdir(parents=True, exist_ok=True)
             if events:
-                _append_durably(self.dir / "recording.jsonl", events)
+                _append_durably(self.dir / layout.RECORDING_LOG, events)
             for segment in list(self.all_segments):
                 try:
                     segment.flush()
@@ -382,17 +384,20 @@ class Recorder:
             files = RecordingFiles(recording_dir(self.root, room.recording.id), room)
             self.active[room.id] = files
             files.event(
-                "start", recording=room.recording.id, session=room.id, take=room.recording.take
+                RecordingEvent.START,
+                recording=room.recording.id,
+                session=room.id,
+                take=room.recording.take,
             )
             return
         if files is None:
             return
         if state is RecordingState.PAUSED:
             files.set_state(state)
-            files.event("pause")
+            files.event(RecordingEvent.PAUSE)
         elif state is RecordingState.RECORDING:
             files.set_state(state)
-            files.event("resume")
+            files.event(RecordingEvent.RESUME)
         elif state is RecordingState.STOPPED:
             self._finish(files, "stopped")
             await self._flush_once()
@@ -401,7 +406,7 @@ class Recorder:
         files.set_state(RecordingState.STOPPED)
         for seat in list(files.segments):
             files.close_segment(seat, reason)
-        files.event("stop" if reason == "stopped" else reason)
+        files.event(RecordingEvent.STOP if reason == "stopped" else reason)
         files.closed = True
         self.active.pop(files.room.id, None)
         self._finishing.append(files)
@@ -473,9 +478,6 @@ def _flush_all(targets: list[RecordingFiles]) -> None:
 
 def mark_interrupted_on_disk(recordings_root: Path, recording_id: str) -> None:
     """At start-up: note the interruption in the recording's own log, if it exists."""
-    path = recording_dir(recordings_root, recording_id) / "recording.jsonl"
+    path = recording_dir(recordings_root, recording_id) / layout.RECORDING_LOG
     if path.exists():
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"type": "interrupted", "at": wall()}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _append_durably(path, [json.dumps({"type": RecordingEvent.INTERRUPTED, "at": wall()})])

@@ -9,13 +9,15 @@ jitter only ever delays arrival, never hastens it).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from storyroom.recording import layout
+from storyroom.recording.layout import JsonLines, SegmentEvent
+
 SAMPLE_RATE = 48_000
-RUN_BREAKS = ("resume", "discontinuity", "pause")
+RUN_BREAKS = (SegmentEvent.RESUME, SegmentEvent.DISCONTINUITY, SegmentEvent.PAUSE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,58 +97,56 @@ def _scan(timing_path: Path, *, keep_packets: bool) -> SegmentTiming:
     offset is then `W + ts_base_r / 48000 + clock_r`. Timestamps that jump backwards
     (a `discontinuity`) start a new epoch with its own W.
     """
-    name = timing_path.name.split(".")[0]
-    seat, _, index = name.rpartition("-")
-    segment = SegmentTiming(seat=seat, index=int(index) if index.isdigit() else 0)
+    named = layout.parse_segment_file(timing_path.name)
+    segment = SegmentTiming(
+        seat=named.seat if named else timing_path.name.split(".")[0],
+        index=named.index if named else 0,
+    )
     runs: list[_RunScan] = []
     current: _RunScan | None = None
     epochs: list[float] = [float("inf")]
-    with open(timing_path, encoding="utf-8", errors="replace") as f:
-        for line in f:
+    lines = JsonLines(timing_path)
+    for entry in lines:
+        if isinstance(entry, list) and len(entry) == 6:
             try:
-                entry = json.loads(line)
-            except ValueError:
+                packet = PacketTiming(
+                    int(entry[0]),
+                    int(entry[1]),
+                    float(entry[2]),
+                    float(entry[3]),
+                    int(entry[4]),
+                    int(entry[5]),
+                )
+            except (TypeError, ValueError):
                 segment.damaged_lines += 1
                 continue
-            if isinstance(entry, list) and len(entry) == 6:
-                try:
-                    packet = PacketTiming(
-                        int(entry[0]),
-                        int(entry[1]),
-                        float(entry[2]),
-                        float(entry[3]),
-                        int(entry[4]),
-                        int(entry[5]),
-                    )
-                except (TypeError, ValueError):
-                    segment.damaged_lines += 1
-                    continue
-                if keep_packets:
-                    segment.packets.append(packet)
-                ts_base = packet.ts - packet.granule_start
-                if current is not None and ts_base < current.ts_base:
-                    epochs.append(float("inf"))  # timestamps went backwards
-                    current = None
-                epochs[-1] = min(
-                    epochs[-1], packet.arrival - (packet.ts + packet.samples) / SAMPLE_RATE
+            if keep_packets:
+                segment.packets.append(packet)
+            ts_base = packet.ts - packet.granule_start
+            if current is not None and ts_base < current.ts_base:
+                epochs.append(float("inf"))  # timestamps went backwards
+                current = None
+            epochs[-1] = min(
+                epochs[-1], packet.arrival - (packet.ts + packet.samples) / SAMPLE_RATE
+            )
+            if current is None:
+                current = _RunScan(
+                    packet.granule_start,
+                    packet.granule_end,
+                    ts_base,
+                    packet.rec - packet.arrival,
+                    len(epochs) - 1,
                 )
-                if current is None:
-                    current = _RunScan(
-                        packet.granule_start,
-                        packet.granule_end,
-                        ts_base,
-                        packet.rec - packet.arrival,
-                        len(epochs) - 1,
-                    )
-                    runs.append(current)
-                else:
-                    current.granule_end = packet.granule_end
-            elif isinstance(entry, dict):
-                segment.events.append(entry)
-                if entry.get("type") in RUN_BREAKS:
-                    current = None
+                runs.append(current)
             else:
-                segment.damaged_lines += 1
+                current.granule_end = packet.granule_end
+        elif isinstance(entry, dict):
+            segment.events.append(entry)
+            if entry.get("type") in RUN_BREAKS:
+                current = None
+        else:
+            segment.damaged_lines += 1
+    segment.damaged_lines += lines.damaged
     segment.runs = [
         Run(r.granule_start, r.granule_end, epochs[r.epoch] + r.ts_base / SAMPLE_RATE + r.clock)
         for r in runs
@@ -159,8 +159,8 @@ def _scan(timing_path: Path, *, keep_packets: bool) -> SegmentTiming:
 
 def read_recording(recording_dir: Path) -> list[SegmentTiming]:
     """Every segment of a recording, by seat then segment number."""
-    stems = recording_dir / "stems"
+    stems = recording_dir / layout.STEMS
     return sorted(
-        (read_segment(p) for p in stems.glob("*.timing.jsonl")),
+        (read_segment(p) for p in stems.glob(f"*{layout.TIMING_SUFFIX}")),
         key=lambda s: (s.seat, s.index),
     )

@@ -15,7 +15,7 @@ from storyroom.archive.protocol import parse_search
 from storyroom.errors import AuthError, InvalidInput, NotFound, PayloadTooLarge, StoryroomError
 from storyroom.finalize.contracts import chapters_json
 from storyroom.media.metrics import process_figures
-from storyroom.recording.recorder import recording_dir
+from storyroom.recording.layout import recording_dir
 from storyroom.room import protocol
 from storyroom.room.sessions import create_session, describe_session
 from storyroom.seats import SEATS

@@ -31,7 +31,7 @@ from storyroom.archive.protocol import (
 )
 from storyroom.errors import AuthError, Forbidden, InvalidInput, NotFound, PreconditionFailed
 from storyroom.finalize.contracts import chapters_json
-from storyroom.recording.recorder import recording_dir
+from storyroom.recording.layout import recording_dir
 from storyroom.room import protocol
 from storyroom.services import SERVICES, Services
 from storyroom.staff.accounts import ACCOUNTS, Accounts, StaffIdentity, normalize_email
