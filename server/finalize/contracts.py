@@ -25,6 +25,7 @@ __all__ = [
     "Damage",
     "DamageKind",
     "FileKind",
+    "FinalizeError",
     "FinalizeInput",
     "Finalized",
     "FinalizedFile",
@@ -33,6 +34,10 @@ __all__ = [
     "MasterLoudness",
     "chapters_json",
 ]
+
+
+class FinalizeError(RuntimeError):
+    """Nothing could be produced; the message says why in plain words."""
 
 
 # -- what the worker is given ---------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import multiprocessing
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from storyroom import __version__
 from storyroom.finalize.contracts import ConsentFlags, Cue, Finalized, FinalizeInput, Marker
+from storyroom.finalize.progress import read_percent
 from storyroom.recording import layout
 from storyroom.recording.layout import PROGRESS_FILE, recording_dir
 from storyroom.room.rooms import Room
@@ -218,7 +218,7 @@ class Finalizer:
             await asyncio.sleep(POLL_INTERVAL)
             if outcome is None and results.poll():
                 outcome = _receive(results)
-            now_percent = _read_percent(progress_path)
+            now_percent = read_percent(progress_path)
             if now_percent is not None and now_percent >= percent + 1:
                 percent = now_percent
                 await self.store.set_finalize(rec.id, FinalizeStatus.FINALIZING, percent)
@@ -247,10 +247,3 @@ def _receive(results: Connection) -> Finalized | JobFailed | None:
     except (EOFError, OSError):
         return None
     return outcome
-
-
-def _read_percent(path: Path) -> float | None:
-    try:
-        return float(json.loads(path.read_text("utf-8"))["percent"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None

@@ -45,6 +45,12 @@ class Run:
     def rec_time(self, granule: int) -> float:
         return self.offset + granule / SAMPLE_RATE
 
+    @property
+    def base(self) -> int:
+        """The offset in whole samples: granule `g` of the run is recording-clock sample
+        `base + g` (what placing audio on the 48 kHz timeline uses)."""
+        return round(self.offset * SAMPLE_RATE)
+
 
 @dataclass(slots=True)
 class SegmentTiming:
@@ -61,6 +67,24 @@ class SegmentTiming:
             if run.granule_start <= granule < run.granule_end:
                 return run.rec_time(granule)
         return None
+
+    def run_at(self, granule: int) -> int:
+        """Index of the run that places `granule`: the last one starting at or before it
+        (the first run for a granule before them all). There must be runs."""
+        runs = self.runs
+        index = 0
+        while index + 1 < len(runs) and granule >= runs[index + 1].granule_start:
+            index += 1
+        return index
+
+    def sample(self, granule: int) -> int:
+        """The recording-clock sample (48 kHz) at which `granule` plays."""
+        return self.runs[self.run_at(granule)].base + granule
+
+    @property
+    def granule_end(self) -> int:
+        """The last granule the log vouches for (0 without packets)."""
+        return self.runs[-1].granule_end if self.runs else 0
 
 
 def read_segment(timing_path: Path) -> SegmentTiming:

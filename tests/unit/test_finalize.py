@@ -25,9 +25,10 @@ import av
 import numpy as np
 import pytest
 
-import storyroom.finalize.run as finalize_module
-from storyroom.finalize.contracts import Chapter, Finalized
-from storyroom.finalize.run import FinalizeError, finalize_recording
+from storyroom.finalize import decode as decode_stage
+from storyroom.finalize import encoders
+from storyroom.finalize.contracts import Chapter, Finalized, FinalizeError
+from storyroom.finalize.run import finalize_recording
 from storyroom.recording.timeline import read_segment, scan_segment
 from storyroom.status import RecordingState
 from support.recordings import (
@@ -746,7 +747,7 @@ def test_if_ffmpeg_gives_up_on_a_stem_it_is_decoded_packet_by_packet(
     reference = tmp_path / "reference"
     shutil.copytree(healthy.path, reference)
     finalize_recording(reference, finalize_input(healthy))
-    frames = finalize_module._ffmpeg_frames
+    frames = decode_stage.ffmpeg_frames
     failures = []
 
     def failing(path: Path, end: int) -> Any:
@@ -756,7 +757,7 @@ def test_if_ffmpeg_gives_up_on_a_stem_it_is_decoded_packet_by_packet(
                 raise av.error.InvalidDataError(1094995529, "injected")
             yield frame
 
-    monkeypatch.setattr(finalize_module, "_ffmpeg_frames", failing)
+    monkeypatch.setattr(decode_stage, "ffmpeg_frames", failing)
     path = tmp_path / "rec"
     shutil.copytree(healthy.path, path)
     finalize_recording(path, finalize_input(healthy))
@@ -834,8 +835,8 @@ def test_access_encoder_makes_what_ffmpegs_libmp3lame_makes(tmp_path: Path) -> N
         }
     ]
     ours = tmp_path / "ours.mp3"
-    lame = finalize_module._Lame()
-    writer = finalize_module._Mp3Writer(ours, {"title": "T"}, chapters, lame.initial_padding)
+    lame = encoders.Lame()
+    writer = encoders.Mp3Writer(ours, {"title": "T"}, chapters, lame.initial_padding)
     for start in range(0, samples, RATE):
         writer.write(lame.encode(planar[:, start : start + RATE]), lame.samples, end=False)
     writer.write(lame.encode(None), lame.samples, end=True)
