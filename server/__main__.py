@@ -19,8 +19,8 @@ from storyroom.archive.catalogue import Archive
 from storyroom.archive.copies import Copies
 from storyroom.config import Settings, SettingsError
 from storyroom.errors import InvalidInput, StoryroomError
-from storyroom.finalize.jobs import finalize_input, run_job
-from storyroom.recording.layout import PROGRESS_FILE, recording_dir
+from storyroom.finalize.jobs import FinalizeJobs
+from storyroom.recording.layout import recording_dir
 from storyroom.room.protocol import ID_RE, parse_session_create
 from storyroom.room.sessions import CreatedSession, create_session
 from storyroom.staff.accounts import Accounts
@@ -147,7 +147,7 @@ async def _export_bag(settings: Settings, recording_id: str, bag_dir: Path) -> i
 
 
 async def _finalize(settings: Settings, recording_id: str) -> int:
-    """Run finalization here and now (the server's job queue does the same in a worker)."""
+    """Run finalization now, as the server's job queue does: one job, in a worker."""
     store = await Store.open(settings.database_path)
     try:
         rec = await store.get_recording(recording_id) if ID_RE.match(recording_id) else None
@@ -158,19 +158,16 @@ async def _finalize(settings: Settings, recording_id: str) -> int:
             print(f"storyroom: recording {rec.id} is still {rec.status}", file=sys.stderr)
             return 2
         directory = recording_dir(settings.recordings_dir, rec.id)
-        job = await finalize_input(store, rec)
-        await store.set_finalize(rec.id, FinalizeStatus.FINALIZING, 0.0)
+        jobs = FinalizeJobs(store, settings.recordings_dir)
         try:
-            result = await asyncio.to_thread(
-                run_job, str(directory), job, str(directory / PROGRESS_FILE)
-            )
-        except Exception as exc:
-            await store.set_finalize(
-                rec.id, FinalizeStatus.FAILED, 0.0, f"{type(exc).__name__}: {exc}"
-            )
-            print(f"storyroom: finalizing {rec.id} failed: {exc}", file=sys.stderr)
+            done = await jobs.run(rec.id)
+        finally:
+            await jobs.close()
+        result = done.finalized if done is not None else None
+        if done is None or done.finalize_status is not FinalizeStatus.READY or result is None:
+            reason = done.finalize_reason if done is not None else "the recording is gone"
+            print(f"storyroom: finalizing {rec.id} failed: {reason}", file=sys.stderr)
             return 1
-        await store.set_finalize(rec.id, FinalizeStatus.READY, 100.0, None, result)
         print(f"Recording {rec.id} ready ({result.duration_s:.1f} s) in {directory}")
         for entry in result.files:
             print(f"  {entry.kind:<9} {entry.bytes:>12}  {entry.name}")

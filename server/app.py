@@ -15,7 +15,7 @@ from storyroom.archive.bagit import BagMaker
 from storyroom.archive.catalogue import ARCHIVE, Archive
 from storyroom.archive.copies import COPIES, Copies
 from storyroom.config import Settings
-from storyroom.finalize.jobs import Finalizer
+from storyroom.finalize.jobs import FinalizeJobs
 from storyroom.matching.store import TABLES as APPLICATION_TABLES
 from storyroom.media.plane import MediaPlane
 from storyroom.recording.recorder import Recorder, mark_interrupted_on_disk
@@ -111,8 +111,8 @@ def create_app(settings: Settings) -> web.Application:
             if room is not None:
                 await room.recording_updated(rec)
 
-        finalizer = Finalizer(store, settings.recordings_dir, recording_updated)
-        rooms.room_listeners.append(finalizer)  # after the recorder: stems are closed first
+        finalize_jobs = FinalizeJobs(store, settings.recordings_dir, recording_updated)
+        rooms.room_listeners.append(finalize_jobs)  # after the recorder: stems are closed first
         signaling = Signaling(sio, settings, store, rooms)
         signaling.media = media
         signaling_ref.append(signaling)
@@ -126,16 +126,16 @@ def create_app(settings: Settings) -> web.Application:
             staff_token=staff_token,
             media=media,
             recorder=recorder,
-            finalizer=finalizer,
+            finalize_jobs=finalize_jobs,
         )
         recorder.start()
         media.start()
         signaling.start()
-        await finalizer.start()
+        await finalize_jobs.start()
         try:
             yield
         finally:
-            await finalizer.close()
+            await finalize_jobs.close()
             await asyncio.to_thread(bags.close)
             await signaling.close()
             await media.close()

@@ -8,7 +8,7 @@ import socketio
 from aiohttp import web
 
 from storyroom.config import Settings
-from storyroom.finalize.jobs import Finalizer
+from storyroom.finalize.jobs import FinalizeJobs
 from storyroom.media.plane import MediaPlane
 from storyroom.recording.recorder import Recorder
 from storyroom.room.rooms import Rooms
@@ -26,7 +26,7 @@ class Services:
     staff_token: str
     media: MediaPlane
     recorder: Recorder
-    finalizer: Finalizer
+    finalize_jobs: FinalizeJobs
 
 
 SERVICES = web.AppKey("services", Services)

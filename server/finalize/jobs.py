@@ -1,11 +1,15 @@
-"""Runs finalization jobs: one worker process at a time, off the event loop.
+"""Finalization jobs: the queue and its worker process, one job at a time, off the
+event loop.
 
-The job itself (`finalize.finalize_recording`) decodes, mixes and encodes in blocks in
-a separate process; this module owns the queue, the process, progress reporting
-(percent to the room and to staff) and the recording's finalize status
-`queued -> finalizing -> ready | failed`. A job interrupted by a server stop is
-queued again at the next start; outputs are written under temporary names and
-renamed, so a rerun is safe.
+The job itself (:func:`storyroom.finalize.run.finalize_recording`) decodes, mixes and
+encodes in blocks in a separate process, given a
+:class:`~storyroom.finalize.contracts.FinalizeInput` built here from the database;
+:class:`FinalizeJobs` owns the queue, the process, progress reporting (percent to the
+room and to staff) and the recording's finalize status
+`queued -> finalizing -> ready | failed`. The server queues every stopped take; the
+CLI's `storyroom recording finalize` runs one job the same way. A job interrupted by
+a server stop is queued again at the next start; outputs are written under
+temporary names and renamed, so a rerun is safe.
 """
 
 from __future__ import annotations
@@ -89,33 +93,32 @@ class JobFailed:
     reason: str
 
 
-def run_job(directory: str, job: FinalizeInput, progress_path: str) -> Finalized:
-    """The job, in whatever process calls it (the worker, or the CLI directly)."""
-    from storyroom.finalize.run import finalize_recording
-
-    return finalize_recording(Path(directory), job, Path(progress_path))
-
-
 def _worker(directory: str, job: FinalizeInput, progress_path: str, results: Connection) -> None:
     """Entry point of the worker process: the result or the error goes back through a
     pipe, not a file beside the recording, so "the disk is full" still reaches us."""
+    # imported here: the audio libraries load in the worker, never in the server
+    from storyroom.finalize.run import finalize_recording
+
     outcome: Finalized | JobFailed
     try:
-        outcome = run_job(directory, job, progress_path)
+        outcome = finalize_recording(Path(directory), job, Path(progress_path))
     except Exception as exc:
         outcome = JobFailed(f"{type(exc).__name__}: {exc}")
     results.send(outcome)
     results.close()
 
 
-class Finalizer:
-    """Owner of the finalization queue and its worker process. Owner: the app."""
+class FinalizeJobs:
+    """The finalization queue and its worker process. Owner: the app (or, for one job,
+    the CLI).
+
+    `on_update` hears every change of a recording's finalize status or percent."""
 
     def __init__(
         self,
         store: Store,
         recordings_root: Path,
-        on_update: Callable[[RecordingRow], Awaitable[None]],
+        on_update: Callable[[RecordingRow], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.root = recordings_root
@@ -128,7 +131,7 @@ class Finalizer:
         self._context = multiprocessing.get_context("spawn")
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="finalizer")
+        self._task = asyncio.create_task(self._run(), name="finalize-jobs")
         for rec in await self.store.recordings_to_finalize():
             await self.enqueue(rec.id)
 
@@ -164,26 +167,32 @@ class Finalizer:
 
     async def _announce(self, recording_id: str) -> None:
         rec = await self.store.get_recording(recording_id)
-        if rec is not None:
+        if rec is not None and self.on_update is not None:
             await self.on_update(rec)
 
     async def _run(self) -> None:
         while True:
             recording_id = await self.queue.get()
             self.queued.discard(recording_id)
-            self.current = recording_id
-            try:
-                await self._finalize(recording_id)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("finalizing %s failed", recording_id)
-                await self.store.set_finalize(
-                    recording_id, FinalizeStatus.FAILED, 0.0, f"{type(exc).__name__}: {exc}"
-                )
-                await self._announce(recording_id)
-            finally:
-                self.current = None
+            await self.run(recording_id)
+
+    async def run(self, recording_id: str) -> RecordingRow | None:
+        """Finalize one recording now, in a worker process, and return its row after
+        (`ready` or `failed`, with the reason); None if there is no such recording."""
+        self.current = recording_id
+        try:
+            await self._finalize(recording_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("finalizing %s failed", recording_id)
+            await self.store.set_finalize(
+                recording_id, FinalizeStatus.FAILED, 0.0, f"{type(exc).__name__}: {exc}"
+            )
+            await self._announce(recording_id)
+        finally:
+            self.current = None
+        return await self.store.get_recording(recording_id)
 
     async def _finalize(self, recording_id: str) -> None:
         rec = await self.store.get_recording(recording_id)
