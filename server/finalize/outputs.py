@@ -96,13 +96,7 @@ class PlacedCue:
     title: str
 
     def to_json(self) -> dict[str, Any]:
-        cue = self.cue
-        return {
-            "seq": cue.seq,
-            "question_id": cue.question_id,
-            "text": cue.text,
-            "rec_time": self.rec_time,
-        }
+        return {**self.cue.to_json(), "rec_time": self.rec_time}
 
 
 @dataclass(frozen=True, slots=True)

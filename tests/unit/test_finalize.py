@@ -323,7 +323,9 @@ def conversation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Recording, F
     return recording, result
 
 
-def test_returns_every_file_with_its_size_and_hash(conversation: tuple[Recording, Finalized]) -> None:
+def test_returns_every_file_with_its_size_and_hash(
+    conversation: tuple[Recording, Finalized],
+) -> None:
     recording, result = conversation
     root = recording.path
     kinds = {f.name: f.kind for f in result.files}
@@ -454,7 +456,9 @@ def test_simultaneous_bursts_stay_together(conversation: tuple[Recording, Finali
     assert in_stems == pytest.approx(in_master, abs=0.002)
 
 
-def test_pause_is_cut_from_the_clock_without_a_hole(conversation: tuple[Recording, Finalized]) -> None:
+def test_pause_is_cut_from_the_clock_without_a_hole(
+    conversation: tuple[Recording, Finalized],
+) -> None:
     recording, _ = conversation
     facilitator = decode(recording.path / "stems" / "facilitator.flac")[0]
     around = facilitator[int((PAUSE_AT - 0.3) * RATE) : int((PAUSE_AT + 0.3) * RATE)]
@@ -500,9 +504,7 @@ def test_access_copy_is_loudness_normalised(conversation: tuple[Recording, Final
     assert reported.integrated_lufs == pytest.approx(measured["integrated"], abs=0.2)
     assert reported.true_peak_dbtp == pytest.approx(measured["true_peak"], abs=0.3)
     master = ebur128(recording.path / "master.wav")
-    assert result.loudness.master.integrated_lufs == pytest.approx(
-        master["integrated"], abs=0.2
-    )
+    assert result.loudness.master.integrated_lufs == pytest.approx(master["integrated"], abs=0.2)
 
 
 def test_chapters_everywhere_equal_the_cue_times(conversation: tuple[Recording, Finalized]) -> None:
@@ -537,7 +539,9 @@ def test_chapters_everywhere_equal_the_cue_times(conversation: tuple[Recording, 
     )
 
 
-def test_metadata_names_seats_consent_cues_and_damage(conversation: tuple[Recording, Finalized]) -> None:
+def test_metadata_names_seats_consent_cues_and_damage(
+    conversation: tuple[Recording, Finalized],
+) -> None:
     recording, result = conversation
     metadata = json.loads((recording.path / "metadata.json").read_text())
     assert metadata["seats"] == {
