@@ -353,6 +353,16 @@ def test_returns_every_file_with_its_size_and_hash(
     assert not list(root.rglob("*.part"))
 
 
+def test_the_result_survives_the_database_as_json(
+    conversation: tuple[Recording, Finalized],
+) -> None:
+    """`recordings.finalized` holds the result's JSON; read back, it is the same result."""
+    _, result = conversation
+    stored = json.dumps(result.to_json())
+    assert Finalized.from_json(json.loads(stored)).to_json() == json.loads(stored)
+    assert set(json.loads(stored)) == {"duration_s", "files", "chapters", "loudness", "damaged"}
+
+
 def test_manifest_verifies_with_hashlib(conversation: tuple[Recording, Finalized]) -> None:
     recording, _ = conversation
     root = recording.path
