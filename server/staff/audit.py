@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from storyroom.store import ModuleMigrations, Store
 
 log = logging.getLogger(__name__)
@@ -79,7 +77,7 @@ class AuditEntry:
 
 
 class Audit:
-    """Writes and reads the audit log (owner: app.py, `app[AUDIT]`)."""
+    """Writes and reads the audit log (owner: app.py, `Services.audit`)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -127,6 +125,3 @@ class Audit:
         async with self.store.db.execute(sql, (*args, limit)) as cur:
             rows = await cur.fetchall()
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
-
-
-AUDIT = web.AppKey("audit", Audit)
