@@ -66,7 +66,7 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/copy", page("copy.html"))
     app.router.add_get("/apply", page("apply.html"))
     app.router.add_get("/solicitar", page("apply.html"))  # the same form, in Spanish
-    app.router.add_get("/staff/applications", page("applications.html"))
+    app.router.add_get("/staff/applications", page("applications.html", staff=True))
     app.router.add_get("/vendor/socket.io.esm.min.js", socketio_client)
     if static.is_dir():
         app.router.add_static("/static/", static, follow_symlinks=False, show_index=False)
