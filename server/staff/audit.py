@@ -1,7 +1,8 @@
 """The audit log: every staff action (sign-in, download, edit, consent, copies, export,
-delete), who did it, when, from where. Append-only: the app has no route that changes
-or removes an entry, and database triggers refuse UPDATE and DELETE on the table, so a
-bug cannot rewrite history either. Deleting a recording keeps its entries.
+delete; in matching: decisions on applications and proposals, scheduling, facilitators,
+reading the outbox), who did it, when, from where. Append-only: the app has no route
+that changes or removes an entry, and database triggers refuse UPDATE and DELETE on the
+table, so a bug cannot rewrite history either. Deleting a recording keeps its entries.
 
 Nothing secret goes in: no passwords, no tokens, only who, what and which thing.
 """
@@ -51,6 +52,18 @@ ACTIONS = (
     "copy_revoked",
     "export",
     "delete",
+    # the matching wing: applications, proposals, scheduling, facilitators, the outbox
+    "application_withdrawn",
+    "application_deleted",
+    "matching_run",
+    "proposal_accepted",
+    "proposal_rejected",
+    "proposal_scheduled",
+    "schedule_confirmed",
+    "facilitator_added",
+    "facilitator_activated",
+    "facilitator_deactivated",
+    "outbox_read",
 )
 
 

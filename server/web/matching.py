@@ -124,6 +124,7 @@ class MatchingRoutes(RouteGroup):
             row = await self._application(request)
             await self.store.withdraw(row.id)
         log.info("application %s withdrawn", row.id)
+        await self.audit(request, who, "application_withdrawn", row.id)
         found = await self.store.get_application(row.id)
         assert found is not None
         return web.json_response(found.staff_json())
@@ -133,6 +134,7 @@ class MatchingRoutes(RouteGroup):
             row = await self._application(request)
             await self.store.delete_application(row.id)
         log.info("application %s deleted", row.id)
+        await self.audit(request, who, "application_deleted", row.id)
         return web.Response(status=204)
 
     # -- matching -----------------------------------------------------------------------
@@ -154,6 +156,9 @@ class MatchingRoutes(RouteGroup):
             )
             ids = await self.store.add_proposals(result.pairs)
         log.info("matching: %d waiting, %d pairs proposed", len(waiting), len(ids))
+        await self.audit(
+            request, who, "matching_run", None, {"waiting": len(waiting), "proposals": ids}
+        )
         proposals = [p for p in await self.store.list_proposals("proposed") if p.id in set(ids)]
         return web.json_response(
             {
@@ -230,6 +235,8 @@ class MatchingRoutes(RouteGroup):
             await self.store.decide(proposal, accept)
             updated = await self.store.get_proposal(proposal.id)
         assert updated is not None
+        action = "proposal_accepted" if accept else "proposal_rejected"
+        await self.audit(request, who, action, proposal.id)
         return web.json_response((await self._proposals_json([updated]))[0])
 
     async def accept(self, request: web.Request, who: StaffIdentity) -> web.Response:
@@ -268,6 +275,17 @@ class MatchingRoutes(RouteGroup):
         async with self._lock:
             proposal = await self._proposal(request)
             planned = await plan_proposal(self.store, proposal, choice, datetime.now(UTC))
+        await self.audit(
+            request,
+            who,
+            "proposal_scheduled",
+            proposal.id,
+            {
+                "schedule": planned.id,
+                "starts_at": _iso(planned.starts_at),
+                "facilitator": planned.facilitator_id,
+            },
+        )
         return web.json_response(await self._schedule_json(planned))
 
     async def list_schedules(self, request: web.Request, who: StaffIdentity) -> web.Response:
@@ -292,6 +310,13 @@ class MatchingRoutes(RouteGroup):
             )
             confirmed = await self.store.get_schedule(schedule_id)
         assert confirmed is not None
+        await self.audit(
+            request,
+            who,
+            "schedule_confirmed",
+            schedule.id,
+            {"proposal": schedule.proposal_id, "session_id": done.session_id},
+        )
         return web.json_response(
             {**await self._schedule_json(confirmed), "session_id": done.session_id}
         )
@@ -308,6 +333,7 @@ class MatchingRoutes(RouteGroup):
         facilitator_id = await self.store.add_facilitator(spec)
         found = await self.store.get_facilitator(facilitator_id)
         assert found is not None
+        await self.audit(request, who, "facilitator_added", found.id)
         return web.json_response(found.staff_json(), status=201)
 
     async def _set_active(
@@ -319,6 +345,8 @@ class MatchingRoutes(RouteGroup):
         await self.store.set_facilitator_active(facilitator_id, active)
         found = await self.store.get_facilitator(facilitator_id)
         assert found is not None
+        action = "facilitator_activated" if active else "facilitator_deactivated"
+        await self.audit(request, who, action, found.id)
         return web.json_response(found.staff_json())
 
     async def deactivate(self, request: web.Request, who: StaffIdentity) -> web.Response:
@@ -338,11 +366,13 @@ class MatchingRoutes(RouteGroup):
     async def read_message(self, request: web.Request, who: StaffIdentity) -> web.Response:
         name = request.match_info["name"]
         message, _ = await self.services.outbox.read(name)
+        await self.audit(request, who, "outbox_read", name)
         return web.json_response({"name": name, **describe(message)})
 
     async def raw_message(self, request: web.Request, who: StaffIdentity) -> web.Response:
         name = request.match_info["name"]
         _, data = await self.services.outbox.read(name)
+        await self.audit(request, who, "outbox_read", name, {"raw": True})
         return web.Response(
             body=data,
             content_type="message/rfc822",
