@@ -16,12 +16,11 @@ from typing import Any
 from aiohttp import web
 
 from storyroom.config import Settings
-from storyroom.errors import InvalidInput, InvalidState, NotFound
+from storyroom.errors import InvalidInput, InvalidState
 from storyroom.matching.applications import (
     parse_application,
     parse_facilitator,
     parse_filter,
-    parse_id,
     parse_schedule,
 )
 from storyroom.matching.availability import in_zone, week_start
@@ -33,7 +32,7 @@ from storyroom.matching.store import ApplicationRow, ApplicationStore, ProposalR
 from storyroom.ratelimit import RateLimit
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.web.middleware import read_json
-from storyroom.web.routes import RouteGroup, Routes, address
+from storyroom.web.routes import RouteGroup, Routes, address, lookup
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +88,7 @@ class MatchingRoutes(RouteGroup):
     # -- applications ---------------------------------------------------------------------
 
     async def _application(self, request: web.Request) -> ApplicationRow:
-        app_id = parse_id(request.match_info["application_id"], "application")
-        found = await self.store.get_application(app_id)
-        if found is None:
-            raise NotFound("no such application")
-        return found
+        return await lookup(request, "application", self.store.get_application)
 
     async def list_applications(self, request: web.Request, who: StaffIdentity) -> web.Response:
         where = parse_filter(request.query)
@@ -221,11 +216,7 @@ class MatchingRoutes(RouteGroup):
         return web.json_response({"proposals": await self._proposals_json(proposals)})
 
     async def _proposal(self, request: web.Request) -> ProposalRow:
-        proposal_id = parse_id(request.match_info["proposal_id"], "proposal")
-        found = await self.store.get_proposal(proposal_id)
-        if found is None:
-            raise NotFound("no such proposal")
-        return found
+        return await lookup(request, "proposal", self.store.get_proposal)
 
     async def _decide(self, request: web.Request, who: StaffIdentity, accept: bool) -> web.Response:
         async with self._lock:
@@ -295,11 +286,8 @@ class MatchingRoutes(RouteGroup):
 
     async def confirm(self, request: web.Request, who: StaffIdentity) -> web.Response:
         """Create the session and send the three invitations."""
-        schedule_id = parse_id(request.match_info["schedule_id"], "schedule")
         async with self._lock:
-            schedule = await self.store.get_schedule(schedule_id)
-            if schedule is None:
-                raise NotFound("no such schedule")
+            schedule = await lookup(request, "schedule", self.store.get_schedule)
             done = await confirm(
                 self.services.store,
                 self.store,
@@ -308,7 +296,7 @@ class MatchingRoutes(RouteGroup):
                 schedule,
                 datetime.now(UTC),
             )
-            confirmed = await self.store.get_schedule(schedule_id)
+            confirmed = await self.store.get_schedule(schedule.id)
         assert confirmed is not None
         await self.audit(
             request,
@@ -339,11 +327,9 @@ class MatchingRoutes(RouteGroup):
     async def _set_active(
         self, request: web.Request, who: StaffIdentity, active: bool
     ) -> web.Response:
-        facilitator_id = parse_id(request.match_info["facilitator_id"], "facilitator")
-        if await self.store.get_facilitator(facilitator_id) is None:
-            raise NotFound("no such facilitator")
-        await self.store.set_facilitator_active(facilitator_id, active)
-        found = await self.store.get_facilitator(facilitator_id)
+        facilitator = await lookup(request, "facilitator", self.store.get_facilitator)
+        await self.store.set_facilitator_active(facilitator.id, active)
+        found = await self.store.get_facilitator(facilitator.id)
         assert found is not None
         action = "facilitator_activated" if active else "facilitator_deactivated"
         await self.audit(request, who, action, found.id)

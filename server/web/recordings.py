@@ -21,7 +21,7 @@ from storyroom.staff.accounts import StaffIdentity
 from storyroom.store import RecordingRow
 from storyroom.web.downloads import recording_file, send_file, whole_download
 from storyroom.web.middleware import read_json
-from storyroom.web.routes import RouteGroup, Routes
+from storyroom.web.routes import RouteGroup, Routes, lookup
 
 RECORDING = "/api/recordings/{recording_id}"
 
@@ -59,15 +59,7 @@ def recording_json(rec: RecordingRow, title: str | None = None) -> dict[str, Any
 
 class RecordingRoutes(RouteGroup):
     async def _recording(self, request: web.Request) -> RecordingRow:
-        recording_id = request.match_info["recording_id"]
-        rec = (
-            await self.services.store.get_recording(recording_id)
-            if protocol.ID_RE.match(recording_id)
-            else None
-        )
-        if rec is None:
-            raise NotFound("no such recording")
-        return rec
+        return await lookup(request, "recording", self.services.store.get_recording)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -186,9 +178,8 @@ class RecordingRoutes(RouteGroup):
 
     async def download_bag(self, request: web.Request, who: StaffIdentity) -> web.StreamResponse:
         archive = self.services.archive
-        export_id = request.match_info["export_id"]
-        export = await archive.export(export_id) if protocol.ID_RE.match(export_id) else None
-        if export is None or export.removed_at is not None:
+        export = await lookup(request, "export", archive.export)
+        if export.removed_at is not None:
             raise NotFound("no such export")
         rec = await self.services.store.get_recording(export.recording_id)
         if rec is None or not (await archive.flags(rec.session_id))["archive"]:

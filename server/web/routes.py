@@ -12,16 +12,19 @@ from __future__ import annotations
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
+from storyroom.errors import NotFound
+from storyroom.room.protocol import ID_RE
 from storyroom.services import SERVICES, Services
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.staff.tokens import require_staff
 from storyroom.web.middleware import Handler
 
 StaffHandler = Callable[[web.Request, StaffIdentity], Awaitable[web.StreamResponse]]
+Row = TypeVar("Row")
 
 
 def staff_only(handler: StaffHandler) -> Handler:
@@ -82,3 +85,15 @@ class RouteGroup(ABC):
 def address(request: web.Request) -> str:
     """The client's address as the audit log and the limits see it."""
     return request.remote or "unknown"
+
+
+async def lookup(
+    request: web.Request, kind: str, get: Callable[[str], Awaitable[Row | None]]
+) -> Row:
+    """What the URL's `{<kind>_id}` names, found with `get`; `NotFound` ("no such <kind>")
+    for an unknown id, and for one the server could not have made (never looked up)."""
+    value = request.match_info[f"{kind}_id"]
+    found = await get(value) if ID_RE.match(value) else None
+    if found is None:
+        raise NotFound(f"no such {kind}")
+    return found
