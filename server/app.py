@@ -12,11 +12,13 @@ from aiohttp import web
 from storyroom.archive import catalogue as archive_module
 from storyroom.archive import copies as copies_module
 from storyroom.archive.bagit import BagMaker
-from storyroom.archive.catalogue import ARCHIVE, Archive
-from storyroom.archive.copies import COPIES, Copies
+from storyroom.archive.catalogue import Archive
+from storyroom.archive.copies import Copies
 from storyroom.config import Settings
 from storyroom.finalize.jobs import FinalizeJobs
+from storyroom.matching.outbox import Outbox, mailer
 from storyroom.matching.store import TABLES as APPLICATION_TABLES
+from storyroom.matching.store import ApplicationStore
 from storyroom.media.plane import MediaPlane
 from storyroom.recording.recorder import Recorder, mark_interrupted_on_disk
 from storyroom.room.rooms import CloseReason, Room, Rooms
@@ -24,15 +26,12 @@ from storyroom.room.signaling import Signaling
 from storyroom.services import SERVICES, Services
 from storyroom.staff import accounts as accounts_module
 from storyroom.staff import audit as audit_module
-from storyroom.staff.accounts import ACCOUNTS, Accounts
-from storyroom.staff.audit import AUDIT, Audit
+from storyroom.staff.accounts import Accounts
+from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import load_or_create_staff_token
 from storyroom.store import RecordingRow, Store
 from storyroom.throttle import guard_socketio_connect
-from storyroom.web.api import Api, errors_middleware
-from storyroom.web.applications_api import ApplicationsApi
-from storyroom.web.pages import add_page_routes, security_headers
-from storyroom.web.staff_api import BAGS, StaffApi
+from storyroom.web.edge import add_http_edge
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +47,7 @@ STORE_MODULES = (
 
 def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp app with Socket.IO attached; services start in cleanup_ctx."""
-    app = web.Application(
-        client_max_size=settings.max_request_bytes,
-        middlewares=[errors_middleware],
-    )
-    app.on_response_prepare.append(security_headers)
+    app = web.Application(client_max_size=settings.max_request_bytes)
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         cors_allowed_origins=[settings.base_url],
@@ -63,11 +58,7 @@ def create_app(settings: Settings) -> web.Application:
         engineio_logger=False,
     )
     sio.attach(app)
-    api = Api(app)
-    app.add_routes(api.routes())
-    app.add_routes(ApplicationsApi(app).routes())
-    app.add_routes(StaffApi(app).routes())
-    add_page_routes(app, settings)
+    add_http_edge(app, settings)
 
     async def services(app: web.Application) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -84,11 +75,6 @@ def create_app(settings: Settings) -> web.Application:
         await accounts.load()
         copies = Copies(store, settings)
         bags = BagMaker()
-        app[ACCOUNTS] = accounts
-        app[AUDIT] = Audit(store)
-        app[COPIES] = copies
-        app[ARCHIVE] = Archive(store, settings, copies)
-        app[BAGS] = bags
         interrupted = await store.mark_running_interrupted(now=_now())
         for rec_id in interrupted:
             log.warning(
@@ -127,6 +113,14 @@ def create_app(settings: Settings) -> web.Application:
             media=media,
             recorder=recorder,
             finalize_jobs=finalize_jobs,
+            accounts=accounts,
+            audit=Audit(store),
+            copies=copies,
+            archive=Archive(store, settings, copies),
+            bags=bags,
+            applications=ApplicationStore(store.db),
+            outbox=Outbox(settings.outbox_dir),
+            mailer=mailer(settings),
         )
         recorder.start()
         media.start()

@@ -1,4 +1,8 @@
-"""The app-wide services, created in the app's cleanup context (owner: app.py)."""
+"""The app-wide services, created once in the app's cleanup context (owner: app.py).
+
+Every route, page and guard reaches a service through `request.app[SERVICES]`; no
+service has an app key of its own.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,19 @@ from dataclasses import dataclass
 import socketio
 from aiohttp import web
 
+from storyroom.archive.bagit import BagMaker
+from storyroom.archive.catalogue import Archive
+from storyroom.archive.copies import Copies
 from storyroom.config import Settings
 from storyroom.finalize.jobs import FinalizeJobs
+from storyroom.matching.outbox import Mailer, Outbox
+from storyroom.matching.store import ApplicationStore
 from storyroom.media.plane import MediaPlane
 from storyroom.recording.recorder import Recorder
 from storyroom.room.rooms import Rooms
 from storyroom.room.signaling import Signaling
+from storyroom.staff.accounts import Accounts
+from storyroom.staff.audit import Audit
 from storyroom.store import Store
 
 
@@ -27,6 +38,15 @@ class Services:
     media: MediaPlane
     recorder: Recorder
     finalize_jobs: FinalizeJobs
+    accounts: Accounts
+    audit: Audit
+    copies: Copies
+    archive: Archive
+    bags: BagMaker
+    applications: ApplicationStore
+    outbox: Outbox
+    """The outbox folder, read by staff; `mailer` is what sends (it may be the outbox)."""
+    mailer: Mailer
 
 
 SERVICES = web.AppKey("services", Services)

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from storyroom.archive.bagit import BagMaker, BagRequest, bag_info, catalogue
 from storyroom.archive.copies import Copies
 from storyroom.archive.protocol import MetadataIn, SearchIn
@@ -117,7 +115,7 @@ def consent_flags(
 
 
 class Archive:
-    """Owner: app.py (`app[ARCHIVE]`); the CLI makes its own for `export-bag`."""
+    """Owner: app.py (`Services.archive`); the CLI makes its own for `export-bag`."""
 
     def __init__(self, store: Store, settings: Settings, copies: Copies) -> None:
         self.store = store
@@ -596,6 +594,3 @@ def _matches(
         if not all(word in haystack for word in filters.text.casefold().split()):
             return False
     return True
-
-
-ARCHIVE = web.AppKey("archive", Archive)

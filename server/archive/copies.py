@@ -21,8 +21,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from storyroom.config import Settings
 from storyroom.errors import NotFound, PreconditionFailed
 from storyroom.finalize.contracts import FileKind, FinalizedFile
@@ -113,7 +111,7 @@ def access_entry(rec: RecordingRow) -> FinalizedFile | None:
 
 
 class Copies:
-    """Copy consent and copy links (owner: app.py, `app[COPIES]`)."""
+    """Copy consent and copy links (owner: app.py, `Services.copies`)."""
 
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
@@ -248,6 +246,3 @@ class Copies:
             (time.time(), link.id),
         )
         await self.db.commit()
-
-
-COPIES = web.AppKey("copies", Copies)

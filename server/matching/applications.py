@@ -17,7 +17,7 @@ from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
 
-from storyroom.errors import InvalidInput, NotFound
+from storyroom.errors import InvalidInput
 from storyroom.matching.availability import SLOT_MINUTES, Window
 from storyroom.matching.regions import regions
 from storyroom.room.protocol import BIO_MAX, ID_RE, LANGUAGES, NAME_MAX
@@ -414,10 +414,3 @@ def parse_schedule(payload: Any) -> ScheduleIn:
     if errors:
         raise FieldErrors(errors)
     return ScheduleIn(facilitator, starts)
-
-
-def parse_id(value: str, what: str) -> str:
-    """A server-generated id from a URL; anything else is simply not found."""
-    if not ID_RE.match(value):
-        raise NotFound(f"no such {what}")
-    return value

@@ -6,13 +6,13 @@
 - A sign-in makes a session: a random token in an HttpOnly, SameSite=Strict cookie
   (Secure when the public URL is https), stored only as its SHA-256, with an absolute
   lifetime, plus a CSRF token that every state-changing request made with the cookie
-  must carry in `X-CSRF-Token` (checked in `staff.require_staff`; derived from the
+  must carry in `X-CSRF-Token` (checked in `staff.tokens.require_staff`; derived from the
   cookie's token, so stored nowhere). Sessions are kept in the database and mirrored in
   memory, so the check is synchronous and survives a restart.
 - Sign-in attempts are limited per client address and failures per account
   (`throttle`); the sign-in form itself is protected by a double-submit CSRF token.
 
-Owner: app.py opens one `Accounts` in its cleanup context (`app[ACCOUNTS]`).
+Owner: app.py opens one `Accounts` in its cleanup context (`Services.accounts`).
 """
 
 from __future__ import annotations
@@ -409,8 +409,3 @@ def check_csrf(request: web.Request, session: StaffSession, settings: Settings) 
     sent = request.headers.get(CSRF_HEADER, "")
     if not sent or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
         raise Forbidden("the form has expired: reload the page", code="csrf_failed")
-
-
-ACCOUNTS = web.AppKey("accounts", Accounts)
-STAFF_IDENTITY = web.RequestKey("staff", StaffIdentity)
-"""Who made a staff request, set by `staff.require_staff`."""

@@ -1,7 +1,8 @@
 """The audit log: every staff action (sign-in, download, edit, consent, copies, export,
-delete), who did it, when, from where. Append-only: the app has no route that changes
-or removes an entry, and database triggers refuse UPDATE and DELETE on the table, so a
-bug cannot rewrite history either. Deleting a recording keeps its entries.
+delete; in matching: decisions on applications and proposals, scheduling, facilitators,
+reading the outbox), who did it, when, from where. Append-only: the app has no route
+that changes or removes an entry, and database triggers refuse UPDATE and DELETE on the
+table, so a bug cannot rewrite history either. Deleting a recording keeps its entries.
 
 Nothing secret goes in: no passwords, no tokens, only who, what and which thing.
 """
@@ -13,8 +14,6 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
-
-from aiohttp import web
 
 from storyroom.store import ModuleMigrations, Store
 
@@ -53,6 +52,18 @@ ACTIONS = (
     "copy_revoked",
     "export",
     "delete",
+    # the matching wing: applications, proposals, scheduling, facilitators, the outbox
+    "application_withdrawn",
+    "application_deleted",
+    "matching_run",
+    "proposal_accepted",
+    "proposal_rejected",
+    "proposal_scheduled",
+    "schedule_confirmed",
+    "facilitator_added",
+    "facilitator_activated",
+    "facilitator_deactivated",
+    "outbox_read",
 )
 
 
@@ -79,7 +90,7 @@ class AuditEntry:
 
 
 class Audit:
-    """Writes and reads the audit log (owner: app.py, `app[AUDIT]`)."""
+    """Writes and reads the audit log (owner: app.py, `Services.audit`)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -127,6 +138,3 @@ class Audit:
         async with self.store.db.execute(sql, (*args, limit)) as cur:
             rows = await cur.fetchall()
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
-
-
-AUDIT = web.AppKey("audit", Audit)

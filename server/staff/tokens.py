@@ -12,10 +12,9 @@ from aiohttp import web
 from storyroom.errors import AuthError
 from storyroom.seats import tokens_equal
 from storyroom.staff.accounts import (
-    ACCOUNTS,
     SESSION_COOKIE,
-    STAFF_IDENTITY,
     TOKEN_ACTOR,
+    Accounts,
     StaffIdentity,
     check_csrf,
 )
@@ -40,39 +39,29 @@ def load_or_create_staff_token(data_dir: Path, configured: str) -> tuple[str, bo
     return token, True
 
 
-def require_staff(request: web.Request, staff_token: str) -> StaffIdentity:
+def require_staff(request: web.Request, staff_token: str, accounts: Accounts) -> StaffIdentity:
     """Let staff through, else raise `AuthError` (401).
 
     Scripts send `Authorization: Bearer <staff token>`; the staff pages send the session
     cookie of a signed-in person, and then a state-changing request must also carry the
     session's CSRF token (`Forbidden`, 403, without it). Wrong tokens are counted per
     client address; too many and that address is refused for a while (`RateLimited`).
-    The identity is also left in `request[STAFF_IDENTITY]`.
+    Called by the HTTP edge's staff guard (`web.routes`), never by a handler.
     """
-    accounts = request.app.get(ACCOUNTS)
     header = request.headers.get("Authorization")
     if header is not None:
         address = request.remote or "unknown"
-        if accounts is not None:
-            accounts.tokens.check(address)
+        accounts.tokens.check(address)
         scheme, _, credential = header.partition(" ")
         credential = credential.strip()
         if scheme.lower() != "bearer" or not credential:
             raise AuthError("staff credentials are required")
         if not tokens_equal(credential, staff_token):
-            if accounts is not None:
-                accounts.tokens.fail(address)
+            accounts.tokens.fail(address)
             raise AuthError("staff credentials are not valid")
-        identity = StaffIdentity(TOKEN_ACTOR)
-    else:
-        session = (
-            accounts.session_for(request.cookies.get(SESSION_COOKIE))
-            if accounts is not None
-            else None
-        )
-        if accounts is None or session is None:
-            raise AuthError("staff credentials are required")
-        check_csrf(request, session, accounts.settings)
-        identity = StaffIdentity(session.email, session)
-    request[STAFF_IDENTITY] = identity
-    return identity
+        return StaffIdentity(TOKEN_ACTOR)
+    session = accounts.session_for(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        raise AuthError("staff credentials are required")
+    check_csrf(request, session, accounts.settings)
+    return StaffIdentity(session.email, session)

@@ -1,6 +1,7 @@
 """Sending a recording's files: a strong ETag (the file's SHA-256), conditional requests
 (If-None-Match, If-Match, If-Range) and single byte ranges, streamed in chunks read off
-the event loop. The caller has already chosen the path from server-made names.
+the event loop. The path is always one of a recording's own files, named by the
+finalizer's listing (`recording_file`), never by input.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ from pathlib import Path
 
 from aiohttp import web
 
+from storyroom.errors import NotFound
+from storyroom.recording.layout import recording_dir
+
 log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+FIRST_BYTES = re.compile(r"^\s*bytes=0-\s*$")
 CONTENT_TYPES = {
     ".wav": "audio/wav",
     ".flac": "audio/flac",
@@ -28,6 +33,22 @@ CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".tar": "application/x-tar",
 }
+
+
+def recording_file(recordings_dir: Path, recording_id: str, name: str, missing: str) -> Path:
+    """The file `name` (from the finalizer's listing) inside the recording's folder;
+    `NotFound(missing)` when it is absent or would lie outside that folder."""
+    root = recording_dir(recordings_dir, recording_id).resolve()
+    path = (root / name).resolve()
+    if root not in path.parents or not path.is_file():
+        raise NotFound(missing)
+    return path
+
+
+def whole_download(request: web.Request) -> bool:
+    """A download worth counting or an audit line: not a player's later range requests."""
+    wanted = request.headers.get("Range")
+    return request.method == "GET" and (wanted is None or bool(FIRST_BYTES.match(wanted)))
 
 
 def content_type(name: str) -> str:

@@ -9,31 +9,13 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from storyroom.config import Settings
-from storyroom.staff.accounts import ACCOUNTS, SESSION_COOKIE
-
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "media-src 'self' blob:; connect-src 'self' ws: wss:; frame-ancestors 'none'; "
-    "base-uri 'none'; form-action 'self'"
-)
-
-
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: every response gets these, errors, files and streams included."""
-    response.headers.setdefault("Content-Security-Policy", CSP)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    if request.secure:
-        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+from storyroom.services import SERVICES
+from storyroom.staff.accounts import SESSION_COOKIE
 
 
 def signed_in(request: web.Request) -> bool:
-    accounts = request.app.get(ACCOUNTS)
-    return accounts is not None and (
-        accounts.session_for(request.cookies.get(SESSION_COOKIE)) is not None
-    )
+    accounts = request.app[SERVICES].accounts
+    return accounts.session_for(request.cookies.get(SESSION_COOKIE)) is not None
 
 
 def signin_redirect(request: web.Request) -> web.HTTPSeeOther:
@@ -84,7 +66,7 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/copy", page("copy.html"))
     app.router.add_get("/apply", page("apply.html"))
     app.router.add_get("/solicitar", page("apply.html"))  # the same form, in Spanish
-    app.router.add_get("/staff/applications", page("applications.html"))
+    app.router.add_get("/staff/applications", page("applications.html", staff=True))
     app.router.add_get("/vendor/socket.io.esm.min.js", socketio_client)
     if static.is_dir():
         app.router.add_static("/static/", static, follow_symlinks=False, show_index=False)

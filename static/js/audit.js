@@ -16,6 +16,17 @@ const ACTION_KEYS = {
   copy_revoked: "audit.action_copy_revoked",
   export: "audit.action_export",
   delete: "audit.action_delete",
+  application_withdrawn: "audit.action_application_withdrawn",
+  application_deleted: "audit.action_application_deleted",
+  matching_run: "audit.action_matching_run",
+  proposal_accepted: "audit.action_proposal_accepted",
+  proposal_rejected: "audit.action_proposal_rejected",
+  proposal_scheduled: "audit.action_proposal_scheduled",
+  schedule_confirmed: "audit.action_schedule_confirmed",
+  facilitator_added: "audit.action_facilitator_added",
+  facilitator_activated: "audit.action_facilitator_activated",
+  facilitator_deactivated: "audit.action_facilitator_deactivated",
+  outbox_read: "audit.action_outbox_read",
 };
 const PAGE_SIZE = 100;
 

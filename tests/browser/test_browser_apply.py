@@ -13,6 +13,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from support.apply import application, call
+from support.archive import STAFF_EMAIL, STAFF_PASSWORD, add_staff
 from support.browser import LAPTOP, PHONE, PageWatch, horizontal_overflow, launch, screenshot
 from support.server import STAFF_TOKEN, RunningServer
 
@@ -39,13 +40,17 @@ class FormWatch(PageWatch):
         super().assert_clean()
 
 
-async def open_page(browser: Browser, url: str, viewport: dict[str, int]) -> tuple[Page, PageWatch]:
+async def open_page(
+    browser: Browser, url: str, viewport: dict[str, int], ready: bool = True
+) -> tuple[Page, PageWatch]:
+    """`url` in a new context; with `ready`, wait for the page module to say it is ready."""
     context = await browser.new_context(viewport=viewport, timezone_id="America/Chicago")  # type: ignore[arg-type]
     page = await context.new_page()
     watch = FormWatch()
     watch.attach(page)
     await page.goto(url)
-    await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    if ready:
+        await expect(page.locator("body")).to_have_attribute("data-ready", "true")
     return page, watch
 
 
@@ -232,8 +237,15 @@ async def test_staff_match_plan_and_confirm_in_a_few_clicks(
             await call(
                 http, "POST", f"{server.url}/api/applications", person, staff=False, expect=201
             )
-    page, watch = await open_page(browser, f"{server.url}/staff/applications", LAPTOP)
+    await add_staff(server)
+    page, watch = await open_page(browser, f"{server.url}/staff/applications", LAPTOP, False)
     try:
+        # like every staff page, it asks for a sign-in first and comes back after it
+        await expect(page).to_have_url(f"{server.url}/staff/signin?next=/staff/applications")
+        await page.get_by_label("Email").fill(STAFF_EMAIL)
+        await page.get_by_label("Password").fill(STAFF_PASSWORD)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page).to_have_url(f"{server.url}/staff/applications")
         await page.get_by_label("Staff token").fill(STAFF_TOKEN)
         await page.get_by_role("button", name="Sign in").click()
         await expect(page.locator("#applications-status")).to_have_text("2 applications")

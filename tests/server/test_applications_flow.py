@@ -1,6 +1,7 @@
 """From applications to a session over HTTP: match, accept, schedule, confirm; three
 invitations land in the outbox as well-formed messages with valid .ics files, their
-links really connect to the room, and nobody but staff sees contact details."""
+links really connect to the room, nobody but staff sees contact details, and every
+staff action is in the audit log under the person who signed in."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import aiohttp
 import pytest
 
 from support.apply import AUTH, application, call, ics_properties
+from support.archive import STAFF_EMAIL, StaffBrowser, add_staff, cookie_session
 from support.server import RunningServer, SeatClient, free_port, start_server
 
 EVENINGS = [{"day": d, "start": "09:00", "end": "22:00"} for d in range(7)]
@@ -364,3 +366,66 @@ async def test_smtp_failure_keeps_the_invitations_in_the_outbox(tmp_path: Path) 
             assert outbox["via"] == "smtp" and len(outbox["messages"]) == 3
     finally:
         await running.close()
+
+
+async def test_staff_actions_are_audited_under_the_signed_in_person(
+    server: RunningServer,
+) -> None:
+    url = server.url
+    await add_staff(server)
+    async with aiohttp.ClientSession() as http, cookie_session() as browser:
+        staff = StaffBrowser(browser, url)
+        assert (await staff.sign_in())[0] == 200
+        ids = await submit(http, server, ROSA, DALE)
+        sam = await staff.call("POST", "/api/facilitators", FACILITATOR, expect=201)
+        await staff.call("POST", f"/api/facilitators/{sam['id']}/deactivate")
+        await staff.call("POST", f"/api/facilitators/{sam['id']}/activate")
+        [first] = (await staff.call("POST", "/api/matching/run"))["proposals"]
+        await staff.call("POST", f"/api/proposals/{first['id']}/reject")
+        joan = application(first_name="Joan", last_name="Li", email="joan@example.org", placement=7)
+        await call(http, "POST", f"{url}/api/applications", joan, staff=False, expect=201)
+        [second] = (await staff.call("POST", "/api/matching/run"))["proposals"]
+        await staff.call("POST", f"/api/proposals/{second['id']}/accept")
+        planned = await staff.call("POST", f"/api/proposals/{second['id']}/schedule")
+        confirmed = await staff.call("POST", f"/api/schedules/{planned['id']}/confirm")
+        message = (await staff.call("GET", "/api/outbox"))["messages"][0]["name"]
+        await staff.call("GET", f"/api/outbox/{message}")
+        await staff.call("GET", f"/api/outbox/{message}/raw")
+        await staff.call("POST", f"/api/applications/{ids['Dale']}/withdraw")
+        await staff.call("DELETE", f"/api/applications/{ids['Dale']}", expect=204)
+
+        entries = (await staff.call("GET", "/api/audit"))["entries"]
+        assert {e["actor"] for e in entries} == {STAFF_EMAIL}
+        assert {e["address"] for e in entries} == {"127.0.0.1"}
+        done = [(e["action"], e["target"], e["detail"]) for e in reversed(entries)]
+        assert done == [
+            ("sign_in", None, {}),
+            ("facilitator_added", sam["id"], {}),
+            ("facilitator_deactivated", sam["id"], {}),
+            ("facilitator_activated", sam["id"], {}),
+            ("matching_run", None, {"waiting": 2, "proposals": [first["id"]]}),
+            ("proposal_rejected", first["id"], {}),
+            ("matching_run", None, {"waiting": 3, "proposals": [second["id"]]}),
+            ("proposal_accepted", second["id"], {}),
+            (
+                "proposal_scheduled",
+                second["id"],
+                {
+                    "schedule": planned["id"],
+                    "starts_at": planned["starts_at"],
+                    "facilitator": sam["id"],
+                },
+            ),
+            (
+                "schedule_confirmed",
+                planned["id"],
+                {"proposal": second["id"], "session_id": confirmed["session_id"]},
+            ),
+            ("outbox_read", message, {}),
+            ("outbox_read", message, {"raw": True}),
+            ("application_withdrawn", ids["Dale"], {}),
+            ("application_deleted", ids["Dale"], {}),
+        ]
+        # the audit log's filter knows the new actions
+        accepted = (await staff.call("GET", "/api/audit?action=proposal_accepted"))["entries"]
+        assert [e["target"] for e in accepted] == [second["id"]]

@@ -51,7 +51,13 @@ STAFF_ENDPOINTS = [
     ("POST", "/api/staff/signout"),
     ("GET", "/api/applications"),
 ]
-STAFF_PAGES = ["/staff", "/staff/recordings", "/staff/recordings/{rec}", "/staff/audit"]
+STAFF_PAGES = [
+    "/staff",
+    "/staff/recordings",
+    "/staff/recordings/{rec}",
+    "/staff/audit",
+    "/staff/applications",
+]
 CHANGING = [(m, p) for m, p in STAFF_ENDPOINTS if m in ("POST", "PUT", "PATCH", "DELETE")]
 
 

@@ -142,9 +142,7 @@ async def archive_server(finished: Finished, tmp_path: Path, **overrides: Any) -
 async def add_staff(
     server: RunningServer, email: str = STAFF_EMAIL, password: str = STAFF_PASSWORD
 ) -> None:
-    from storyroom.staff.accounts import ACCOUNTS
-
-    await server.runner.app[ACCOUNTS].add_user(email, password)
+    await server.services.accounts.add_user(email, password)
 
 
 def cookie_session() -> aiohttp.ClientSession:

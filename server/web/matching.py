@@ -1,7 +1,9 @@
-"""HTTP routes of the applications module: the public application form, and for staff
-the applications, matching proposals, facilitators, scheduling and the outbox.
+"""HTTP routes of the matching wing: the public application form and region list, and
+for staff the applications, matching runs and proposals, facilitators, scheduling and
+the outbox.
 
-Errors leave through the app's JSON error middleware like every other route.
+Every staff action that changes something or reads a message is written to the audit
+log under the person who did it, like the archive's actions.
 """
 
 from __future__ import annotations
@@ -13,24 +15,24 @@ from typing import Any
 
 from aiohttp import web
 
-from storyroom.errors import InvalidInput, InvalidState, NotFound
+from storyroom.config import Settings
+from storyroom.errors import InvalidInput, InvalidState
 from storyroom.matching.applications import (
     parse_application,
     parse_facilitator,
     parse_filter,
-    parse_id,
     parse_schedule,
 )
 from storyroom.matching.availability import in_zone, week_start
 from storyroom.matching.engine import Policy, match
-from storyroom.matching.outbox import Outbox, describe, mailer
+from storyroom.matching.outbox import describe
 from storyroom.matching.regions import regions
 from storyroom.matching.scheduling import confirm, plan_proposal
 from storyroom.matching.store import ApplicationRow, ApplicationStore, ProposalRow, ScheduleRow
-from storyroom.ratelimit import RateLimit, RateLimited
-from storyroom.services import SERVICES, Services
-from storyroom.staff.tokens import require_staff
-from storyroom.web.api import error_response, read_json
+from storyroom.ratelimit import RateLimit
+from storyroom.staff.accounts import StaffIdentity
+from storyroom.web.middleware import read_json
+from storyroom.web.routes import RouteGroup, Routes, address, lookup
 
 log = logging.getLogger(__name__)
 
@@ -53,30 +55,17 @@ def _local(moment: datetime, time_zone: str, minutes: int) -> dict[str, Any]:
     }
 
 
-class ApplicationsApi:
-    """Route handlers; everything but the form and the region list needs staff."""
+class MatchingRoutes(RouteGroup):
+    """Everything but the form and the region list is a staff route."""
 
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self._limit: RateLimit | None = None
+    def __init__(self, app: web.Application, settings: Settings) -> None:
+        super().__init__(app)
+        self.limit = RateLimit(settings.apply_rate_limit)
         self._lock = asyncio.Lock()  # one matching run or schedule change at a time
 
     @property
-    def ctx(self) -> Services:
-        return self.app[SERVICES]
-
-    @property
     def store(self) -> ApplicationStore:
-        return ApplicationStore(self.ctx.store.db)
-
-    @property
-    def limit(self) -> RateLimit:
-        if self._limit is None:
-            self._limit = RateLimit(self.ctx.settings.apply_rate_limit)
-        return self._limit
-
-    def staff(self, request: web.Request) -> None:
-        require_staff(request, self.ctx.staff_token)
+        return self.services.applications
 
     # -- public ---------------------------------------------------------------------
 
@@ -86,12 +75,7 @@ class ApplicationsApi:
         )
 
     async def apply(self, request: web.Request) -> web.Response:
-        try:
-            self.limit.hit(request.remote or "unknown")
-        except RateLimited as exc:
-            response = error_response(exc)
-            response.headers["Retry-After"] = str(exc.retry_after)
-            return response
+        self.limit.hit(address(request))
         spec = parse_application(await read_json(request))
         if spec is None:
             # The hidden field was filled in: a bot. Answer like a success, keep nothing.
@@ -104,20 +88,14 @@ class ApplicationsApi:
     # -- applications ---------------------------------------------------------------------
 
     async def _application(self, request: web.Request) -> ApplicationRow:
-        app_id = parse_id(request.match_info["application_id"], "application")
-        found = await self.store.get_application(app_id)
-        if found is None:
-            raise NotFound("no such application")
-        return found
+        return await lookup(request, "application", self.store.get_application)
 
-    async def list_applications(self, request: web.Request) -> web.Response:
-        self.staff(request)
+    async def list_applications(self, request: web.Request, who: StaffIdentity) -> web.Response:
         where = parse_filter(request.query)
         rows = await self.store.list_applications(where)
         return web.json_response({"applications": [r.summary_json() for r in rows]})
 
-    async def get_application(self, request: web.Request) -> web.Response:
-        self.staff(request)
+    async def get_application(self, request: web.Request, who: StaffIdentity) -> web.Response:
         row = await self._application(request)
         proposals = await self.store.proposals_with(row.id)
         partners = await self.store.applications(
@@ -136,33 +114,32 @@ class ApplicationsApi:
             )
         return web.json_response({**row.staff_json(), "proposals": history})
 
-    async def withdraw(self, request: web.Request) -> web.Response:
-        self.staff(request)
+    async def withdraw(self, request: web.Request, who: StaffIdentity) -> web.Response:
         async with self._lock:
             row = await self._application(request)
             await self.store.withdraw(row.id)
         log.info("application %s withdrawn", row.id)
+        await self.audit(request, who, "application_withdrawn", row.id)
         found = await self.store.get_application(row.id)
         assert found is not None
         return web.json_response(found.staff_json())
 
-    async def delete(self, request: web.Request) -> web.Response:
-        self.staff(request)
+    async def delete(self, request: web.Request, who: StaffIdentity) -> web.Response:
         async with self._lock:
             row = await self._application(request)
             await self.store.delete_application(row.id)
         log.info("application %s deleted", row.id)
+        await self.audit(request, who, "application_deleted", row.id)
         return web.Response(status=204)
 
     # -- matching -----------------------------------------------------------------------
 
-    async def run_matching(self, request: web.Request) -> web.Response:
+    async def run_matching(self, request: web.Request, who: StaffIdentity) -> web.Response:
         """Pair everyone waiting; the new proposals wait for staff to accept or reject."""
-        self.staff(request)
         async with self._lock:
             waiting = await self.store.waiting()
             excluded = await self.store.proposed_pairs()
-            policy = Policy(min_distance=self.ctx.settings.matching_min_distance)
+            policy = Policy(min_distance=self.services.settings.matching_min_distance)
             reference = week_start(datetime.now(UTC))
             result = await asyncio.to_thread(
                 match,
@@ -174,6 +151,9 @@ class ApplicationsApi:
             )
             ids = await self.store.add_proposals(result.pairs)
         log.info("matching: %d waiting, %d pairs proposed", len(waiting), len(ids))
+        await self.audit(
+            request, who, "matching_run", None, {"waiting": len(waiting), "proposals": ids}
+        )
         proposals = [p for p in await self.store.list_proposals("proposed") if p.id in set(ids)]
         return web.json_response(
             {
@@ -223,8 +203,7 @@ class ApplicationsApi:
             )
         return out
 
-    async def list_proposals(self, request: web.Request) -> web.Response:
-        self.staff(request)
+    async def list_proposals(self, request: web.Request, who: StaffIdentity) -> web.Response:
         status = request.query.get("status", "")
         if status and status not in PROPOSAL_STATUSES:
             raise InvalidInput(
@@ -237,14 +216,9 @@ class ApplicationsApi:
         return web.json_response({"proposals": await self._proposals_json(proposals)})
 
     async def _proposal(self, request: web.Request) -> ProposalRow:
-        proposal_id = parse_id(request.match_info["proposal_id"], "proposal")
-        found = await self.store.get_proposal(proposal_id)
-        if found is None:
-            raise NotFound("no such proposal")
-        return found
+        return await lookup(request, "proposal", self.store.get_proposal)
 
-    async def _decide(self, request: web.Request, accept: bool) -> web.Response:
-        self.staff(request)
+    async def _decide(self, request: web.Request, who: StaffIdentity, accept: bool) -> web.Response:
         async with self._lock:
             proposal = await self._proposal(request)
             if proposal.status != "proposed":
@@ -252,13 +226,15 @@ class ApplicationsApi:
             await self.store.decide(proposal, accept)
             updated = await self.store.get_proposal(proposal.id)
         assert updated is not None
+        action = "proposal_accepted" if accept else "proposal_rejected"
+        await self.audit(request, who, action, proposal.id)
         return web.json_response((await self._proposals_json([updated]))[0])
 
-    async def accept(self, request: web.Request) -> web.Response:
-        return await self._decide(request, True)
+    async def accept(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        return await self._decide(request, who, True)
 
-    async def reject(self, request: web.Request) -> web.Response:
-        return await self._decide(request, False)
+    async def reject(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        return await self._decide(request, who, False)
 
     # -- scheduling -----------------------------------------------------------------------
 
@@ -284,100 +260,105 @@ class ApplicationsApi:
             "invitations": schedule.invitations,
         }
 
-    async def schedule(self, request: web.Request) -> web.Response:
+    async def schedule(self, request: web.Request, who: StaffIdentity) -> web.Response:
         """Propose (or re-propose, with staff's choice) a time and a facilitator."""
-        self.staff(request)
         choice = parse_schedule(await read_json(request) if request.can_read_body else None)
         async with self._lock:
             proposal = await self._proposal(request)
             planned = await plan_proposal(self.store, proposal, choice, datetime.now(UTC))
+        await self.audit(
+            request,
+            who,
+            "proposal_scheduled",
+            proposal.id,
+            {
+                "schedule": planned.id,
+                "starts_at": _iso(planned.starts_at),
+                "facilitator": planned.facilitator_id,
+            },
+        )
         return web.json_response(await self._schedule_json(planned))
 
-    async def list_schedules(self, request: web.Request) -> web.Response:
-        self.staff(request)
+    async def list_schedules(self, request: web.Request, who: StaffIdentity) -> web.Response:
         return web.json_response(
             {"schedules": [await self._schedule_json(s) for s in await self.store.schedules()]}
         )
 
-    async def confirm(self, request: web.Request) -> web.Response:
+    async def confirm(self, request: web.Request, who: StaffIdentity) -> web.Response:
         """Create the session and send the three invitations."""
-        self.staff(request)
-        schedule_id = parse_id(request.match_info["schedule_id"], "schedule")
         async with self._lock:
-            schedule = await self.store.get_schedule(schedule_id)
-            if schedule is None:
-                raise NotFound("no such schedule")
+            schedule = await lookup(request, "schedule", self.store.get_schedule)
             done = await confirm(
-                self.ctx.store,
+                self.services.store,
                 self.store,
-                self.ctx.settings,
-                mailer(self.ctx.settings),
+                self.services.settings,
+                self.services.mailer,
                 schedule,
                 datetime.now(UTC),
             )
-            confirmed = await self.store.get_schedule(schedule_id)
+            confirmed = await self.store.get_schedule(schedule.id)
         assert confirmed is not None
+        await self.audit(
+            request,
+            who,
+            "schedule_confirmed",
+            schedule.id,
+            {"proposal": schedule.proposal_id, "session_id": done.session_id},
+        )
         return web.json_response(
             {**await self._schedule_json(confirmed), "session_id": done.session_id}
         )
 
     # -- facilitators ---------------------------------------------------------------------
 
-    async def list_facilitators(self, request: web.Request) -> web.Response:
-        self.staff(request)
+    async def list_facilitators(self, request: web.Request, who: StaffIdentity) -> web.Response:
         return web.json_response(
             {"facilitators": [f.staff_json() for f in await self.store.facilitators()]}
         )
 
-    async def add_facilitator(self, request: web.Request) -> web.Response:
-        self.staff(request)
+    async def add_facilitator(self, request: web.Request, who: StaffIdentity) -> web.Response:
         spec = parse_facilitator(await read_json(request))
         facilitator_id = await self.store.add_facilitator(spec)
         found = await self.store.get_facilitator(facilitator_id)
         assert found is not None
+        await self.audit(request, who, "facilitator_added", found.id)
         return web.json_response(found.staff_json(), status=201)
 
-    async def _set_active(self, request: web.Request, active: bool) -> web.Response:
-        self.staff(request)
-        facilitator_id = parse_id(request.match_info["facilitator_id"], "facilitator")
-        if await self.store.get_facilitator(facilitator_id) is None:
-            raise NotFound("no such facilitator")
-        await self.store.set_facilitator_active(facilitator_id, active)
-        found = await self.store.get_facilitator(facilitator_id)
+    async def _set_active(
+        self, request: web.Request, who: StaffIdentity, active: bool
+    ) -> web.Response:
+        facilitator = await lookup(request, "facilitator", self.store.get_facilitator)
+        await self.store.set_facilitator_active(facilitator.id, active)
+        found = await self.store.get_facilitator(facilitator.id)
         assert found is not None
+        action = "facilitator_activated" if active else "facilitator_deactivated"
+        await self.audit(request, who, action, found.id)
         return web.json_response(found.staff_json())
 
-    async def deactivate(self, request: web.Request) -> web.Response:
-        return await self._set_active(request, False)
+    async def deactivate(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        return await self._set_active(request, who, False)
 
-    async def activate(self, request: web.Request) -> web.Response:
-        return await self._set_active(request, True)
+    async def activate(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        return await self._set_active(request, who, True)
 
     # -- outbox -------------------------------------------------------------------------
 
-    @property
-    def outbox(self) -> Outbox:
-        return Outbox(self.ctx.settings.outbox_dir)
-
-    async def list_outbox(self, request: web.Request) -> web.Response:
-        self.staff(request)
-        entries = await self.outbox.entries()
+    async def list_outbox(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        entries = await self.services.outbox.entries()
         return web.json_response(
-            {
-                "via": "smtp" if self.ctx.settings.smtp_host else "outbox",
-                "messages": [e.to_json() for e in entries],
-            }
+            {"via": self.services.mailer.via, "messages": [e.to_json() for e in entries]}
         )
 
-    async def read_message(self, request: web.Request) -> web.Response:
-        self.staff(request)
-        message, _ = await self.outbox.read(request.match_info["name"])
-        return web.json_response({"name": request.match_info["name"], **describe(message)})
-
-    async def raw_message(self, request: web.Request) -> web.Response:
-        self.staff(request)
+    async def read_message(self, request: web.Request, who: StaffIdentity) -> web.Response:
         name = request.match_info["name"]
-        _, data = await self.outbox.read(name)
+        message, _ = await self.services.outbox.read(name)
+        await self.audit(request, who, "outbox_read", name)
+        return web.json_response({"name": name, **describe(message)})
+
+    async def raw_message(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        name = request.match_info["name"]
+        _, data = await self.services.outbox.read(name)
+        await self.audit(request, who, "outbox_read", name, {"raw": True})
         return web.Response(
             body=data,
             content_type="message/rfc822",
@@ -387,26 +368,26 @@ class ApplicationsApi:
             },
         )
 
-    def routes(self) -> list[web.RouteDef]:
-        return [
-            web.get("/api/regions", self.region_list),
-            web.post("/api/applications", self.apply),
-            web.get("/api/applications", self.list_applications),
-            web.get("/api/applications/{application_id}", self.get_application),
-            web.post("/api/applications/{application_id}/withdraw", self.withdraw),
-            web.delete("/api/applications/{application_id}", self.delete),
-            web.post("/api/matching/run", self.run_matching),
-            web.get("/api/proposals", self.list_proposals),
-            web.post("/api/proposals/{proposal_id}/accept", self.accept),
-            web.post("/api/proposals/{proposal_id}/reject", self.reject),
-            web.post("/api/proposals/{proposal_id}/schedule", self.schedule),
-            web.get("/api/schedules", self.list_schedules),
-            web.post("/api/schedules/{schedule_id}/confirm", self.confirm),
-            web.get("/api/facilitators", self.list_facilitators),
-            web.post("/api/facilitators", self.add_facilitator),
-            web.post("/api/facilitators/{facilitator_id}/deactivate", self.deactivate),
-            web.post("/api/facilitators/{facilitator_id}/activate", self.activate),
-            web.get("/api/outbox", self.list_outbox),
-            web.get("/api/outbox/{name}", self.read_message),
-            web.get("/api/outbox/{name}/raw", self.raw_message),
-        ]
+    def routes(self) -> Routes:
+        routes = Routes()
+        routes.public("GET", "/api/regions", self.region_list)
+        routes.public("POST", "/api/applications", self.apply)
+        routes.staff("GET", "/api/applications", self.list_applications)
+        routes.staff("GET", "/api/applications/{application_id}", self.get_application)
+        routes.staff("POST", "/api/applications/{application_id}/withdraw", self.withdraw)
+        routes.staff("DELETE", "/api/applications/{application_id}", self.delete)
+        routes.staff("POST", "/api/matching/run", self.run_matching)
+        routes.staff("GET", "/api/proposals", self.list_proposals)
+        routes.staff("POST", "/api/proposals/{proposal_id}/accept", self.accept)
+        routes.staff("POST", "/api/proposals/{proposal_id}/reject", self.reject)
+        routes.staff("POST", "/api/proposals/{proposal_id}/schedule", self.schedule)
+        routes.staff("GET", "/api/schedules", self.list_schedules)
+        routes.staff("POST", "/api/schedules/{schedule_id}/confirm", self.confirm)
+        routes.staff("GET", "/api/facilitators", self.list_facilitators)
+        routes.staff("POST", "/api/facilitators", self.add_facilitator)
+        routes.staff("POST", "/api/facilitators/{facilitator_id}/deactivate", self.deactivate)
+        routes.staff("POST", "/api/facilitators/{facilitator_id}/activate", self.activate)
+        routes.staff("GET", "/api/outbox", self.list_outbox)
+        routes.staff("GET", "/api/outbox/{name}", self.read_message)
+        routes.staff("GET", "/api/outbox/{name}/raw", self.raw_message)
+        return routes

@@ -1,0 +1,32 @@
+"""The HTTP edge put together: the middleware, the security headers, every wing's routes
+and the pages, in one call from the app factory."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from storyroom.config import Settings
+from storyroom.web.copies import CopyLinkRoutes
+from storyroom.web.health import HealthRoutes
+from storyroom.web.matching import MatchingRoutes
+from storyroom.web.middleware import errors_middleware, security_headers
+from storyroom.web.pages import add_page_routes
+from storyroom.web.recordings import RecordingRoutes
+from storyroom.web.sessions import SessionRoutes
+from storyroom.web.staff import StaffRoutes
+
+
+def add_http_edge(app: web.Application, settings: Settings) -> None:
+    """Install the edge on a new app (before it starts; the services come later)."""
+    app.middlewares.append(errors_middleware)
+    app.on_response_prepare.append(security_headers)
+    for group in (
+        HealthRoutes(app),
+        SessionRoutes(app),
+        RecordingRoutes(app),
+        CopyLinkRoutes(app),
+        StaffRoutes(app),
+        MatchingRoutes(app, settings),
+    ):
+        app.add_routes(group.routes().defs)
+    add_page_routes(app, settings)

@@ -1,0 +1,99 @@
+"""How a wing declares its HTTP routes, and the staff guard.
+
+A route is public or staff-only because of *where it is declared*: `Routes.staff` wraps
+the handler in `staff_only`, which checks the staff credentials (the bearer token, or a
+signed-in person's session cookie with its CSRF token on state-changing requests)
+before the handler runs and hands it the `StaffIdentity`. A staff handler cannot be
+declared without the guard, and cannot forget to call it.
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from storyroom.errors import NotFound
+from storyroom.room.protocol import ID_RE
+from storyroom.services import SERVICES, Services
+from storyroom.staff.accounts import StaffIdentity
+from storyroom.staff.tokens import require_staff
+from storyroom.web.middleware import Handler
+
+StaffHandler = Callable[[web.Request, StaffIdentity], Awaitable[web.StreamResponse]]
+Row = TypeVar("Row")
+
+
+def staff_only(handler: StaffHandler) -> Handler:
+    """`handler` behind the staff guard: 401 without staff credentials, 403 for a cookie
+    session's state-changing request without its CSRF token."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        services = request.app[SERVICES]
+        who = require_staff(request, services.staff_token, services.accounts)
+        return await handler(request, who)
+
+    return guarded
+
+
+class Routes:
+    """One wing's route table; `app.add_routes(routes.defs)` registers it."""
+
+    def __init__(self) -> None:
+        self.defs: list[web.RouteDef] = []
+
+    def public(self, method: str, path: str, handler: Handler) -> None:
+        """A route anyone may call (it may check other credentials itself)."""
+        self.defs.append(web.route(method, path, handler))
+
+    def staff(self, method: str, path: str, handler: StaffHandler) -> None:
+        """A staff route: the guard runs first and the handler gets the identity."""
+        self.defs.append(web.route(method, path, staff_only(handler)))
+
+
+class RouteGroup(ABC):
+    """A wing's handlers over the app's services (looked up per request: the services
+    start in the app's cleanup context, after the routes are declared)."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    @property
+    def services(self) -> Services:
+        return self.app[SERVICES]
+
+    async def audit(
+        self,
+        request: web.Request,
+        who: StaffIdentity,
+        action: str,
+        target: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """A line in the audit log: this person did `action` to `target`, from here."""
+        await self.services.audit.record(who.actor, action, target, detail, address(request))
+
+    @abstractmethod
+    def routes(self) -> Routes:
+        """The group's route table."""
+
+
+def address(request: web.Request) -> str:
+    """The client's address as the audit log and the limits see it."""
+    return request.remote or "unknown"
+
+
+async def lookup(
+    request: web.Request, kind: str, get: Callable[[str], Awaitable[Row | None]]
+) -> Row:
+    """What the URL's `{<kind>_id}` names, found with `get`; `NotFound` ("no such <kind>")
+    for an unknown id, and for one the server could not have made (never looked up)."""
+    value = request.match_info[f"{kind}_id"]
+    found = await get(value) if ID_RE.match(value) else None
+    if found is None:
+        raise NotFound(f"no such {kind}")
+    return found

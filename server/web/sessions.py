@@ -1,0 +1,64 @@
+"""Staff routes of the rooms' sessions: create one (with its seats' join links), list
+them with who is connected and how the recording stands, describe one."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from storyroom.errors import NotFound
+from storyroom.room import protocol
+from storyroom.room.sessions import create_session, describe_session
+from storyroom.seats import SEATS
+from storyroom.staff.accounts import StaffIdentity
+from storyroom.web.middleware import read_json
+from storyroom.web.routes import RouteGroup, Routes
+
+log = logging.getLogger(__name__)
+
+
+class SessionRoutes(RouteGroup):
+    async def create_session(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        spec = protocol.parse_session_create(await read_json(request))
+        created = await create_session(self.services.store, self.services.settings, spec)
+        log.info("session %s created", created.id)
+        return web.json_response(created.to_json(), status=201)
+
+    async def get_session(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        session_id = request.match_info["session_id"]
+        if not protocol.ID_RE.match(session_id):
+            raise NotFound("no such session")
+        return web.json_response(
+            await describe_session(self.services.store, self.services.rooms, session_id)
+        )
+
+    async def list_sessions(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        store, rooms = self.services.store, self.services.rooms
+        out = []
+        for s in await store.list_sessions():
+            room = rooms.live(s.id)
+            recordings = await store.recordings_for(s.id)
+            out.append(
+                {
+                    "id": s.id,
+                    "title": s.title,
+                    "language": s.language,
+                    "target_minutes": s.target_minutes,
+                    "created_at": s.created_at,
+                    "connected": [seat for seat in SEATS if room and room.connected(seat)],
+                    "recording": (
+                        room.state.value
+                        if room
+                        else (recordings[-1].status if recordings else "idle")
+                    ),
+                }
+            )
+        return web.json_response({"sessions": out})
+
+    def routes(self) -> Routes:
+        routes = Routes()
+        routes.staff("POST", "/api/sessions", self.create_session)
+        routes.staff("GET", "/api/sessions", self.list_sessions)
+        routes.staff("GET", "/api/sessions/{session_id}", self.get_session)
+        return routes
