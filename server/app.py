@@ -30,7 +30,6 @@ from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import load_or_create_staff_token
 from storyroom.store import RecordingRow, Store
-from storyroom.throttle import guard_socketio_connect
 from storyroom.web.edge import add_http_edge
 
 log = logging.getLogger(__name__)
@@ -99,10 +98,9 @@ def create_app(settings: Settings) -> web.Application:
 
         finalizer = Finalizer(store, settings.recordings_dir, recording_updated)
         rooms.room_listeners.append(finalizer)  # after the recorder: stems are closed first
-        signaling = Signaling(sio, settings, store, rooms)
+        signaling = Signaling(sio, settings, store, rooms, accounts.tokens)
         signaling.media = media
         signaling_ref.append(signaling)
-        guard_socketio_connect(sio, accounts.tokens)
         app[SERVICES] = Services(
             settings=settings,
             sio=sio,

@@ -131,8 +131,6 @@ class ModuleMigrations:
     scripts: tuple[str, ...]
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class SeatRow:
     session_id: str

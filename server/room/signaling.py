@@ -17,29 +17,23 @@ from typing import Any, Protocol
 import socketio
 
 from storyroom.config import Settings
-from storyroom.errors import (
-    AuthError,
-    InvalidInput,
-    NotFound,
-    ProtocolError,
-    StoryroomError,
-    UserError,
-)
+from storyroom.errors import AuthError, ProtocolError, StoryroomError, UserError
+from storyroom.limits import FailureLimit, RateLimited
 from storyroom.room import protocol
 from storyroom.room.rooms import CloseReason, Room, Rooms
 from storyroom.seats import SeatName, hash_token
-from storyroom.store import Store
+from storyroom.store import SeatRow, Store
 
 log = logging.getLogger(__name__)
 
 LEVELS_INTERVAL = 0.25
 
-# Close reasons the client sees on a refused connect.
-REFUSALS = {
-    "token_missing": "This link is missing its key. Please open the full link you were sent.",
-    "token_invalid": "This link is not valid. Please check you opened the full link you were sent.",
-    "token_expired": "This link has expired. Please ask the organisers for a new one.",
-}
+
+class UnknownToken(AuthError):
+    """A seat token that opens no seat: a wrong or guessed link, counted against the
+    client's address (`bad_tokens`)."""
+
+    code = "token_invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +68,18 @@ class Signaling:
     """Owns the Socket.IO handlers and the welcome task."""
 
     def __init__(
-        self, sio: socketio.AsyncServer, settings: Settings, store: Store, rooms: Rooms
+        self,
+        sio: socketio.AsyncServer,
+        settings: Settings,
+        store: Store,
+        rooms: Rooms,
+        bad_tokens: FailureLimit,
     ) -> None:
         self.sio = sio
         self.settings = settings
         self.store = store
         self.rooms = rooms
+        self.bad_tokens = bad_tokens
         self.media: MediaPlane | None = None
         self.conns: dict[str, Conn] = {}
         self._welcome: asyncio.Queue[str] = asyncio.Queue()
@@ -156,14 +156,42 @@ class Signaling:
     # -- connect / disconnect --------------------------------------------------------------
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """Seat a connection whose token opens a seat; refuse it otherwise. Wrong tokens
+        are counted per client address, and an address with too many is refused."""
+        address = _environ_address(environ)
+        try:
+            self.bad_tokens.check(address)
+            seat_row = await self._seat_for(sid, auth)
+        except RateLimited as exc:
+            log.warning("refused connect %s from %s: too many wrong tokens", sid, address)
+            raise socketio.exceptions.ConnectionRefusedError(
+                "Too many wrong links from this connection. Please wait a few minutes.",
+                {"code": exc.code, "retry_after": exc.retry_after},
+            ) from None
+        except AuthError as exc:
+            if isinstance(exc, UnknownToken):
+                self.bad_tokens.fail(address)
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {"code": exc.code}
+            ) from None
+        self.conns[sid] = Conn(sid, seat_row.session_id, seat_row.seat)
+        # The snapshot goes out after the CONNECT packet, from the welcome task.
+        self._welcome.put_nowait(sid)
+
+    async def _seat_for(self, sid: str, auth: Any) -> SeatRow:
+        """The seat a connect's token opens, else `AuthError` saying why not."""
         token = protocol.parse_token(auth)
         if token is None:
-            _refuse("token_missing")
-        seat_row = await self.store.seat_by_token_hash(hash_token(token or ""))
+            raise AuthError(
+                "This link is missing its key. Please open the full link you were sent.",
+                code="token_missing",
+            )
+        seat_row = await self.store.seat_by_token_hash(hash_token(token))
         if seat_row is None:
             log.info("refused connect %s: unknown token", sid)
-            _refuse("token_invalid")
-            return
+            raise UnknownToken(
+                "This link is not valid. Please check you opened the full link you were sent."
+            )
         if seat_row.token_expires_at < time.time():
             log.info(
                 "refused connect %s: expired token for %s/%s",
@@ -171,10 +199,11 @@ class Signaling:
                 seat_row.session_id,
                 seat_row.seat,
             )
-            _refuse("token_expired")
-        self.conns[sid] = Conn(sid, seat_row.session_id, seat_row.seat)
-        # The snapshot goes out after the CONNECT packet, from the welcome task.
-        self._welcome.put_nowait(sid)
+            raise AuthError(
+                "This link has expired. Please ask the organisers for a new one.",
+                code="token_expired",
+            )
+        return seat_row
 
     async def _welcome_loop(self) -> None:
         while True:
@@ -306,8 +335,8 @@ class Signaling:
         return await self.media.offer(room, conn.seat, conn.sid, offer)
 
 
-def _refuse(code: str) -> None:
-    raise socketio.exceptions.ConnectionRefusedError(REFUSALS[code], {"code": code})
-
-
-__all__ = ["REFUSALS", "Conn", "InvalidInput", "MediaPlane", "NotFound", "Signaling"]
+def _environ_address(environ: dict[str, Any]) -> str:
+    """The client address of a Socket.IO connection (engine.io's REMOTE_ADDR is fixed)."""
+    request = environ.get("aiohttp.request")
+    remote = getattr(request, "remote", None)
+    return str(remote or environ.get("REMOTE_ADDR") or "unknown")

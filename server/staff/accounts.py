@@ -10,7 +10,7 @@
   cookie's token, so stored nowhere). Sessions are kept in the database and mirrored in
   memory, so the check is synchronous and survives a restart.
 - Sign-in attempts are limited per client address and failures per account
-  (`throttle`); the sign-in form itself is protected by a double-submit CSRF token.
+  (`limits`); the sign-in form itself is protected by a double-submit CSRF token.
 
 Owner: app.py opens one `Accounts` in its cleanup context (`Services.accounts`).
 """
@@ -33,9 +33,8 @@ from aiohttp import web
 
 from storyroom.config import Settings
 from storyroom.errors import AuthError, Forbidden, InvalidInput
-from storyroom.ratelimit import RateLimit
+from storyroom.limits import FailureLimit, RateLimit
 from storyroom.store import ModuleMigrations, Store
-from storyroom.throttle import FailureLimit
 
 log = logging.getLogger(__name__)
 
