@@ -14,7 +14,6 @@ Knows nothing of Socket.IO; signaling calls `offer`, `seat_disconnected`,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from storyroom.media.turn import seat_ice_servers
 from storyroom.room.protocol import OfferIn
 from storyroom.room.rooms import CloseReason, Room
 from storyroom.seats import SEATS
+from storyroom.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,7 @@ async def _close_seat_media(
         return
     seat_media.closed = True
     task, seat_media.grace_task = seat_media.grace_task, None
-    if task is not None and task is not asyncio.current_task():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await cancel_and_wait(task)  # unless it is that task closing its seat
     for subscriber in plane.subscribers:
         subscriber.on_seat_closed(room_id, seat_media.seat, seat_media.conn_id, reason.value)
     for track in seat_media.outgoing.values():
@@ -155,10 +152,7 @@ class MediaPlane:
 
     async def close(self) -> None:
         task, self._stats_task = self._stats_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         for room_media in list(self.rooms.values()):
             for seat in list(room_media.seats):
                 await room_media.close_seat(seat, CloseReason.SERVER_SHUTDOWN)
@@ -333,8 +327,17 @@ class MediaPlane:
             await asyncio.sleep(STATS_INTERVAL)
             for room_media in list(self.rooms.values()):
                 for seat_media in list(room_media.seats.values()):
-                    with contextlib.suppress(Exception):
+                    try:
                         seat_media.stats = await _seat_stats(seat_media)
+                    except Exception:
+                        # a peer connection closing under us: the seat keeps its last
+                        # stats (shown to the facilitator only) and the others are read
+                        log.warning(
+                            "room %s seat %s: link stats not read",
+                            room_media.room_id,
+                            seat_media.seat,
+                            exc_info=True,
+                        )
 
 
 async def _seat_stats(seat_media: SeatMedia) -> dict[str, Any]:

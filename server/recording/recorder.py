@@ -40,6 +40,7 @@ from storyroom.media.aiortc_internals import RtpAudioPacket
 from storyroom.recording.oggopus import OggOpusWriter, opus_packet_samples
 from storyroom.room.rooms import Room
 from storyroom.status import RecordingState
+from storyroom.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -360,10 +361,7 @@ class Recorder:
     async def close(self) -> None:
         """Close every open stem cleanly (server shutdown) and stop the flush task."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         for files in list(self.active.values()):
             self._finish(files, "server_shutdown")
         await self._flush_once()

@@ -9,7 +9,6 @@ changes through callbacks. Every change is persisted before it is announced.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -33,6 +32,7 @@ from storyroom.store import (
     SessionRow,
     Store,
 )
+from storyroom.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -495,10 +495,7 @@ class Room:
         self._closed = True
         log.info("room %s closed: %s", self.id, reason.value)
         task, self._warning_task = self._warning_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
 
 def _facilitator_only(seat: str) -> None:

@@ -7,7 +7,6 @@ event is parsed in `protocol`, errors are translated in one place (`_answer`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ from storyroom.room import protocol
 from storyroom.room.rooms import CloseReason, Room, Rooms
 from storyroom.seats import SeatName, hash_token
 from storyroom.store import SeatRow, Store
+from storyroom.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,7 @@ class Signaling:
         tasks = [self._welcome_task, self._levels_task]
         self._welcome_task = self._levels_task = None
         for task in tasks:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
 
     async def _levels_loop(self) -> None:
         """About four times a second, each live room's levels and link stats, to its facilitator."""
@@ -130,9 +127,14 @@ class Signaling:
                     continue
                 # the facilitator's console shows them; participants' pages do not
                 sid = room.presence[SeatName.FACILITATOR.value].sid
-                if sid is not None:
-                    with contextlib.suppress(Exception):
-                        await self.sio.emit("media:levels", levels, to=sid)
+                if sid is None:
+                    continue
+                try:
+                    await self.sio.emit("media:levels", levels, to=sid)
+                except Exception:
+                    # levels are advisory and sent again in a quarter second: a console
+                    # that cannot take them now must not end the loop for every room
+                    log.warning("room %s: levels not sent to %s", room.id, sid, exc_info=True)
 
     async def broadcast(self, room: Room) -> None:
         """Send the room snapshot to every seat connected to it (Room.on_change)."""
@@ -229,7 +231,7 @@ class Signaling:
             self.conns.pop(old, None)
             if self.media is not None:
                 await self.media.seat_replaced(room, conn.seat, old)
-            with contextlib.suppress(Exception):
+            try:
                 await self.sio.emit(
                     "closed",
                     {
@@ -239,6 +241,11 @@ class Signaling:
                     to=old,
                 )
                 await self.sio.disconnect(old)
+            except Exception:
+                # the old window may already be gone; the new one is seated either way
+                log.warning(
+                    "seat %s/%s: could not close %s", room.id, conn.seat, old, exc_info=True
+                )
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self.conns.pop(sid, None)
