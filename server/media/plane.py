@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -136,13 +137,13 @@ def _level(packet: RtpAudioPacket) -> float:
 class MediaPlane:
     """Owner of every room's peer connections (app-wide, in cleanup_ctx)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, subscribers: Sequence[PacketSubscriber]) -> None:
         check_internals()
         if settings.ice_host_addresses:
             restrict_host_addresses(settings.ice_host_addresses)
         self.settings = settings
         self.rooms: dict[str, RoomMedia] = {}
-        self.subscribers: list[PacketSubscriber] = []
+        self.subscribers = tuple(subscribers)
         self.latency = LatencyHistogram()
         """Every forwarded packet's time in the server (owner: this plane)."""
         self._stats_task: asyncio.Task[None] | None = None
@@ -299,12 +300,6 @@ class MediaPlane:
         room_media = self.rooms.get(room.id)
         if room_media is not None:
             await room_media.close_seat(seat, CloseReason.REPLACED, old_conn_id)
-
-    async def room_closed(self, room_id: str, reason: CloseReason) -> None:
-        room_media = self.rooms.pop(room_id, None)
-        if room_media is not None:
-            for seat in list(room_media.seats):
-                await room_media.close_seat(seat, reason)
 
     # -- levels and stats for the facilitator ---------------------------------------------
 

@@ -49,7 +49,7 @@ class CloseReason(StrEnum):
 
 
 class RoomListener(Protocol):
-    """Something that follows a room's recording state (the media plane, the recorder)."""
+    """Something that follows a room's recording state (the recorder, the finalizer)."""
 
     async def on_recording_state(self, room: Room, previous: RecordingState) -> None: ...
 
@@ -512,17 +512,37 @@ def _marker_json(m: MarkerRow) -> dict[str, Any]:
 
 
 class Rooms:
-    """Registry of live rooms, loaded on demand from the store. Owner: the app."""
+    """Registry of live rooms, loaded on demand from the store. Owner: the app.
 
-    def __init__(
-        self, settings: Settings, store: Store, on_change: Callable[[Room], Awaitable[None]]
-    ) -> None:
+    Whoever follows rooms registers here: `on_change` for every change (signaling sends
+    the snapshots), `follow` for recording transitions (the recorder, the finalizer)."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
         self._settings = settings
         self._store = store
-        self._on_change = on_change
         self._rooms: dict[str, Room] = {}
         self._loading = asyncio.Lock()
-        self.room_listeners: list[RoomListener] = []
+        self._change_listeners: list[Callable[[Room], Awaitable[None]]] = []
+        # shared with every room, so a listener registered later follows live rooms too
+        self._recording_listeners: list[RoomListener] = []
+
+    def on_change(self, listener: Callable[[Room], Awaitable[None]]) -> None:
+        """Call `listener` with the room after each of its changes."""
+        self._change_listeners.append(listener)
+
+    def follow(self, listener: RoomListener) -> None:
+        """Tell `listener` of every recording transition, after the listeners before it."""
+        self._recording_listeners.append(listener)
+
+    async def _announce(self, room: Room) -> None:
+        for listener in self._change_listeners:
+            await listener(room)
+
+    async def recording_updated(self, rec: RecordingRow) -> None:
+        """Finalization progress reaches the recording's room, when it is live."""
+        room = self._rooms.get(rec.session_id)
+        if room is not None:
+            await room.recording_updated(rec)
 
     def live(self, session_id: str) -> Room | None:
         return self._rooms.get(session_id)
@@ -543,6 +563,11 @@ class Rooms:
                 raise NotFound("no such session")
             seats = {s.seat: s for s in await self._store.seats(session_id)}
             recordings = await self._store.recordings_for(session_id)
+            recording = recordings[-1] if recordings else None
+            run_started = None
+            if recording is not None and recording.run_started_at is not None:
+                # the stored start is a wall-clock label; carry it onto the steady clock once
+                run_started = steady() - max(0.0, time.time() - recording.run_started_at)
             room = Room(
                 settings=self._settings,
                 store=self._store,
@@ -553,13 +578,11 @@ class Rooms:
                 cues=await self._store.cues(session_id),
                 markers=await self._store.markers(session_id),
                 notes=await self._store.notes(session_id),
-                recording=recordings[-1] if recordings else None,
-                on_change=self._on_change,
-                listeners=list(self.room_listeners),
+                recording=recording,
+                on_change=self._announce,
+                listeners=self._recording_listeners,
+                run_started=run_started,
             )
-            if room.recording is not None and room.recording.run_started_at is not None:
-                # the stored start is a wall-clock label; carry it onto the steady clock once
-                room.run_started = steady() - max(0.0, time.time() - room.recording.run_started_at)
             self._rooms[session_id] = room
             return room
 

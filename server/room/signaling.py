@@ -46,7 +46,7 @@ class Conn:
 
 
 class MediaPlane(Protocol):
-    """What signaling needs from the media layer (implemented in media.py)."""
+    """What signaling needs from the media layer (`media.plane.MediaPlane`)."""
 
     async def offer(
         self, room: Room, seat: str, conn_id: str, offer: protocol.OfferIn
@@ -73,14 +73,15 @@ class Signaling:
         settings: Settings,
         store: Store,
         rooms: Rooms,
+        media: MediaPlane,
         bad_tokens: FailureLimit,
     ) -> None:
         self.sio = sio
         self.settings = settings
         self.store = store
         self.rooms = rooms
+        self.media = media
         self.bad_tokens = bad_tokens
-        self.media: MediaPlane | None = None
         self.conns: dict[str, Conn] = {}
         self._welcome: asyncio.Queue[str] = asyncio.Queue()
         self._welcome_task: asyncio.Task[None] | None = None
@@ -102,6 +103,7 @@ class Signaling:
         for name in self._events:
             sio.on(name, self._dispatcher(name))
         sio.on("*", self._on_unknown)
+        rooms.on_change(self.broadcast)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -119,8 +121,6 @@ class Signaling:
         """About four times a second, each live room's levels and link stats, to its facilitator."""
         while True:
             await asyncio.sleep(LEVELS_INTERVAL)
-            if self.media is None:
-                continue
             for room in self.rooms.all():
                 levels = self.media.levels(room.id)
                 if levels is None:
@@ -137,13 +137,13 @@ class Signaling:
                     log.warning("room %s: levels not sent to %s", room.id, sid, exc_info=True)
 
     async def broadcast(self, room: Room) -> None:
-        """Send the room snapshot to every seat connected to it (Room.on_change)."""
+        """Send the room snapshot to every seat connected to it (after each change)."""
         snapshot = room.snapshot()
         snapshot["ice_transport_policy"] = self.settings.ice_transport_policy
         for seat, presence in room.presence.items():
             if presence.sid is not None:
                 # each seat's own TURN credentials, minted afresh for each snapshot
-                ice_servers = self.media.ice_servers(room.id, seat) if self.media else []
+                ice_servers = self.media.ice_servers(room.id, seat)
                 await self.sio.emit(
                     "room",
                     {
@@ -229,8 +229,7 @@ class Signaling:
         if old is not None and old != sid:
             log.info("seat %s/%s: connection %s replaced by %s", room.id, conn.seat, old, sid)
             self.conns.pop(old, None)
-            if self.media is not None:
-                await self.media.seat_replaced(room, conn.seat, old)
+            await self.media.seat_replaced(room, conn.seat, old)
             try:
                 await self.sio.emit(
                     "closed",
@@ -254,7 +253,7 @@ class Signaling:
         room = self.rooms.live(conn.session_id)
         if room is None:
             return
-        if await room.leave(conn.seat, sid) and self.media is not None:
+        if await room.leave(conn.seat, sid):
             await self.media.seat_disconnected(room, conn.seat, sid)
 
     # -- events ------------------------------------------------------------------------
@@ -336,10 +335,7 @@ class Signaling:
         return {"note": {"seq": note.id, "at": note.at, "rec_time": note.rec_time}}
 
     async def _rtc_offer(self, conn: Conn, room: Room, payload: Any) -> dict[str, Any]:
-        offer = protocol.parse_offer(payload)
-        if self.media is None:
-            raise UserError("audio is not available on this server", code="media_unavailable")
-        return await self.media.offer(room, conn.seat, conn.sid, offer)
+        return await self.media.offer(room, conn.seat, conn.sid, protocol.parse_offer(payload))
 
 
 def _environ_address(environ: dict[str, Any]) -> str:
