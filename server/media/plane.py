@@ -50,7 +50,9 @@ LEVEL_DECAY_S = 0.5  # a level older than this reads as silence
 class PacketSubscriber(Protocol):
     def on_packet(self, room_id: str, seat: str, conn_id: str, packet: RtpAudioPacket) -> None: ...
 
-    def on_seat_closed(self, room_id: str, seat: str, conn_id: str, reason: str) -> None: ...
+    def on_seat_closed(
+        self, room_id: str, seat: str, conn_id: str, reason: CloseReason
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -118,7 +120,7 @@ async def _close_seat_media(
     task, seat_media.grace_task = seat_media.grace_task, None
     await cancel_and_wait(task)  # unless it is that task closing its seat
     for subscriber in plane.subscribers:
-        subscriber.on_seat_closed(room_id, seat_media.seat, seat_media.conn_id, reason.value)
+        subscriber.on_seat_closed(room_id, seat_media.seat, seat_media.conn_id, reason)
     for track in seat_media.outgoing.values():
         track.stop()
     await seat_media.pc.close()

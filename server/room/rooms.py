@@ -43,8 +43,6 @@ class CloseReason(StrEnum):
     CLIENT_LEFT = "client_left"
     REPLACED = "replaced"
     SERVER_SHUTDOWN = "server_shutdown"
-    PROTOCOL_ERROR = "protocol_error"
-    ROOM_CLOSED = "room_closed"
     GRACE_EXPIRED = "grace_expired"
 
 
@@ -81,7 +79,6 @@ class Room:
     presence: dict[str, Presence] = field(default_factory=lambda: {s: Presence() for s in SEATS})
     notice: dict[str, Any] | None = None
     listeners: list[RoomListener] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # media-plane additions to the snapshot
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     run_started: float | None = None  # steady clock when the current run began
     _warning_task: asyncio.Task[None] | None = None
@@ -173,7 +170,6 @@ class Room:
             "timer": self.timer(now),
             "notice": self.notice,
             "server_time": now,
-            **self.extra,
         }
 
     @property
