@@ -19,9 +19,10 @@ from storyroom.archive.catalogue import Archive
 from storyroom.archive.copies import Copies
 from storyroom.config import Settings, SettingsError
 from storyroom.errors import InvalidInput, StoryroomError
+from storyroom.fields import ID_RE
 from storyroom.finalize.jobs import PROGRESS_FILE, build_spec, run_job
 from storyroom.recording.recorder import recording_dir
-from storyroom.room.protocol import ID_RE, parse_session_create
+from storyroom.room.protocol import parse_session_create
 from storyroom.room.sessions import CreatedSession, create_session
 from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit

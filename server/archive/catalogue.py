@@ -30,8 +30,9 @@ from storyroom.archive.copies import Copies
 from storyroom.archive.protocol import MetadataIn, SearchIn
 from storyroom.config import Settings
 from storyroom.errors import Busy, PreconditionFailed
+from storyroom.ids import new_id
 from storyroom.recording.recorder import recording_dir
-from storyroom.seats import PARTICIPANT_SEATS, new_id
+from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.store import Consent, ModuleMigrations, RecordingRow, Store
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,8 @@ from typing import Any
 
 from storyroom.config import Settings
 from storyroom.errors import NotFound, PreconditionFailed
-from storyroom.seats import PARTICIPANT_SEATS, hash_token, new_id, new_token
+from storyroom.ids import hash_token, new_id, new_token
+from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.store import ModuleMigrations, RecordingRow, Store
 
 TABLES = ModuleMigrations(

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from storyroom.config import Settings
 from storyroom.errors import NotFound
-from storyroom.seats import new_id
+from storyroom.ids import new_id
 
 NAME_RE = re.compile(r"^\d{8}T\d{6}Z-msg_[0-9a-f]{16}\.eml$")
 

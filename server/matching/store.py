@@ -15,10 +15,10 @@ from typing import Any
 
 import aiosqlite
 
+from storyroom.ids import new_id
 from storyroom.matching.applications import ApplicationFilter, ApplicationIn, FacilitatorIn, Status
 from storyroom.matching.availability import Window
 from storyroom.matching.engine import Applicant, Pair, pair_key
-from storyroom.seats import new_id
 from storyroom.store import ModuleMigrations
 
 TABLES = ModuleMigrations(

@@ -19,8 +19,9 @@ from typing import Any, Protocol
 from storyroom.clock import steady
 from storyroom.config import Settings
 from storyroom.errors import Forbidden, InvalidInput, InvalidState, NotFound, PreconditionFailed
+from storyroom.ids import new_id
 from storyroom.room.protocol import ChooseIn, ConsentIn
-from storyroom.seats import PARTICIPANT_SEATS, SEATS, SeatName, new_id
+from storyroom.seats import PARTICIPANT_SEATS, SEATS, SeatName
 from storyroom.status import RecordingState
 from storyroom.store import (
     Consent,

@@ -17,10 +17,11 @@ import socketio
 
 from storyroom.config import Settings
 from storyroom.errors import AuthError, ProtocolError, StoryroomError, UserError
+from storyroom.ids import hash_token
 from storyroom.limits import FailureLimit, RateLimited
 from storyroom.room import protocol
 from storyroom.room.rooms import CloseReason, Room, Rooms
-from storyroom.seats import SeatName, hash_token
+from storyroom.seats import SeatName
 from storyroom.store import SeatRow, Store
 from storyroom.tasks import cancel_and_wait
 
