@@ -20,9 +20,8 @@ from collections.abc import Callable
 from storyroom.errors import UserError
 
 
-class RateLimited(UserError):
-    status = 429
-    code = "rate_limited"
+class RateLimited(UserError, status=429, code="rate_limited"):
+    """Too many attempts (or failures) from this client for now; retry after `retry_after`."""
 
     def __init__(self, retry_after: float) -> None:
         super().__init__("Too many attempts from this address. Please try again later.")

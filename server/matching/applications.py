@@ -48,10 +48,8 @@ class Status(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
-class FieldErrors(InvalidInput):
+class FieldErrors(InvalidInput, code="invalid_fields"):
     """Several bad fields at once; `fields` maps each to a code the page has words for."""
-
-    code = "invalid_fields"
 
     def __init__(self, fields: dict[str, str]) -> None:
         self.fields = dict(fields)

@@ -30,11 +30,9 @@ log = logging.getLogger(__name__)
 LEVELS_INTERVAL = 0.25
 
 
-class UnknownToken(AuthError):
+class UnknownToken(AuthError, code="token_invalid"):
     """A seat token that opens no seat: a wrong or guessed link, counted against the
     client's address (`bad_tokens`)."""
-
-    code = "token_invalid"
 
 
 @dataclass(frozen=True, slots=True)
