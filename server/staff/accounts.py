@@ -35,7 +35,7 @@ from storyroom.config import Settings
 from storyroom.errors import AuthError, Forbidden, InvalidInput
 from storyroom.ids import hash_token, new_token, tokens_equal
 from storyroom.limits import FailureLimit, RateLimit
-from storyroom.store import ModuleMigrations, Store
+from storyroom.store import ModuleMigrations, Store, fetch_all, fetch_one
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +189,11 @@ class Accounts:
         now = time.time()
         await self.db.execute("DELETE FROM staff_sessions WHERE expires_at <= ?", (now,))
         await self.db.commit()
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.db,
             "SELECT s.token_hash, s.user_id, u.email, s.created_at, s.expires_at"
-            " FROM staff_sessions s JOIN staff_users u ON u.id = s.user_id"
-        ) as cur:
-            rows = await cur.fetchall()
+            " FROM staff_sessions s JOIN staff_users u ON u.id = s.user_id",
+        )
         self._sessions = {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
     # -- users ------------------------------------------------------------------------
@@ -230,17 +230,15 @@ class Accounts:
         self._sessions = {k: s for k, s in self._sessions.items() if s[0] != user.id}
 
     async def user(self, email: str) -> StaffUser | None:
-        async with self.db.execute(
-            "SELECT id, email, created_at FROM staff_users WHERE email = ?", (email,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(
+            self.db, "SELECT id, email, created_at FROM staff_users WHERE email = ?", (email,)
+        )
         return StaffUser(row[0], row[1], row[2]) if row else None
 
     async def users(self) -> list[StaffUser]:
-        async with self.db.execute(
-            "SELECT id, email, created_at FROM staff_users ORDER BY email"
-        ) as cur:
-            rows = await cur.fetchall()
+        rows = await fetch_all(
+            self.db, "SELECT id, email, created_at FROM staff_users ORDER BY email"
+        )
         return [StaffUser(r[0], r[1], r[2]) for r in rows]
 
     # -- sign-in ------------------------------------------------------------------------
@@ -259,10 +257,9 @@ class Accounts:
             self.signin_failures.check(email)
         if not isinstance(password, str) or not password or len(password) > fields.PASSWORD_MAX:
             password = ""
-        async with self.db.execute(
-            "SELECT id, password_hash FROM staff_users WHERE email = ?", (email,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(
+            self.db, "SELECT id, password_hash FROM staff_users WHERE email = ?", (email,)
+        )
         if row is None:
             # the same work as a real check, so timing does not tell who has an account
             if self._dummy_hash is None:
@@ -271,7 +268,7 @@ class Accounts:
             ok = False
         else:
             ok = await asyncio.to_thread(verify_password, password, row[1]) and bool(password)
-        if not ok:
+        if row is None or not ok:
             if email:
                 self.signin_failures.fail(email)
             raise AuthError("that email and password do not match an account")

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from storyroom.store import ModuleMigrations, Store
+from storyroom.store import ModuleMigrations, Store, fetch_all
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,5 @@ class Audit:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
-        async with self.store.db.execute(sql, (*args, limit)) as cur:
-            rows = await cur.fetchall()
+        rows = await fetch_all(self.store.db, sql, (*args, limit))
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]
