@@ -79,20 +79,12 @@ def participant_message(
     url: str,
     now: datetime,
 ) -> EmailMessage:
-    return _invitation(
-        sender,
-        meeting,
-        "participant",
-        seat,
-        me,
-        {
-            "partner": partner.first_name,
-            "partner_bio": partner.bio,
-            "facilitator": facilitator_name,
-        },
-        url,
-        now,
-    )
+    others = {
+        "partner": partner.first_name,
+        "partner_bio": partner.bio,
+        "facilitator": facilitator_name,
+    }
+    return _invitation(sender, meeting, "participant", seat, me, others, url, now)
 
 
 def facilitator_message(
@@ -104,16 +96,8 @@ def facilitator_message(
     url: str,
     now: datetime,
 ) -> EmailMessage:
-    return _invitation(
-        sender,
-        meeting,
-        "facilitator",
-        "facilitator",
-        me,
-        {"a": a.first_name, "a_bio": a.bio, "b": b.first_name, "b_bio": b.bio},
-        url,
-        now,
-    )
+    others = {"a": a.first_name, "a_bio": a.bio, "b": b.first_name, "b_bio": b.bio}
+    return _invitation(sender, meeting, "facilitator", "facilitator", me, others, url, now)
 
 
 def _invitation(

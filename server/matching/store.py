@@ -109,26 +109,13 @@ def _windows_json(windows: Iterable[Window]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ApplicationRow:
+class ApplicationRow(ApplicationIn):
+    """A stored application: what the person sent, and where it is in the flow."""
+
     id: str
     status: Status
     created_at: float
     updated_at: float
-    first_name: str
-    last_name: str
-    email: str
-    phone: str
-    city: str
-    region: str
-    time_zone: str
-    language: str
-    speaks: tuple[str, ...]
-    placement: int
-    party: str
-    bio: str
-    shaped_views: str
-    availability: tuple[Window, ...]
-    accessibility: str
     consented_at: float
 
     def for_matching(self) -> Applicant:
@@ -187,14 +174,10 @@ class ProposalRow:
 
 
 @dataclass(frozen=True, slots=True)
-class FacilitatorRow:
+class FacilitatorRow(FacilitatorIn):
+    """A stored facilitator: what staff entered, and whether they take sessions."""
+
     id: str
-    first_name: str
-    email: str
-    language: str
-    speaks: tuple[str, ...]
-    time_zone: str
-    availability: tuple[Window, ...]
     active: bool
     created_at: float
 
@@ -267,15 +250,15 @@ def _proposal(r: Any) -> ProposalRow:
 
 def _facilitator(r: Any) -> FacilitatorRow:
     return FacilitatorRow(
-        r["id"],
-        r["first_name"],
-        r["email"],
-        r["language"],
-        tuple(json.loads(r["speaks"])),
-        r["time_zone"],
-        _windows(r["availability"]),
-        bool(r["active"]),
-        r["created_at"],
+        id=r["id"],
+        first_name=r["first_name"],
+        email=r["email"],
+        language=r["language"],
+        speaks=tuple(json.loads(r["speaks"])),
+        time_zone=r["time_zone"],
+        availability=_windows(r["availability"]),
+        active=bool(r["active"]),
+        created_at=r["created_at"],
     )
 
 
