@@ -266,20 +266,24 @@ class Room:
                 self.notice = {"type": "chosen", "seat": seat, "at": time.time()}
         await self._changed()
 
+    def _recording_moment(self, refusal: str) -> tuple[str, float, float]:
+        """Under `lock`: the running recording's id, the wall time and the recording clock
+        now; `InvalidState` with `refusal` unless it is recording or paused."""
+        if self.state not in (RecordingState.RECORDING, RecordingState.PAUSED):
+            raise InvalidState(refusal)
+        assert self.recording is not None
+        return self.recording.id, time.time(), self.elapsed()
+
     async def cue(self, seat: str, question_id: str) -> CueRow:
         _facilitator_only(seat)
         if question_id not in self._question_ids():
             raise InvalidInput(f"unknown question id {question_id!r}", code="unknown_question")
         async with self.lock:
-            if self.state not in (RecordingState.RECORDING, RecordingState.PAUSED):
-                raise InvalidState("questions are cued while recording; start the recording first")
-            assert self.recording is not None
-            now = time.time()
-            rec_time = self.elapsed()
-            cue_id = await self.store.add_cue(
-                self.id, self.recording.id, question_id, now, rec_time
+            recording_id, now, rec_time = self._recording_moment(
+                "questions are cued while recording; start the recording first"
             )
-            row = CueRow(cue_id, question_id, now, rec_time, self.recording.id)
+            cue_id = await self.store.add_cue(self.id, recording_id, question_id, now, rec_time)
+            row = CueRow(cue_id, question_id, now, rec_time, recording_id)
             self.cues.append(row)
             self.notice = {"type": "cue", "seat": seat, "at": now}
         await self._changed()
@@ -288,15 +292,13 @@ class Room:
     async def marker(self, seat: str, label: str) -> MarkerRow:
         _facilitator_only(seat)
         async with self.lock:
-            if self.state not in (RecordingState.RECORDING, RecordingState.PAUSED):
-                raise InvalidState("markers are placed while recording")
-            assert self.recording is not None
-            now = time.time()
-            rec_time = self.elapsed()
-            marker_id = await self.store.add_marker(
-                self.id, self.recording.id, seat, label, now, rec_time
+            recording_id, now, rec_time = self._recording_moment(
+                "markers are placed while recording"
             )
-            row = MarkerRow(marker_id, seat, label, now, rec_time, self.recording.id)
+            marker_id = await self.store.add_marker(
+                self.id, recording_id, seat, label, now, rec_time
+            )
+            row = MarkerRow(marker_id, seat, label, now, rec_time, recording_id)
             self.markers.append(row)
             self.notice = {"type": "marker", "seat": seat, "at": now}
         await self._changed()
