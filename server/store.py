@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -175,12 +175,7 @@ class Consent:
     at: float
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "record": self.record,
-            "archive": self.archive,
-            "public": self.public,
-            "at": self.at,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

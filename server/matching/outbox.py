@@ -15,7 +15,7 @@ import os
 import re
 import smtplib
 import ssl
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -46,13 +46,7 @@ class OutboxEntry:
     date: str
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "bytes": self.bytes,
-            "to": self.to,
-            "subject": self.subject,
-            "date": self.date,
-        }
+        return asdict(self)
 
 
 class Outbox:

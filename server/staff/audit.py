@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from storyroom.store import ModuleMigrations, Store, fetch_all
@@ -78,15 +78,7 @@ class AuditEntry:
     address: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "at": self.at,
-            "actor": self.actor,
-            "action": self.action,
-            "target": self.target,
-            "detail": self.detail,
-            "address": self.address,
-        }
+        return asdict(self)
 
 
 class Audit:
