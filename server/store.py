@@ -9,11 +9,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+RowT = TypeVar("RowT", bound="DataclassInstance")
 
 # Versioned migrations: index + 1 is the schema version. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (
@@ -137,6 +142,13 @@ async def fetch_one(
     """The first row of a query, if any."""
     async with db.execute(sql, params) as cur:
         return await cur.fetchone()
+
+
+def from_row(cls: type[RowT], row: aiosqlite.Row, **decoded: Any) -> RowT:
+    """A row dataclass from a `SELECT *` row: each field from the column of its name, or
+    from `decoded` where the stored value needs decoding (JSON, enums)."""
+    columns = {f.name: row[f.name] for f in fields(cls) if f.name not in decoded}
+    return cls(**columns, **decoded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,32 +635,12 @@ class Store:
         return [MarkerRow(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
 
-def _session(row: Any) -> SessionRow:
-    return SessionRow(
-        id=row["id"],
-        title=row["title"],
-        language=row["language"],
-        target_minutes=row["target_minutes"],
-        questions=json.loads(row["questions"]),
-        agreed=json.loads(row["agreed"]),
-        created_at=row["created_at"],
+def _session(row: aiosqlite.Row) -> SessionRow:
+    return from_row(
+        SessionRow, row, questions=json.loads(row["questions"]), agreed=json.loads(row["agreed"])
     )
 
 
-def _recording(row: Any) -> RecordingRow:
-    return RecordingRow(
-        id=row["id"],
-        session_id=row["session_id"],
-        take=row["take"],
-        status=row["status"],
-        started_at=row["started_at"],
-        stopped_at=row["stopped_at"],
-        elapsed_before=row["elapsed_before"],
-        run_started_at=row["run_started_at"],
-        status_reason=row["status_reason"],
-        finalize_status=row["finalize_status"],
-        finalize_percent=row["finalize_percent"],
-        finalize_reason=row["finalize_reason"],
-        finalized=json.loads(row["finalized"]) if row["finalized"] else None,
-        finalized_at=row["finalized_at"],
-    )
+def _recording(row: aiosqlite.Row) -> RecordingRow:
+    finalized = json.loads(row["finalized"]) if row["finalized"] else None
+    return from_row(RecordingRow, row, finalized=finalized)

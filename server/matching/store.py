@@ -19,7 +19,7 @@ from storyroom.ids import new_id
 from storyroom.matching.applications import ApplicationFilter, ApplicationIn, FacilitatorIn, Status
 from storyroom.matching.availability import Window
 from storyroom.matching.engine import Applicant, Pair, pair_key
-from storyroom.store import ModuleMigrations, fetch_all, fetch_one
+from storyroom.store import ModuleMigrations, fetch_all, fetch_one, from_row
 
 TABLES = ModuleMigrations(
     "applications",
@@ -210,72 +210,32 @@ class ScheduleRow:
     confirmed_at: float | None
 
 
-def _application(r: Any) -> ApplicationRow:
-    return ApplicationRow(
-        id=r["id"],
+def _application(r: aiosqlite.Row) -> ApplicationRow:
+    return from_row(
+        ApplicationRow,
+        r,
         status=Status(r["status"]),
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-        first_name=r["first_name"],
-        last_name=r["last_name"],
-        email=r["email"],
-        phone=r["phone"],
-        city=r["city"],
-        region=r["region"],
-        time_zone=r["time_zone"],
-        language=r["language"],
         speaks=tuple(json.loads(r["speaks"])),
-        placement=r["placement"],
-        party=r["party"],
-        bio=r["bio"],
-        shaped_views=r["shaped_views"],
         availability=_windows(r["availability"]),
-        accessibility=r["accessibility"],
-        consented_at=r["consented_at"],
     )
 
 
-def _proposal(r: Any) -> ProposalRow:
-    return ProposalRow(
-        r["id"],
-        r["a_id"],
-        r["b_id"],
-        r["status"],
-        r["weight"],
-        json.loads(r["explanation"]),
-        r["created_at"],
-        r["decided_at"],
-    )
+def _proposal(r: aiosqlite.Row) -> ProposalRow:
+    return from_row(ProposalRow, r, explanation=json.loads(r["explanation"]))
 
 
-def _facilitator(r: Any) -> FacilitatorRow:
-    return FacilitatorRow(
-        id=r["id"],
-        first_name=r["first_name"],
-        email=r["email"],
-        language=r["language"],
+def _facilitator(r: aiosqlite.Row) -> FacilitatorRow:
+    return from_row(
+        FacilitatorRow,
+        r,
         speaks=tuple(json.loads(r["speaks"])),
-        time_zone=r["time_zone"],
         availability=_windows(r["availability"]),
         active=bool(r["active"]),
-        created_at=r["created_at"],
     )
 
 
-def _schedule(r: Any) -> ScheduleRow:
-    return ScheduleRow(
-        r["id"],
-        r["proposal_id"],
-        r["facilitator_id"],
-        r["language"],
-        r["starts_at"],
-        r["minutes"],
-        r["status"],
-        r["session_id"],
-        json.loads(r["invitations"]),
-        r["created_at"],
-        r["confirmed_at"],
-    )
+def _schedule(r: aiosqlite.Row) -> ScheduleRow:
+    return from_row(ScheduleRow, r, invitations=json.loads(r["invitations"]))
 
 
 class ApplicationStore:
