@@ -13,21 +13,23 @@ from pathlib import Path
 
 from aiohttp import web
 
+from storyroom import fields
 from storyroom.app import STORE_MODULES, create_app
 from storyroom.archive.bagit import build_bag
 from storyroom.archive.catalogue import Archive
 from storyroom.archive.copies import Copies
 from storyroom.config import Settings, SettingsError
 from storyroom.errors import InvalidInput, StoryroomError
+from storyroom.fields import ID_RE
 from storyroom.finalize.jobs import FinalizeJobs
 from storyroom.recording.layout import recording_dir
-from storyroom.room.protocol import ID_RE, parse_session_create
+from storyroom.room.protocol import parse_session_create
 from storyroom.room.sessions import CreatedSession, create_session
-from storyroom.staff.accounts import Accounts
+from storyroom.staff.accounts import Accounts, normalize_email
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import load_or_create_staff_token
 from storyroom.status import FinalizeStatus, RecordingState
-from storyroom.store import Store
+from storyroom.store import RecordingRow, Store
 
 
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = session_sub.add_parser("create", help="create a session and print its join links")
     _add_settings_flags(create)
     create.add_argument("--title", required=True)
-    create.add_argument("--language", choices=["en", "es"], default="en")
+    create.add_argument("--language", choices=fields.LANGUAGES, default="en")
     create.add_argument("--target-minutes", type=int, default=40)
     create.add_argument("--a-name", required=True, help="first participant's first name")
     create.add_argument("--a-bio", default="")
@@ -109,10 +111,18 @@ async def _staff(settings: Settings, command: str, email: str, password: str) ->
             print(f"Staff member {user.email} added; they sign in at {settings.base_url}/staff")
         else:
             await accounts.set_password(email, password)
-            print(f"Password of {email.strip().lower()} changed; their sessions have ended")
+            print(f"Password of {normalize_email(email)} changed; their sessions have ended")
         return 0
     finally:
         await store.close()
+
+
+async def _named_recording(store: Store, recording_id: str) -> RecordingRow | None:
+    """The recording a command names; None, once said, when there is no such recording."""
+    rec = await store.get_recording(recording_id) if ID_RE.match(recording_id) else None
+    if rec is None:
+        print(f"storyroom: no recording {recording_id!r}", file=sys.stderr)
+    return rec
 
 
 async def _export_bag(settings: Settings, recording_id: str, bag_dir: Path) -> int:
@@ -120,9 +130,8 @@ async def _export_bag(settings: Settings, recording_id: str, bag_dir: Path) -> i
     one from the recording's page)."""
     store = await Store.open(settings.database_path, modules=STORE_MODULES)
     try:
-        rec = await store.get_recording(recording_id) if ID_RE.match(recording_id) else None
+        rec = await _named_recording(store, recording_id)
         if rec is None:
-            print(f"storyroom: no recording {recording_id!r}", file=sys.stderr)
             return 2
         archive = Archive(store, settings, Copies(store, settings))
         try:
@@ -150,9 +159,8 @@ async def _finalize(settings: Settings, recording_id: str) -> int:
     """Run finalization now, as the server's job queue does: one job, in a worker."""
     store = await Store.open(settings.database_path)
     try:
-        rec = await store.get_recording(recording_id) if ID_RE.match(recording_id) else None
+        rec = await _named_recording(store, recording_id)
         if rec is None:
-            print(f"storyroom: no recording {recording_id!r}", file=sys.stderr)
             return 2
         if rec.status not in (RecordingState.STOPPED, RecordingState.INTERRUPTED):
             print(f"storyroom: recording {rec.id} is still {rec.status}", file=sys.stderr)

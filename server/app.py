@@ -21,7 +21,7 @@ from storyroom.matching.store import TABLES as APPLICATION_TABLES
 from storyroom.matching.store import ApplicationStore
 from storyroom.media.plane import MediaPlane
 from storyroom.recording.recorder import Recorder, mark_interrupted_on_disk
-from storyroom.room.rooms import CloseReason, Room, Rooms
+from storyroom.room.rooms import CloseReason, Rooms
 from storyroom.room.signaling import Signaling
 from storyroom.services import SERVICES, Services
 from storyroom.staff import accounts as accounts_module
@@ -29,8 +29,7 @@ from storyroom.staff import audit as audit_module
 from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import load_or_create_staff_token
-from storyroom.store import RecordingRow, Store
-from storyroom.throttle import guard_socketio_connect
+from storyroom.store import Store
 from storyroom.web.edge import add_http_edge
 
 log = logging.getLogger(__name__)
@@ -81,28 +80,13 @@ def create_app(settings: Settings) -> web.Application:
                 "recording %s was running when the server stopped: marked interrupted", rec_id
             )
             mark_interrupted_on_disk(settings.recordings_dir, rec_id)
-        signaling_ref: list[Signaling] = []
-
-        async def on_change(room: Room) -> None:
-            await signaling_ref[0].broadcast(room)
-
-        rooms = Rooms(settings, store, on_change)
+        rooms = Rooms(settings, store)
         recorder = Recorder(settings.recordings_dir)
-        media = MediaPlane(settings)
-        media.subscribers.append(recorder)
-        rooms.room_listeners.append(recorder)
-
-        async def recording_updated(rec: RecordingRow) -> None:
-            room = rooms.live(rec.session_id)
-            if room is not None:
-                await room.recording_updated(rec)
-
-        finalize_jobs = FinalizeJobs(store, settings.recordings_dir, recording_updated)
-        rooms.room_listeners.append(finalize_jobs)  # after the recorder: stems are closed first
-        signaling = Signaling(sio, settings, store, rooms)
-        signaling.media = media
-        signaling_ref.append(signaling)
-        guard_socketio_connect(sio, accounts.tokens)
+        media = MediaPlane(settings, subscribers=[recorder])
+        finalize_jobs = FinalizeJobs(store, settings.recordings_dir, rooms.recording_updated)
+        rooms.follow(recorder)
+        rooms.follow(finalize_jobs)  # after the recorder: stems are closed first
+        signaling = Signaling(sio, settings, store, rooms, media, accounts.tokens)
         app[SERVICES] = Services(
             settings=settings,
             sio=sio,

@@ -11,10 +11,21 @@ from typing import Any
 
 
 class StoryroomError(Exception):
-    """Base of every error that is shown to a client."""
+    """Base of every error that is shown to a client.
+
+    A subclass states its HTTP status and code once, in its class line
+    (`class NotFound(UserError, status=404, code="not_found")`); one raise may
+    override either for itself."""
 
     status = 400
     code = "error"
+
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init_subclass__()
+        if status is not None:
+            cls.status = status
+        if code is not None:
+            cls.code = code
 
     def __init__(self, message: str, *, code: str | None = None, status: int | None = None) -> None:
         super().__init__(message)
@@ -32,51 +43,37 @@ class UserError(StoryroomError):
     """A request that cannot be carried out; the connection stays open."""
 
 
-class InvalidInput(UserError):
-    status = 400
-    code = "invalid"
+class InvalidInput(UserError, code="invalid"):
+    """A payload or field that is malformed, of the wrong type or out of range."""
 
 
-class NotFound(UserError):
-    status = 404
-    code = "not_found"
+class NotFound(UserError, status=404, code="not_found"):
+    """No such thing, or none the caller may know of."""
 
 
-class Forbidden(UserError):
-    status = 403
-    code = "forbidden"
+class Forbidden(UserError, status=403, code="forbidden"):
+    """Not for this caller (a participant cueing a question)."""
 
 
-class InvalidState(UserError):
+class InvalidState(UserError, status=409, code="invalid_state"):
     """The event is valid but not now (cue before recording, stop before start...)."""
 
-    status = 409
-    code = "invalid_state"
+
+class PreconditionFailed(UserError, status=409, code="precondition_failed"):
+    """Allowed, but something else must happen first (everyone seated before recording)."""
 
 
-class PreconditionFailed(UserError):
-    status = 409
-    code = "precondition_failed"
+class PayloadTooLarge(UserError, status=413, code="too_large"):
+    """Larger than the boundary takes."""
 
 
-class PayloadTooLarge(UserError):
-    status = 413
-    code = "too_large"
+class Busy(UserError, status=409, code="busy"):
+    """The same thing is already under way (an offer being answered)."""
 
 
-class Busy(UserError):
-    status = 409
-    code = "busy"
-
-
-class AuthError(StoryroomError):
+class AuthError(StoryroomError, status=401, code="unauthorized"):
     """Missing, wrong or expired credentials."""
 
-    status = 401
-    code = "unauthorized"
 
-
-class ProtocolError(StoryroomError):
+class ProtocolError(StoryroomError, code="protocol_error"):
     """A client that does not speak the protocol; its connection is closed."""
-
-    code = "protocol_error"

@@ -1,18 +1,12 @@
-"""Seats and their join tokens.
+"""Seats and their join links.
 
-A token is 192 random bits, shown once (in the join link) and stored only as its
-SHA-256. Tokens are high-entropy, so a fast hash is enough: nothing to brute-force.
-A token opens exactly one seat of one session until it expires.
+A seat's token (`ids.new_token`) opens exactly one seat of one session until it expires;
+it rides in the join link's fragment and is stored only as its hash.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from enum import StrEnum
-
-TOKEN_BYTES = 24
 
 
 class SeatName(StrEnum):
@@ -28,23 +22,6 @@ class SeatName(StrEnum):
 # The one seat-name definition: every module that lists seats reads these.
 SEATS: tuple[str, ...] = tuple(seat.value for seat in SeatName)
 PARTICIPANT_SEATS: tuple[str, ...] = tuple(seat.value for seat in SeatName if seat.is_participant)
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def new_id(prefix: str) -> str:
-    """Server-generated ids: the only things file paths are built from."""
-    return f"{prefix}_{secrets.token_hex(8)}"
-
-
-def tokens_equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
 
 
 def join_path(session_id: str, seat: str) -> str:

@@ -9,14 +9,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
 
 from storyroom.finalize.contracts import Finalized
 from storyroom.status import FinalizeStatus
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+RowT = TypeVar("RowT", bound="DataclassInstance")
 
 # Versioned migrations: index + 1 is the schema version. Never edit a shipped one.
 MIGRATIONS: tuple[str, ...] = (
@@ -126,14 +131,35 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
+async def fetch_all(
+    db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
+) -> list[aiosqlite.Row]:
+    """Every row of a query, read on aiosqlite's thread."""
+    async with db.execute(sql, params) as cur:
+        return list(await cur.fetchall())
+
+
+async def fetch_one(
+    db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
+) -> aiosqlite.Row | None:
+    """The first row of a query, if any."""
+    async with db.execute(sql, params) as cur:
+        return await cur.fetchone()
+
+
+def from_row(cls: type[RowT], row: aiosqlite.Row, **decoded: Any) -> RowT:
+    """A row dataclass from a `SELECT *` row: each field from the column of its name, or
+    from `decoded` where the stored value needs decoding (JSON, enums)."""
+    columns = {f.name: row[f.name] for f in fields(cls) if f.name not in decoded}
+    return cls(**columns, **decoded)
+
+
 @dataclass(frozen=True, slots=True)
 class ModuleMigrations:
     """A module's own migrations, applied in order after the core schema."""
 
     name: str
     scripts: tuple[str, ...]
-
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +190,7 @@ class Consent:
     at: float
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "record": self.record,
-            "archive": self.archive,
-            "public": self.public,
-            "at": self.at,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,8 +283,7 @@ class Store:
         return self._db
 
     async def _migrate(self) -> None:
-        async with self._db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(self._db, "PRAGMA user_version")
         version = int(row[0]) if row else 0
         if version > len(MIGRATIONS):
             raise RuntimeError(
@@ -277,10 +297,9 @@ class Store:
 
     async def _migrate_module(self, module: ModuleMigrations) -> None:
         """A module's tables have their own version line in `module_versions`."""
-        async with self._db.execute(
-            "SELECT version FROM module_versions WHERE module = ?", (module.name,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(
+            self._db, "SELECT version FROM module_versions WHERE module = ?", (module.name,)
+        )
         version = int(row[0]) if row else 0
         if version > len(module.scripts):
             raise RuntimeError(
@@ -294,8 +313,7 @@ class Store:
             )
 
     async def schema_version(self) -> int:
-        async with self._db.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(self._db, "PRAGMA user_version")
         return int(row[0]) if row else 0
 
     # -- sessions and seats -------------------------------------------------
@@ -332,32 +350,30 @@ class Store:
             raise
 
     async def get_session(self, session_id: str) -> SessionRow | None:
-        async with self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(self._db, "SELECT * FROM sessions WHERE id = ?", (session_id,))
         return _session(row) if row else None
 
     async def list_sessions(self, limit: int = 200) -> list[SessionRow]:
-        async with self._db.execute(
-            "SELECT * FROM sessions ORDER BY created_at DESC LIMIT ?", (limit,)
-        ) as cur:
-            rows = await cur.fetchall()
+        rows = await fetch_all(
+            self._db, "SELECT * FROM sessions ORDER BY created_at DESC LIMIT ?", (limit,)
+        )
         return [_session(r) for r in rows]
 
     async def seats(self, session_id: str) -> list[SeatRow]:
-        async with self._db.execute(
+        rows = await fetch_all(
+            self._db,
             "SELECT session_id, seat, name, bio, token_expires_at FROM seats"
             " WHERE session_id = ? ORDER BY seat",
             (session_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [SeatRow(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def seat_by_token_hash(self, token_hash: str) -> SeatRow | None:
-        async with self._db.execute(
+        r = await fetch_one(
+            self._db,
             "SELECT session_id, seat, name, bio, token_expires_at FROM seats WHERE token_hash = ?",
             (token_hash,),
-        ) as cur:
-            r = await cur.fetchone()
+        )
         return SeatRow(r[0], r[1], r[2], r[3], r[4]) if r else None
 
     async def set_agreed(self, session_id: str, question_ids: Sequence[str]) -> None:
@@ -380,21 +396,21 @@ class Store:
         await self._db.commit()
 
     async def current_consent(self, session_id: str) -> dict[str, Consent]:
-        async with self._db.execute(
+        rows = await fetch_all(
+            self._db,
             "SELECT seat, record, archive, public, at FROM consent_events WHERE id IN"
             " (SELECT MAX(id) FROM consent_events WHERE session_id = ? GROUP BY seat)",
             (session_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return {r[0]: Consent(bool(r[1]), bool(r[2]), bool(r[3]), r[4]) for r in rows}
 
     async def consent_history(self, session_id: str) -> list[dict[str, Any]]:
-        async with self._db.execute(
+        rows = await fetch_all(
+            self._db,
             "SELECT seat, record, archive, public, at, source FROM consent_events"
             " WHERE session_id = ? ORDER BY id",
             (session_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [
             {
                 "seat": r[0],
@@ -417,33 +433,29 @@ class Store:
         await self._db.commit()
 
     async def choices(self, session_id: str) -> dict[str, list[str]]:
-        async with self._db.execute(
-            "SELECT seat, question_ids FROM question_choices WHERE session_id = ?", (session_id,)
-        ) as cur:
-            rows = await cur.fetchall()
+        rows = await fetch_all(
+            self._db,
+            "SELECT seat, question_ids FROM question_choices WHERE session_id = ?",
+            (session_id,),
+        )
         return {r[0]: json.loads(r[1]) for r in rows}
 
     # -- recordings -----------------------------------------------------------
 
     async def recordings_for(self, session_id: str) -> list[RecordingRow]:
-        async with self._db.execute(
-            "SELECT * FROM recordings WHERE session_id = ? ORDER BY take", (session_id,)
-        ) as cur:
-            rows = await cur.fetchall()
+        rows = await fetch_all(
+            self._db, "SELECT * FROM recordings WHERE session_id = ? ORDER BY take", (session_id,)
+        )
         return [_recording(r) for r in rows]
 
     async def get_recording(self, recording_id: str) -> RecordingRow | None:
-        async with self._db.execute(
-            "SELECT * FROM recordings WHERE id = ?", (recording_id,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(self._db, "SELECT * FROM recordings WHERE id = ?", (recording_id,))
         return _recording(row) if row else None
 
     async def list_recordings(self, limit: int = 500) -> list[RecordingRow]:
-        async with self._db.execute(
-            "SELECT * FROM recordings ORDER BY started_at DESC LIMIT ?", (limit,)
-        ) as cur:
-            rows = await cur.fetchall()
+        rows = await fetch_all(
+            self._db, "SELECT * FROM recordings ORDER BY started_at DESC LIMIT ?", (limit,)
+        )
         return [_recording(r) for r in rows]
 
     async def insert_recording(self, rec: RecordingRow) -> None:
@@ -491,19 +503,17 @@ class Store:
         await self._db.commit()
 
     async def recording_events(self, recording_id: str) -> list[dict[str, Any]]:
-        async with self._db.execute(
+        rows = await fetch_all(
+            self._db,
             "SELECT kind, at, rec_time FROM recording_events WHERE recording_id = ? ORDER BY id",
             (recording_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [{"kind": r[0], "at": r[1], "rec_time": r[2]} for r in rows]
 
     async def mark_running_interrupted(self, now: float) -> list[str]:
         """At start-up: recordings left recording or paused by a dead process become interrupted."""
-        async with self._db.execute(
-            "SELECT * FROM recordings WHERE status IN ('recording', 'paused')"
-        ) as cur:
-            rows = [_recording(r) for r in await cur.fetchall()]
+        query = "SELECT * FROM recordings WHERE status IN ('recording', 'paused')"
+        rows = [_recording(r) for r in await fetch_all(self._db, query)]
         for rec in rows:
             elapsed = rec.elapsed_before
             await self._db.execute(
@@ -544,12 +554,12 @@ class Store:
 
     async def recordings_to_finalize(self) -> list[RecordingRow]:
         """Stopped or interrupted recordings whose finalization never finished."""
-        async with self._db.execute(
+        rows = await fetch_all(
+            self._db,
             "SELECT * FROM recordings WHERE status IN ('stopped', 'interrupted')"
             " AND (finalize_status IS NULL OR finalize_status IN ('queued', 'finalizing'))"
-            " ORDER BY started_at"
-        ) as cur:
-            rows = await cur.fetchall()
+            " ORDER BY started_at",
+        )
         return [_recording(r) for r in rows]
 
     # -- cues and markers -------------------------------------------------------
@@ -571,12 +581,12 @@ class Store:
         return int(cur.lastrowid or 0)
 
     async def cues(self, session_id: str) -> list[CueRow]:
-        async with self._db.execute(
+        rows = await fetch_all(
+            self._db,
             "SELECT id, question_id, at, rec_time, recording_id FROM cues WHERE session_id = ?"
             " ORDER BY id",
             (session_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [CueRow(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def add_marker(
@@ -613,51 +623,35 @@ class Store:
         return int(cur.lastrowid or 0)
 
     async def notes(self, session_id: str) -> list[NoteRow]:
-        async with self._db.execute(
+        rows = await fetch_all(
+            self._db,
             "SELECT id, text, at, rec_time FROM notes WHERE session_id = ? ORDER BY id",
             (session_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [NoteRow(r[0], r[1], r[2], r[3]) for r in rows]
 
     async def markers(self, session_id: str) -> list[MarkerRow]:
-        async with self._db.execute(
+        rows = await fetch_all(
+            self._db,
             "SELECT id, seat, label, at, rec_time, recording_id FROM markers WHERE session_id = ?"
             " ORDER BY id",
             (session_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [MarkerRow(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
 
-def _session(row: Any) -> SessionRow:
-    return SessionRow(
-        id=row["id"],
-        title=row["title"],
-        language=row["language"],
-        target_minutes=row["target_minutes"],
-        questions=json.loads(row["questions"]),
-        agreed=json.loads(row["agreed"]),
-        created_at=row["created_at"],
+def _session(row: aiosqlite.Row) -> SessionRow:
+    return from_row(
+        SessionRow, row, questions=json.loads(row["questions"]), agreed=json.loads(row["agreed"])
     )
 
 
-def _recording(row: Any) -> RecordingRow:
-    return RecordingRow(
-        id=row["id"],
-        session_id=row["session_id"],
-        take=row["take"],
-        status=row["status"],
-        started_at=row["started_at"],
-        stopped_at=row["stopped_at"],
-        elapsed_before=row["elapsed_before"],
-        run_started_at=row["run_started_at"],
-        status_reason=row["status_reason"],
-        finalize_status=(
-            FinalizeStatus(row["finalize_status"]) if row["finalize_status"] else None
-        ),
-        finalize_percent=row["finalize_percent"],
-        finalize_reason=row["finalize_reason"],
-        finalized=Finalized.from_json(json.loads(row["finalized"])) if row["finalized"] else None,
-        finalized_at=row["finalized_at"],
+def _recording(row: aiosqlite.Row) -> RecordingRow:
+    status = row["finalize_status"]
+    finalized = Finalized.from_json(json.loads(row["finalized"])) if row["finalized"] else None
+    return from_row(
+        RecordingRow,
+        row,
+        finalize_status=FinalizeStatus(status) if status else None,
+        finalized=finalized,
     )

@@ -31,10 +31,11 @@ from storyroom.archive.protocol import MetadataIn, SearchIn
 from storyroom.config import Settings
 from storyroom.errors import Busy, PreconditionFailed
 from storyroom.finalize.contracts import chapters_json
+from storyroom.ids import new_id
 from storyroom.recording.layout import WAVEFORM, recording_dir
-from storyroom.seats import PARTICIPANT_SEATS, new_id
+from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.status import FinalizeStatus
-from storyroom.store import Consent, ModuleMigrations, RecordingRow, Store
+from storyroom.store import Consent, ModuleMigrations, RecordingRow, Store, fetch_all, fetch_one
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +139,12 @@ class Archive:
     # -- metadata -------------------------------------------------------------------------
 
     async def metadata(self, rec: RecordingRow, session_title: str | None) -> dict[str, Any]:
-        async with self.db.execute(
+        row = await fetch_one(
+            self.db,
             "SELECT title, description, keywords, location, updated_at, updated_by"
             " FROM recording_metadata WHERE recording_id = ?",
             (rec.id,),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return _metadata(row, session_title)
 
     async def edit(self, rec: RecordingRow, changes: MetadataIn, actor: str) -> dict[str, Any]:
@@ -307,22 +308,22 @@ class Archive:
     # -- exports ----------------------------------------------------------------------------
 
     async def exports(self, recording_id: str) -> list[BagExport]:
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.db,
             "SELECT id, recording_id, created_at, created_by, bytes, files, payload_oxum,"
             " removed_at, removed_reason FROM bag_exports WHERE recording_id = ?"
             " ORDER BY created_at DESC",
             (recording_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [BagExport(*r) for r in rows]
 
     async def export(self, export_id: str) -> BagExport | None:
-        async with self.db.execute(
+        row = await fetch_one(
+            self.db,
             "SELECT id, recording_id, created_at, created_by, bytes, files, payload_oxum,"
             " removed_at, removed_reason FROM bag_exports WHERE id = ?",
             (export_id,),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return BagExport(*row) if row else None
 
     async def add_export(self, export: BagExport) -> None:
@@ -493,41 +494,40 @@ class Archive:
     # -- batch reads for the list ------------------------------------------------------------
 
     async def _names(self) -> dict[str, dict[str, str]]:
-        async with self.db.execute("SELECT session_id, seat, name FROM seats") as cur:
-            rows = await cur.fetchall()
+        rows = await fetch_all(self.db, "SELECT session_id, seat, name FROM seats")
         out: dict[str, dict[str, str]] = {}
         for session_id, seat, name in rows:
             out.setdefault(session_id, {})[seat] = name
         return out
 
     async def _consent(self) -> dict[str, dict[str, Consent]]:
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.db,
             "SELECT session_id, seat, record, archive, public, at FROM consent_events"
-            " WHERE id IN (SELECT MAX(id) FROM consent_events GROUP BY session_id, seat)"
-        ) as cur:
-            rows = await cur.fetchall()
+            " WHERE id IN (SELECT MAX(id) FROM consent_events GROUP BY session_id, seat)",
+        )
         out: dict[str, dict[str, Consent]] = {}
         for r in rows:
             out.setdefault(r[0], {})[r[1]] = Consent(bool(r[2]), bool(r[3]), bool(r[4]), r[5])
         return out
 
     async def _copies_consent(self) -> dict[str, dict[str, dict[str, Any]]]:
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.db,
             "SELECT session_id, seat, copies FROM copy_consent_events"
-            " WHERE id IN (SELECT MAX(id) FROM copy_consent_events GROUP BY session_id, seat)"
-        ) as cur:
-            rows = await cur.fetchall()
+            " WHERE id IN (SELECT MAX(id) FROM copy_consent_events GROUP BY session_id, seat)",
+        )
         out: dict[str, dict[str, dict[str, Any]]] = {}
         for session_id, seat, copies in rows:
             out.setdefault(session_id, {})[seat] = {"copies": bool(copies)}
         return out
 
     async def _all_metadata(self) -> dict[str, Any]:
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.db,
             "SELECT recording_id, title, description, keywords, location, updated_at,"
-            " updated_by FROM recording_metadata"
-        ) as cur:
-            rows = await cur.fetchall()
+            " updated_by FROM recording_metadata",
+        )
         return {r[0]: r[1:] for r in rows}
 
 

@@ -24,9 +24,10 @@ from typing import Any
 from storyroom.config import Settings
 from storyroom.errors import NotFound, PreconditionFailed
 from storyroom.finalize.contracts import FileKind, FinalizedFile
-from storyroom.seats import PARTICIPANT_SEATS, hash_token, new_id, new_token
+from storyroom.ids import hash_token, new_id, new_token
+from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.status import FinalizeStatus
-from storyroom.store import ModuleMigrations, RecordingRow, Store
+from storyroom.store import ModuleMigrations, RecordingRow, Store, fetch_all, fetch_one
 
 TABLES = ModuleMigrations(
     "copies",
@@ -125,21 +126,21 @@ class Copies:
 
     async def consent(self, session_id: str) -> dict[str, dict[str, Any]]:
         """Each participant's current answer: {"copies", "at", "source"}."""
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.db,
             "SELECT seat, copies, at, source FROM copy_consent_events WHERE id IN"
             " (SELECT MAX(id) FROM copy_consent_events WHERE session_id = ? GROUP BY seat)",
             (session_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return {r[0]: {"copies": bool(r[1]), "at": r[2], "source": r[3]} for r in rows}
 
     async def history(self, session_id: str) -> list[dict[str, Any]]:
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.db,
             "SELECT seat, copies, at, source, note FROM copy_consent_events"
             " WHERE session_id = ? ORDER BY id",
             (session_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [
             {"seat": r[0], "copies": bool(r[1]), "at": r[2], "source": r[3], "note": r[4]}
             for r in rows
@@ -201,19 +202,18 @@ class Copies:
         return issued
 
     async def links(self, recording_id: str) -> list[CopyLink]:
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.db,
             f"SELECT {_LINK_COLUMNS} FROM copy_links WHERE recording_id = ?"
             " ORDER BY created_at DESC, seat",
             (recording_id,),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [CopyLink(*r) for r in rows]
 
     async def link(self, link_id: str) -> CopyLink | None:
-        async with self.db.execute(
-            f"SELECT {_LINK_COLUMNS} FROM copy_links WHERE id = ?", (link_id,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(
+            self.db, f"SELECT {_LINK_COLUMNS} FROM copy_links WHERE id = ?", (link_id,)
+        )
         return CopyLink(*row) if row else None
 
     async def revoke(self, link_id: str, actor: str) -> CopyLink:
@@ -234,10 +234,11 @@ class Copies:
         """The link a token belongs to (active or not), else None."""
         if not 16 <= len(token) <= 128:
             return None
-        async with self.db.execute(
-            f"SELECT {_LINK_COLUMNS} FROM copy_links WHERE token_hash = ?", (hash_token(token),)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(
+            self.db,
+            f"SELECT {_LINK_COLUMNS} FROM copy_links WHERE token_hash = ?",
+            (hash_token(token),),
+        )
         return CopyLink(*row) if row else None
 
     async def downloaded(self, link: CopyLink) -> None:

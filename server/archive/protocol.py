@@ -11,8 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from storyroom import fields
 from storyroom.errors import InvalidInput
-from storyroom.room.protocol import ID_RE, LANGUAGES, NAME_MAX, _bool, _obj, _text
+from storyroom.room.protocol import NAME_MAX
+from storyroom.seats import PARTICIPANT_SEATS
 
 META_TITLE_MAX = 200
 DESCRIPTION_MAX = 5000
@@ -23,7 +25,6 @@ NOTE_MAX = 500
 QUERY_MAX = 200
 STATUSES = ("recording", "paused", "stopped", "interrupted", "finalizing", "ready", "failed")
 CONSENT_KINDS = ("archive", "public", "copies")
-PARTICIPANTS = ("a", "b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,7 @@ class SignInIn:
 
 def parse_signin(payload: Any) -> SignInIn:
     """Shape only: a wrong email or password gets the same answer as a wrong account."""
-    obj = _obj(payload, {"email", "password"}, {"email", "password"}, "sign-in")
+    obj = fields.obj(payload, {"email", "password"}, {"email", "password"}, "sign-in")
     return SignInIn(obj["email"], obj["password"])
 
 
@@ -57,8 +58,7 @@ class MetadataIn:
 
 
 def parse_metadata(payload: Any) -> MetadataIn:
-    fields = {"title", "description", "keywords", "location"}
-    obj = _obj(payload, fields, set(), "metadata")
+    obj = fields.obj(payload, {"title", "description", "keywords", "location"}, set(), "metadata")
     if not obj:
         raise InvalidInput("send at least one field to change", code="missing_field")
     keywords: tuple[str, ...] | None = None
@@ -70,19 +70,19 @@ def parse_metadata(payload: Any) -> MetadataIn:
             )
         seen: dict[str, str] = {}
         for i, word in enumerate(raw):
-            text = _text(word, f"keywords[{i}]", KEYWORD_MAX)
+            text = fields.text(word, f"keywords[{i}]", KEYWORD_MAX)
             seen.setdefault(text.casefold(), text)
         keywords = tuple(seen.values())
     return MetadataIn(
-        title=_text(obj["title"], "title", META_TITLE_MAX) if "title" in obj else None,
+        title=fields.text(obj["title"], "title", META_TITLE_MAX) if "title" in obj else None,
         description=(
-            _text(obj["description"], "description", DESCRIPTION_MAX, allow_empty=True)
+            fields.text(obj["description"], "description", DESCRIPTION_MAX, allow_empty=True)
             if "description" in obj
             else None
         ),
         keywords=keywords,
         location=(
-            _text(obj["location"], "location", LOCATION_MAX, allow_empty=True)
+            fields.text(obj["location"], "location", LOCATION_MAX, allow_empty=True)
             if "location" in obj
             else None
         ),
@@ -101,10 +101,10 @@ class StaffConsentIn:
 
 
 def parse_staff_consent(payload: Any) -> StaffConsentIn:
-    obj = _obj(payload, {"seat", *CONSENT_KINDS, "note"}, {"seat", "note"}, "consent")
-    if obj["seat"] not in PARTICIPANTS:
+    obj = fields.obj(payload, {"seat", *CONSENT_KINDS, "note"}, {"seat", "note"}, "consent")
+    if obj["seat"] not in PARTICIPANT_SEATS:
         raise InvalidInput("seat must be 'a' or 'b'", code="invalid_value")
-    values = {k: _bool(obj[k], k) if k in obj else None for k in CONSENT_KINDS}
+    values = {k: fields.boolean(obj[k], k) if k in obj else None for k in CONSENT_KINDS}
     if all(v is None for v in values.values()):
         raise InvalidInput("send archive, public or copies", code="missing_field")
     return StaffConsentIn(
@@ -112,7 +112,7 @@ def parse_staff_consent(payload: Any) -> StaffConsentIn:
         archive=values["archive"],
         public=values["public"],
         copies=values["copies"],
-        note=_text(obj["note"], "note", NOTE_MAX),
+        note=fields.text(obj["note"], "note", NOTE_MAX),
     )
 
 
@@ -123,8 +123,10 @@ class ParticipantConsentIn:
 
 
 def parse_participant_consent(payload: Any) -> ParticipantConsentIn:
-    obj = _obj(payload, {"archive", "public"}, {"archive", "public"}, "consent")
-    return ParticipantConsentIn(_bool(obj["archive"], "archive"), _bool(obj["public"], "public"))
+    obj = fields.obj(payload, {"archive", "public"}, {"archive", "public"}, "consent")
+    return ParticipantConsentIn(
+        fields.boolean(obj["archive"], "archive"), fields.boolean(obj["public"], "public")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,16 +157,14 @@ def _date(value: str, field: str, end: bool) -> float:
 
 def parse_search(query: Mapping[str, str]) -> SearchIn:
     allowed = {"q", "name", "keyword", "language", "status", "consent", "from", "to"}
-    unknown = sorted(set(query) - allowed)
-    if unknown:
-        raise InvalidInput(f"unknown filter {unknown[0]!r}", code="unknown_field")
+    fields.known_keys(query, allowed, "filter")
 
     def text(key: str, limit: int = QUERY_MAX) -> str:
-        return _text(query.get(key, ""), key, limit, allow_empty=True)
+        return fields.text(query.get(key, ""), key, limit, allow_empty=True)
 
     language = text("language")
-    if language and language not in LANGUAGES:
-        raise InvalidInput("language must be 'en' or 'es'", code="invalid_value")
+    if language:
+        fields.language(language)
     status = text("status")
     if status and status not in STATUSES:
         raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", code="invalid_value")
@@ -192,9 +192,7 @@ class AuditQueryIn:
 
 
 def parse_audit_query(query: Mapping[str, str], actions: tuple[str, ...]) -> AuditQueryIn:
-    unknown = sorted(set(query) - {"limit", "before", "action", "target"})
-    if unknown:
-        raise InvalidInput(f"unknown filter {unknown[0]!r}", code="unknown_field")
+    fields.known_keys(query, {"limit", "before", "action", "target"}, "filter")
     try:
         limit = int(query.get("limit", "100"))
         before = int(query["before"]) if query.get("before") else None
@@ -206,6 +204,6 @@ def parse_audit_query(query: Mapping[str, str], actions: tuple[str, ...]) -> Aud
     if action is not None and action not in actions:
         raise InvalidInput("unknown action", code="invalid_value")
     target = query.get("target") or None
-    if target is not None and not ID_RE.match(target):
-        raise InvalidInput("target must be an id", code="invalid_value")
+    if target is not None:
+        fields.identifier(target, "target")
     return AuditQueryIn(limit, before, action, target)

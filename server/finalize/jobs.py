@@ -32,6 +32,7 @@ from storyroom.recording.layout import PROGRESS_FILE, recording_dir
 from storyroom.room.rooms import Room
 from storyroom.status import FinalizeStatus, RecordingState
 from storyroom.store import RecordingRow, Store
+from storyroom.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +138,7 @@ class FinalizeJobs:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         self._kill()
 
     def _kill(self) -> None:

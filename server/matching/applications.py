@@ -17,13 +17,13 @@ from functools import cache
 from typing import Any
 from zoneinfo import available_timezones
 
+from storyroom import fields
 from storyroom.errors import InvalidInput
 from storyroom.matching.availability import SLOT_MINUTES, Window
 from storyroom.matching.regions import regions
-from storyroom.room.protocol import BIO_MAX, ID_RE, LANGUAGES, NAME_MAX
+from storyroom.room.protocol import BIO_MAX, NAME_MAX
 
 LAST_NAME_MAX = 60
-EMAIL_MAX = 254
 PHONE_MAX = 30
 CITY_MAX = 80
 PARTY_MAX = 60
@@ -34,7 +34,6 @@ MIN_WINDOW_MINUTES = 90
 PLACEMENT_RANGE = (1, 7)
 HONEYPOT = "website"
 
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 PHONE_RE = re.compile(r"^\+?[0-9 ().\-/]+$")
 TIME_RE = re.compile(r"^(\d{2}):(\d{2})$")
 
@@ -49,10 +48,8 @@ class Status(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
-class FieldErrors(InvalidInput):
+class FieldErrors(InvalidInput, code="invalid_fields"):
     """Several bad fields at once; `fields` maps each to a code the page has words for."""
-
-    code = "invalid_fields"
 
     def __init__(self, fields: dict[str, str]) -> None:
         self.fields = dict(fields)
@@ -130,12 +127,11 @@ APPLICATION_FIELDS = (
 )
 
 
-class _Bad(Exception):
-    """One field's problem, as a code."""
+class _Bad(InvalidInput):
+    """One field's problem, as a code (the form answers with codes, not messages)."""
 
     def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
+        super().__init__(code.replace("_", " "), code=code)
 
 
 @cache
@@ -143,36 +139,28 @@ def time_zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
-def _text(value: Any, max_len: int, *, required: bool) -> str:
-    if value is None:
-        value = ""
-    if not isinstance(value, str):
-        raise _Bad("invalid_type")
-    value = value.strip()
-    if not value:
+def _blank(value: Any) -> bool:
+    """A field left out or left empty: the form treats both the same."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _text(value: Any, max_len: int, *, required: bool, one_line: bool = False) -> str:
+    if _blank(value):
         if required:
             raise _Bad("required")
         return ""
-    if len(value) > max_len:
-        raise _Bad("too_long")
-    if any(ord(c) < 32 and c not in "\n\t" for c in value) or "\x7f" in value:
-        raise _Bad("invalid_value")
-    return value
+    return fields.text(value, "this field", max_len, one_line=one_line)
 
 
 def _line(value: Any, max_len: int, *, required: bool) -> str:
     """Text on one line (names, city): no line breaks or tabs either."""
-    text = _text(value, max_len, required=required)
-    if "\n" in text or "\t" in text:
-        raise _Bad("invalid_value")
-    return text
+    return _text(value, max_len, required=required, one_line=True)
 
 
 def _email(value: Any) -> str:
-    text = _line(value, EMAIL_MAX, required=True)
-    if not EMAIL_RE.match(text):
-        raise _Bad("invalid_email")
-    return text
+    if _blank(value):
+        raise _Bad("required")
+    return fields.email(value)
 
 
 def _phone(value: Any) -> str:
@@ -204,7 +192,7 @@ def _time_zone(value: Any) -> str:
 def _language(value: Any) -> str:
     if value is None or value == "":
         raise _Bad("required")
-    if value not in LANGUAGES:
+    if value not in fields.LANGUAGES:
         raise _Bad("unknown_language")
     return str(value)
 
@@ -216,7 +204,7 @@ def _speaks(value: Any) -> tuple[str, ...]:
         raise _Bad("invalid_type")
     if not value:
         raise _Bad("required")
-    if any(lang not in LANGUAGES for lang in value) or len(set(value)) != len(value):
+    if any(lang not in fields.LANGUAGES for lang in value) or len(set(value)) != len(value):
         raise _Bad("unknown_language")
     return tuple(sorted(value))
 
@@ -224,8 +212,7 @@ def _speaks(value: Any) -> tuple[str, ...]:
 def _placement(value: Any) -> int:
     if value is None:
         raise _Bad("required")
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _Bad("invalid_type")
+    fields.whole_number(value, "placement")
     if not PLACEMENT_RANGE[0] <= value <= PLACEMENT_RANGE[1]:
         raise _Bad("invalid_placement")
     return value
@@ -260,7 +247,7 @@ def _availability(value: Any) -> tuple[Window, ...]:
         if not isinstance(item, dict) or set(item) != {"day", "start", "end"}:
             raise _Bad("invalid_type")
         day = item["day"]
-        if not isinstance(day, int) or isinstance(day, bool) or not 0 <= day <= 6:
+        if not fields.is_whole_number(day) or not 0 <= day <= 6:
             raise _Bad("invalid_day")
         start, finish = _clock(item["start"], end=False), _clock(item["end"], end=True)
         if finish <= start:
@@ -285,7 +272,7 @@ def _collect(
     for name, parse in parsers.items():
         try:
             values[name] = parse(obj.get(name))
-        except _Bad as bad:
+        except InvalidInput as bad:
             errors[name] = bad.code
     return values, errors
 
@@ -391,26 +378,29 @@ def parse_schedule(payload: Any) -> ScheduleIn:
     """Staff's choice when planning a session: a facilitator and/or a start (ISO 8601 with
     an offset); each missing one is chosen by the server."""
     obj = _object(payload if payload is not None else {}, ("facilitator_id", "starts_at"))
-    errors: dict[str, str] = {}
-    facilitator = obj.get("facilitator_id")
-    if facilitator is not None and (
-        not isinstance(facilitator, str) or not ID_RE.match(facilitator)
-    ):
-        errors["facilitator_id"] = "invalid_value"
-    starts: datetime | None = None
-    raw = obj.get("starts_at")
-    if raw is not None:
-        try:
-            if not isinstance(raw, str):
-                raise ValueError(raw)
-            starts = datetime.fromisoformat(raw)
-            if starts.tzinfo is None:
-                raise ValueError(raw)
-            starts = starts.astimezone(UTC)
-            if starts.minute % SLOT_MINUTES or starts.second or starts.microsecond:
-                raise ValueError(raw)
-        except ValueError:
-            errors["starts_at"] = "invalid_time"
+    values, errors = _collect(
+        obj,
+        {
+            "facilitator_id": lambda v: None if v is None else fields.identifier(v, "facilitator"),
+            "starts_at": lambda v: None if v is None else _slot_start(v),
+        },
+    )
     if errors:
         raise FieldErrors(errors)
-    return ScheduleIn(facilitator, starts)
+    return ScheduleIn(**values)
+
+
+def _slot_start(value: Any) -> datetime:
+    """ISO 8601 with an offset, on a slot boundary; in UTC."""
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        starts = datetime.fromisoformat(value)
+        if starts.tzinfo is None:
+            raise ValueError(value)
+        starts = starts.astimezone(UTC)
+        if starts.minute % SLOT_MINUTES or starts.second or starts.microsecond:
+            raise ValueError(value)
+    except ValueError:
+        raise _Bad("invalid_time") from None
+    return starts

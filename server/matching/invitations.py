@@ -69,33 +69,6 @@ def when(moment: datetime, time_zone: str, language: str) -> tuple[str, str]:
     return t["when"].format(**fields), t["date"].format(**fields)
 
 
-def _message(
-    sender: str,
-    to: Person,
-    subject: str,
-    body: str,
-    event: ics.Event,
-    host: str,
-) -> EmailMessage:
-    message = EmailMessage()
-    name, address = parseaddr(sender)
-    message["From"] = Address(display_name=name, addr_spec=address) if name else address
-    message["To"] = Address(display_name=to.first_name, addr_spec=to.email)
-    message["Subject"] = subject
-    message["Date"] = format_datetime(event.stamp)
-    message["Message-ID"] = make_msgid("invitation", domain=host)
-    message["Content-Language"] = to.language
-    message.set_content(body)
-    message.add_attachment(
-        ics.calendar(event),
-        maintype="text",
-        subtype="calendar",
-        filename="storyroom.matching.ics",
-        params={"method": "PUBLISH"},
-    )
-    return message
-
-
 def participant_message(
     sender: str,
     meeting: Meeting,
@@ -106,36 +79,12 @@ def participant_message(
     url: str,
     now: datetime,
 ) -> EmailMessage:
-    t = texts()[me.language]
-    written, date = when(meeting.starts_at, me.time_zone, me.language)
-    fill = {
-        "name": me.first_name,
+    others = {
         "partner": partner.first_name,
         "partner_bio": partner.bio,
         "facilitator": facilitator_name,
-        "when": written,
-        "date": date,
-        "minutes": meeting.target_minutes,
-        "language": t["languages"][meeting.language],
-        "url": url,
     }
-    event = ics.Event(
-        uid=f"{meeting.schedule_id}-{seat}@{meeting.host}",
-        start=meeting.starts_at,
-        minutes=meeting.minutes,
-        summary=t["participant_summary"].format(**fill),
-        description=t["calendar_description"].format(**fill),
-        url=url,
-        stamp=now,
-    )
-    return _message(
-        sender,
-        me,
-        t["participant_subject"].format(**fill),
-        t["participant_body"].format(**fill),
-        event,
-        meeting.host,
-    )
+    return _invitation(sender, meeting, "participant", seat, me, others, url, now)
 
 
 def facilitator_message(
@@ -147,14 +96,27 @@ def facilitator_message(
     url: str,
     now: datetime,
 ) -> EmailMessage:
+    others = {"a": a.first_name, "a_bio": a.bio, "b": b.first_name, "b_bio": b.bio}
+    return _invitation(sender, meeting, "facilitator", "facilitator", me, others, url, now)
+
+
+def _invitation(
+    sender: str,
+    meeting: Meeting,
+    role: str,
+    seat: str,
+    me: Person,
+    others: dict[str, str],
+    url: str,
+    now: datetime,
+) -> EmailMessage:
+    """`me`'s invitation: the `role`'s subject, body and calendar entry in their language,
+    with the time in their time zone and `others` (first names and bios) filled in."""
     t = texts()[me.language]
     written, date = when(meeting.starts_at, me.time_zone, me.language)
     fill = {
         "name": me.first_name,
-        "a": a.first_name,
-        "a_bio": a.bio,
-        "b": b.first_name,
-        "b_bio": b.bio,
+        **others,
         "when": written,
         "date": date,
         "minutes": meeting.target_minutes,
@@ -162,19 +124,28 @@ def facilitator_message(
         "url": url,
     }
     event = ics.Event(
-        uid=f"{meeting.schedule_id}-facilitator@{meeting.host}",
+        uid=f"{meeting.schedule_id}-{seat}@{meeting.host}",
         start=meeting.starts_at,
         minutes=meeting.minutes,
-        summary=t["facilitator_summary"].format(**fill),
+        summary=t[f"{role}_summary"].format(**fill),
         description=t["calendar_description"].format(**fill),
         url=url,
         stamp=now,
     )
-    return _message(
-        sender,
-        me,
-        t["facilitator_subject"].format(**fill),
-        t["facilitator_body"].format(**fill),
-        event,
-        meeting.host,
+    message = EmailMessage()
+    name, address = parseaddr(sender)
+    message["From"] = Address(display_name=name, addr_spec=address) if name else address
+    message["To"] = Address(display_name=me.first_name, addr_spec=me.email)
+    message["Subject"] = t[f"{role}_subject"].format(**fill)
+    message["Date"] = format_datetime(event.stamp)
+    message["Message-ID"] = make_msgid("invitation", domain=meeting.host)
+    message["Content-Language"] = me.language
+    message.set_content(t[f"{role}_body"].format(**fill))
+    message.add_attachment(
+        ics.calendar(event),
+        maintype="text",
+        subtype="calendar",
+        filename="storyroom.ics",
+        params={"method": "PUBLISH"},
     )
+    return message

@@ -15,7 +15,7 @@ import os
 import re
 import smtplib
 import ssl
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from storyroom.config import Settings
 from storyroom.errors import NotFound
-from storyroom.seats import new_id
+from storyroom.ids import new_id
 
 NAME_RE = re.compile(r"^\d{8}T\d{6}Z-msg_[0-9a-f]{16}\.eml$")
 
@@ -46,13 +46,7 @@ class OutboxEntry:
     date: str
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "bytes": self.bytes,
-            "to": self.to,
-            "subject": self.subject,
-            "date": self.date,
-        }
+        return asdict(self)
 
 
 class Outbox:

@@ -15,11 +15,11 @@ from typing import Any
 
 import aiosqlite
 
+from storyroom.ids import new_id
 from storyroom.matching.applications import ApplicationFilter, ApplicationIn, FacilitatorIn, Status
 from storyroom.matching.availability import Window
 from storyroom.matching.engine import Applicant, Pair, pair_key
-from storyroom.seats import new_id
-from storyroom.store import ModuleMigrations
+from storyroom.store import ModuleMigrations, fetch_all, fetch_one, from_row
 
 TABLES = ModuleMigrations(
     "applications",
@@ -109,26 +109,13 @@ def _windows_json(windows: Iterable[Window]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class ApplicationRow:
+class ApplicationRow(ApplicationIn):
+    """A stored application: what the person sent, and where it is in the flow."""
+
     id: str
     status: Status
     created_at: float
     updated_at: float
-    first_name: str
-    last_name: str
-    email: str
-    phone: str
-    city: str
-    region: str
-    time_zone: str
-    language: str
-    speaks: tuple[str, ...]
-    placement: int
-    party: str
-    bio: str
-    shaped_views: str
-    availability: tuple[Window, ...]
-    accessibility: str
     consented_at: float
 
     def for_matching(self) -> Applicant:
@@ -187,14 +174,10 @@ class ProposalRow:
 
 
 @dataclass(frozen=True, slots=True)
-class FacilitatorRow:
+class FacilitatorRow(FacilitatorIn):
+    """A stored facilitator: what staff entered, and whether they take sessions."""
+
     id: str
-    first_name: str
-    email: str
-    language: str
-    speaks: tuple[str, ...]
-    time_zone: str
-    availability: tuple[Window, ...]
     active: bool
     created_at: float
 
@@ -227,72 +210,32 @@ class ScheduleRow:
     confirmed_at: float | None
 
 
-def _application(r: Any) -> ApplicationRow:
-    return ApplicationRow(
-        id=r["id"],
+def _application(r: aiosqlite.Row) -> ApplicationRow:
+    return from_row(
+        ApplicationRow,
+        r,
         status=Status(r["status"]),
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-        first_name=r["first_name"],
-        last_name=r["last_name"],
-        email=r["email"],
-        phone=r["phone"],
-        city=r["city"],
-        region=r["region"],
-        time_zone=r["time_zone"],
-        language=r["language"],
         speaks=tuple(json.loads(r["speaks"])),
-        placement=r["placement"],
-        party=r["party"],
-        bio=r["bio"],
-        shaped_views=r["shaped_views"],
         availability=_windows(r["availability"]),
-        accessibility=r["accessibility"],
-        consented_at=r["consented_at"],
     )
 
 
-def _proposal(r: Any) -> ProposalRow:
-    return ProposalRow(
-        r["id"],
-        r["a_id"],
-        r["b_id"],
-        r["status"],
-        r["weight"],
-        json.loads(r["explanation"]),
-        r["created_at"],
-        r["decided_at"],
+def _proposal(r: aiosqlite.Row) -> ProposalRow:
+    return from_row(ProposalRow, r, explanation=json.loads(r["explanation"]))
+
+
+def _facilitator(r: aiosqlite.Row) -> FacilitatorRow:
+    return from_row(
+        FacilitatorRow,
+        r,
+        speaks=tuple(json.loads(r["speaks"])),
+        availability=_windows(r["availability"]),
+        active=bool(r["active"]),
     )
 
 
-def _facilitator(r: Any) -> FacilitatorRow:
-    return FacilitatorRow(
-        r["id"],
-        r["first_name"],
-        r["email"],
-        r["language"],
-        tuple(json.loads(r["speaks"])),
-        r["time_zone"],
-        _windows(r["availability"]),
-        bool(r["active"]),
-        r["created_at"],
-    )
-
-
-def _schedule(r: Any) -> ScheduleRow:
-    return ScheduleRow(
-        r["id"],
-        r["proposal_id"],
-        r["facilitator_id"],
-        r["language"],
-        r["starts_at"],
-        r["minutes"],
-        r["status"],
-        r["session_id"],
-        json.loads(r["invitations"]),
-        r["created_at"],
-        r["confirmed_at"],
-    )
+def _schedule(r: aiosqlite.Row) -> ScheduleRow:
+    return from_row(ScheduleRow, r, invitations=json.loads(r["invitations"]))
 
 
 class ApplicationStore:
@@ -300,14 +243,6 @@ class ApplicationStore:
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
-
-    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self._db.execute(sql, params) as cur:
-            return list(await cur.fetchall())
-
-    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self._db.execute(sql, params) as cur:
-            return await cur.fetchone()
 
     # -- applications -----------------------------------------------------------------
 
@@ -365,11 +300,13 @@ class ApplicationStore:
         sql = "SELECT * FROM applications"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        rows = await self._all(sql + " ORDER BY created_at DESC LIMIT ?", (*params, limit))
+        rows = await fetch_all(
+            self._db, sql + " ORDER BY created_at DESC LIMIT ?", (*params, limit)
+        )
         return [_application(r) for r in rows]
 
     async def get_application(self, app_id: str) -> ApplicationRow | None:
-        row = await self._one("SELECT * FROM applications WHERE id = ?", (app_id,))
+        row = await fetch_one(self._db, "SELECT * FROM applications WHERE id = ?", (app_id,))
         return _application(row) if row else None
 
     async def applications(self, ids: Iterable[str]) -> dict[str, ApplicationRow]:
@@ -377,13 +314,17 @@ class ApplicationStore:
         if not wanted:
             return {}
         marks = ",".join("?" * len(wanted))
-        rows = await self._all(f"SELECT * FROM applications WHERE id IN ({marks})", wanted)
+        rows = await fetch_all(
+            self._db, f"SELECT * FROM applications WHERE id IN ({marks})", wanted
+        )
         return {r["id"]: _application(r) for r in rows}
 
     async def waiting(self) -> list[ApplicationRow]:
         """Everyone the engine may pair: new applications, oldest first."""
-        rows = await self._all(
-            "SELECT * FROM applications WHERE status = ? ORDER BY created_at", (Status.NEW.value,)
+        rows = await fetch_all(
+            self._db,
+            "SELECT * FROM applications WHERE status = ? ORDER BY created_at",
+            (Status.NEW.value,),
         )
         return [_application(r) for r in rows]
 
@@ -397,7 +338,8 @@ class ApplicationStore:
         """Out of matching for good; open proposals with them are cancelled (the partner
         goes back to waiting) and unconfirmed plans dropped. A confirmed session stays."""
         now = time.time() if now is None else now
-        open_rows = await self._all(
+        open_rows = await fetch_all(
+            self._db,
             "SELECT * FROM proposals WHERE (a_id = ? OR b_id = ?)"
             " AND status IN ('proposed', 'accepted')",
             (app_id, app_id),
@@ -429,7 +371,7 @@ class ApplicationStore:
 
     async def proposed_pairs(self) -> set[tuple[str, str]]:
         """Every pair ever proposed, whatever became of it."""
-        rows = await self._all("SELECT a_id, b_id FROM proposals")
+        rows = await fetch_all(self._db, "SELECT a_id, b_id FROM proposals")
         return {(r[0], r[1]) for r in rows}
 
     async def add_proposals(self, pairs: Sequence[Pair], now: float | None = None) -> list[str]:
@@ -458,20 +400,24 @@ class ApplicationStore:
 
     async def list_proposals(self, status: str | None = None) -> list[ProposalRow]:
         if status:
-            rows = await self._all(
+            rows = await fetch_all(
+                self._db,
                 "SELECT * FROM proposals WHERE status = ? ORDER BY created_at DESC, weight DESC",
                 (status,),
             )
         else:
-            rows = await self._all("SELECT * FROM proposals ORDER BY created_at DESC, weight DESC")
+            rows = await fetch_all(
+                self._db, "SELECT * FROM proposals ORDER BY created_at DESC, weight DESC"
+            )
         return [_proposal(r) for r in rows]
 
     async def get_proposal(self, proposal_id: str) -> ProposalRow | None:
-        row = await self._one("SELECT * FROM proposals WHERE id = ?", (proposal_id,))
+        row = await fetch_one(self._db, "SELECT * FROM proposals WHERE id = ?", (proposal_id,))
         return _proposal(row) if row else None
 
     async def proposals_with(self, app_id: str) -> list[ProposalRow]:
-        rows = await self._all(
+        rows = await fetch_all(
+            self._db,
             "SELECT * FROM proposals WHERE a_id = ? OR b_id = ? ORDER BY created_at DESC",
             (app_id, app_id),
         )
@@ -516,10 +462,14 @@ class ApplicationStore:
         sql = "SELECT * FROM facilitators"
         if active_only:
             sql += " WHERE active = 1"
-        return [_facilitator(r) for r in await self._all(sql + " ORDER BY first_name, id")]
+        return [
+            _facilitator(r) for r in await fetch_all(self._db, sql + " ORDER BY first_name, id")
+        ]
 
     async def get_facilitator(self, facilitator_id: str) -> FacilitatorRow | None:
-        row = await self._one("SELECT * FROM facilitators WHERE id = ?", (facilitator_id,))
+        row = await fetch_one(
+            self._db, "SELECT * FROM facilitators WHERE id = ?", (facilitator_id,)
+        )
         return _facilitator(row) if row else None
 
     async def set_facilitator_active(self, facilitator_id: str, active: bool) -> None:
@@ -555,20 +505,23 @@ class ApplicationStore:
         return found
 
     async def schedule_for(self, proposal_id: str) -> ScheduleRow | None:
-        row = await self._one("SELECT * FROM schedules WHERE proposal_id = ?", (proposal_id,))
+        row = await fetch_one(
+            self._db, "SELECT * FROM schedules WHERE proposal_id = ?", (proposal_id,)
+        )
         return _schedule(row) if row else None
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRow | None:
-        row = await self._one("SELECT * FROM schedules WHERE id = ?", (schedule_id,))
+        row = await fetch_one(self._db, "SELECT * FROM schedules WHERE id = ?", (schedule_id,))
         return _schedule(row) if row else None
 
     async def schedules(self) -> list[ScheduleRow]:
-        rows = await self._all("SELECT * FROM schedules ORDER BY starts_at")
+        rows = await fetch_all(self._db, "SELECT * FROM schedules ORDER BY starts_at")
         return [_schedule(r) for r in rows]
 
     async def busy(self, facilitator_id: str, exclude: str | None = None) -> list[ScheduleRow]:
         """The facilitator's planned and confirmed sessions (but `exclude`)."""
-        rows = await self._all(
+        rows = await fetch_all(
+            self._db,
             "SELECT * FROM schedules WHERE facilitator_id = ? AND id != ?",
             (facilitator_id, exclude or ""),
         )

@@ -14,9 +14,9 @@ Knows nothing of Socket.IO; signaling calls `offer`, `seat_disconnected`,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,6 +39,7 @@ from storyroom.media.turn import seat_ice_servers
 from storyroom.room.protocol import OfferIn
 from storyroom.room.rooms import CloseReason, Room
 from storyroom.seats import SEATS
+from storyroom.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,9 @@ LEVEL_DECAY_S = 0.5  # a level older than this reads as silence
 class PacketSubscriber(Protocol):
     def on_packet(self, room_id: str, seat: str, conn_id: str, packet: RtpAudioPacket) -> None: ...
 
-    def on_seat_closed(self, room_id: str, seat: str, conn_id: str, reason: str) -> None: ...
+    def on_seat_closed(
+        self, room_id: str, seat: str, conn_id: str, reason: CloseReason
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -115,12 +118,9 @@ async def _close_seat_media(
         return
     seat_media.closed = True
     task, seat_media.grace_task = seat_media.grace_task, None
-    if task is not None and task is not asyncio.current_task():
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await cancel_and_wait(task)  # unless it is that task closing its seat
     for subscriber in plane.subscribers:
-        subscriber.on_seat_closed(room_id, seat_media.seat, seat_media.conn_id, reason.value)
+        subscriber.on_seat_closed(room_id, seat_media.seat, seat_media.conn_id, reason)
     for track in seat_media.outgoing.values():
         track.stop()
     await seat_media.pc.close()
@@ -139,13 +139,13 @@ def _level(packet: RtpAudioPacket) -> float:
 class MediaPlane:
     """Owner of every room's peer connections (app-wide, in cleanup_ctx)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, subscribers: Sequence[PacketSubscriber]) -> None:
         check_internals()
         if settings.ice_host_addresses:
             restrict_host_addresses(settings.ice_host_addresses)
         self.settings = settings
         self.rooms: dict[str, RoomMedia] = {}
-        self.subscribers: list[PacketSubscriber] = []
+        self.subscribers = tuple(subscribers)
         self.latency = LatencyHistogram()
         """Every forwarded packet's time in the server (owner: this plane)."""
         self._stats_task: asyncio.Task[None] | None = None
@@ -155,10 +155,7 @@ class MediaPlane:
 
     async def close(self) -> None:
         task, self._stats_task = self._stats_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         for room_media in list(self.rooms.values()):
             for seat in list(room_media.seats):
                 await room_media.close_seat(seat, CloseReason.SERVER_SHUTDOWN)
@@ -306,12 +303,6 @@ class MediaPlane:
         if room_media is not None:
             await room_media.close_seat(seat, CloseReason.REPLACED, old_conn_id)
 
-    async def room_closed(self, room_id: str, reason: CloseReason) -> None:
-        room_media = self.rooms.pop(room_id, None)
-        if room_media is not None:
-            for seat in list(room_media.seats):
-                await room_media.close_seat(seat, reason)
-
     # -- levels and stats for the facilitator ---------------------------------------------
 
     def levels(self, room_id: str) -> dict[str, Any] | None:
@@ -333,8 +324,17 @@ class MediaPlane:
             await asyncio.sleep(STATS_INTERVAL)
             for room_media in list(self.rooms.values()):
                 for seat_media in list(room_media.seats.values()):
-                    with contextlib.suppress(Exception):
+                    try:
                         seat_media.stats = await _seat_stats(seat_media)
+                    except Exception:
+                        # a peer connection closing under us: the seat keeps its last
+                        # stats (shown to the facilitator only) and the others are read
+                        log.warning(
+                            "room %s seat %s: link stats not read",
+                            room_media.room_id,
+                            seat_media.seat,
+                            exc_info=True,
+                        )
 
 
 async def _seat_stats(seat_media: SeatMedia) -> dict[str, Any]:

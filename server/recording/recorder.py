@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +39,9 @@ from storyroom.media.aiortc_internals import RtpAudioPacket
 from storyroom.recording import layout
 from storyroom.recording.layout import RecordingEvent, SegmentEvent, recording_dir
 from storyroom.recording.oggopus import OggOpusWriter, opus_packet_samples
-from storyroom.room.rooms import Room
+from storyroom.room.rooms import CloseReason, Room
 from storyroom.status import RecordingState
+from storyroom.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class RecordingFiles:
         segment = self.segments.get(seat)
         if segment is None or segment.conn_id != conn_id or segment.ssrc != packet.ssrc:
             if segment is not None:
-                self.close_segment(seat, "replaced")
+                self.close_segment(seat, CloseReason.REPLACED)
             segment = self.open_segment(seat, conn_id, packet.ssrc)
         segment.add(packet, self.room.elapsed(packet.arrival))
 
@@ -354,7 +354,6 @@ class Recorder:
         self._finishing: list[RecordingFiles] = []
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder-io")
         self._task: asyncio.Task[None] | None = None
-        self.on_written: Callable[[], None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_loop(), name="recorder-flush")
@@ -362,12 +361,9 @@ class Recorder:
     async def close(self) -> None:
         """Close every open stem cleanly (server shutdown) and stop the flush task."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         for files in list(self.active.values()):
-            self._finish(files, "server_shutdown")
+            self._finish(files, CloseReason.SERVER_SHUTDOWN)
         await self._flush_once()
         self._io.shutdown(wait=True)
 
@@ -418,7 +414,7 @@ class Recorder:
         if files is not None:
             files.on_packet(seat, conn_id, packet)
 
-    def on_seat_closed(self, room_id: str, seat: str, conn_id: str, reason: str) -> None:
+    def on_seat_closed(self, room_id: str, seat: str, conn_id: str, reason: CloseReason) -> None:
         files = self.active.get(room_id)
         if files is not None:
             segment = files.segments.get(seat)
@@ -439,8 +435,6 @@ class Recorder:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._io, _flush_all, targets)
         self._finishing = [f for f in self._finishing if not f.done]
-        if self.on_written is not None:
-            self.on_written()
         for files in targets:
             if files.failure is not None and not files.failure_reported:
                 files.failure_reported = True

@@ -6,14 +6,13 @@ fields and oversize values are refused with `InvalidInput` naming the field.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from storyroom import fields
 from storyroom.errors import InvalidInput, PayloadTooLarge
 
-LANGUAGES = ("en", "es")
 NAME_MAX = 40
 BIO_MAX = 500
 TITLE_MAX = 120
@@ -23,49 +22,8 @@ LABEL_MAX = 120
 NOTE_MAX = 2000
 SDP_MAX = 64_000
 TARGET_MINUTES = (10, 120)
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 EVENT_MAX_BYTES = 96_000
-
-
-def _obj(
-    payload: Any, allowed: set[str], required: set[str], where: str = "payload"
-) -> dict[str, Any]:
-    if payload is None and not required:
-        payload = {}
-    if not isinstance(payload, dict):
-        raise InvalidInput(f"{where} must be a JSON object", code="invalid_type")
-    unknown = sorted(set(payload) - allowed)
-    if unknown:
-        raise InvalidInput(f"unknown field {unknown[0]!r} in {where}", code="unknown_field")
-    missing = sorted(required - set(payload))
-    if missing:
-        raise InvalidInput(f"missing field {missing[0]!r} in {where}", code="missing_field")
-    return payload
-
-
-def _text(value: Any, field: str, max_len: int, *, allow_empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise InvalidInput(f"{field} must be text", code="invalid_type")
-    value = value.strip()
-    if not value and not allow_empty:
-        raise InvalidInput(f"{field} must not be empty", code="invalid_value")
-    if len(value) > max_len:
-        raise InvalidInput(f"{field} is longer than {max_len} characters", code="too_long")
-    if any(ord(c) < 32 and c not in "\n\t" for c in value):
-        raise InvalidInput(f"{field} contains control characters", code="invalid_value")
-    return value
-
-
-def _bool(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidInput(f"{field} must be true or false", code="invalid_type")
-    return value
-
-
-def _id(value: Any, field: str) -> str:
-    if not isinstance(value, str) or not ID_RE.match(value):
-        raise InvalidInput(f"{field} must be a question id", code="invalid_value")
-    return value
+QUESTION_ID = "a question id"
 
 
 def check_size(payload: Any) -> None:
@@ -98,27 +56,22 @@ class SessionIn:
 
 
 def _person(value: Any, where: str, *, bio: bool) -> PersonIn:
-    fields = {"name", "bio"}
-    obj = _obj(value, fields, {"name"}, where)
-    name = _text(obj["name"], f"{where}.name", NAME_MAX)
-    bio_text = _text(obj.get("bio", ""), f"{where}.bio", BIO_MAX, allow_empty=True)
+    obj = fields.obj(value, {"name", "bio"}, {"name"}, where)
+    name = fields.text(obj["name"], f"{where}.name", NAME_MAX)
+    bio_text = fields.text(obj.get("bio", ""), f"{where}.bio", BIO_MAX, allow_empty=True)
     return PersonIn(name=name, bio=bio_text if (bio or "bio" in obj) else "")
 
 
 def parse_session_create(payload: Any) -> SessionIn:
-    obj = _obj(
+    obj = fields.obj(
         payload,
         {"title", "language", "target_minutes", "participants", "facilitator", "questions"},
         {"title", "participants", "facilitator"},
         "session",
     )
-    title = _text(obj["title"], "title", TITLE_MAX)
-    language = obj.get("language", "en")
-    if language not in LANGUAGES:
-        raise InvalidInput("language must be 'en' or 'es'", code="invalid_value")
-    target = obj.get("target_minutes", 40)
-    if not isinstance(target, int) or isinstance(target, bool):
-        raise InvalidInput("target_minutes must be a whole number", code="invalid_type")
+    title = fields.text(obj["title"], "title", TITLE_MAX)
+    language = fields.language(obj.get("language", "en"))
+    target = fields.whole_number(obj.get("target_minutes", 40), "target_minutes")
     if not TARGET_MINUTES[0] <= target <= TARGET_MINUTES[1]:
         raise InvalidInput(
             f"target_minutes must be between {TARGET_MINUTES[0]} and {TARGET_MINUTES[1]}",
@@ -139,7 +92,9 @@ def parse_session_create(payload: Any) -> SessionIn:
             raise InvalidInput(
                 f"questions must be a list of 1 to {QUESTIONS_MAX} texts", code="invalid_value"
             )
-        questions = tuple(_text(q, f"questions[{i}]", QUESTION_MAX) for i, q in enumerate(raw))
+        questions = tuple(
+            fields.text(q, f"questions[{i}]", QUESTION_MAX) for i, q in enumerate(raw)
+        )
     return SessionIn(title, language, target, (a, b), facilitator, questions)
 
 
@@ -180,48 +135,48 @@ class OfferIn:
 
 
 def parse_consent(payload: Any) -> ConsentIn:
-    obj = _obj(payload, {"record", "archive", "public"}, {"record", "archive", "public"})
+    obj = fields.obj(payload, {"record", "archive", "public"}, {"record", "archive", "public"})
     return ConsentIn(
-        record=_bool(obj["record"], "record"),
-        archive=_bool(obj["archive"], "archive"),
-        public=_bool(obj["public"], "public"),
+        record=fields.boolean(obj["record"], "record"),
+        archive=fields.boolean(obj["archive"], "archive"),
+        public=fields.boolean(obj["public"], "public"),
     )
 
 
 def parse_choose(payload: Any) -> ChooseIn:
-    obj = _obj(payload, {"ids"}, {"ids"})
+    obj = fields.obj(payload, {"ids"}, {"ids"})
     ids = obj["ids"]
     if not isinstance(ids, list) or len(ids) > QUESTIONS_MAX:
         raise InvalidInput(
             f"ids must be a list of at most {QUESTIONS_MAX} question ids", code="invalid_type"
         )
-    parsed = tuple(_id(i, f"ids[{n}]") for n, i in enumerate(ids))
+    parsed = tuple(fields.identifier(i, f"ids[{n}]", QUESTION_ID) for n, i in enumerate(ids))
     if len(set(parsed)) != len(parsed):
         raise InvalidInput("ids must not repeat a question", code="invalid_value")
     return ChooseIn(parsed)
 
 
 def parse_cue(payload: Any) -> CueIn:
-    obj = _obj(payload, {"id"}, {"id"})
-    return CueIn(_id(obj["id"], "id"))
+    obj = fields.obj(payload, {"id"}, {"id"})
+    return CueIn(fields.identifier(obj["id"], "id", QUESTION_ID))
 
 
 def parse_marker(payload: Any) -> MarkerIn:
-    obj = _obj(payload, {"label"}, set())
-    return MarkerIn(_text(obj.get("label", "marker"), "label", LABEL_MAX))
+    obj = fields.obj(payload, {"label"}, set())
+    return MarkerIn(fields.text(obj.get("label", "marker"), "label", LABEL_MAX))
 
 
 def parse_note(payload: Any) -> NoteIn:
-    obj = _obj(payload, {"text"}, {"text"})
-    return NoteIn(_text(obj["text"], "text", NOTE_MAX))
+    obj = fields.obj(payload, {"text"}, {"text"})
+    return NoteIn(fields.text(obj["text"], "text", NOTE_MAX))
 
 
 def parse_empty(payload: Any) -> None:
-    _obj(payload, set(), set())
+    fields.obj(payload, set(), set())
 
 
 def parse_offer(payload: Any) -> OfferIn:
-    obj = _obj(payload, {"sdp", "type"}, {"sdp", "type"})
+    obj = fields.obj(payload, {"sdp", "type"}, {"sdp", "type"})
     if obj["type"] != "offer":
         raise InvalidInput("type must be 'offer'", code="invalid_value")
     sdp = obj["sdp"]

@@ -9,7 +9,6 @@ changes through callbacks. Every change is persisted before it is announced.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,8 +19,9 @@ from typing import Any, Protocol
 from storyroom.clock import steady
 from storyroom.config import Settings
 from storyroom.errors import Forbidden, InvalidInput, InvalidState, NotFound, PreconditionFailed
+from storyroom.ids import new_id
 from storyroom.room.protocol import ChooseIn, ConsentIn
-from storyroom.seats import PARTICIPANT_SEATS, SEATS, SeatName, new_id
+from storyroom.seats import PARTICIPANT_SEATS, SEATS, SeatName
 from storyroom.status import RecordingState
 from storyroom.store import (
     Consent,
@@ -33,6 +33,7 @@ from storyroom.store import (
     SessionRow,
     Store,
 )
+from storyroom.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +44,11 @@ class CloseReason(StrEnum):
     CLIENT_LEFT = "client_left"
     REPLACED = "replaced"
     SERVER_SHUTDOWN = "server_shutdown"
-    PROTOCOL_ERROR = "protocol_error"
-    ROOM_CLOSED = "room_closed"
     GRACE_EXPIRED = "grace_expired"
 
 
 class RoomListener(Protocol):
-    """Something that follows a room's recording state (the media plane, the recorder)."""
+    """Something that follows a room's recording state (the recorder, the finalizer)."""
 
     async def on_recording_state(self, room: Room, previous: RecordingState) -> None: ...
 
@@ -81,7 +80,6 @@ class Room:
     presence: dict[str, Presence] = field(default_factory=lambda: {s: Presence() for s in SEATS})
     notice: dict[str, Any] | None = None
     listeners: list[RoomListener] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)  # media-plane additions to the snapshot
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     run_started: float | None = None  # steady clock when the current run began
     _warning_task: asyncio.Task[None] | None = None
@@ -173,7 +171,6 @@ class Room:
             "timer": self.timer(now),
             "notice": self.notice,
             "server_time": now,
-            **self.extra,
         }
 
     @property
@@ -269,20 +266,24 @@ class Room:
                 self.notice = {"type": "chosen", "seat": seat, "at": time.time()}
         await self._changed()
 
+    def _recording_moment(self, refusal: str) -> tuple[str, float, float]:
+        """Under `lock`: the running recording's id, the wall time and the recording clock
+        now; `InvalidState` with `refusal` unless it is recording or paused."""
+        if self.state not in (RecordingState.RECORDING, RecordingState.PAUSED):
+            raise InvalidState(refusal)
+        assert self.recording is not None
+        return self.recording.id, time.time(), self.elapsed()
+
     async def cue(self, seat: str, question_id: str) -> CueRow:
         _facilitator_only(seat)
         if question_id not in self._question_ids():
             raise InvalidInput(f"unknown question id {question_id!r}", code="unknown_question")
         async with self.lock:
-            if self.state not in (RecordingState.RECORDING, RecordingState.PAUSED):
-                raise InvalidState("questions are cued while recording; start the recording first")
-            assert self.recording is not None
-            now = time.time()
-            rec_time = self.elapsed()
-            cue_id = await self.store.add_cue(
-                self.id, self.recording.id, question_id, now, rec_time
+            recording_id, now, rec_time = self._recording_moment(
+                "questions are cued while recording; start the recording first"
             )
-            row = CueRow(cue_id, question_id, now, rec_time, self.recording.id)
+            cue_id = await self.store.add_cue(self.id, recording_id, question_id, now, rec_time)
+            row = CueRow(cue_id, question_id, now, rec_time, recording_id)
             self.cues.append(row)
             self.notice = {"type": "cue", "seat": seat, "at": now}
         await self._changed()
@@ -291,15 +292,13 @@ class Room:
     async def marker(self, seat: str, label: str) -> MarkerRow:
         _facilitator_only(seat)
         async with self.lock:
-            if self.state not in (RecordingState.RECORDING, RecordingState.PAUSED):
-                raise InvalidState("markers are placed while recording")
-            assert self.recording is not None
-            now = time.time()
-            rec_time = self.elapsed()
-            marker_id = await self.store.add_marker(
-                self.id, self.recording.id, seat, label, now, rec_time
+            recording_id, now, rec_time = self._recording_moment(
+                "markers are placed while recording"
             )
-            row = MarkerRow(marker_id, seat, label, now, rec_time, self.recording.id)
+            marker_id = await self.store.add_marker(
+                self.id, recording_id, seat, label, now, rec_time
+            )
+            row = MarkerRow(marker_id, seat, label, now, rec_time, recording_id)
             self.markers.append(row)
             self.notice = {"type": "marker", "seat": seat, "at": now}
         await self._changed()
@@ -495,10 +494,7 @@ class Room:
         self._closed = True
         log.info("room %s closed: %s", self.id, reason.value)
         task, self._warning_task = self._warning_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
 
 def _facilitator_only(seat: str) -> None:
@@ -515,17 +511,37 @@ def _marker_json(m: MarkerRow) -> dict[str, Any]:
 
 
 class Rooms:
-    """Registry of live rooms, loaded on demand from the store. Owner: the app."""
+    """Registry of live rooms, loaded on demand from the store. Owner: the app.
 
-    def __init__(
-        self, settings: Settings, store: Store, on_change: Callable[[Room], Awaitable[None]]
-    ) -> None:
+    Whoever follows rooms registers here: `on_change` for every change (signaling sends
+    the snapshots), `follow` for recording transitions (the recorder, the finalizer)."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
         self._settings = settings
         self._store = store
-        self._on_change = on_change
         self._rooms: dict[str, Room] = {}
         self._loading = asyncio.Lock()
-        self.room_listeners: list[RoomListener] = []
+        self._change_listeners: list[Callable[[Room], Awaitable[None]]] = []
+        # shared with every room, so a listener registered later follows live rooms too
+        self._recording_listeners: list[RoomListener] = []
+
+    def on_change(self, listener: Callable[[Room], Awaitable[None]]) -> None:
+        """Call `listener` with the room after each of its changes."""
+        self._change_listeners.append(listener)
+
+    def follow(self, listener: RoomListener) -> None:
+        """Tell `listener` of every recording transition, after the listeners before it."""
+        self._recording_listeners.append(listener)
+
+    async def _announce(self, room: Room) -> None:
+        for listener in self._change_listeners:
+            await listener(room)
+
+    async def recording_updated(self, rec: RecordingRow) -> None:
+        """Finalization progress reaches the recording's room, when it is live."""
+        room = self._rooms.get(rec.session_id)
+        if room is not None:
+            await room.recording_updated(rec)
 
     def live(self, session_id: str) -> Room | None:
         return self._rooms.get(session_id)
@@ -546,6 +562,11 @@ class Rooms:
                 raise NotFound("no such session")
             seats = {s.seat: s for s in await self._store.seats(session_id)}
             recordings = await self._store.recordings_for(session_id)
+            recording = recordings[-1] if recordings else None
+            run_started = None
+            if recording is not None and recording.run_started_at is not None:
+                # the stored start is a wall-clock label; carry it onto the steady clock once
+                run_started = steady() - max(0.0, time.time() - recording.run_started_at)
             room = Room(
                 settings=self._settings,
                 store=self._store,
@@ -556,13 +577,11 @@ class Rooms:
                 cues=await self._store.cues(session_id),
                 markers=await self._store.markers(session_id),
                 notes=await self._store.notes(session_id),
-                recording=recordings[-1] if recordings else None,
-                on_change=self._on_change,
-                listeners=list(self.room_listeners),
+                recording=recording,
+                on_change=self._announce,
+                listeners=self._recording_listeners,
+                run_started=run_started,
             )
-            if room.recording is not None and room.recording.run_started_at is not None:
-                # the stored start is a wall-clock label; carry it onto the steady clock once
-                room.run_started = steady() - max(0.0, time.time() - room.recording.run_started_at)
             self._rooms[session_id] = room
             return room
 

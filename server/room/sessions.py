@@ -8,10 +8,11 @@ from typing import Any
 
 from storyroom.config import Settings
 from storyroom.errors import NotFound
+from storyroom.ids import hash_token, new_id, new_token
 from storyroom.room.protocol import SessionIn
 from storyroom.room.questions import session_questions
 from storyroom.room.rooms import Rooms
-from storyroom.seats import SEATS, hash_token, join_url, new_id, new_token
+from storyroom.seats import SEATS, join_url
 from storyroom.store import SessionRow, Store
 
 

@@ -7,7 +7,6 @@ event is parsed in `protocol`, errors are translated in one place (`_answer`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -17,29 +16,23 @@ from typing import Any, Protocol
 import socketio
 
 from storyroom.config import Settings
-from storyroom.errors import (
-    AuthError,
-    InvalidInput,
-    NotFound,
-    ProtocolError,
-    StoryroomError,
-    UserError,
-)
+from storyroom.errors import AuthError, ProtocolError, StoryroomError, UserError
+from storyroom.ids import hash_token
+from storyroom.limits import FailureLimit, RateLimited
 from storyroom.room import protocol
 from storyroom.room.rooms import CloseReason, Room, Rooms
-from storyroom.seats import SeatName, hash_token
-from storyroom.store import Store
+from storyroom.seats import SeatName
+from storyroom.store import SeatRow, Store
+from storyroom.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 LEVELS_INTERVAL = 0.25
 
-# Close reasons the client sees on a refused connect.
-REFUSALS = {
-    "token_missing": "This link is missing its key. Please open the full link you were sent.",
-    "token_invalid": "This link is not valid. Please check you opened the full link you were sent.",
-    "token_expired": "This link has expired. Please ask the organisers for a new one.",
-}
+
+class UnknownToken(AuthError, code="token_invalid"):
+    """A seat token that opens no seat: a wrong or guessed link, counted against the
+    client's address (`bad_tokens`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +45,7 @@ class Conn:
 
 
 class MediaPlane(Protocol):
-    """What signaling needs from the media layer (implemented in media.py)."""
+    """What signaling needs from the media layer (`media.plane.MediaPlane`)."""
 
     async def offer(
         self, room: Room, seat: str, conn_id: str, offer: protocol.OfferIn
@@ -74,13 +67,20 @@ class Signaling:
     """Owns the Socket.IO handlers and the welcome task."""
 
     def __init__(
-        self, sio: socketio.AsyncServer, settings: Settings, store: Store, rooms: Rooms
+        self,
+        sio: socketio.AsyncServer,
+        settings: Settings,
+        store: Store,
+        rooms: Rooms,
+        media: MediaPlane,
+        bad_tokens: FailureLimit,
     ) -> None:
         self.sio = sio
         self.settings = settings
         self.store = store
         self.rooms = rooms
-        self.media: MediaPlane | None = None
+        self.media = media
+        self.bad_tokens = bad_tokens
         self.conns: dict[str, Conn] = {}
         self._welcome: asyncio.Queue[str] = asyncio.Queue()
         self._welcome_task: asyncio.Task[None] | None = None
@@ -102,6 +102,7 @@ class Signaling:
         for name in self._events:
             sio.on(name, self._dispatcher(name))
         sio.on("*", self._on_unknown)
+        rooms.on_change(self.broadcast)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -113,35 +114,35 @@ class Signaling:
         tasks = [self._welcome_task, self._levels_task]
         self._welcome_task = self._levels_task = None
         for task in tasks:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(task)
 
     async def _levels_loop(self) -> None:
         """About four times a second, each live room's levels and link stats, to its facilitator."""
         while True:
             await asyncio.sleep(LEVELS_INTERVAL)
-            if self.media is None:
-                continue
             for room in self.rooms.all():
                 levels = self.media.levels(room.id)
                 if levels is None:
                     continue
                 # the facilitator's console shows them; participants' pages do not
                 sid = room.presence[SeatName.FACILITATOR.value].sid
-                if sid is not None:
-                    with contextlib.suppress(Exception):
-                        await self.sio.emit("media:levels", levels, to=sid)
+                if sid is None:
+                    continue
+                try:
+                    await self.sio.emit("media:levels", levels, to=sid)
+                except Exception:
+                    # levels are advisory and sent again in a quarter second: a console
+                    # that cannot take them now must not end the loop for every room
+                    log.warning("room %s: levels not sent to %s", room.id, sid, exc_info=True)
 
     async def broadcast(self, room: Room) -> None:
-        """Send the room snapshot to every seat connected to it (Room.on_change)."""
+        """Send the room snapshot to every seat connected to it (after each change)."""
         snapshot = room.snapshot()
         snapshot["ice_transport_policy"] = self.settings.ice_transport_policy
         for seat, presence in room.presence.items():
             if presence.sid is not None:
                 # each seat's own TURN credentials, minted afresh for each snapshot
-                ice_servers = self.media.ice_servers(room.id, seat) if self.media else []
+                ice_servers = self.media.ice_servers(room.id, seat)
                 await self.sio.emit(
                     "room",
                     {
@@ -156,14 +157,42 @@ class Signaling:
     # -- connect / disconnect --------------------------------------------------------------
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        """Seat a connection whose token opens a seat; refuse it otherwise. Wrong tokens
+        are counted per client address, and an address with too many is refused."""
+        address = _environ_address(environ)
+        try:
+            self.bad_tokens.check(address)
+            seat_row = await self._seat_for(sid, auth)
+        except RateLimited as exc:
+            log.warning("refused connect %s from %s: too many wrong tokens", sid, address)
+            raise socketio.exceptions.ConnectionRefusedError(
+                "Too many wrong links from this connection. Please wait a few minutes.",
+                {"code": exc.code, "retry_after": exc.retry_after},
+            ) from None
+        except AuthError as exc:
+            if isinstance(exc, UnknownToken):
+                self.bad_tokens.fail(address)
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {"code": exc.code}
+            ) from None
+        self.conns[sid] = Conn(sid, seat_row.session_id, seat_row.seat)
+        # The snapshot goes out after the CONNECT packet, from the welcome task.
+        self._welcome.put_nowait(sid)
+
+    async def _seat_for(self, sid: str, auth: Any) -> SeatRow:
+        """The seat a connect's token opens, else `AuthError` saying why not."""
         token = protocol.parse_token(auth)
         if token is None:
-            _refuse("token_missing")
-        seat_row = await self.store.seat_by_token_hash(hash_token(token or ""))
+            raise AuthError(
+                "This link is missing its key. Please open the full link you were sent.",
+                code="token_missing",
+            )
+        seat_row = await self.store.seat_by_token_hash(hash_token(token))
         if seat_row is None:
             log.info("refused connect %s: unknown token", sid)
-            _refuse("token_invalid")
-            return
+            raise UnknownToken(
+                "This link is not valid. Please check you opened the full link you were sent."
+            )
         if seat_row.token_expires_at < time.time():
             log.info(
                 "refused connect %s: expired token for %s/%s",
@@ -171,10 +200,11 @@ class Signaling:
                 seat_row.session_id,
                 seat_row.seat,
             )
-            _refuse("token_expired")
-        self.conns[sid] = Conn(sid, seat_row.session_id, seat_row.seat)
-        # The snapshot goes out after the CONNECT packet, from the welcome task.
-        self._welcome.put_nowait(sid)
+            raise AuthError(
+                "This link has expired. Please ask the organisers for a new one.",
+                code="token_expired",
+            )
+        return seat_row
 
     async def _welcome_loop(self) -> None:
         while True:
@@ -198,9 +228,8 @@ class Signaling:
         if old is not None and old != sid:
             log.info("seat %s/%s: connection %s replaced by %s", room.id, conn.seat, old, sid)
             self.conns.pop(old, None)
-            if self.media is not None:
-                await self.media.seat_replaced(room, conn.seat, old)
-            with contextlib.suppress(Exception):
+            await self.media.seat_replaced(room, conn.seat, old)
+            try:
                 await self.sio.emit(
                     "closed",
                     {
@@ -210,6 +239,11 @@ class Signaling:
                     to=old,
                 )
                 await self.sio.disconnect(old)
+            except Exception:
+                # the old window may already be gone; the new one is seated either way
+                log.warning(
+                    "seat %s/%s: could not close %s", room.id, conn.seat, old, exc_info=True
+                )
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self.conns.pop(sid, None)
@@ -218,7 +252,7 @@ class Signaling:
         room = self.rooms.live(conn.session_id)
         if room is None:
             return
-        if await room.leave(conn.seat, sid) and self.media is not None:
+        if await room.leave(conn.seat, sid):
             await self.media.seat_disconnected(room, conn.seat, sid)
 
     # -- events ------------------------------------------------------------------------
@@ -300,14 +334,11 @@ class Signaling:
         return {"note": {"seq": note.id, "at": note.at, "rec_time": note.rec_time}}
 
     async def _rtc_offer(self, conn: Conn, room: Room, payload: Any) -> dict[str, Any]:
-        offer = protocol.parse_offer(payload)
-        if self.media is None:
-            raise UserError("audio is not available on this server", code="media_unavailable")
-        return await self.media.offer(room, conn.seat, conn.sid, offer)
+        return await self.media.offer(room, conn.seat, conn.sid, protocol.parse_offer(payload))
 
 
-def _refuse(code: str) -> None:
-    raise socketio.exceptions.ConnectionRefusedError(REFUSALS[code], {"code": code})
-
-
-__all__ = ["REFUSALS", "Conn", "InvalidInput", "MediaPlane", "NotFound", "Signaling"]
+def _environ_address(environ: dict[str, Any]) -> str:
+    """The client address of a Socket.IO connection (engine.io's REMOTE_ADDR is fixed)."""
+    request = environ.get("aiohttp.request")
+    remote = getattr(request, "remote", None)
+    return str(remote or environ.get("REMOTE_ADDR") or "unknown")

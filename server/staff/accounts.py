@@ -10,7 +10,7 @@
   cookie's token, so stored nowhere). Sessions are kept in the database and mirrored in
   memory, so the check is synchronous and survives a restart.
 - Sign-in attempts are limited per client address and failures per account
-  (`throttle`); the sign-in form itself is protected by a double-submit CSRF token.
+  (`limits`); the sign-in form itself is protected by a double-submit CSRF token.
 
 Owner: app.py opens one `Accounts` in its cleanup context (`Services.accounts`).
 """
@@ -22,7 +22,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -31,11 +30,12 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from storyroom import fields
 from storyroom.config import Settings
 from storyroom.errors import AuthError, Forbidden, InvalidInput
-from storyroom.ratelimit import RateLimit
-from storyroom.store import ModuleMigrations, Store
-from storyroom.throttle import FailureLimit
+from storyroom.ids import hash_token, new_token, tokens_equal
+from storyroom.limits import FailureLimit, RateLimit
+from storyroom.store import ModuleMigrations, Store, fetch_all, fetch_one
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +45,6 @@ CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SIGNIN_WINDOW_S = 15 * 60.0
 TOKEN_WINDOW_S = 10 * 60.0
-
-PASSWORD_MIN = 10
-PASSWORD_MAX = 1024
-EMAIL_MAX = 254
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 # scrypt: N = 2^15, r = 8 -> 128 * N * r = 32 MiB per hash.
 SCRYPT_LOG2_N = 15
@@ -124,29 +119,9 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(digest, want)
 
 
-def check_password(password: Any) -> str:
-    if not isinstance(password, str):
-        raise InvalidInput("password must be text", code="invalid_type")
-    if len(password) < PASSWORD_MIN:
-        raise InvalidInput(
-            f"the password must have at least {PASSWORD_MIN} characters", code="weak_password"
-        )
-    if len(password) > PASSWORD_MAX:
-        raise InvalidInput("the password is too long", code="too_long")
-    return password
-
-
 def normalize_email(email: Any) -> str:
-    if not isinstance(email, str):
-        raise InvalidInput("email must be text", code="invalid_type")
-    email = email.strip().lower()
-    if len(email) > EMAIL_MAX or not EMAIL_RE.match(email):
-        raise InvalidInput("that is not an email address", code="invalid_email")
-    return email
-
-
-def _sha256(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+    """An account's email: an email address, in lower case."""
+    return fields.email(email).lower()
 
 
 def csrf_token(session_token: str) -> str:
@@ -214,18 +189,18 @@ class Accounts:
         now = time.time()
         await self.db.execute("DELETE FROM staff_sessions WHERE expires_at <= ?", (now,))
         await self.db.commit()
-        async with self.db.execute(
+        rows = await fetch_all(
+            self.db,
             "SELECT s.token_hash, s.user_id, u.email, s.created_at, s.expires_at"
-            " FROM staff_sessions s JOIN staff_users u ON u.id = s.user_id"
-        ) as cur:
-            rows = await cur.fetchall()
+            " FROM staff_sessions s JOIN staff_users u ON u.id = s.user_id",
+        )
         self._sessions = {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
     # -- users ------------------------------------------------------------------------
 
     async def add_user(self, email: str, password: str) -> StaffUser:
         email = normalize_email(email)
-        check_password(password)
+        fields.password(password)
         encoded = await asyncio.to_thread(hash_password, password)
         now = time.time()
         if await self.user(email) is not None:
@@ -241,7 +216,7 @@ class Accounts:
     async def set_password(self, email: str, password: str) -> None:
         """A new password; every session of that person ends."""
         email = normalize_email(email)
-        check_password(password)
+        fields.password(password)
         user = await self.user(email)
         if user is None:
             raise InvalidInput(f"{email} has no account", code="not_found", status=404)
@@ -255,17 +230,15 @@ class Accounts:
         self._sessions = {k: s for k, s in self._sessions.items() if s[0] != user.id}
 
     async def user(self, email: str) -> StaffUser | None:
-        async with self.db.execute(
-            "SELECT id, email, created_at FROM staff_users WHERE email = ?", (email,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(
+            self.db, "SELECT id, email, created_at FROM staff_users WHERE email = ?", (email,)
+        )
         return StaffUser(row[0], row[1], row[2]) if row else None
 
     async def users(self) -> list[StaffUser]:
-        async with self.db.execute(
-            "SELECT id, email, created_at FROM staff_users ORDER BY email"
-        ) as cur:
-            rows = await cur.fetchall()
+        rows = await fetch_all(
+            self.db, "SELECT id, email, created_at FROM staff_users ORDER BY email"
+        )
         return [StaffUser(r[0], r[1], r[2]) for r in rows]
 
     # -- sign-in ------------------------------------------------------------------------
@@ -282,12 +255,11 @@ class Accounts:
             email = ""
         if email:
             self.signin_failures.check(email)
-        if not isinstance(password, str) or not password or len(password) > PASSWORD_MAX:
+        if not isinstance(password, str) or not password or len(password) > fields.PASSWORD_MAX:
             password = ""
-        async with self.db.execute(
-            "SELECT id, password_hash FROM staff_users WHERE email = ?", (email,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await fetch_one(
+            self.db, "SELECT id, password_hash FROM staff_users WHERE email = ?", (email,)
+        )
         if row is None:
             # the same work as a real check, so timing does not tell who has an account
             if self._dummy_hash is None:
@@ -296,15 +268,15 @@ class Accounts:
             ok = False
         else:
             ok = await asyncio.to_thread(verify_password, password, row[1]) and bool(password)
-        if not ok:
+        if row is None or not ok:
             if email:
                 self.signin_failures.fail(email)
             raise AuthError("that email and password do not match an account")
         self.signin_failures.clear(email)
-        token = secrets.token_urlsafe(32)
+        token = new_token(32)
         now = time.time()
         session = StaffSession(
-            token_hash=_sha256(token),
+            token_hash=hash_token(token),
             user_id=int(row[0]),
             email=email,
             csrf=csrf_token(token),
@@ -331,7 +303,7 @@ class Accounts:
         """The live session a cookie's token opens, if any. Synchronous (memory)."""
         if not token or len(token) > 128:
             return None
-        token_hash = _sha256(token)
+        token_hash = hash_token(token)
         found = self._sessions.get(token_hash)
         if found is None:
             return None
@@ -372,7 +344,7 @@ class Accounts:
         """The sign-in form's CSRF token: in a cookie and in the page (double submit)."""
         token = request.cookies.get(SIGNIN_CSRF_COOKIE, "")
         if not 32 <= len(token) <= 64:
-            token = secrets.token_urlsafe(32)
+            token = new_token(32)
         response.set_cookie(
             SIGNIN_CSRF_COOKIE,
             token,
@@ -387,7 +359,7 @@ class Accounts:
         check_origin(request, self.settings)
         cookie = request.cookies.get(SIGNIN_CSRF_COOKIE, "")
         sent = request.headers.get(CSRF_HEADER, "")
-        if not cookie or not sent or not hmac.compare_digest(cookie.encode(), sent.encode()):
+        if not cookie or not sent or not tokens_equal(cookie, sent):
             raise Forbidden("the sign-in form has expired: reload the page", code="csrf_failed")
 
 
@@ -407,5 +379,5 @@ def check_csrf(request: web.Request, session: StaffSession, settings: Settings) 
         return
     check_origin(request, settings)
     sent = request.headers.get(CSRF_HEADER, "")
-    if not sent or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
+    if not sent or not tokens_equal(sent, session.csrf):
         raise Forbidden("the form has expired: reload the page", code="csrf_failed")

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from storyroom.store import ModuleMigrations, Store
+from storyroom.store import ModuleMigrations, Store, fetch_all
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +78,7 @@ class AuditEntry:
     address: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "at": self.at,
-            "actor": self.actor,
-            "action": self.action,
-            "target": self.target,
-            "detail": self.detail,
-            "address": self.address,
-        }
+        return asdict(self)
 
 
 class Audit:
@@ -135,6 +127,5 @@ class Audit:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
-        async with self.store.db.execute(sql, (*args, limit)) as cur:
-            rows = await cur.fetchall()
+        rows = await fetch_all(self.store.db, sql, (*args, limit))
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]

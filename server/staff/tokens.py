@@ -4,13 +4,12 @@ for scripts, or a signed-in staff member's session cookie (`accounts`) for the p
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 from aiohttp import web
 
 from storyroom.errors import AuthError
-from storyroom.seats import tokens_equal
+from storyroom.ids import new_token, tokens_equal
 from storyroom.staff.accounts import (
     SESSION_COOKIE,
     TOKEN_ACTOR,
@@ -31,7 +30,7 @@ def load_or_create_staff_token(data_dir: Path, configured: str) -> tuple[str, bo
         return path.read_text("utf-8").strip(), False
     except FileNotFoundError:
         pass
-    token = secrets.token_urlsafe(32)
+    token = new_token(32)
     data_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:

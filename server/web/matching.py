@@ -17,6 +17,7 @@ from aiohttp import web
 
 from storyroom.config import Settings
 from storyroom.errors import InvalidInput, InvalidState
+from storyroom.limits import RateLimit
 from storyroom.matching.applications import (
     parse_application,
     parse_facilitator,
@@ -29,7 +30,6 @@ from storyroom.matching.outbox import describe
 from storyroom.matching.regions import regions
 from storyroom.matching.scheduling import confirm, plan_proposal
 from storyroom.matching.store import ApplicationRow, ApplicationStore, ProposalRow, ScheduleRow
-from storyroom.ratelimit import RateLimit
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.web.middleware import read_json
 from storyroom.web.routes import RouteGroup, Routes, address, lookup

@@ -13,11 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
+from storyroom import fields
 from storyroom.archive.bagit import tar_chunks, tar_members
 from storyroom.archive.protocol import parse_metadata, parse_search, parse_staff_consent
 from storyroom.errors import NotFound, PreconditionFailed
 from storyroom.finalize.contracts import chapters_json
-from storyroom.room import protocol
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.store import RecordingRow
 from storyroom.web.downloads import recording_file, send_file, whole_download
@@ -151,7 +151,7 @@ class RecordingRoutes(RouteGroup):
 
     async def revoke_copy(self, request: web.Request, who: StaffIdentity) -> web.Response:
         link_id = request.match_info["link_id"]
-        if not protocol.ID_RE.match(link_id):
+        if not fields.ID_RE.match(link_id):
             raise NotFound("no such link")
         link = await self.services.copies.revoke(link_id, who.actor)
         await self.audit(request, who, "copy_revoked", link.recording_id, {"link": link.id})

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from storyroom.errors import NotFound
-from storyroom.room.protocol import ID_RE
+from storyroom.fields import ID_RE
 from storyroom.services import SERVICES, Services
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.staff.tokens import require_staff

@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 
+from storyroom import fields
 from storyroom.errors import NotFound
 from storyroom.room import protocol
 from storyroom.room.sessions import create_session, describe_session
@@ -27,7 +28,7 @@ class SessionRoutes(RouteGroup):
 
     async def get_session(self, request: web.Request, who: StaffIdentity) -> web.Response:
         session_id = request.match_info["session_id"]
-        if not protocol.ID_RE.match(session_id):
+        if not fields.ID_RE.match(session_id):
             raise NotFound("no such session")
         return web.json_response(
             await describe_session(self.services.store, self.services.rooms, session_id)

@@ -25,11 +25,11 @@ from playwright.async_api import async_playwright, expect
 
 import storyroom.room.rooms
 from storyroom.__main__ import main
+from storyroom.ids import new_id
 from storyroom.media.aiortc_internals import RtpAudioPacket
 from storyroom.recording import ogg
 from storyroom.recording.recorder import DISK_FULL, WRITE_FAILED, StemSegment, write_failure_reason
 from storyroom.recording.timeline import read_recording, read_segment
-from storyroom.seats import new_id
 from storyroom.store import Store
 from support.browser import LAPTOP, PHONE, launch, screenshot, seat_page, with_raw_audio, write_tone
 from support.media import (

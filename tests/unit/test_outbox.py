@@ -43,7 +43,7 @@ def parse(data: bytes) -> EmailMessage:
 
 def calendar_of(message: EmailMessage) -> bytes:
     [part] = [p for p in message.iter_attachments() if p.get_content_type() == "text/calendar"]
-    assert part.get_filename() == "storyroom.matching.ics"
+    assert part.get_filename() == "storyroom.ics"
     data = part.get_payload(decode=True)
     assert isinstance(data, bytes)
     return data
