@@ -252,7 +252,9 @@ class Archive:
     async def public_recordings(self) -> list[dict[str, Any]]:
         """Ready recordings both participants agreed to make public, as of now."""
         out = []
-        for rec, extra in await self.search(SearchIn(status=FinalizeStatus.READY, consent="public")):
+        for rec, extra in await self.search(
+            SearchIn(status=FinalizeStatus.READY, consent="public")
+        ):
             meta = extra["metadata"]
             out.append(
                 {
