@@ -25,3 +25,14 @@ class FinalizeStatus(StrEnum):
     FINALIZING = "finalizing"
     READY = "ready"
     FAILED = "failed"
+
+
+# A take whose voices are being written right now.
+LIVE_STATES: tuple[RecordingState, ...] = (RecordingState.RECORDING, RecordingState.PAUSED)
+
+# What staff see of a recording (RecordingRow.public_status), in the order of its life:
+# the recording state until it stopped, then where finalization is ("queued" reads as
+# "finalizing").
+PUBLIC_STATUSES: tuple[str, ...] = tuple(
+    state.value for state in RecordingState if state is not RecordingState.IDLE
+) + tuple(status.value for status in FinalizeStatus if status is not FinalizeStatus.QUEUED)

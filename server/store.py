@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiosqlite
 
 from storyroom.finalize.contracts import Finalized
-from storyroom.status import FinalizeStatus
+from storyroom.status import LIVE_STATES, FinalizeStatus
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -213,7 +213,7 @@ class RecordingRow:
     @property
     def public_status(self) -> str:
         """What staff see: the live state, else the finalization state, else stopped/interrupted."""
-        if self.status in ("recording", "paused") or not self.finalize_status:
+        if self.status in LIVE_STATES or not self.finalize_status:
             return self.status
         if self.finalize_status is FinalizeStatus.QUEUED:
             return FinalizeStatus.FINALIZING

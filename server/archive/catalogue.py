@@ -34,7 +34,7 @@ from storyroom.finalize.contracts import chapters_json
 from storyroom.ids import new_id
 from storyroom.recording.layout import WAVEFORM, recording_dir
 from storyroom.seats import PARTICIPANT_SEATS
-from storyroom.status import FinalizeStatus
+from storyroom.status import LIVE_STATES, FinalizeStatus
 from storyroom.store import Consent, ModuleMigrations, RecordingRow, Store, fetch_all, fetch_one
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,6 @@ TABLES = ModuleMigrations(
 )
 
 BUSY_FINALIZE = (FinalizeStatus.QUEUED, FinalizeStatus.FINALIZING)
-LIVE = ("recording", "paused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,7 +457,7 @@ class Archive:
     # -- deletion -----------------------------------------------------------------------------
 
     def check_not_busy(self, rec: RecordingRow) -> None:
-        if rec.status in LIVE:
+        if rec.status in LIVE_STATES:
             raise Busy("the recording is still running; stop it first")
         if rec.finalize_status in BUSY_FINALIZE:
             raise Busy("the recording is being finalized; try again when it is ready")

@@ -15,6 +15,7 @@ from storyroom import fields
 from storyroom.errors import InvalidInput
 from storyroom.room.protocol import NAME_MAX
 from storyroom.seats import PARTICIPANT_SEATS
+from storyroom.status import PUBLIC_STATUSES
 
 META_TITLE_MAX = 200
 DESCRIPTION_MAX = 5000
@@ -23,7 +24,6 @@ KEYWORD_MAX = 60
 KEYWORDS_MAX = 30
 NOTE_MAX = 500
 QUERY_MAX = 200
-STATUSES = ("recording", "paused", "stopped", "interrupted", "finalizing", "ready", "failed")
 CONSENT_KINDS = ("archive", "public", "copies")
 
 
@@ -166,8 +166,8 @@ def parse_search(query: Mapping[str, str]) -> SearchIn:
     if language:
         fields.language(language)
     status = text("status")
-    if status and status not in STATUSES:
-        raise InvalidInput(f"status must be one of {', '.join(STATUSES)}", code="invalid_value")
+    if status and status not in PUBLIC_STATUSES:
+        raise InvalidInput(f"status must be one of {', '.join(PUBLIC_STATUSES)}", code="invalid_value")
     consent = text("consent")
     if consent and consent not in CONSENT_KINDS:
         raise InvalidInput("consent must be archive, public or copies", code="invalid_value")

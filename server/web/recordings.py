@@ -19,6 +19,7 @@ from storyroom.archive.protocol import parse_metadata, parse_search, parse_staff
 from storyroom.errors import NotFound, PreconditionFailed
 from storyroom.finalize.contracts import chapters_json
 from storyroom.staff.accounts import StaffIdentity
+from storyroom.status import FinalizeStatus
 from storyroom.store import RecordingRow
 from storyroom.web.downloads import recording_file, send_file, whole_download
 from storyroom.web.middleware import read_json
@@ -43,7 +44,7 @@ def recording_json(rec: RecordingRow, title: str | None = None) -> dict[str, Any
         "started_at": rec.started_at,
         "stopped_at": rec.stopped_at,
         "duration_s": result.duration_s if result else rec.elapsed_before,
-        "files": files if rec.finalize_status == "ready" else [],
+        "files": files if rec.finalize_status is FinalizeStatus.READY else [],
         "chapters": chapters_json(result),
         "damaged": [d.to_json() for d in result.damaged] if result else [],
     }
@@ -79,7 +80,7 @@ class RecordingRoutes(RouteGroup):
         wanted = request.match_info["name"]
         entry = (
             rec.finalized.file(wanted)
-            if rec.finalized is not None and rec.finalize_status == "ready"
+            if rec.finalized is not None and rec.finalize_status is FinalizeStatus.READY
             else None
         )
         if entry is None:
