@@ -14,9 +14,13 @@ import pytest
 from storyroom.room.questions import bank
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
-JS_FILES = sorted(p for p in (STATIC / "js").glob("*.js"))
+JS_FILES = sorted((STATIC / "js").glob("*/*.js"))
 HTML_FILES = sorted(STATIC.glob("*.html"))
 LANGS = ("en", "es")
+
+
+def script_id(script: Path) -> str:
+    return script.relative_to(STATIC / "js").as_posix()
 
 
 def catalogue(lang: str) -> dict[str, str]:
@@ -130,7 +134,7 @@ def test_no_unused_strings() -> None:
     assert sorted(set(catalogue("en")) - used) == []
 
 
-@pytest.mark.parametrize("script", JS_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", JS_FILES, ids=script_id)
 def test_no_markup_from_strings(script: Path) -> None:
     code = script.read_text("utf-8")
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"):
@@ -163,7 +167,7 @@ def test_form_controls_are_labelled(page: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-@pytest.mark.parametrize("script", JS_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", JS_FILES, ids=script_id)
 def test_scripts_parse(script: Path) -> None:
     node = shutil.which("node")
     assert node is not None

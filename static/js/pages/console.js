@@ -1,9 +1,9 @@
 // The facilitator console: seats, recording controls, cues, the agreed list, markers,
 // private notes and the facilitator's own microphone.
 
-import { onLanguageChange, t } from "./i18n.js";
-import { MicPanel, rawAudioRequested } from "./microphone.js";
-import { RoomView } from "./room-view.js";
+import { onLanguageChange, t } from "../lib/i18n.js";
+import { MicPanel, rawAudioRequested } from "../lib/microphone.js";
+import { RoomView } from "../lib/room-view.js";
 import {
   $,
   confirmDialog,
@@ -18,7 +18,7 @@ import {
   setMeter,
   show,
   themeTitle,
-} from "./ui.js";
+} from "../lib/ui.js";
 
 const SEATS = ["a", "b", "facilitator"];
 const PARTICIPANTS = ["a", "b"];

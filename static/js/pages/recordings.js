@@ -1,9 +1,9 @@
 // Staff: find recordings by words, first names, keywords, language, status, consent and
 // date. The filters live in the page's query string, so a search can be bookmarked.
 
-import { onLanguageChange, t } from "./i18n.js";
-import { api, apiError, formatDate, recordingLabel, startStaffPage } from "./staff-session.js";
-import { $, el, formatClock } from "./ui.js";
+import { onLanguageChange, t } from "../lib/i18n.js";
+import { api, apiError, formatDate, recordingLabel, startStaffPage } from "../lib/staff-session.js";
+import { $, el, formatClock } from "../lib/ui.js";
 
 const FIELDS = {
   q: "#q",

@@ -1,9 +1,9 @@
 // Staff: create a session and hand out its three links, and watch the list of sessions.
 // The session cookie (see staff-session.js) signs the calls in.
 
-import { onLanguageChange, t } from "./i18n.js";
-import { api, apiError, formatDate, recordingLabel, startStaffPage } from "./staff-session.js";
-import { $, el, show } from "./ui.js";
+import { onLanguageChange, t } from "../lib/i18n.js";
+import { api, apiError, formatDate, recordingLabel, startStaffPage } from "../lib/staff-session.js";
+import { $, el, show } from "../lib/ui.js";
 
 // The last created session's links: the server keeps only hashes of their tokens, so
 // they live in this tab until it is closed.

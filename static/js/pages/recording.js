@@ -2,7 +2,7 @@
 // catalogue fields, read and record consent, hand out copy links, download every file,
 // export a BagIt bag, delete.
 
-import { onLanguageChange, t } from "./i18n.js";
+import { onLanguageChange, t } from "../lib/i18n.js";
 import {
   api,
   apiError,
@@ -10,8 +10,8 @@ import {
   formatDate,
   recordingLabel,
   startStaffPage,
-} from "./staff-session.js";
-import { $, confirmDialog, el, formatClock } from "./ui.js";
+} from "../lib/staff-session.js";
+import { $, confirmDialog, el, formatClock } from "../lib/ui.js";
 
 const RECORDING_ID = decodeURIComponent(location.pathname.split("/").pop() || "");
 const PARTICIPANTS = ["a", "b"];

@@ -8,8 +8,8 @@ import {
   rememberLanguage,
   setLanguage,
   t,
-} from "./i18n.js";
-import { $ } from "./ui.js";
+} from "../lib/i18n.js";
+import { $ } from "../lib/ui.js";
 
 let csrf = null;
 

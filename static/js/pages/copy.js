@@ -11,8 +11,8 @@ import {
   rememberLanguage,
   setLanguage,
   t,
-} from "./i18n.js";
-import { $, formatClock } from "./ui.js";
+} from "../lib/i18n.js";
+import { $, formatClock } from "../lib/ui.js";
 
 const REFUSALS = {
   link_missing: "copy.refused_missing",

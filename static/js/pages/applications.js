@@ -11,10 +11,10 @@ import {
   rememberLanguage,
   setLanguage,
   t,
-} from "./i18n.js";
-import { DAY_KEYS, availabilityRows, fillTimeZones } from "./availability.js";
-import { api, download, setToken, storedToken, hasToken } from "./staff-client.js";
-import { $, $$, confirmDialog, el, show } from "./ui.js";
+} from "../lib/i18n.js";
+import { DAY_KEYS, availabilityRows, fillTimeZones } from "../lib/availability.js";
+import { api, download, setToken, storedToken, hasToken } from "../lib/staff-client.js";
+import { $, $$, confirmDialog, el, show } from "../lib/ui.js";
 
 const STATUSES = [
   ["new", "applications.status_new"],

@@ -1,8 +1,8 @@
 // The participant page: checks, consent, question agreement and the conversation.
 
-import { language, onLanguageChange, t } from "./i18n.js";
-import { MicPanel, browserSupport, rawAudioRequested } from "./microphone.js";
-import { RoomView } from "./room-view.js";
+import { language, onLanguageChange, t } from "../lib/i18n.js";
+import { MicPanel, browserSupport, rawAudioRequested } from "../lib/microphone.js";
+import { RoomView } from "../lib/room-view.js";
 import {
   $,
   confirmDialog,
@@ -14,7 +14,7 @@ import {
   setMeter,
   show,
   themeTitle,
-} from "./ui.js";
+} from "../lib/ui.js";
 
 const CHOOSE_DELAY_MS = 400;
 

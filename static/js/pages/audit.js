@@ -1,9 +1,9 @@
 // Staff: read the audit log (newest first, page back with "Older"). Nothing here can
 // change it; the server has no route that would.
 
-import { onLanguageChange, t } from "./i18n.js";
-import { api, apiError, formatDate, startStaffPage } from "./staff-session.js";
-import { $, el } from "./ui.js";
+import { onLanguageChange, t } from "../lib/i18n.js";
+import { api, apiError, formatDate, startStaffPage } from "../lib/staff-session.js";
+import { $, el } from "../lib/ui.js";
 
 const ACTION_KEYS = {
   sign_in: "audit.action_sign_in",

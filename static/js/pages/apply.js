@@ -12,9 +12,9 @@ import {
   rememberLanguage,
   setLanguage,
   t,
-} from "./i18n.js";
-import { availabilityRows, fillTimeZones } from "./availability.js";
-import { $, $$, el, show } from "./ui.js";
+} from "../lib/i18n.js";
+import { availabilityRows, fillTimeZones } from "../lib/availability.js";
+import { $, $$, el, show } from "../lib/ui.js";
 
 // The server's field codes and the words for them.
 const MESSAGES = {
