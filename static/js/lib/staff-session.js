@@ -2,6 +2,7 @@
 // module learns the CSRF token from /api/staff/me, sends it on every change, sends
 // people to the sign-in page when the session is gone, and draws the shared header.
 
+import { callApi, refusal } from "./api.js";
 import { bindLanguageSelect, browserLanguage, chosenLanguage, rememberLanguage, setLanguage, t } from "./i18n.js";
 import { $ } from "./ui.js";
 
@@ -12,36 +13,13 @@ function toSignIn() {
   location.assign(`/staff/signin?next=${encodeURIComponent(next)}`);
 }
 
-/** Call the API with the session; resolves to {status, body} and never throws. */
+/** Call the API in the session; resolves to {status, body} and never throws. */
 export async function api(method, path, body) {
-  const headers = {};
-  if (body !== undefined) {
-    headers["Content-Type"] = "application/json";
+  const result = await callApi(method, path, { body, csrf: session.csrf });
+  if (result.status === 401) {
+    toSignIn();
   }
-  if (method !== "GET" && session.csrf) {
-    headers["X-CSRF-Token"] = session.csrf;
-  }
-  try {
-    const response = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      credentials: "same-origin",
-      cache: "no-store",
-    });
-    let json = null;
-    try {
-      json = await response.json();
-    } catch {
-      json = null;
-    }
-    if (response.status === 401) {
-      toSignIn();
-    }
-    return { status: response.status, body: json };
-  } catch {
-    return { status: 0, body: null };
-  }
+  return result;
 }
 
 /** Words for a failed call: the catalogue's for what people can act on, else the server's. */
@@ -49,7 +27,7 @@ export function apiError(result) {
   if (result.status === 0) {
     return t("staff.error_network");
   }
-  const error = result.body && result.body.error;
+  const error = refusal(result);
   if (error && error.code === "csrf_failed") {
     return t("archive.error_csrf");
   }

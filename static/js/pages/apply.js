@@ -2,6 +2,7 @@
 // Validation happens on the server (one place); its field codes come back and each
 // message is shown beside its field. Nothing typed is cleared until it was received.
 
+import { callApi, refusal } from "../lib/api.js";
 import {
   bindLanguageSelect,
   browserLanguage,
@@ -78,14 +79,8 @@ function pageLanguage() {
 // -- regions -------------------------------------------------------------------------
 
 async function loadRegions() {
-  try {
-    const response = await fetch("/api/regions");
-    if (response.ok) {
-      page.regions = (await response.json()).regions;
-    }
-  } catch {
-    page.regions = [];
-  }
+  const result = await callApi("GET", "/api/regions");
+  page.regions = result.status === 200 ? result.body.regions : [];
 }
 
 function renderRegions() {
@@ -234,20 +229,9 @@ async function submit(event) {
   page.sending = true;
   $("#submit").disabled = true;
   status.textContent = t("apply.sending");
-  let result = { status: 0, body: null };
-  try {
-    const response = await fetch("/api/applications", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    result = { status: response.status, body: await response.json().catch(() => null) };
-  } catch {
-    result = { status: 0, body: null };
-  } finally {
-    page.sending = false;
-    $("#submit").disabled = false;
-  }
+  const result = await callApi("POST", "/api/applications", { body });
+  page.sending = false;
+  $("#submit").disabled = false;
   if (result.status === 201) {
     page.errors = {};
     renderErrors();
@@ -255,7 +239,7 @@ async function submit(event) {
     showDone(body.first_name);
     return;
   }
-  const error = result.body && result.body.error;
+  const error = refusal(result);
   if (error && error.fields) {
     page.errors = error.fields;
     renderErrors();

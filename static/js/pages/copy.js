@@ -2,6 +2,7 @@
 // URL) downloads the conversation's listening copy, and shows and changes their own
 // consent to archiving and publishing.
 
+import { callApi, fetchBlob, refusal } from "../lib/api.js";
 import {
   bindLanguageSelect,
   browserLanguage,
@@ -28,28 +29,8 @@ function tokenFromFragment() {
   return params.get("token");
 }
 
-async function call(method, path, body) {
-  const headers = { Authorization: `Bearer ${page.token}` };
-  if (body !== undefined) {
-    headers["Content-Type"] = "application/json";
-  }
-  try {
-    const response = await fetch(path, {
-      method,
-      headers,
-      body: body === undefined ? undefined : JSON.stringify(body),
-      cache: "no-store",
-    });
-    let json = null;
-    try {
-      json = await response.json();
-    } catch {
-      json = null;
-    }
-    return { status: response.status, body: json };
-  } catch {
-    return { status: 0, body: null };
-  }
+function call(method, path, body) {
+  return callApi(method, path, { body, bearer: page.token });
 }
 
 function refuse(code) {
@@ -90,16 +71,7 @@ async function download() {
   const button = $("#download");
   button.disabled = true;
   status.textContent = t("copy.downloading");
-  let blob = null;
-  try {
-    const response = await fetch("/api/copy/file", {
-      headers: { Authorization: `Bearer ${page.token}` },
-      cache: "no-store",
-    });
-    blob = response.ok ? await response.blob() : null;
-  } catch {
-    blob = null;
-  }
+  const blob = await fetchBlob("/api/copy/file", { bearer: page.token });
   button.disabled = false;
   if (!blob) {
     status.textContent = t("copy.download_failed");
@@ -152,7 +124,7 @@ async function main() {
   const result = await call("GET", "/api/copy");
   $("#copy-status").textContent = "";
   if (result.status !== 200) {
-    const error = result.body && result.body.error;
+    const error = refusal(result);
     if (result.status === 0) {
       $("#copy-status").textContent = t("staff.error_network");
       return;

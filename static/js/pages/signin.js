@@ -1,6 +1,7 @@
 // Staff sign-in: email and password for a session cookie (HttpOnly, SameSite=Strict).
 // The form carries the sign-in CSRF token the server set beside it (double submit).
 
+import { callApi } from "../lib/api.js";
 import {
   bindLanguageSelect,
   browserLanguage,
@@ -20,12 +21,8 @@ function nextPage() {
 }
 
 async function fetchCsrf() {
-  try {
-    const response = await fetch("/api/staff/csrf", { credentials: "same-origin", cache: "no-store" });
-    csrf = (await response.json()).csrf;
-  } catch {
-    csrf = null;
-  }
+  const result = await callApi("GET", "/api/staff/csrf");
+  csrf = result.status === 200 ? result.body.csrf : null;
 }
 
 async function signIn(event) {
@@ -35,28 +32,23 @@ async function signIn(event) {
   if (!csrf) {
     await fetchCsrf();
   }
-  let response = null;
-  try {
-    response = await fetch("/api/staff/signin", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf || "" },
-      body: JSON.stringify({ email: $("#email").value.trim(), password: $("#password").value }),
-      credentials: "same-origin",
-      cache: "no-store",
-    });
-  } catch {
+  const result = await callApi("POST", "/api/staff/signin", {
+    body: { email: $("#email").value.trim(), password: $("#password").value },
+    csrf,
+  });
+  if (result.status === 0) {
     status.textContent = t("staff.error_network");
     return;
   }
-  if (response.ok) {
+  if (result.status === 200) {
     status.textContent = "";
     location.assign(nextPage());
     return;
   }
   $("#password").value = "";
-  if (response.status === 429) {
+  if (result.status === 429) {
     status.textContent = t("signin.error_rate_limited");
-  } else if (response.status === 403) {
+  } else if (result.status === 403) {
     await fetchCsrf();
     status.textContent = t("archive.error_csrf");
   } else {
