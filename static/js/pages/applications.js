@@ -2,18 +2,10 @@
 // reject, plan, confirm), the facilitator roster and the outbox. Contact details are
 // shown here only, never on participant pages.
 
-import {
-  bindLanguageSelect,
-  browserLanguage,
-  chosenLanguage,
-  language,
-  onLanguageChange,
-  rememberLanguage,
-  setLanguage,
-  t,
-} from "../lib/i18n.js";
+import { callApi, fetchBlob, refusal } from "../lib/api.js";
 import { DAY_KEYS, availabilityRows, fillTimeZones } from "../lib/availability.js";
-import { api, download, setToken, storedToken, hasToken } from "../lib/staff-client.js";
+import { language, onLanguageChange, t } from "../lib/i18n.js";
+import { api, apiError, startStaffPage } from "../lib/staff-session.js";
 import { $, $$, confirmDialog, el, show } from "../lib/ui.js";
 
 const STATUSES = [
@@ -57,17 +49,6 @@ const page = {
   facWindows: null,
 };
 
-function apiError(result) {
-  if (result.status === 0) {
-    return t("applications.error_network");
-  }
-  if (result.status === 401) {
-    return t("applications.error_token");
-  }
-  const error = result.body && result.body.error;
-  return error && error.message ? error.message : t("error.generic");
-}
-
 function label(pairs, value) {
   const found = pairs.find(([v]) => v === value);
   return found ? t(found[1]) : value;
@@ -105,32 +86,6 @@ function formatIn(value, timeZone) {
 
 function windowText(w) {
   return `${t(DAY_KEYS[w.day])} ${w.start}–${w.end}`;
-}
-
-// -- sign in -------------------------------------------------------------------------
-
-async function signIn(token) {
-  setToken(token);
-  const result = await api("GET", "/api/applications");
-  if (result.status !== 200) {
-    setToken(null);
-    $("#sign-in-status").textContent = apiError(result);
-    render();
-    return false;
-  }
-  page.applications = result.body.applications;
-  render();
-  await Promise.all([loadProposals(), loadFacilitators(), loadOutbox()]);
-  return true;
-}
-
-function signOut() {
-  setToken(null);
-  page.applications = [];
-  page.detail = null;
-  $("#staff-token").value = "";
-  render();
-  $("#staff-token").focus();
 }
 
 // -- applications ----------------------------------------------------------------------
@@ -605,7 +560,8 @@ async function addFacilitator(event) {
   status.textContent = t("common.saving");
   const result = await api("POST", "/api/facilitators", body);
   if (result.status !== 201) {
-    const fields = result.body && result.body.error && result.body.error.fields;
+    const error = refusal(result);
+    const fields = error && error.fields;
     status.textContent = fields
       ? t("applications.facilitator_invalid", { fields: Object.keys(fields).join(", ") })
       : apiError(result);
@@ -695,9 +651,9 @@ function renderMessage() {
 
 async function downloadMessage() {
   const m = page.message;
-  const blob = await download(`/api/outbox/${encodeURIComponent(m.name)}/raw`);
+  const blob = await fetchBlob(`/api/outbox/${encodeURIComponent(m.name)}/raw`);
   if (!blob) {
-    $("#outbox-status").textContent = t("applications.error_network");
+    $("#outbox-status").textContent = t("staff.error_network");
     return;
   }
   const url = URL.createObjectURL(blob);
@@ -711,52 +667,32 @@ async function downloadMessage() {
 // -- page ----------------------------------------------------------------------------------
 
 function render() {
-  const signedIn = hasToken();
-  show($("#sign-in"), !signedIn);
-  show($("#signed-in"), signedIn);
-  show($("#sign-out"), signedIn);
   fillFilters();
   fillTimeZones($("#fac-time_zone"));
   page.facWindows.render();
-  if (signedIn) {
-    renderApplications();
-    renderDetail();
-    renderProposals();
-    renderFacilitators();
-    renderOutbox();
-    renderMessage();
-  }
+  renderApplications();
+  renderDetail();
+  renderProposals();
+  renderFacilitators();
+  renderOutbox();
+  renderMessage();
 }
 
 async function loadRegions() {
-  try {
-    const response = await fetch("/api/regions");
-    page.regions = response.ok ? (await response.json()).regions : [];
-  } catch {
-    page.regions = [];
-  }
+  const result = await callApi("GET", "/api/regions");
+  page.regions = result.status === 200 ? result.body.regions : [];
   page.regions.sort((x, y) => x.name.en.localeCompare(y.name.en));
 }
 
 async function main() {
   page.facWindows = availabilityRows($("#fac-windows"), "fw");
   page.facWindows.add();
-  await Promise.all([setLanguage(chosenLanguage("staff") || browserLanguage()), loadRegions()]);
-  bindLanguageSelect($("#lang-select"), async (lang) => {
-    rememberLanguage("staff", lang);
-    await setLanguage(lang);
-  });
+  const [started] = await Promise.all([startStaffPage(), loadRegions()]);
+  if (!started) {
+    return;
+  }
   onLanguageChange(render);
   render();
-  $("#sign-in-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    $("#sign-in-status").textContent = t("applications.signing_in");
-    if (await signIn($("#staff-token").value.trim())) {
-      $("#sign-in-status").textContent = "";
-      $("#applications").focus();
-    }
-  });
-  $("#sign-out").addEventListener("click", signOut);
   $("#filters").addEventListener("change", loadApplications);
   $("#filters").addEventListener("submit", (event) => event.preventDefault());
   $("#close-detail").addEventListener("click", () => {
@@ -773,10 +709,7 @@ async function main() {
     page.facWindows.add().querySelector("select").focus();
   });
   $("#message-download").addEventListener("click", downloadMessage);
-  const token = storedToken();
-  if (token) {
-    await signIn(token);
-  }
+  await Promise.all([loadApplications(), loadProposals(), loadFacilitators(), loadOutbox()]);
   document.body.dataset.ready = "true";
 }
 
