@@ -83,21 +83,6 @@ export function formatTimeOfDay(epochSeconds) {
   });
 }
 
-/** A question's text in the reader's language, else the session's, else any. */
-export function questionText(question, sessionLanguage) {
-  if (!question) {
-    return "";
-  }
-  const text = question.text || {};
-  return text[language()] || text[sessionLanguage] || Object.values(text)[0] || question.id;
-}
-
-export function themeTitle(themeId) {
-  const key = `theme.${themeId}`;
-  const title = t(key);
-  return title === key ? "" : title;
-}
-
 // -- audio ------------------------------------------------------------------------
 
 let sharedContext = null;

@@ -3,6 +3,7 @@
 
 import { onLanguageChange, t } from "../lib/i18n.js";
 import { MicPanel, rawAudioRequested } from "../lib/microphone.js";
+import { questionText, themeGroups } from "../lib/questions.js";
 import { RoomView } from "../lib/room-view.js";
 import {
   $,
@@ -14,10 +15,8 @@ import {
   formatTimeOfDay,
   keepFocus,
   makeMeter,
-  questionText,
   setMeter,
   show,
-  themeTitle,
 } from "../lib/ui.js";
 
 const SEATS = ["a", "b", "facilitator"];
@@ -257,59 +256,43 @@ function renderBank() {
   const editable = view.state !== "stopped";
   const agreed = agreedList();
   keepFocus(container, () => {
-    const groups = [];
-    let group = null;
-    for (const question of snap.questions) {
-      if (!group || group.theme !== question.theme) {
-        group = { theme: question.theme, items: [] };
-        groups.push(group);
-      }
-      group.items.push(question);
-    }
-    const nodes = groups.map((g) => {
-      const title = themeTitle(g.theme);
-      const items = g.items.map((question) => {
-        const id = question.id;
-        const text = textOf(id);
-        const inList = agreed.includes(id);
-        const names = chosenBy(id);
-        return el("li", { className: "bank-item", dataset: { question: id } }, [
-          el("span", { className: "bank-text", text }),
-          el("span", {
-            className: "bank-picks",
-            text: names.length ? t("console.picked_by", { names: names.join(", ") }) : "",
-            dataset: { count: String(names.length) },
+    const item = (question) => {
+      const id = question.id;
+      const text = textOf(id);
+      const inList = agreed.includes(id);
+      const names = chosenBy(id);
+      return el("li", { className: "bank-item", dataset: { question: id } }, [
+        el("span", { className: "bank-text", text }),
+        el("span", {
+          className: "bank-picks",
+          text: names.length ? t("console.picked_by", { names: names.join(", ") }) : "",
+          dataset: { count: String(names.length) },
+        }),
+        el("span", { className: "agreed-buttons" }, [
+          inList
+            ? el("span", { className: "in-list", text: t("console.in_list") })
+            : el("button", {
+                text: t("console.add"),
+                className: "small",
+                attrs: { type: "button", "aria-label": t("console.add_label", { question: text }), disabled: !editable },
+                dataset: { focusKey: `add:${id}` },
+                on: { click: () => add(id) },
+              }),
+          el("button", {
+            text: t("console.cue"),
+            className: "small",
+            attrs: {
+              type: "button",
+              "aria-label": t("console.cue_label", { question: text }),
+              disabled: !isLive(),
+            },
+            dataset: { focusKey: `bankcue:${id}` },
+            on: { click: () => cue(id) },
           }),
-          el("span", { className: "agreed-buttons" }, [
-            inList
-              ? el("span", { className: "in-list", text: t("console.in_list") })
-              : el("button", {
-                  text: t("console.add"),
-                  className: "small",
-                  attrs: { type: "button", "aria-label": t("console.add_label", { question: text }), disabled: !editable },
-                  dataset: { focusKey: `add:${id}` },
-                  on: { click: () => add(id) },
-                }),
-            el("button", {
-              text: t("console.cue"),
-              className: "small",
-              attrs: {
-                type: "button",
-                "aria-label": t("console.cue_label", { question: text }),
-                disabled: !isLive(),
-              },
-              dataset: { focusKey: `bankcue:${id}` },
-              on: { click: () => cue(id) },
-            }),
-          ]),
-        ]);
-      });
-      return el("div", { className: "question-group" }, [
-        title ? el("h3", { className: "theme-title", text: title }) : null,
-        el("ul", { className: "bank" }, items),
+        ]),
       ]);
-    });
-    container.replaceChildren(...nodes);
+    };
+    container.replaceChildren(...themeGroups(snap.questions, "bank", item));
   });
 }
 

@@ -2,6 +2,7 @@
 // catalogue fields, read and record consent, hand out copy links, download every file,
 // export a BagIt bag, delete.
 
+import { linkItem } from "../lib/clipboard.js";
 import { onLanguageChange, t } from "../lib/i18n.js";
 import {
   api,
@@ -336,27 +337,6 @@ async function issueCopies() {
   $("#new-links").focus();
 }
 
-async function copyText(input, status) {
-  let copied = false;
-  if (navigator.clipboard && window.isSecureContext) {
-    try {
-      await navigator.clipboard.writeText(input.value);
-      copied = true;
-    } catch {
-      copied = false;
-    }
-  }
-  if (!copied) {
-    input.select();
-    try {
-      copied = document.execCommand("copy");
-    } catch {
-      copied = false;
-    }
-  }
-  status.textContent = copied ? t("staff.copied") : t("staff.copy_failed");
-}
-
 async function revoke(link) {
   const ok = await confirmDialog({
     title: t("archive.revoke_title", { name: personName(link.seat) }),
@@ -378,26 +358,15 @@ function renderCopies() {
   list.hidden = !page.newLinks;
   list.tabIndex = -1;
   list.replaceChildren(
-    ...(page.newLinks || []).map((link) => {
-      const inputId = `copy-link-${link.seat}`;
-      const status = el("span", { className: "copy-status", attrs: { role: "status" } });
-      const input = el("input", {
-        className: "link-input",
-        attrs: { type: "text", id: inputId, readonly: true, value: link.url },
-      });
-      return el("li", { className: "link-item", dataset: { seat: link.seat } }, [
-        el("label", { attrs: { for: inputId }, text: personName(link.seat) }),
-        el("div", { className: "link-row" }, [
-          input,
-          el("button", {
-            text: t("staff.copy"),
-            attrs: { type: "button", "aria-label": t("staff.copy_label", { who: link.name }) },
-            on: { click: () => copyText(input, status) },
-          }),
-        ]),
-        status,
-      ]);
-    }),
+    ...(page.newLinks || []).map((link) =>
+      linkItem({
+        id: `copy-link-${link.seat}`,
+        url: link.url,
+        label: personName(link.seat),
+        who: link.name,
+        seat: link.seat,
+      }),
+    ),
   );
   $("#links-body").replaceChildren(
     ...(page.rec.copy_links || []).map((link) =>

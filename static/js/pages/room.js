@@ -2,6 +2,7 @@
 
 import { language, onLanguageChange, t } from "../lib/i18n.js";
 import { MicPanel, browserSupport, rawAudioRequested } from "../lib/microphone.js";
+import { questionText, themeGroups } from "../lib/questions.js";
 import { RoomView } from "../lib/room-view.js";
 import {
   $,
@@ -10,10 +11,8 @@ import {
   errorText,
   keepFocus,
   makeMeter,
-  questionText,
   setMeter,
   show,
-  themeTitle,
 } from "../lib/ui.js";
 
 const CHOOSE_DELAY_MS = 400;
@@ -142,45 +141,22 @@ function buildQuestionGroups() {
   const snap = view.snapshot;
   const container = $("#question-groups");
   keepFocus(container, () => {
-    const groups = [];
-    let current = null;
-    for (const question of snap.questions) {
-      if (!current || current.theme !== question.theme) {
-        current = { theme: question.theme, items: [] };
-        groups.push(current);
-      }
-      current.items.push(question);
-    }
-    const nodes = groups.map((group) => {
-      const title = themeTitle(group.theme);
-      const items = group.items.map((question) => {
-        const id = `choose-${question.id}`;
-        const box = el("input", {
-          attrs: { type: "checkbox", id, value: question.id },
-          dataset: { focusKey: id },
-          on: { change: () => toggleChoice(question.id, box.checked) },
-        });
-        return el(
-          "li",
-          { className: "choice question-choice", dataset: { question: question.id } },
-          [
-            box,
-            el("label", { attrs: { for: id } }, [
-              el("span", {
-                className: "choice-title",
-                text: questionText(question, snap.session.language),
-              }),
-              el("span", { className: "partner-mark" }),
-            ]),
-          ],
-        );
+    const item = (question) => {
+      const id = `choose-${question.id}`;
+      const box = el("input", {
+        attrs: { type: "checkbox", id, value: question.id },
+        dataset: { focusKey: id },
+        on: { change: () => toggleChoice(question.id, box.checked) },
       });
-      return el("div", { className: "question-group" }, [
-        title ? el("h3", { className: "theme-title", text: title }) : null,
-        el("ul", { className: "question-choices" }, items),
+      return el("li", { className: "choice question-choice", dataset: { question: question.id } }, [
+        box,
+        el("label", { attrs: { for: id } }, [
+          el("span", { className: "choice-title", text: questionText(question, snap.session.language) }),
+          el("span", { className: "partner-mark" }),
+        ]),
       ]);
-    });
-    container.replaceChildren(...nodes);
+    };
+    container.replaceChildren(...themeGroups(snap.questions, "question-choices", item));
   });
   page.builtQuestionsFor = language();
 }

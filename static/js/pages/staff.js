@@ -1,6 +1,7 @@
 // Staff: create a session and hand out its three links, and watch the list of sessions.
 // The session cookie (see staff-session.js) signs the calls in.
 
+import { linkItem } from "../lib/clipboard.js";
 import { onLanguageChange, t } from "../lib/i18n.js";
 import { api, apiError, formatDate, recordingLabel, startStaffPage } from "../lib/staff-session.js";
 import { $, el, show } from "../lib/ui.js";
@@ -150,51 +151,19 @@ function renderLinks() {
     return;
   }
   const { response, names } = page.created;
-  const items = SEATS.map((seat) => {
-    const url = response.seats[seat].url;
-    const inputId = `link-${seat}`;
-    const status = el("span", { className: "copy-status", attrs: { role: "status" } });
-    const input = el("input", {
-      attrs: { type: "text", id: inputId, readonly: true, value: url },
-      className: "link-input",
-      on: { focus: () => input.select() },
-    });
-    const button = el("button", {
-      text: t("staff.copy"),
-      attrs: { type: "button", "aria-label": t("staff.copy_label", { who: names[seat] }) },
-      on: { click: () => copyLink(input, status) },
-    });
-    return el("li", { className: "link-item", dataset: { seat } }, [
-      el("label", { attrs: { for: inputId } }, [
+  const items = SEATS.map((seat) =>
+    linkItem({
+      id: `link-${seat}`,
+      url: response.seats[seat].url,
+      label: [
         el("span", { className: "seat-role", text: t(`seat.${seat}`) }),
         el("span", { text: ` — ${names[seat]}` }),
-      ]),
-      el("div", { className: "link-row" }, [input, button]),
-      status,
-    ]);
-  });
+      ],
+      who: names[seat],
+      seat,
+    }),
+  );
   $("#link-list").replaceChildren(...items);
-}
-
-async function copyLink(input, status) {
-  let copied = false;
-  if (navigator.clipboard && window.isSecureContext) {
-    try {
-      await navigator.clipboard.writeText(input.value);
-      copied = true;
-    } catch {
-      copied = false;
-    }
-  }
-  if (!copied) {
-    input.select();
-    try {
-      copied = document.execCommand("copy");
-    } catch {
-      copied = false;
-    }
-  }
-  status.textContent = copied ? t("staff.copied") : t("staff.copy_failed");
 }
 
 // -- page ------------------------------------------------------------------------------
