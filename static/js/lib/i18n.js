@@ -3,6 +3,7 @@
 // data-i18n-attr="aria-label:key;placeholder:key" (attributes); code calls t(key, vars).
 
 export const LANGUAGES = ["en", "es"];
+const NAMES = { en: "English", es: "Español" };
 const FALLBACK = "en";
 
 const catalogues = new Map();
@@ -22,6 +23,11 @@ async function load(lang) {
 
 export function isLanguage(lang) {
   return LANGUAGES.includes(lang);
+}
+
+/** A language's name in itself: "English", "Español". */
+export function languageName(lang) {
+  return NAMES[lang] || lang;
 }
 
 export function language() {
@@ -84,7 +90,11 @@ export function t(key, vars = {}) {
   );
 }
 
+/** Fill in the strings marked in `root` (data-i18n, data-i18n-attr) once a language is set. */
 export function translatePage(root = document) {
+  if (!catalogues.has(current)) {
+    return;
+  }
   for (const node of root.querySelectorAll("[data-i18n]")) {
     node.textContent = t(node.dataset.i18n);
   }

@@ -2,8 +2,8 @@
 // permission (with help when it is refused), a device picker, a live level meter and a
 // short "hear yourself" recording played back.
 
-import { t } from "./i18n.js";
-import { $, StreamProbe, audioContext, el, setMeter, show } from "./ui.js";
+import { t, translatePage } from "./i18n.js";
+import { StreamProbe, audioContext, el, makeMeter, setMeter, show } from "./ui.js";
 
 const SAMPLE_MS = 3000;
 
@@ -57,12 +57,19 @@ function failureKind(error) {
   }
 }
 
+/** A `.field` of the panel, hidden until the microphone is on. */
+function field(role, children) {
+  return el("div", { className: "field", attrs: { hidden: true }, dataset: { role } }, children);
+}
+
 /**
- * Binds the microphone panel in `root` (elements marked with data-role) and reports
- * the live track through onTrack(track, stream).
+ * The microphone panel, drawn in `root`: a button to turn it on, its state in words,
+ * the device, a level meter and, with `checkup` (the participants' checks before the
+ * conversation), a hint on the level, "hear yourself" and a tip on headphones. The
+ * live track is reported through onTrack(track, stream).
  */
 export class MicPanel {
-  constructor(root, { raw = false, onTrack = () => {} } = {}) {
+  constructor(root, { raw = false, onTrack = () => {}, checkup = false } = {}) {
     this.root = root;
     this.raw = raw;
     this.onTrack = onTrack;
@@ -75,21 +82,38 @@ export class MicPanel {
     this.failure = null;
     this.sampling = null; // null | recording | playing | done | failed
 
-    this.enableButton = $("[data-role=enable]", root);
-    this.status = $("[data-role=status]", root);
-    this.help = $("[data-role=help]", root);
-    this.deviceField = $("[data-role=device-field]", root);
-    this.deviceSelect = $("[data-role=device]", root);
-    this.meterField = $("[data-role=meter-field]", root);
-    this.meter = $("[data-role=meter]", root);
-    this.playbackField = $("[data-role=playback-field]", root);
-    this.playbackButton = $("[data-role=playback]", root);
-    this.playbackStatus = $("[data-role=playback-status]", root);
+    this.status = el("p", { className: "status", attrs: { role: "status" }, dataset: { role: "status" } });
+    this.help = el("p", { className: "help", attrs: { hidden: true }, dataset: { role: "help" } });
+    this.enableButton = el("button", { className: "primary", attrs: { type: "button" }, dataset: { role: "enable" } });
+    this.deviceSelect = el("select", { attrs: { id: "mic-device" }, dataset: { role: "device" } });
+    this.deviceField = field("device-field", [
+      el("label", { i18n: "mic.device", attrs: { for: "mic-device" } }),
+      this.deviceSelect,
+    ]);
+    this.meter = makeMeter("mic-meter-label");
+    this.meter.dataset.role = "meter";
+    this.meterField = field("meter-field", [
+      el("span", { className: "label", i18n: "mic.level", attrs: { id: "mic-meter-label" } }),
+      this.meter,
+      checkup ? el("p", { className: "hint", i18n: "mic.level_hint" }) : null,
+    ]);
+    const parts = [this.status, this.help, this.enableButton, this.deviceField, this.meterField];
+    this.playbackField = null;
+    this.playbackButton = null;
+    this.playbackStatus = null;
+    if (checkup) {
+      this.playbackButton = el("button", { i18n: "mic.hear_yourself", attrs: { type: "button" }, dataset: { role: "playback" } });
+      this.playbackStatus = el("p", { className: "hint", attrs: { role: "status" }, dataset: { role: "playback-status" } });
+      this.playbackField = field("playback-field", [this.playbackButton, this.playbackStatus]);
+      parts.push(this.playbackField, el("p", { className: "tip", i18n: "mic.headphones" }));
+    }
+    root.replaceChildren(...parts);
+    translatePage(root);
     this.playbackAudio = null;
 
     this.enableButton.addEventListener("click", () => this.start(this.deviceId));
     this.deviceSelect.addEventListener("change", () => this.start(this.deviceSelect.value));
-    if (this.playbackButton) {
+    if (checkup) {
       this.playbackButton.addEventListener("click", () => this.hearYourself());
     }
     if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) {

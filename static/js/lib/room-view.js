@@ -2,17 +2,10 @@
 // (recording and connection indicators, language), the banner, the timer, the other
 // seats' audio and their levels. The page modules add their own parts through render().
 
-import {
-  bindLanguageSelect,
-  browserLanguage,
-  chosenLanguage,
-  language,
-  onLanguageChange,
-  rememberLanguage,
-  setLanguage,
-  t,
-} from "./i18n.js";
+import { chosenLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
+import { MicPanel, rawAudioRequested } from "./microphone.js";
 import { RoomClient, sessionIdFromLocation, timerAt, tokenFromLocation } from "./room-client.js";
+import { drawTopbar, startLanguage } from "./topbar.js";
 import { $, StreamProbe, el, formatClock, show } from "./ui.js";
 
 const LEVELS_FRESH_S = 1.5;
@@ -23,6 +16,30 @@ const STOP_REASON_KEYS = {
   console: { disk_full: "stopped.console_disk_full", write_failed: "stopped.console_write_failed" },
 };
 
+/** A status indicator of the top bar: `#{name}-indicator` with a dot and `#{name}-label`. */
+function indicator(name, state) {
+  return el(
+    "div",
+    { className: `${name}-indicator`, attrs: { id: `${name}-indicator`, role: "status" }, dataset: { state } },
+    [el("span", { className: "dot", attrs: { "aria-hidden": "true" } }), el("span", { attrs: { id: `${name}-label` } })],
+  );
+}
+
+/** The top bar (the session's title, the recording and connection indicators) and, under
+ * it, the banner for what needs people's attention. */
+function drawHeader() {
+  const header = drawTopbar({
+    heading: el("span", { className: "session-title", attrs: { id: "session-title" } }),
+    status: [indicator("rec", "idle"), indicator("conn", "connecting")],
+  });
+  header.after(
+    el("div", { className: "banner", attrs: { id: "banner", role: "alert", hidden: true } }, [
+      el("p", { attrs: { id: "banner-text" } }),
+      el("button", { attrs: { type: "button", id: "banner-action", hidden: true } }),
+    ]),
+  );
+}
+
 export class RoomView {
   /** `page` is "room" (participants) or "console" (the facilitator). */
   constructor({ render, page }) {
@@ -32,7 +49,6 @@ export class RoomView {
     this.client = new RoomClient({ token: this.token });
     this.pageRender = render;
     this.snapshot = null;
-    this.languageChosen = chosenLanguage(this.sessionId);
     this.banner = null; // {key, vars, kind, actionKey, action}
     this.muted = false;
     this.mic = null;
@@ -48,14 +64,12 @@ export class RoomView {
     return this.snapshot ? this.snapshot.recording.state : "idle";
   }
 
-  /** Load the language, wire the client; call start() once the page is built. */
+  /** Draw the header, banner and timer, load the language, wire the client; call
+   * start() once the page is built. */
   async init() {
-    await setLanguage(this.languageChosen || browserLanguage());
-    bindLanguageSelect($("#lang-select"), async (lang) => {
-      this.languageChosen = lang;
-      rememberLanguage(this.sessionId, lang);
-      await setLanguage(lang);
-    });
+    drawHeader();
+    this.drawTimer();
+    await startLanguage(this.sessionId);
     onLanguageChange(() => this.render());
 
     const client = this.client;
@@ -67,7 +81,7 @@ export class RoomView {
       this.snapshot = snapshot;
       this.ownSeat = snapshot.you;
       this.noteStopReason(snapshot.recording);
-      if (first && !this.languageChosen && snapshot.session.language !== language()) {
+      if (first && !chosenLanguage(this.sessionId) && snapshot.session.language !== language()) {
         await setLanguage(snapshot.session.language); // renders
         return;
       }
@@ -114,6 +128,22 @@ export class RoomView {
     const { search, hash } = window.location;
     window.location.replace(`/${wanted}/${encodeURIComponent(this.sessionId)}${search}${hash}`);
     return true;
+  }
+
+  /** The seat's own microphone (the #mic-panel; the participants' with its checks) and
+   * the mute button: the track goes to the server once the microphone is on. */
+  startMicrophone() {
+    this.mic = new MicPanel($("#mic-panel"), {
+      raw: rawAudioRequested(),
+      checkup: this.page === "room",
+      onTrack: (track, stream) => {
+        this.client.setMicrophone(track, stream);
+        this.render();
+      },
+    });
+    onLanguageChange(() => this.mic.render());
+    this.mic.startIfAllowed();
+    $("#mute-button").addEventListener("click", () => this.setMuted(!this.muted));
   }
 
   start() {
@@ -218,6 +248,26 @@ export class RoomView {
     }
   }
 
+  /** The timer's cells in #timer: elapsed and remaining, the target on the console. */
+  drawTimer() {
+    const cell = ([name, key]) =>
+      el("div", { className: "timer-cell" }, [
+        el("span", { className: "timer-label", i18n: key }),
+        el("span", { className: "timer-value", text: "0:00", attrs: { id: `timer-${name}` } }),
+      ]);
+    const cells = [
+      ["elapsed", "timer.elapsed"],
+      ["remaining", "timer.remaining"],
+    ];
+    if (this.page === "console") {
+      cells.push(["target", "timer.target"]);
+    }
+    $("#timer").replaceChildren(
+      ...cells.map(cell),
+      el("p", { className: "timer-warning", attrs: { id: "timer-warning", hidden: true } }),
+    );
+  }
+
   renderTimer() {
     if (!this.snapshot) {
       return;
@@ -230,9 +280,8 @@ export class RoomView {
     $("#timer-remaining").textContent = timer.overtime
       ? `+${formatClock(-timer.remaining)}`
       : formatClock(timer.remaining);
-    const target = $("#timer-target");
-    if (target) {
-      target.textContent = formatClock(timer.target);
+    if (this.page === "console") {
+      $("#timer-target").textContent = formatClock(timer.target);
     }
     let state = timer.running ? "running" : this.state;
     let text = "";

@@ -1,9 +1,11 @@
 // The staff pages' side of the session: the HttpOnly cookie rides along by itself; this
 // module learns the CSRF token from /api/staff/me, sends it on every change, sends
-// people to the sign-in page when the session is gone, and draws the shared header.
+// people to the sign-in page when the session is gone, and starts each staff page.
 
 import { callApi, refusal } from "./api.js";
-import { bindLanguageSelect, browserLanguage, chosenLanguage, rememberLanguage, setLanguage, t } from "./i18n.js";
+import { t } from "./i18n.js";
+import { drawStaffHeader } from "./staff-header.js";
+import { startLanguage } from "./topbar.js";
 import { $ } from "./ui.js";
 
 const session = { email: null, csrf: null };
@@ -34,10 +36,6 @@ export function apiError(result) {
   return error && error.message ? error.message : t("error.generic");
 }
 
-export function signedInAs() {
-  return session.email;
-}
-
 async function signOut() {
   await api("POST", "/api/staff/signout");
   session.csrf = null;
@@ -50,15 +48,13 @@ async function signOut() {
 }
 
 /**
- * Start a staff page: language, who is signed in (else off to the sign-in page), the
- * header's email and sign-out button. Resolves once the page may call the API.
+ * Start a staff page: the header with `current` (see staff-header.js) as this page, the
+ * language, who is signed in (else off to the sign-in page). Resolves to true once the
+ * page may call the API.
  */
-export async function startStaffPage() {
-  await setLanguage(chosenLanguage("staff") || browserLanguage());
-  bindLanguageSelect($("#lang-select"), async (lang) => {
-    rememberLanguage("staff", lang);
-    await setLanguage(lang);
-  });
+export async function startStaffPage(current) {
+  drawStaffHeader(current);
+  await startLanguage("staff");
   const me = await api("GET", "/api/staff/me");
   if (me.status !== 200 || !me.body || !me.body.csrf) {
     if (me.status !== 401) {

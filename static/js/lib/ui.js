@@ -5,15 +5,26 @@ import { language, t } from "./i18n.js";
 export const $ = (selector, root = document) => root.querySelector(selector);
 export const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
 
-/** Build an element: el("button", {className, text, attrs, on}, [children]). */
+/**
+ * Build an element: el("button", {className, text, attrs, on}, [children]). `i18n` (a
+ * catalogue key for its text) and `i18nAttrs` ({attribute: key}) are for what a page
+ * draws before it sets its language: setLanguage() fills them in, as in the markup.
+ */
 export function el(tag, options = {}, children = []) {
   const node = document.createElement(tag);
-  const { className, text, attrs = {}, on = {}, dataset = {} } = options;
+  const { className, text, i18n, i18nAttrs = {}, attrs = {}, on = {}, dataset = {} } = options;
   if (className) {
     node.className = className;
   }
   if (text !== undefined && text !== null) {
     node.textContent = String(text);
+  }
+  if (i18n) {
+    node.dataset.i18n = i18n;
+  }
+  const translatedAttrs = Object.entries(i18nAttrs).map(([name, key]) => `${name}:${key}`);
+  if (translatedAttrs.length) {
+    node.dataset.i18nAttr = translatedAttrs.join(";");
   }
   for (const [name, value] of Object.entries(attrs)) {
     if (value === true) {

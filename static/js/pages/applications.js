@@ -4,7 +4,8 @@
 
 import { callApi, fetchBlob, refusal } from "../lib/api.js";
 import { DAY_KEYS, availabilityRows, fillTimeZones } from "../lib/availability.js";
-import { language, onLanguageChange, t } from "../lib/i18n.js";
+import { language, languageName, onLanguageChange, t } from "../lib/i18n.js";
+import { PLACEMENT_KEYS, placementText } from "../lib/placement.js";
 import { api, apiError, startStaffPage } from "../lib/staff-session.js";
 import { $, $$, confirmDialog, el, show } from "../lib/ui.js";
 
@@ -22,15 +23,6 @@ const PROPOSAL_STATUSES = [
   ["rejected", "applications.proposals_rejected"],
   ["cancelled", "applications.proposals_cancelled"],
   ["", "applications.proposals_all"],
-];
-const PLACEMENTS = [
-  "apply.placement_1",
-  "apply.placement_2",
-  "apply.placement_3",
-  "apply.placement_4",
-  "apply.placement_5",
-  "apply.placement_6",
-  "apply.placement_7",
 ];
 const NEARNESS = {
   same: "applications.region_same",
@@ -54,12 +46,8 @@ function label(pairs, value) {
   return found ? t(found[1]) : value;
 }
 
-function placementText(n) {
-  return `${n} · ${t(PLACEMENTS[n - 1])}`;
-}
-
 function languagesText(codes) {
-  return codes.map((code) => (code === "es" ? "Español" : "English")).join(", ");
+  return codes.map(languageName).join(", ");
 }
 
 function regionName(code) {
@@ -104,7 +92,7 @@ function fillFilters() {
   const keepPlacement = placement.value;
   placement.replaceChildren(
     el("option", { text: t("applications.any"), attrs: { value: "" } }),
-    ...PLACEMENTS.map((key, n) =>
+    ...PLACEMENT_KEYS.map((key, n) =>
       el("option", { text: placementText(n + 1), attrs: { value: String(n + 1) } }),
     ),
   );
@@ -687,7 +675,7 @@ async function loadRegions() {
 async function main() {
   page.facWindows = availabilityRows($("#fac-windows"), "fw");
   page.facWindows.add();
-  const [started] = await Promise.all([startStaffPage(), loadRegions()]);
+  const [started] = await Promise.all([startStaffPage("applications"), loadRegions()]);
   if (!started) {
     return;
   }

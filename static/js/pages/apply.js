@@ -3,18 +3,10 @@
 // message is shown beside its field. Nothing typed is cleared until it was received.
 
 import { callApi, refusal } from "../lib/api.js";
-import {
-  bindLanguageSelect,
-  browserLanguage,
-  chosenLanguage,
-  isLanguage,
-  language,
-  onLanguageChange,
-  rememberLanguage,
-  setLanguage,
-  t,
-} from "../lib/i18n.js";
 import { availabilityRows, fillTimeZones } from "../lib/availability.js";
+import { browserLanguage, chosenLanguage, isLanguage, language, onLanguageChange, t } from "../lib/i18n.js";
+import { placementChoices } from "../lib/placement.js";
+import { drawTopbar, startLanguage } from "../lib/topbar.js";
 import { $, $$, el, show } from "../lib/ui.js";
 
 // The server's field codes and the words for them.
@@ -282,13 +274,11 @@ function render() {
 }
 
 async function main() {
+  drawTopbar({ heading: "apply.heading" });
+  $(".scale").replaceChildren(...placementChoices());
   page.windows = availabilityRows($("#windows"), "w");
   page.windows.add();
-  await Promise.all([setLanguage(pageLanguage()), loadRegions()]);
-  bindLanguageSelect($("#lang-select"), async (lang) => {
-    rememberLanguage("apply", lang);
-    await setLanguage(lang);
-  });
+  await Promise.all([startLanguage("apply", pageLanguage()), loadRegions()]);
   onLanguageChange(render);
   render();
   $("#add-window").addEventListener("click", () => {

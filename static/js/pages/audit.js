@@ -86,7 +86,10 @@ async function load(older) {
 }
 
 async function main() {
-  if (!(await startStaffPage())) {
+  $("#a-action").append(
+    ...Object.entries(ACTION_KEYS).map(([action, key]) => el("option", { i18n: key, attrs: { value: action } })),
+  );
+  if (!(await startStaffPage("audit"))) {
     return;
   }
   onLanguageChange(render);

@@ -1,8 +1,7 @@
 // The facilitator console: seats, recording controls, cues, the agreed list, markers,
 // private notes and the facilitator's own microphone.
 
-import { onLanguageChange, t } from "../lib/i18n.js";
-import { MicPanel, rawAudioRequested } from "../lib/microphone.js";
+import { t } from "../lib/i18n.js";
 import { questionText, themeGroups } from "../lib/questions.js";
 import { RoomView } from "../lib/room-view.js";
 import {
@@ -532,19 +531,7 @@ function onKey(event) {
 async function main() {
   await view.init();
   buildSeatCards();
-  onLanguageChange(() => {
-    if (view.mic) {
-      view.mic.render();
-    }
-  });
-  view.mic = new MicPanel($("#mic-panel"), {
-    raw: rawAudioRequested(),
-    onTrack: (track, stream) => {
-      client.setMicrophone(track, stream);
-      view.render();
-    },
-  });
-  view.mic.startIfAllowed();
+  view.startMicrophone();
 
   $("#start-button").addEventListener("click", () => recording("start"));
   $("#pause-button").addEventListener("click", () => recording("pause"));
@@ -554,7 +541,6 @@ async function main() {
   $("#use-picks").addEventListener("click", usePicks);
   $("#marker-form").addEventListener("submit", addMarker);
   $("#note-form").addEventListener("submit", saveNote);
-  $("#mute-button").addEventListener("click", () => view.setMuted(!view.muted));
   document.addEventListener("keydown", onKey);
   requestAnimationFrame(tickLevels);
   view.start();

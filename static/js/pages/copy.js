@@ -3,16 +3,8 @@
 // consent to archiving and publishing.
 
 import { callApi, fetchBlob, refusal } from "../lib/api.js";
-import {
-  bindLanguageSelect,
-  browserLanguage,
-  chosenLanguage,
-  isLanguage,
-  onLanguageChange,
-  rememberLanguage,
-  setLanguage,
-  t,
-} from "../lib/i18n.js";
+import { chosenLanguage, isLanguage, onLanguageChange, setLanguage, t } from "../lib/i18n.js";
+import { drawTopbar, startLanguage } from "../lib/topbar.js";
 import { $, formatClock } from "../lib/ui.js";
 
 const REFUSALS = {
@@ -108,11 +100,8 @@ async function saveConsent(event) {
 
 async function main() {
   page.token = tokenFromFragment();
-  await setLanguage(chosenLanguage("copy") || browserLanguage());
-  bindLanguageSelect($("#lang-select"), async (lang) => {
-    rememberLanguage("copy", lang);
-    await setLanguage(lang);
-  });
+  drawTopbar();
+  await startLanguage("copy");
   onLanguageChange(render);
   $("#download").addEventListener("click", download);
   $("#consent-form").addEventListener("submit", saveConsent);

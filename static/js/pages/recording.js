@@ -3,7 +3,7 @@
 // export a BagIt bag, delete.
 
 import { linkItem } from "../lib/clipboard.js";
-import { onLanguageChange, t } from "../lib/i18n.js";
+import { languageName, onLanguageChange, t } from "../lib/i18n.js";
 import {
   api,
   apiError,
@@ -80,7 +80,7 @@ function render() {
   const names = rec.people || {};
   const parts = [
     t("archive.summary_people", { a: names.a || "", b: names.b || "", facilitator: names.facilitator || "" }),
-    rec.language === "es" ? "Español" : "English",
+    languageName(rec.language),
     t("archive.summary_recorded", { date: formatDate(rec.started_at) }),
   ];
   if (rec.duration_s) {
@@ -474,7 +474,7 @@ async function deleteRecording() {
 }
 
 async function main() {
-  if (!(await startStaffPage())) {
+  if (!(await startStaffPage("recordings"))) {
     return;
   }
   onLanguageChange(render);

@@ -15,6 +15,7 @@ const FIELDS = {
   from: "#f-from",
   to: "#f-to",
 };
+const STATUSES = ["ready", "finalizing", "failed", "recording", "paused", "stopped", "interrupted"];
 const CONSENT_KEYS = {
   archive: "archive.consent_archive",
   public: "archive.consent_public",
@@ -106,7 +107,11 @@ function render() {
 }
 
 async function main() {
-  if (!(await startStaffPage())) {
+  $("#f-status").append(...STATUSES.map((status) => el("option", { i18n: `rec.${status}`, attrs: { value: status } })));
+  $("#f-consent").append(
+    ...Object.entries(CONSENT_KEYS).map(([kind, key]) => el("option", { i18n: key, attrs: { value: kind } })),
+  );
+  if (!(await startStaffPage("recordings"))) {
     return;
   }
   onLanguageChange(() => {

@@ -1,7 +1,7 @@
 // The participant page: checks, consent, question agreement and the conversation.
 
 import { language, onLanguageChange, t } from "../lib/i18n.js";
-import { MicPanel, browserSupport, rawAudioRequested } from "../lib/microphone.js";
+import { browserSupport } from "../lib/microphone.js";
 import { questionText, themeGroups } from "../lib/questions.js";
 import { RoomView } from "../lib/room-view.js";
 import {
@@ -334,22 +334,10 @@ async function leave() {
 
 async function main() {
   await view.init();
-  onLanguageChange(() => {
-    renderBrowserChecks();
-    if (view.mic) {
-      view.mic.render();
-    }
-  });
+  onLanguageChange(renderBrowserChecks);
   renderBrowserChecks();
   setupMeters();
-  view.mic = new MicPanel($("#mic-panel"), {
-    raw: rawAudioRequested(),
-    onTrack: (track, stream) => {
-      client.setMicrophone(track, stream);
-      view.render();
-    },
-  });
-  view.mic.startIfAllowed();
+  view.startMicrophone();
 
   $("#consent-form").addEventListener("submit", saveConsent);
   $("#consent-form").addEventListener("change", () => {
@@ -358,7 +346,6 @@ async function main() {
       renderConsent();
     }
   });
-  $("#mute-button").addEventListener("click", () => view.setMuted(!view.muted));
   $("#leave-button").addEventListener("click", leave);
   requestAnimationFrame(tickLevels);
   view.start();

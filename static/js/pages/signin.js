@@ -2,14 +2,8 @@
 // The form carries the sign-in CSRF token the server set beside it (double submit).
 
 import { callApi } from "../lib/api.js";
-import {
-  bindLanguageSelect,
-  browserLanguage,
-  chosenLanguage,
-  rememberLanguage,
-  setLanguage,
-  t,
-} from "../lib/i18n.js";
+import { t } from "../lib/i18n.js";
+import { drawTopbar, startLanguage } from "../lib/topbar.js";
 import { $ } from "../lib/ui.js";
 
 let csrf = null;
@@ -58,11 +52,8 @@ async function signIn(event) {
 }
 
 async function main() {
-  await setLanguage(chosenLanguage("staff") || browserLanguage());
-  bindLanguageSelect($("#lang-select"), async (lang) => {
-    rememberLanguage("staff", lang);
-    await setLanguage(lang);
-  });
+  drawTopbar({ heading: "staff.heading" });
+  await startLanguage("staff");
   $("#sign-in-form").addEventListener("submit", signIn);
   await fetchCsrf();
   $("#email").focus();

@@ -2,7 +2,7 @@
 // The session cookie (see staff-session.js) signs the calls in.
 
 import { linkItem } from "../lib/clipboard.js";
-import { onLanguageChange, t } from "../lib/i18n.js";
+import { languageName, onLanguageChange, t } from "../lib/i18n.js";
 import { api, apiError, formatDate, recordingLabel, startStaffPage } from "../lib/staff-session.js";
 import { $, el, show } from "../lib/ui.js";
 
@@ -81,7 +81,7 @@ function renderSessions() {
           el("span", { className: "row-id", text: session.id }),
         ]),
         el("td", { text: formatDate(session.created_at) }),
-        el("td", { text: session.language === "es" ? "Español" : "English" }),
+        el("td", { text: languageName(session.language) }),
         el("td", { text: people, dataset: { count: String(connected.length) } }),
         el("td", {}, [
           el("span", {
@@ -174,7 +174,7 @@ function render() {
 }
 
 async function main() {
-  if (!(await startStaffPage())) {
+  if (!(await startStaffPage("sessions"))) {
     return;
   }
   onLanguageChange(render);
