@@ -84,7 +84,11 @@ export class MicPanel {
 
     this.status = el("p", { className: "status", attrs: { role: "status" }, dataset: { role: "status" } });
     this.help = el("p", { className: "help", attrs: { hidden: true }, dataset: { role: "help" } });
-    this.enableButton = el("button", { className: "primary", attrs: { type: "button" }, dataset: { role: "enable" } });
+    this.enableButton = el("button", {
+      className: "primary",
+      attrs: { type: "button" },
+      dataset: { role: "enable" },
+    });
     this.deviceSelect = el("select", { attrs: { id: "mic-device" }, dataset: { role: "device" } });
     this.deviceField = field("device-field", [
       el("label", { i18n: "mic.device", attrs: { for: "mic-device" } }),
@@ -102,8 +106,16 @@ export class MicPanel {
     this.playbackButton = null;
     this.playbackStatus = null;
     if (checkup) {
-      this.playbackButton = el("button", { i18n: "mic.hear_yourself", attrs: { type: "button" }, dataset: { role: "playback" } });
-      this.playbackStatus = el("p", { className: "hint", attrs: { role: "status" }, dataset: { role: "playback-status" } });
+      this.playbackButton = el("button", {
+        i18n: "mic.hear_yourself",
+        attrs: { type: "button" },
+        dataset: { role: "playback" },
+      });
+      this.playbackStatus = el("p", {
+        className: "hint",
+        attrs: { role: "status" },
+        dataset: { role: "playback-status" },
+      });
       this.playbackField = field("playback-field", [this.playbackButton, this.playbackStatus]);
       parts.push(this.playbackField, el("p", { className: "tip", i18n: "mic.headphones" }));
     }

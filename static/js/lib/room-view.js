@@ -2,11 +2,12 @@
 // (recording and connection indicators, language), the banner, the timer, the other
 // seats' audio and their levels. The page modules add their own parts through render().
 
+import { formatClock } from "./format.js";
 import { chosenLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
 import { MicPanel, rawAudioRequested } from "./microphone.js";
 import { RoomClient, sessionIdFromLocation, timerAt, tokenFromLocation } from "./room-client.js";
 import { drawTopbar, startLanguage } from "./topbar.js";
-import { $, StreamProbe, el, formatClock, show } from "./ui.js";
+import { $, StreamProbe, el, show } from "./ui.js";
 
 const LEVELS_FRESH_S = 1.5;
 // Why the server may stop a recording by itself (snapshot recording.stop_reason), in
@@ -18,11 +19,11 @@ const STOP_REASON_KEYS = {
 
 /** A status indicator of the top bar: `#{name}-indicator` with a dot and `#{name}-label`. */
 function indicator(name, state) {
-  return el(
-    "div",
-    { className: `${name}-indicator`, attrs: { id: `${name}-indicator`, role: "status" }, dataset: { state } },
-    [el("span", { className: "dot", attrs: { "aria-hidden": "true" } }), el("span", { attrs: { id: `${name}-label` } })],
-  );
+  const attrs = { id: `${name}-indicator`, role: "status" };
+  return el("div", { className: `${name}-indicator`, attrs, dataset: { state } }, [
+    el("span", { className: "dot", attrs: { "aria-hidden": "true" } }),
+    el("span", { attrs: { id: `${name}-label` } }),
+  ]);
 }
 
 /** The top bar (the session's title, the recording and connection indicators) and, under

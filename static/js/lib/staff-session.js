@@ -68,29 +68,3 @@ export async function startStaffPage(current) {
   $("#sign-out").addEventListener("click", signOut);
   return true;
 }
-
-/** Bytes in words people read: 1.2 MB. */
-export function formatBytes(bytes) {
-  if (bytes < 1000) {
-    return `${bytes} B`;
-  }
-  const units = ["kB", "MB", "GB", "TB"];
-  let value = bytes;
-  let unit = -1;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1000;
-    unit += 1;
-  }
-  return `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
-}
-
-export function formatDate(epochSeconds, withTime = true) {
-  const options = withTime ? { dateStyle: "medium", timeStyle: "short" } : { dateStyle: "medium" };
-  return new Date(epochSeconds * 1000).toLocaleString(document.documentElement.lang, options);
-}
-
-export function recordingLabel(state) {
-  const key = `rec.${state}`;
-  const text = t(key);
-  return text === key ? state : text;
-}

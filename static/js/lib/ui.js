@@ -1,6 +1,6 @@
 // Small DOM helpers shared by the pages. Text always goes in through textContent.
 
-import { language, t } from "./i18n.js";
+import { t } from "./i18n.js";
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 export const $$ = (selector, root = document) => Array.from(root.querySelectorAll(selector));
@@ -76,22 +76,6 @@ export function keepFocus(container, render) {
       container.focus();
     }
   }
-}
-
-/** 754 s → "12:34"; 3725 s → "1:02:05". */
-export function formatClock(seconds) {
-  const total = Math.max(0, Math.floor(seconds));
-  const h = Math.floor(total / 3600);
-  const m = Math.floor((total % 3600) / 60);
-  const s = String(total % 60).padStart(2, "0");
-  return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
-}
-
-export function formatTimeOfDay(epochSeconds) {
-  return new Date(epochSeconds * 1000).toLocaleTimeString(language(), {
-    hour: "2-digit",
-    minute: "2-digit",
-  });
 }
 
 // -- audio ------------------------------------------------------------------------

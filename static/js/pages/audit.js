@@ -1,8 +1,9 @@
 // Staff: read the audit log (newest first, page back with "Older"). Nothing here can
 // change it; the server has no route that would.
 
+import { formatDate } from "../lib/format.js";
 import { onLanguageChange, t } from "../lib/i18n.js";
-import { api, apiError, formatDate, startStaffPage } from "../lib/staff-session.js";
+import { api, apiError, startStaffPage } from "../lib/staff-session.js";
 import { $, el } from "../lib/ui.js";
 
 const ACTION_KEYS = {
@@ -87,7 +88,7 @@ async function load(older) {
 
 async function main() {
   $("#a-action").append(
-    ...Object.entries(ACTION_KEYS).map(([action, key]) => el("option", { i18n: key, attrs: { value: action } })),
+    ...Object.entries(ACTION_KEYS).map(([value, key]) => el("option", { i18n: key, attrs: { value } })),
   );
   if (!(await startStaffPage("audit"))) {
     return;

@@ -1,6 +1,7 @@
 // The facilitator console: seats, recording controls, cues, the agreed list, markers,
 // private notes and the facilitator's own microphone.
 
+import { formatClock, formatTimeOfDay } from "../lib/format.js";
 import { t } from "../lib/i18n.js";
 import { questionText, themeGroups } from "../lib/questions.js";
 import { RoomView } from "../lib/room-view.js";
@@ -10,8 +11,6 @@ import {
   connectionQuality,
   el,
   errorText,
-  formatClock,
-  formatTimeOfDay,
   keepFocus,
   makeMeter,
   setMeter,

@@ -3,9 +3,10 @@
 // consent to archiving and publishing.
 
 import { callApi, fetchBlob, refusal } from "../lib/api.js";
+import { formatClock } from "../lib/format.js";
 import { chosenLanguage, isLanguage, onLanguageChange, setLanguage, t } from "../lib/i18n.js";
 import { drawTopbar, startLanguage } from "../lib/topbar.js";
-import { $, formatClock } from "../lib/ui.js";
+import { $ } from "../lib/ui.js";
 
 const REFUSALS = {
   link_missing: "copy.refused_missing",

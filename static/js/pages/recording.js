@@ -3,16 +3,10 @@
 // export a BagIt bag, delete.
 
 import { linkItem } from "../lib/clipboard.js";
+import { formatBytes, formatClock, formatDate, recordingLabel } from "../lib/format.js";
 import { languageName, onLanguageChange, t } from "../lib/i18n.js";
-import {
-  api,
-  apiError,
-  formatBytes,
-  formatDate,
-  recordingLabel,
-  startStaffPage,
-} from "../lib/staff-session.js";
-import { $, confirmDialog, el, formatClock } from "../lib/ui.js";
+import { api, apiError, startStaffPage } from "../lib/staff-session.js";
+import { $, confirmDialog, el } from "../lib/ui.js";
 
 const RECORDING_ID = decodeURIComponent(location.pathname.split("/").pop() || "");
 const PARTICIPANTS = ["a", "b"];

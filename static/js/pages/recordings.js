@@ -1,9 +1,10 @@
 // Staff: find recordings by words, first names, keywords, language, status, consent and
 // date. The filters live in the page's query string, so a search can be bookmarked.
 
+import { formatClock, formatDate, recordingLabel } from "../lib/format.js";
 import { onLanguageChange, t } from "../lib/i18n.js";
-import { api, apiError, formatDate, recordingLabel, startStaffPage } from "../lib/staff-session.js";
-import { $, el, formatClock } from "../lib/ui.js";
+import { api, apiError, startStaffPage } from "../lib/staff-session.js";
+import { $, el } from "../lib/ui.js";
 
 const FIELDS = {
   q: "#q",
@@ -107,9 +108,11 @@ function render() {
 }
 
 async function main() {
-  $("#f-status").append(...STATUSES.map((status) => el("option", { i18n: `rec.${status}`, attrs: { value: status } })));
+  $("#f-status").append(
+    ...STATUSES.map((value) => el("option", { i18n: `rec.${value}`, attrs: { value } })),
+  );
   $("#f-consent").append(
-    ...Object.entries(CONSENT_KEYS).map(([kind, key]) => el("option", { i18n: key, attrs: { value: kind } })),
+    ...Object.entries(CONSENT_KEYS).map(([value, key]) => el("option", { i18n: key, attrs: { value } })),
   );
   if (!(await startStaffPage("recordings"))) {
     return;

@@ -2,8 +2,9 @@
 // The session cookie (see staff-session.js) signs the calls in.
 
 import { linkItem } from "../lib/clipboard.js";
+import { formatDate, recordingLabel } from "../lib/format.js";
 import { languageName, onLanguageChange, t } from "../lib/i18n.js";
-import { api, apiError, formatDate, recordingLabel, startStaffPage } from "../lib/staff-session.js";
+import { api, apiError, startStaffPage } from "../lib/staff-session.js";
 import { $, el, show } from "../lib/ui.js";
 
 // The last created session's links: the server keeps only hashes of their tokens, so
