@@ -2,8 +2,9 @@
 // permission (with help when it is refused), a device picker, a live level meter and a
 // short "hear yourself" recording played back.
 
+import { StreamProbe, audioContext, makeMeter, setMeter } from "./audio.js";
 import { t, translatePage } from "./i18n.js";
-import { StreamProbe, audioContext, el, makeMeter, setMeter, show } from "./ui.js";
+import { el, show } from "./ui.js";
 
 const SAMPLE_MS = 3000;
 

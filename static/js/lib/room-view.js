@@ -1,13 +1,15 @@
 // What the participant page and the facilitator console share on screen: the header
-// (recording and connection indicators, language), the banner, the timer, the other
-// seats' audio and their levels. The page modules add their own parts through render().
+// (recording and connection indicators, language), the banner, the timer, the seat's
+// own microphone, the other seats' audio and their levels. The page modules add their
+// own parts through render().
 
+import { StreamProbe } from "./audio.js";
 import { formatClock } from "./format.js";
 import { chosenLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
 import { MicPanel, rawAudioRequested } from "./microphone.js";
 import { RoomClient, sessionIdFromLocation, timerAt, tokenFromLocation } from "./room-client.js";
 import { drawTopbar, startLanguage } from "./topbar.js";
-import { $, StreamProbe, el, show } from "./ui.js";
+import { $, el, show } from "./ui.js";
 
 const LEVELS_FRESH_S = 1.5;
 // Why the server may stop a recording by itself (snapshot recording.stop_reason), in

@@ -1,21 +1,12 @@
 // The facilitator console: seats, recording controls, cues, the agreed list, markers,
 // private notes and the facilitator's own microphone.
 
+import { connectionQuality, makeMeter, setMeter } from "../lib/audio.js";
 import { formatClock, formatTimeOfDay } from "../lib/format.js";
 import { t } from "../lib/i18n.js";
 import { questionText, themeGroups } from "../lib/questions.js";
 import { RoomView } from "../lib/room-view.js";
-import {
-  $,
-  confirmDialog,
-  connectionQuality,
-  el,
-  errorText,
-  keepFocus,
-  makeMeter,
-  setMeter,
-  show,
-} from "../lib/ui.js";
+import { $, confirmDialog, el, errorText, keepFocus, show } from "../lib/ui.js";
 
 const SEATS = ["a", "b", "facilitator"];
 const PARTICIPANTS = ["a", "b"];

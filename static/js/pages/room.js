@@ -1,19 +1,11 @@
 // The participant page: checks, consent, question agreement and the conversation.
 
+import { makeMeter, setMeter } from "../lib/audio.js";
 import { language, onLanguageChange, t } from "../lib/i18n.js";
 import { browserSupport } from "../lib/microphone.js";
 import { questionText, themeGroups } from "../lib/questions.js";
 import { RoomView } from "../lib/room-view.js";
-import {
-  $,
-  confirmDialog,
-  el,
-  errorText,
-  keepFocus,
-  makeMeter,
-  setMeter,
-  show,
-} from "../lib/ui.js";
+import { $, confirmDialog, el, errorText, keepFocus, show } from "../lib/ui.js";
 
 const CHOOSE_DELAY_MS = 400;
 
