@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from string import Template
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -32,6 +34,15 @@ def vendor_dirs(settings: Settings) -> list[Path]:
     ]
 
 
+def render_page(static: Path, name: str) -> str:
+    """The page `name`: static/pages/<name>.html (its <body>) in static/layout.html, the
+    head every page shares, which names the page's title (the catalogue's
+    `<name>.page_title`) and its module (static/js/pages/<name>.js)."""
+    layout = Template((static / "layout.html").read_text("utf-8"))
+    body = (static / "pages" / f"{name}.html").read_text("utf-8")
+    return layout.substitute(page=name, body=body.rstrip("\n"))
+
+
 def add_page_routes(app: web.Application, settings: Settings) -> None:
     static = settings.static_dir
 
@@ -41,10 +52,13 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
         async def handler(request: web.Request) -> web.StreamResponse:
             if staff and not signed_in(request):
                 raise signin_redirect(request)
-            path = static / name
-            if not path.is_file():
-                raise web.HTTPNotFound()
-            return web.FileResponse(path, headers={"Cache-Control": "no-store"})
+            try:
+                html = await asyncio.to_thread(render_page, static, name)
+            except FileNotFoundError:
+                raise web.HTTPNotFound() from None
+            return web.Response(
+                text=html, content_type="text/html", headers={"Cache-Control": "no-store"}
+            )
 
         return handler
 
@@ -55,18 +69,18 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
                 return web.FileResponse(path)
         raise web.HTTPNotFound(reason="socket.io-client is not installed: run npm ci")
 
-    app.router.add_get("/", page("index.html"))
-    app.router.add_get("/room/{session_id}", page("room.html"))
-    app.router.add_get("/console/{session_id}", page("console.html"))
-    app.router.add_get("/staff", page("staff.html", staff=True))
-    app.router.add_get("/staff/signin", page("signin.html"))
-    app.router.add_get("/staff/recordings", page("recordings.html", staff=True))
-    app.router.add_get("/staff/recordings/{recording_id}", page("recording.html", staff=True))
-    app.router.add_get("/staff/audit", page("audit.html", staff=True))
-    app.router.add_get("/copy", page("copy.html"))
-    app.router.add_get("/apply", page("apply.html"))
-    app.router.add_get("/solicitar", page("apply.html"))  # the same form, in Spanish
-    app.router.add_get("/staff/applications", page("applications.html", staff=True))
+    app.router.add_get("/", page("index"))
+    app.router.add_get("/room/{session_id}", page("room"))
+    app.router.add_get("/console/{session_id}", page("console"))
+    app.router.add_get("/staff", page("staff", staff=True))
+    app.router.add_get("/staff/signin", page("signin"))
+    app.router.add_get("/staff/recordings", page("recordings", staff=True))
+    app.router.add_get("/staff/recordings/{recording_id}", page("recording", staff=True))
+    app.router.add_get("/staff/audit", page("audit", staff=True))
+    app.router.add_get("/copy", page("copy"))
+    app.router.add_get("/apply", page("apply"))
+    app.router.add_get("/solicitar", page("apply"))  # the same form, in Spanish
+    app.router.add_get("/staff/applications", page("applications", staff=True))
     app.router.add_get("/vendor/socket.io.esm.min.js", socketio_client)
     if static.is_dir():
         app.router.add_static("/static/", static, follow_symlinks=False, show_index=False)

@@ -15,7 +15,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from support.apply import application, call
 from support.archive import STAFF_EMAIL, STAFF_PASSWORD, add_staff
 from support.browser import LAPTOP, PHONE, PageWatch, horizontal_overflow, launch, screenshot
-from support.server import STAFF_TOKEN, RunningServer
+from support.server import RunningServer
 
 pytestmark = pytest.mark.slow
 
@@ -246,8 +246,7 @@ async def test_staff_match_plan_and_confirm_in_a_few_clicks(
         await page.get_by_label("Password").fill(STAFF_PASSWORD)
         await page.get_by_role("button", name="Sign in").click()
         await expect(page).to_have_url(f"{server.url}/staff/applications")
-        await page.get_by_label("Staff token").fill(STAFF_TOKEN)
-        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator("#signed-in-as")).to_have_text(STAFF_EMAIL)
         await expect(page.locator("#applications-status")).to_have_text("2 applications")
         await page.get_by_role("button", name="Rosa Delgado").click()
         await expect(page.locator("#detail")).to_be_focused()

@@ -1,5 +1,6 @@
 """The browser files without a browser: catalogues agree, every string a page asks for
-exists, nothing writes markup from data, and nothing the CSP would block is in the pages."""
+exists, nothing writes markup from data, nothing the CSP would block is in the pages as
+served (each page's body in the shared layout), and every page has its module."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from pathlib import Path
 import pytest
 
 from storyroom.room.questions import bank
+from storyroom.web.pages import render_page
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
-JS_FILES = sorted(p for p in (STATIC / "js").glob("*.js"))
-HTML_FILES = sorted(STATIC.glob("*.html"))
+JS_FILES = sorted((STATIC / "js").glob("*/*.js"))
+PAGES = sorted(page.stem for page in (STATIC / "pages").glob("*.html"))
 LANGS = ("en", "es")
+
+
+def script_id(script: Path) -> str:
+    return script.relative_to(STATIC / "js").as_posix()
 
 
 def catalogue(lang: str) -> dict[str, str]:
@@ -44,8 +50,8 @@ def test_catalogue_strings_are_filled_and_keep_their_placeholders(lang: str) -> 
 
 def _keys_used_in_markup() -> set[str]:
     keys: set[str] = set()
-    for page in HTML_FILES:
-        html = page.read_text("utf-8")
+    for page in PAGES:
+        html = render_page(STATIC, page)
         keys |= set(re.findall(r'data-i18n="([^"]+)"', html))
         for attrs in re.findall(r'data-i18n-attr="([^"]+)"', html):
             keys |= {pair.split(":")[1].strip() for pair in attrs.split(";") if ":" in pair}
@@ -130,16 +136,22 @@ def test_no_unused_strings() -> None:
     assert sorted(set(catalogue("en")) - used) == []
 
 
-@pytest.mark.parametrize("script", JS_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", JS_FILES, ids=script_id)
 def test_no_markup_from_strings(script: Path) -> None:
     code = script.read_text("utf-8")
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"):
         assert sink not in code, f"{script.name} uses {sink}"
 
 
-@pytest.mark.parametrize("page", HTML_FILES, ids=lambda p: p.name)
-def test_pages_hold_nothing_the_csp_blocks(page: Path) -> None:
-    html = page.read_text("utf-8")
+def test_one_module_per_page_named_after_it() -> None:
+    modules = sorted(script.stem for script in (STATIC / "js" / "pages").glob("*.js"))
+    assert PAGES == modules
+    assert len(PAGES) == 11
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_hold_nothing_the_csp_blocks(page: str) -> None:
+    html = render_page(STATIC, page)
     assert "<style" not in html
     assert not re.search(r"\sstyle=", html), "inline style attribute"
     assert not re.search(r"\son[a-z]+=", html), "inline event handler"
@@ -150,20 +162,20 @@ def test_pages_hold_nothing_the_csp_blocks(page: Path) -> None:
     assert 'name="viewport"' in html
 
 
-@pytest.mark.parametrize("page", HTML_FILES, ids=lambda p: p.name)
-def test_form_controls_are_labelled(page: Path) -> None:
-    html = page.read_text("utf-8")
+@pytest.mark.parametrize("page", PAGES)
+def test_form_controls_are_labelled(page: str) -> None:
+    html = render_page(STATIC, page)
     labelled = set(re.findall(r'<label[^>]*\sfor="([^"]+)"', html))
     for tag in re.findall(r"<(?:input|select|textarea)\b[^>]*>", html):
         if 'type="hidden"' in tag:
             continue
         control_id = re.search(r'\sid="([^"]+)"', tag)
-        assert control_id, f"control without id in {page.name}: {tag}"
+        assert control_id, f"control without id in {page}: {tag}"
         assert control_id.group(1) in labelled, f"no <label for> for {tag}"
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
-@pytest.mark.parametrize("script", JS_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("script", JS_FILES, ids=script_id)
 def test_scripts_parse(script: Path) -> None:
     node = shutil.which("node")
     assert node is not None

@@ -302,7 +302,7 @@ async def test_security_headers_on_every_page(archive: RunningServer, finished: 
         "/room/ses_0000000000000000",
         "/console/ses_0000000000000000",
         "/apply",
-        "/static/js/ui.js",
+        "/static/js/lib/ui.js",
         "/healthz",
         "/api/recordings",
         "/api/public/recordings",

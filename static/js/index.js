@@ -1,5 +1,0 @@
-// The front page: a pointer to the personal links, in the browser's language.
-
-import { browserLanguage, setLanguage } from "./i18n.js";
-
-setLanguage(browserLanguage());

@@ -1,0 +1,498 @@
+// Staff: one recording. Listen by chapter (the waveform shows the cues), edit the
+// catalogue fields, read and record consent, hand out copy links, download every file,
+// export a BagIt bag, delete.
+
+import { linkItem } from "../lib/clipboard.js";
+import { formatBytes, formatClock, formatDate, recordingLabel } from "../lib/format.js";
+import { languageName, onLanguageChange, t } from "../lib/i18n.js";
+import { api, apiError, startStaffPage } from "../lib/staff-session.js";
+import { $, confirmDialog, el } from "../lib/ui.js";
+
+const RECORDING_ID = decodeURIComponent(location.pathname.split("/").pop() || "");
+const PARTICIPANTS = ["a", "b"];
+const KINDS = ["archive", "public", "copies"];
+const CONSENT_KEYS = {
+  archive: "archive.consent_archive",
+  public: "archive.consent_public",
+  copies: "archive.consent_copies",
+};
+const SOURCE_KEYS = {
+  room: "archive.source_room",
+  staff: "archive.source_staff",
+  "copy link": "archive.source_copy_link",
+};
+const LINK_STATE_KEYS = {
+  active: "archive.link_active",
+  expired: "archive.link_expired",
+  revoked: "archive.link_revoked",
+};
+const KIND_KEYS = {
+  master: "archive.kind_master",
+  stem: "archive.kind_stem",
+  access: "archive.kind_access",
+  chapters: "archive.kind_chapters",
+  metadata: "archive.kind_metadata",
+  manifest: "archive.kind_manifest",
+  waveform: "archive.kind_waveform",
+  source: "archive.kind_source",
+};
+
+const page = { rec: null, newLinks: null, chapter: -1 };
+
+function yesNo(value) {
+  return value ? t("common.yes") : t("common.no");
+}
+
+function personName(seat) {
+  const name = (page.rec.people || {})[seat] || "";
+  return t("archive.person", { name, seat: t(`seat.${seat}`) });
+}
+
+// -- loading -----------------------------------------------------------------------------
+
+async function load() {
+  const result = await api("GET", `/api/recordings/${encodeURIComponent(RECORDING_ID)}`);
+  if (result.status !== 200) {
+    $("#load-status").textContent = result.status === 404 ? t("archive.not_found") : apiError(result);
+    $("#recording").hidden = true;
+    return false;
+  }
+  page.rec = result.body;
+  $("#load-status").textContent = "";
+  $("#recording").hidden = false;
+  render();
+  return true;
+}
+
+function render() {
+  const rec = page.rec;
+  if (!rec) {
+    return;
+  }
+  document.title = `${rec.title || rec.id} · storyroom`;
+  $("#rec-title").textContent = rec.title || rec.id;
+  const names = rec.people || {};
+  const parts = [
+    t("archive.summary_people", { a: names.a || "", b: names.b || "", facilitator: names.facilitator || "" }),
+    languageName(rec.language),
+    t("archive.summary_recorded", { date: formatDate(rec.started_at) }),
+  ];
+  if (rec.duration_s) {
+    parts.push(formatClock(rec.duration_s));
+  }
+  $("#rec-summary").textContent = parts.join(" · ");
+  const state = $("#rec-state");
+  state.textContent = recordingLabel(rec.status);
+  state.dataset.state = rec.status;
+  renderPlayer();
+  renderMetadata();
+  renderConsent();
+  renderCopies();
+  renderFiles();
+  renderExports();
+}
+
+// -- player and chapters ------------------------------------------------------------------
+
+function accessFile() {
+  return (page.rec.files || []).find((file) => file.kind === "access");
+}
+
+function chapters() {
+  return page.rec.chapters || [];
+}
+
+function seek(index) {
+  const chapter = chapters()[index];
+  const player = $("#player");
+  if (!chapter) {
+    return;
+  }
+  player.currentTime = chapter.start_s;
+  player.play().catch(() => {});
+  updateChapter();
+}
+
+function currentChapter(time) {
+  let current = -1;
+  chapters().forEach((chapter, index) => {
+    if (time + 0.05 >= chapter.start_s) {
+      current = index;
+    }
+  });
+  return current;
+}
+
+function updateChapter() {
+  const player = $("#player");
+  const index = currentChapter(player.currentTime || 0);
+  const duration = page.rec.duration_s || player.duration || 0;
+  if (duration > 0) {
+    const share = Math.min(1, Math.max(0, (player.currentTime || 0) / duration));
+    $("#playhead").style.left = `${(share * 100).toFixed(2)}%`;
+  }
+  if (index === page.chapter) {
+    return;
+  }
+  page.chapter = index;
+  for (const [position, item] of Array.from($("#chapters").children).entries()) {
+    if (position === index) {
+      item.setAttribute("aria-current", "true");
+    } else {
+      item.removeAttribute("aria-current");
+    }
+  }
+}
+
+function renderPlayer() {
+  const rec = page.rec;
+  const access = accessFile();
+  $("#player-block").hidden = !access;
+  if (!access) {
+    return;
+  }
+  const player = $("#player");
+  if (player.dataset.src !== access.url) {
+    player.dataset.src = access.url;
+    player.src = access.url;
+  }
+  const image = $("#waveform-image");
+  $("#waveform").hidden = !rec.waveform_url;
+  if (rec.waveform_url && image.getAttribute("src") !== rec.waveform_url) {
+    image.src = rec.waveform_url;
+  }
+  const duration = rec.duration_s || 0;
+  const marks = chapters().map((chapter, index) => {
+    const mark = el("button", {
+      className: "cue-mark",
+      text: String(index + 1),
+      attrs: {
+        type: "button",
+        "aria-label": t("archive.chapter_label", {
+          n: index + 1,
+          time: formatClock(chapter.start_s),
+          title: chapter.title,
+        }),
+        title: chapter.title,
+      },
+      on: { click: () => seek(index) },
+    });
+    // CSSOM is allowed by the CSP; style attributes in markup are not.
+    mark.style.left = `${duration > 0 ? ((chapter.start_s / duration) * 100).toFixed(2) : 0}%`;
+    return mark;
+  });
+  $("#waveform-marks").replaceChildren(...marks);
+  const items = chapters().map((chapter, index) =>
+    el("li", {}, [
+      el("button", {
+        className: "link-button",
+        text: `${formatClock(chapter.start_s)} — ${chapter.title}`,
+        attrs: { type: "button" },
+        on: { click: () => seek(index) },
+      }),
+    ]),
+  );
+  $("#chapters").replaceChildren(...items);
+  page.chapter = -2;
+  updateChapter();
+}
+
+// -- metadata --------------------------------------------------------------------------------
+
+function renderMetadata() {
+  const meta = page.rec.metadata || {};
+  const form = $("#meta-form");
+  if (form.dataset.loaded === page.rec.id) {
+    return; // keep what staff are typing
+  }
+  form.dataset.loaded = page.rec.id;
+  $("#m-title").value = meta.title || "";
+  $("#m-description").value = meta.description || "";
+  $("#m-keywords").value = (meta.keywords || []).join(", ");
+  $("#m-location").value = meta.location || "";
+}
+
+async function saveMetadata(event) {
+  event.preventDefault();
+  const status = $("#meta-status");
+  status.textContent = t("common.saving");
+  const keywords = $("#m-keywords")
+    .value.split(",")
+    .map((word) => word.trim())
+    .filter(Boolean);
+  const result = await api("PATCH", `/api/recordings/${RECORDING_ID}/metadata`, {
+    title: $("#m-title").value.trim(),
+    description: $("#m-description").value.trim(),
+    keywords,
+    location: $("#m-location").value.trim(),
+  });
+  if (result.status !== 200) {
+    status.textContent = apiError(result);
+    return;
+  }
+  page.rec.metadata = result.body.metadata;
+  page.rec.title = result.body.metadata.title;
+  $("#meta-form").dataset.loaded = "";
+  render();
+  status.textContent = t("archive.saved");
+}
+
+// -- consent -----------------------------------------------------------------------------------
+
+function historyText(event) {
+  const who = personName(event.seat);
+  const what =
+    event.kind === "copies"
+      ? `${t("archive.consent_copies")}: ${yesNo(event.copies)}`
+      : ["record", "archive", "public"]
+          .map((kind) =>
+            kind === "record"
+              ? `${t("archive.consent_record")}: ${yesNo(event.record)}`
+              : `${t(CONSENT_KEYS[kind])}: ${yesNo(event[kind])}`,
+          )
+          .join(", ");
+  const source = SOURCE_KEYS[event.source] ? t(SOURCE_KEYS[event.source]) : event.source;
+  const note = event.note ? ` — “${event.note}”` : "";
+  return `${formatDate(event.at)} · ${who}: ${what} (${source})${note}`;
+}
+
+function renderConsent() {
+  const bySeat = page.rec.consent_by_seat || {};
+  $("#consent-body").replaceChildren(
+    ...PARTICIPANTS.map((seat) =>
+      el("tr", { dataset: { seat } }, [
+        el("th", { attrs: { scope: "row" }, text: personName(seat) }),
+        ...KINDS.map((kind) =>
+          el("td", { text: yesNo((bySeat[seat] || {})[kind]), dataset: { consent: kind } }),
+        ),
+      ]),
+    ),
+  );
+  $("#history").replaceChildren(
+    ...(page.rec.consent_history || []).map((event) => el("li", { text: historyText(event) })),
+  );
+  const seatSelect = $("#c-seat");
+  const chosen = seatSelect.value || "a";
+  seatSelect.replaceChildren(
+    ...PARTICIPANTS.map((seat) => el("option", { text: personName(seat), attrs: { value: seat } })),
+  );
+  seatSelect.value = chosen;
+  for (const select of document.querySelectorAll(".consent-choice")) {
+    const value = select.value;
+    select.replaceChildren(
+      el("option", { text: t("archive.unchanged"), attrs: { value: "" } }),
+      el("option", { text: t("common.yes"), attrs: { value: "yes" } }),
+      el("option", { text: t("common.no"), attrs: { value: "no" } }),
+    );
+    select.value = value;
+  }
+}
+
+async function recordConsent(event) {
+  event.preventDefault();
+  const status = $("#consent-status");
+  const body = { seat: $("#c-seat").value, note: $("#c-note").value.trim() };
+  for (const kind of KINDS) {
+    const value = $(`#c-${kind}`).value;
+    if (value) {
+      body[kind] = value === "yes";
+    }
+  }
+  if (!KINDS.some((kind) => kind in body)) {
+    status.textContent = t("archive.consent_choose");
+    return;
+  }
+  status.textContent = t("common.saving");
+  const result = await api("PUT", `/api/recordings/${RECORDING_ID}/consent`, body);
+  if (result.status !== 200) {
+    status.textContent = apiError(result);
+    return;
+  }
+  $("#consent-form").reset();
+  await load();
+  status.textContent = t("archive.consent_recorded");
+}
+
+// -- copies --------------------------------------------------------------------------------------
+
+async function issueCopies() {
+  const status = $("#copies-status");
+  status.textContent = t("common.saving");
+  const result = await api("POST", `/api/recordings/${RECORDING_ID}/copies`);
+  if (result.status !== 201) {
+    const error = result.body && result.body.error;
+    status.textContent =
+      error && error.code === "no_copies_consent" ? t("archive.copies_need_consent") : apiError(result);
+    return;
+  }
+  page.newLinks = result.body.links;
+  await load();
+  status.textContent = t("archive.copies_issued");
+  $("#new-links").focus();
+}
+
+async function revoke(link) {
+  const ok = await confirmDialog({
+    title: t("archive.revoke_title", { name: personName(link.seat) }),
+    body: t("archive.revoke_body"),
+    confirm: t("archive.revoke"),
+    cancel: t("archive.cancel"),
+    danger: true,
+  });
+  if (!ok) {
+    return;
+  }
+  const result = await api("POST", `/api/copies/${link.id}/revoke`);
+  $("#copies-status").textContent = result.status === 200 ? t("archive.revoked") : apiError(result);
+  await load();
+}
+
+function renderCopies() {
+  const list = $("#new-links");
+  list.hidden = !page.newLinks;
+  list.tabIndex = -1;
+  list.replaceChildren(
+    ...(page.newLinks || []).map((link) =>
+      linkItem({
+        id: `copy-link-${link.seat}`,
+        url: link.url,
+        label: personName(link.seat),
+        who: link.name,
+        seat: link.seat,
+      }),
+    ),
+  );
+  $("#links-body").replaceChildren(
+    ...(page.rec.copy_links || []).map((link) =>
+      el("tr", { dataset: { link: link.id, state: link.state } }, [
+        el("th", { attrs: { scope: "row" }, text: personName(link.seat) }),
+        el("td", { text: t(LINK_STATE_KEYS[link.state] || "archive.link_active") }),
+        el("td", { text: formatDate(link.expires_at, false) }),
+        el("td", { text: String(link.downloads) }),
+        el("td", {}, [
+          link.state === "active"
+            ? el("button", {
+                className: "quiet small",
+                text: t("archive.revoke"),
+                attrs: {
+                  type: "button",
+                  "aria-label": t("archive.revoke_label", { name: personName(link.seat) }),
+                },
+                on: { click: () => revoke(link) },
+              })
+            : null,
+        ]),
+      ]),
+    ),
+  );
+  $("#issue-copies").disabled = !accessFile();
+}
+
+// -- files and exports ------------------------------------------------------------------------------
+
+function renderFiles() {
+  $("#files-body").replaceChildren(
+    ...(page.rec.files || []).map((file) =>
+      el("tr", { dataset: { file: file.name } }, [
+        el("th", { attrs: { scope: "row" } }, [
+          el("a", { text: file.name, attrs: { href: file.url, download: "" } }),
+        ]),
+        el("td", { text: KIND_KEYS[file.kind] ? t(KIND_KEYS[file.kind]) : file.kind }),
+        el("td", { text: formatBytes(file.bytes), attrs: { title: `${file.bytes} B` } }),
+        el("td", {}, [el("code", { className: "checksum", text: `sha256:${file.sha256}` })]),
+      ]),
+    ),
+  );
+}
+
+function renderExports() {
+  const archivable = Boolean((page.rec.consent || {}).archive);
+  $("#export").disabled = !archivable || page.rec.status !== "ready";
+  if (!archivable) {
+    $("#export-status").textContent = t("archive.export_no_consent");
+  }
+  $("#exports").replaceChildren(
+    ...(page.rec.exports || []).map((bag) =>
+      el("li", { dataset: { export: bag.id } }, [
+        el("span", {
+          text: t("archive.export_line", {
+            date: formatDate(bag.created_at),
+            who: bag.created_by,
+            files: bag.files,
+            size: formatBytes(bag.bytes),
+          }),
+        }),
+        " ",
+        bag.url
+          ? el("a", { text: t("archive.export_download"), attrs: { href: bag.url, download: "" } })
+          : el("span", { className: "hint", text: t("archive.export_removed") }),
+      ]),
+    ),
+  );
+}
+
+async function exportBag() {
+  const status = $("#export-status");
+  const button = $("#export");
+  button.disabled = true;
+  status.textContent = t("archive.exporting");
+  const result = await api("POST", `/api/recordings/${RECORDING_ID}/exports`);
+  button.disabled = false;
+  if (result.status !== 201) {
+    status.textContent = apiError(result);
+    return;
+  }
+  await load();
+  status.textContent = t("archive.exported", { oxum: result.body.export.payload_oxum });
+}
+
+async function deleteRecording() {
+  const ok = await confirmDialog({
+    title: t("archive.delete_confirm_title"),
+    body: t("archive.delete_confirm_body", { title: page.rec.title || page.rec.id }),
+    confirm: t("archive.delete_confirm"),
+    cancel: t("archive.cancel"),
+    danger: true,
+  });
+  if (!ok) {
+    return;
+  }
+  const status = $("#delete-status");
+  status.textContent = t("archive.deleting");
+  const result = await api("DELETE", `/api/recordings/${RECORDING_ID}`);
+  if (result.status !== 200) {
+    status.textContent = apiError(result);
+    return;
+  }
+  location.assign("/staff/recordings");
+}
+
+async function main() {
+  if (!(await startStaffPage("recordings"))) {
+    return;
+  }
+  onLanguageChange(render);
+  $("#player").addEventListener("timeupdate", updateChapter);
+  $("#player").addEventListener("seeked", updateChapter);
+  $("#prev-chapter").addEventListener("click", () => {
+    const player = $("#player");
+    const index = currentChapter(player.currentTime || 0);
+    const start = chapters()[index] ? chapters()[index].start_s : 0;
+    // like a CD player: back to this chapter's start, or the one before when at it
+    seek(player.currentTime - start > 2 || index <= 0 ? Math.max(index, 0) : index - 1);
+  });
+  $("#next-chapter").addEventListener("click", () => {
+    const index = currentChapter($("#player").currentTime || 0);
+    if (index + 1 < chapters().length) {
+      seek(index + 1);
+    }
+  });
+  $("#meta-form").addEventListener("submit", saveMetadata);
+  $("#consent-form").addEventListener("submit", recordConsent);
+  $("#issue-copies").addEventListener("click", issueCopies);
+  $("#export").addEventListener("click", exportBag);
+  $("#delete").addEventListener("click", deleteRecording);
+  await load();
+}
+
+main();

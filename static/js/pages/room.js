@@ -1,0 +1,346 @@
+// The participant page: checks, consent, question agreement and the conversation.
+
+import { makeMeter, setMeter } from "../lib/audio.js";
+import { language, onLanguageChange, t } from "../lib/i18n.js";
+import { browserSupport } from "../lib/microphone.js";
+import { questionText, themeGroups } from "../lib/questions.js";
+import { RoomView } from "../lib/room-view.js";
+import { $, confirmDialog, el, errorText, keepFocus, show } from "../lib/ui.js";
+
+const CHOOSE_DELAY_MS = 400;
+
+const view = new RoomView({ render: renderPage, page: "room" });
+const client = view.client;
+
+const page = {
+  phase: "loading",
+  lastCueSeq: undefined,
+  consentDirty: false,
+  chosen: null, // Set of question ids, from the first snapshot on
+  chooseTimer: null,
+  builtQuestionsFor: null,
+  meters: {},
+};
+
+function me() {
+  return view.snapshot.you;
+}
+
+function partnerSeat() {
+  return me() === "a" ? "b" : "a";
+}
+
+function phaseFor(state) {
+  if (state === "recording" || state === "paused") {
+    return "live";
+  }
+  return state === "stopped" ? "ended" : "setup";
+}
+
+// -- rendering -----------------------------------------------------------------------
+
+function renderPage() {
+  if (!view.snapshot || document.body.dataset.phase === "refused") {
+    return;
+  }
+  const snap = view.snapshot;
+  const partner = snap.seats[partnerSeat()];
+  const facilitator = snap.seats.facilitator;
+  const mine = snap.seats[me()];
+
+  $("#welcome-title").textContent = t("welcome.hello", { name: mine.name });
+  $("#welcome-intro").textContent = t("welcome.intro", {
+    partner: partner.name,
+    facilitator: facilitator.name,
+    minutes: snap.session.target_minutes,
+  });
+  $("#partner-label").textContent = t("people.partner");
+  $("#partner-name").textContent = partner.name;
+  $("#partner-bio").textContent = partner.bio || "";
+  $("#facilitator-name").textContent = facilitator.name;
+  renderPresence($("#partner-presence"), partner.connected);
+  renderPresence($("#facilitator-presence"), facilitator.connected);
+
+  const phase = phaseFor(view.state);
+  if (phase !== page.phase) {
+    // During the conversation the setup steps fold away (still there to open).
+    const setup = phase === "setup";
+    $("#check-step").open = setup;
+    $("#consent-step").open = setup;
+    $("#questions-step").open = setup;
+    page.phase = phase;
+  }
+  document.body.dataset.phase = phase;
+  show($("#live"), phase !== "setup");
+  show($("#ended"), phase === "ended");
+
+  renderConsent();
+  renderQuestions();
+  renderCue();
+}
+
+function renderPresence(node, connected) {
+  node.textContent = connected ? t("people.here") : t("people.not_here");
+  node.dataset.connected = connected ? "true" : "false";
+}
+
+function renderConsent() {
+  const snap = view.snapshot;
+  const mine = snap.seats[me()].consent;
+  const partner = snap.seats[partnerSeat()];
+  const locked = !["idle", "interrupted"].includes(view.state);
+  $("#consent-fieldset").disabled = locked;
+  if (mine && (!page.consentDirty || locked)) {
+    $("#consent-record").checked = mine.record;
+    $("#consent-archive").checked = mine.archive;
+    $("#consent-public").checked = mine.public;
+    page.consentDirty = false;
+  }
+  const yesNo = (value) => t(value ? "common.yes" : "common.no");
+  const lines = [];
+  if (page.consentDirty) {
+    lines.push(t("consent.unsaved"));
+  } else if (mine) {
+    lines.push(
+      t("consent.saved", {
+        record: yesNo(mine.record),
+        archive: yesNo(mine.archive),
+        public: yesNo(mine.public),
+      }),
+    );
+    if (!mine.record) {
+      lines.push(t("consent.record_needed"));
+    }
+    if (mine.public && partner.consent && !partner.consent.public) {
+      lines.push(t("consent.public_partner_no", { partner: partner.name }));
+    }
+  } else {
+    lines.push(t("consent.not_yet"));
+  }
+  if (locked) {
+    lines.push(t("consent.locked"));
+  }
+  const status = $("#consent-status");
+  status.textContent = lines.join(" ");
+  status.dataset.saved = mine && !page.consentDirty ? "true" : "false";
+}
+
+function questionsById() {
+  return new Map(view.snapshot.questions.map((q) => [q.id, q]));
+}
+
+function buildQuestionGroups() {
+  const snap = view.snapshot;
+  const container = $("#question-groups");
+  keepFocus(container, () => {
+    const item = (question) => {
+      const id = `choose-${question.id}`;
+      const box = el("input", {
+        attrs: { type: "checkbox", id, value: question.id },
+        dataset: { focusKey: id },
+        on: { change: () => toggleChoice(question.id, box.checked) },
+      });
+      return el("li", { className: "choice question-choice", dataset: { question: question.id } }, [
+        box,
+        el("label", { attrs: { for: id } }, [
+          el("span", { className: "choice-title", text: questionText(question, snap.session.language) }),
+          el("span", { className: "partner-mark" }),
+        ]),
+      ]);
+    };
+    container.replaceChildren(...themeGroups(snap.questions, "question-choices", item));
+  });
+  page.builtQuestionsFor = language();
+}
+
+function renderQuestions() {
+  const snap = view.snapshot;
+  if (page.builtQuestionsFor !== language()) {
+    buildQuestionGroups();
+  }
+  if (page.chosen === null) {
+    page.chosen = new Set(snap.seats[me()].chosen || []);
+  }
+  const partner = snap.seats[partnerSeat()];
+  const partnerChose = new Set(partner.chosen || []);
+  $("#choose-fieldset").disabled = view.state === "stopped";
+  for (const item of document.querySelectorAll(".question-choice")) {
+    const id = item.dataset.question;
+    item.querySelector("input").checked = page.chosen.has(id);
+    item.querySelector(".partner-mark").textContent = partnerChose.has(id)
+      ? t("questions.partner_chose", { partner: partner.name })
+      : "";
+  }
+  renderAgreed($("#agreed-list"), $("#agreed-empty"));
+  renderAgreed($("#agreed-live-list"), $("#agreed-live-empty"));
+}
+
+function renderAgreed(list, empty) {
+  const snap = view.snapshot;
+  const byId = questionsById();
+  const cued = new Set(snap.cues.map((cue) => cue.question_id));
+  const current = snap.cue ? snap.cue.question_id : null;
+  const items = snap.agreed
+    .filter((id) => byId.has(id))
+    .map((id) => {
+      const item = el("li", { text: questionText(byId.get(id), snap.session.language) });
+      if (id === current) {
+        item.setAttribute("aria-current", "true");
+        item.className = "current";
+      } else if (cued.has(id)) {
+        item.className = "done";
+      }
+      return item;
+    });
+  list.replaceChildren(...items);
+  show(empty, items.length === 0);
+}
+
+function renderCue() {
+  const snap = view.snapshot;
+  const cue = snap.cue;
+  const text = cue ? questionText(questionsById().get(cue.question_id), snap.session.language) : "";
+  const node = $("#cue-text");
+  node.textContent = text || t("live.no_cue");
+  node.dataset.empty = text ? "false" : "true";
+  const seq = cue ? cue.seq : null;
+  if (page.lastCueSeq !== undefined && seq !== page.lastCueSeq && text) {
+    $("#cue-announcer").textContent = t("live.cue_announce", { question: text });
+  }
+  page.lastCueSeq = seq;
+}
+
+function renderBrowserChecks() {
+  const support = browserSupport();
+  const checks = [
+    ["secure", support.secure],
+    ["webrtc", support.webrtc],
+    ["microphone", support.microphone],
+  ];
+  const items = checks.map(([name, ok]) =>
+    el("li", { className: ok ? "ok" : "bad", dataset: { check: name } }, [
+      el("span", {
+        className: "check-mark",
+        text: ok ? "✓" : "✗",
+        attrs: { "aria-hidden": "true" },
+      }),
+      el("span", { text: t(ok ? `check.${name}_ok` : `check.${name}_bad`) }),
+    ]),
+  );
+  $("#browser-checks").replaceChildren(...items);
+  const advice = $("#browser-advice");
+  const bad = checks.find(([, ok]) => !ok);
+  show(advice, Boolean(bad));
+  advice.textContent = bad ? t(`check.${bad[0]}_advice`) : "";
+}
+
+// -- levels ------------------------------------------------------------------------
+
+function setupMeters() {
+  for (const [slot, who] of [
+    ["#partner-meter-slot", "partner"],
+    ["#facilitator-meter-slot", "facilitator"],
+  ]) {
+    const labelId = `${who}-meter-label`;
+    const label = el("span", { className: "label", attrs: { id: labelId } });
+    const meter = makeMeter(labelId);
+    $(slot).replaceChildren(label, meter);
+    page.meters[who] = { meter, label };
+  }
+}
+
+function tickLevels() {
+  if (view.snapshot) {
+    const seats = view.snapshot.seats;
+    for (const [who, seat] of [
+      ["partner", partnerSeat()],
+      ["facilitator", "facilitator"],
+    ]) {
+      const { meter, label } = page.meters[who];
+      const text = t("people.level", { name: seats[seat].name });
+      if (label.textContent !== text) {
+        label.textContent = text;
+      }
+      setMeter(meter, seatLevel(seat));
+    }
+  }
+  requestAnimationFrame(tickLevels);
+}
+
+function seatLevel(seat) {
+  return view.snapshot.seats[seat].connected ? view.seatLevel(seat) : 0;
+}
+
+// -- actions ------------------------------------------------------------------------
+
+async function saveConsent(event) {
+  event.preventDefault();
+  const consent = {
+    record: $("#consent-record").checked,
+    archive: $("#consent-archive").checked,
+    public: $("#consent-public").checked,
+  };
+  $("#consent-status").textContent = t("common.saving");
+  const ack = await client.consent(consent);
+  if (ack.ok) {
+    page.consentDirty = false;
+    view.render();
+  } else {
+    $("#consent-status").textContent = errorText(ack.error);
+  }
+}
+
+function toggleChoice(id, checked) {
+  if (checked) {
+    page.chosen.add(id);
+  } else {
+    page.chosen.delete(id);
+  }
+  $("#choose-status").textContent = t("common.saving");
+  clearTimeout(page.chooseTimer);
+  page.chooseTimer = setTimeout(sendChoices, CHOOSE_DELAY_MS);
+}
+
+async function sendChoices() {
+  const ids = view.snapshot.questions.map((q) => q.id).filter((id) => page.chosen.has(id));
+  const ack = await client.choose(ids);
+  const status = $("#choose-status");
+  status.textContent = ack.ok ? t("questions.saved", { n: ids.length }) : errorText(ack.error);
+  status.dataset.saved = ack.ok ? "true" : "false";
+}
+
+async function leave() {
+  const ok = await confirmDialog({
+    title: t("leave.title"),
+    body: view.state === "recording" ? t("leave.body_recording") : t("leave.body"),
+    confirm: t("leave.confirm"),
+    cancel: t("leave.cancel"),
+    danger: true,
+  });
+  if (ok) {
+    view.leave();
+  }
+}
+
+// -- start ----------------------------------------------------------------------------
+
+async function main() {
+  await view.init();
+  onLanguageChange(renderBrowserChecks);
+  renderBrowserChecks();
+  setupMeters();
+  view.startMicrophone();
+
+  $("#consent-form").addEventListener("submit", saveConsent);
+  $("#consent-form").addEventListener("change", () => {
+    page.consentDirty = true;
+    if (view.snapshot) {
+      renderConsent();
+    }
+  });
+  $("#leave-button").addEventListener("click", leave);
+  requestAnimationFrame(tickLevels);
+  view.start();
+}
+
+main();

@@ -1,0 +1,188 @@
+// Staff: create a session and hand out its three links, and watch the list of sessions.
+// The session cookie (see staff-session.js) signs the calls in.
+
+import { linkItem } from "../lib/clipboard.js";
+import { formatDate, recordingLabel } from "../lib/format.js";
+import { languageName, onLanguageChange, t } from "../lib/i18n.js";
+import { api, apiError, startStaffPage } from "../lib/staff-session.js";
+import { $, el, show } from "../lib/ui.js";
+
+// The last created session's links: the server keeps only hashes of their tokens, so
+// they live in this tab until it is closed.
+const CREATED_KEY = "storyroom.staffCreated";
+const REFRESH_MS = 4000;
+const SEATS = ["a", "b", "facilitator"];
+
+const page = {
+  sessions: null,
+  created: null, // {response, names}
+  refreshTimer: null,
+  listError: null,
+};
+
+function store(key, value) {
+  try {
+    if (value) {
+      sessionStorage.setItem(key, value);
+    } else {
+      sessionStorage.removeItem(key);
+    }
+  } catch {
+    // without storage the value lasts as long as this page
+  }
+}
+
+function storedCreated() {
+  try {
+    const created = JSON.parse(sessionStorage.getItem(CREATED_KEY) || "null");
+    return created && created.response && created.names ? created : null;
+  } catch {
+    return null;
+  }
+}
+
+// -- sessions ------------------------------------------------------------------------
+
+function scheduleRefresh() {
+  clearTimeout(page.refreshTimer);
+  page.refreshTimer = setTimeout(refresh, REFRESH_MS);
+}
+
+async function refresh() {
+  const result = await api("GET", "/api/sessions");
+  if (result.status === 200) {
+    page.sessions = result.body.sessions;
+    page.listError = null;
+  } else if (result.status === 401) {
+    return; // off to the sign-in page
+  } else {
+    page.listError = apiError(result);
+  }
+  renderSessions();
+  scheduleRefresh();
+}
+
+function renderSessions() {
+  const sessions = page.sessions || [];
+  const rows = sessions
+    .slice()
+    .sort((x, y) => y.created_at - x.created_at)
+    .map((session) => {
+      const connected = session.connected || [];
+      const people =
+        connected.length === 0
+          ? t("staff.nobody")
+          : t("staff.connected", {
+              n: connected.length,
+              seats: connected.map((seat) => t(`seat.${seat}`)).join(", "),
+            });
+      return el("tr", { dataset: { session: session.id } }, [
+        el("th", { attrs: { scope: "row" } }, [
+          el("span", { className: "row-title", text: session.title }),
+          el("span", { className: "row-id", text: session.id }),
+        ]),
+        el("td", { text: formatDate(session.created_at) }),
+        el("td", { text: languageName(session.language) }),
+        el("td", { text: people, dataset: { count: String(connected.length) } }),
+        el("td", {}, [
+          el("span", {
+            className: "state-tag",
+            text: recordingLabel(session.recording),
+            dataset: { state: session.recording },
+          }),
+        ]),
+      ]);
+    });
+  $("#sessions-body").replaceChildren(...rows);
+  const status = $("#sessions-status");
+  if (page.listError) {
+    status.textContent = page.listError;
+  } else if (sessions.length === 0) {
+    status.textContent = t("staff.no_sessions");
+  } else {
+    const key = sessions.length === 1 ? "staff.sessions_count_one" : "staff.sessions_count_other";
+    status.textContent = t(key, { n: sessions.length });
+  }
+}
+
+// -- create ----------------------------------------------------------------------------
+
+function formValue(id) {
+  return $(id).value.trim();
+}
+
+async function createSession(event) {
+  event.preventDefault();
+  const names = {
+    a: formValue("#f-a-name"),
+    b: formValue("#f-b-name"),
+    facilitator: formValue("#f-f-name"),
+  };
+  const payload = {
+    title: formValue("#f-title"),
+    language: $("#f-language").value,
+    target_minutes: Number.parseInt($("#f-minutes").value, 10),
+    participants: [
+      { name: names.a, bio: formValue("#f-a-bio") },
+      { name: names.b, bio: formValue("#f-b-bio") },
+    ],
+    facilitator: { name: names.facilitator },
+  };
+  const status = $("#create-status");
+  status.textContent = t("common.saving");
+  const result = await api("POST", "/api/sessions", payload);
+  if (result.status !== 201) {
+    status.textContent = apiError(result);
+    return;
+  }
+  status.textContent = t("staff.created", { title: payload.title });
+  page.created = { response: result.body, names, title: payload.title };
+  store(CREATED_KEY, JSON.stringify(page.created));
+  $("#create-form").reset();
+  renderLinks();
+  const links = $("#links");
+  links.focus();
+  refresh();
+}
+
+function renderLinks() {
+  const links = $("#links");
+  show(links, Boolean(page.created));
+  if (!page.created) {
+    return;
+  }
+  const { response, names } = page.created;
+  const items = SEATS.map((seat) =>
+    linkItem({
+      id: `link-${seat}`,
+      url: response.seats[seat].url,
+      label: [
+        el("span", { className: "seat-role", text: t(`seat.${seat}`) }),
+        el("span", { text: ` — ${names[seat]}` }),
+      ],
+      who: names[seat],
+      seat,
+    }),
+  );
+  $("#link-list").replaceChildren(...items);
+}
+
+// -- page ------------------------------------------------------------------------------
+
+function render() {
+  renderSessions();
+  renderLinks();
+}
+
+async function main() {
+  if (!(await startStaffPage("sessions"))) {
+    return;
+  }
+  onLanguageChange(render);
+  $("#create-form").addEventListener("submit", createSession);
+  page.created = storedCreated();
+  render();
+  await refresh();
+}
+
+main();
