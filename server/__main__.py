@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default 127.0.0.1; env STORYROOM_HOST)")
     serve.add_argument("--port", type=int, help="listen port (default 8080; env STORYROOM_PORT)")
     _add_settings_flags(serve)
+    serve.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain")
+    serve.add_argument("--tls-key", help="the certificate's PEM private key")
     serve.add_argument(
         "--demo", action="store_true", help="create a demo session and print its three join links"
     )
@@ -218,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.load(
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
             data_dir=args.data_dir,
             public_url=args.public_url,
         )
@@ -261,12 +266,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.demo:
             print_links(asyncio.run(_create(settings, dict(DEMO))))
+        ssl_context = tls_context(settings)
     except InvalidInput as exc:
         print(f"storyroom: {exc.message}", file=sys.stderr)
         return 2
     print(f"storyroom: serving on {settings.base_url} (data in {settings.data_dir})", flush=True)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ssl_context=ssl_context,
+        print=None,
+    )
     return 0
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context when a certificate is configured; `InvalidInput` when the
+    files do not hold a certificate chain and its key."""
+    if not settings.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise InvalidInput(
+            f"tls_cert/tls_key: cannot load {settings.tls_cert} with {settings.tls_key}: {exc}"
+        ) from None
+    return context
 
 
 if __name__ == "__main__":
