@@ -9,13 +9,16 @@ from collections.abc import AsyncIterator
 import socketio
 from aiohttp import web
 
+from storyroom import readiness
 from storyroom.archive import catalogue as archive_module
 from storyroom.archive import copies as copies_module
 from storyroom.archive.bagit import BagMaker
 from storyroom.archive.catalogue import Archive
 from storyroom.archive.copies import Copies
 from storyroom.config import Settings
+from storyroom.finalize import mp3_encoder
 from storyroom.finalize.jobs import FinalizeJobs
+from storyroom.finalize.mp3_encoder import Mp3Encoder
 from storyroom.matching.outbox import Outbox, mailer
 from storyroom.matching.store import TABLES as APPLICATION_TABLES
 from storyroom.matching.store import ApplicationStore
@@ -41,6 +44,7 @@ STORE_MODULES = (
     audit_module.TABLES,
     archive_module.TABLES,
     copies_module.TABLES,
+    readiness.TABLES,
 )
 
 
@@ -80,6 +84,7 @@ def create_app(settings: Settings) -> web.Application:
                 "recording %s was running when the server stopped: marked interrupted", rec_id
             )
             mark_interrupted_on_disk(settings.recordings_dir, rec_id)
+        _say_mp3_encoder()
         rooms = Rooms(settings, store)
         recorder = Recorder(settings.recordings_dir)
         media = MediaPlane(settings, subscribers=[recorder])
@@ -128,6 +133,18 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(services)
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+def _say_mp3_encoder() -> None:
+    """At start-up: which encoder will make access copies; a warning for the slower
+    fallback, an error when there is none (finalization would fail; /readyz says so)."""
+    encoder = mp3_encoder.available()
+    if encoder is Mp3Encoder.LAME:
+        log.info("MP3 encoder: %s", mp3_encoder.describe(encoder))
+    elif encoder is Mp3Encoder.PYAV:
+        log.warning("MP3 encoder: %s", mp3_encoder.describe(encoder))
+    else:
+        log.error("%s: recordings cannot be finalized", mp3_encoder.describe(encoder))
 
 
 def _now() -> float:

@@ -24,7 +24,7 @@ def add_http_edge(app: web.Application, settings: Settings) -> None:
     app.middlewares.append(errors_middleware)
     app.on_response_prepare.append(security_headers)
     for group in (
-        HealthRoutes(app),
+        HealthRoutes(app, settings),
         SessionRoutes(app),
         RecordingRoutes(app),
         CopyLinkRoutes(app),
