@@ -23,14 +23,18 @@ from storyroom.config import Settings, SettingsError
 from storyroom.errors import InvalidInput, StoryroomError
 from storyroom.fields import ID_RE
 from storyroom.finalize.jobs import FinalizeJobs
+from storyroom.logs import configure_logging
 from storyroom.recording.layout import recording_dir
 from storyroom.room.protocol import parse_session_create
 from storyroom.room.sessions import CreatedSession, create_session
 from storyroom.staff.accounts import Accounts, normalize_email
 from storyroom.staff.audit import Audit
-from storyroom.staff.tokens import load_or_create_staff_token
+from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
 from storyroom.status import FinalizeStatus, RecordingState
 from storyroom.store import RecordingRow, Store
+from storyroom.web.request_ids import RequestIdAccessLogger
+
+log = logging.getLogger(__name__)
 
 
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
@@ -229,9 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"storyroom: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     try:
         if args.command == "staff":
             return asyncio.run(_staff(settings, args.staff_command, args.email, _read_password()))
@@ -258,12 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_links(asyncio.run(_create(settings, payload)))
             return 0
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        staff_token, created = load_or_create_staff_token(settings.data_dir, settings.staff_token)
+        _, created = load_or_create_staff_token(settings.data_dir, settings.staff_token)
         if created:
-            print(
-                "storyroom: generated a staff token, saved in "
-                f"{settings.data_dir / 'staff-token'} (shown only now):\n  {staff_token}"
-            )
+            # where it is, never the token itself: logs and terminals are kept and shared
+            log.warning("generated a staff token, saved in %s", settings.data_dir / TOKEN_FILE)
         if args.demo:
             print_links(asyncio.run(_create(settings, dict(DEMO))))
         ssl_context = tls_context(settings)
@@ -277,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=settings.port,
         ssl_context=ssl_context,
         print=None,
+        access_log_class=RequestIdAccessLogger,
     )
     return 0
 

@@ -31,7 +31,7 @@ from storyroom.staff import accounts as accounts_module
 from storyroom.staff import audit as audit_module
 from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit
-from storyroom.staff.tokens import load_or_create_staff_token
+from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
 from storyroom.store import Store
 from storyroom.web.edge import add_http_edge
 
@@ -67,12 +67,8 @@ def create_app(settings: Settings) -> web.Application:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         staff_token, created = load_or_create_staff_token(settings.data_dir, settings.staff_token)
         if created:
-            # Printed once, on the start that generated it.
-            print(
-                f"storyroom: generated a staff token (saved in {settings.data_dir / 'staff-token'}):"
-                f"\n  {staff_token}",
-                flush=True,
-            )
+            # where it is, never the token itself: logs are kept and shared
+            log.warning("generated a staff token, saved in %s", settings.data_dir / TOKEN_FILE)
         store = await Store.open(settings.database_path, modules=STORE_MODULES)
         accounts = Accounts(store, settings)
         await accounts.load()
