@@ -32,6 +32,7 @@ from storyroom.staff import audit as audit_module
 from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
+from storyroom.status import StopReason
 from storyroom.store import Store
 from storyroom.web.edge import add_http_edge
 
@@ -123,7 +124,11 @@ def create_app(settings: Settings) -> web.Application:
             await store.close()
 
     async def on_shutdown(app: web.Application) -> None:
-        # Socket.IO first: close live connections before services go away.
+        # SIGTERM (or any orderly stop): live takes end cleanly and every seat hears why,
+        # then the connections close, all before the services go away.
+        services = app[SERVICES]
+        await end_live_takes(services)
+        await services.signaling.disconnect_all()
         await sio.shutdown()
 
     app.cleanup_ctx.append(services)
@@ -141,6 +146,24 @@ def _say_mp3_encoder() -> None:
         log.warning("MP3 encoder: %s", mp3_encoder.describe(encoder))
     else:
         log.error("%s: recordings cannot be finalized", mp3_encoder.describe(encoder))
+
+
+async def end_live_takes(services: Services) -> None:
+    """Stop every live take for a restart within `shutdown_grace_s`: stems flushed and
+    closed, the take `stopped` with reason `server_restart`, its finalization queued
+    (and run at the next start if this process ends first), every seat told. Room events
+    are refused from here on. A take that could not be stopped in time is found
+    `interrupted` at the next start, as after a crash."""
+    services.signaling.refuse_events()
+    grace = services.settings.shutdown_grace_s
+    try:
+        async with asyncio.timeout(grace):
+            stopped = await services.rooms.end_live_takes(StopReason.SERVER_RESTART)
+    except TimeoutError:
+        log.error("shutting down: live takes were not all stopped within %.1f s", grace)
+        return
+    if stopped:
+        log.info("shutting down: %d live take(s) stopped cleanly: %s", len(stopped), stopped)
 
 
 def _now() -> float:
