@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from support.media import close_room, open_room
+from support.media import close_room, open_room, start_take
 from support.process import storyroom, until
 from support.server import STAFF_TOKEN, RunningServer, SeatClient, start_server, wait_for
 
@@ -29,14 +29,10 @@ async def get(url: str) -> Any:
 async def record(server: RunningServer, seconds: float) -> tuple[dict[str, SeatClient], Any, str]:
     """A new room of tone seats, recording for `seconds`; returns with the take running."""
     clients, peers = await open_room(server)
-    await wait_for(lambda: all(len(p.received) == 2 for p in peers.values()), timeout=15)
-    for seat in ("a", "b"):
-        assert (await clients[seat].call("consent", CONSENT))["ok"]
-    start = await clients["facilitator"].call("recording:start")
-    assert start["ok"], start
+    recording_id = await start_take(clients, peers, CONSENT)
     until_s = time.monotonic() + seconds
     await wait_for(lambda: time.monotonic() > until_s, timeout=seconds + 5)
-    return clients, peers, start["recording"]["id"]
+    return clients, peers, recording_id
 
 
 async def finalized(url: str, recording_id: str) -> dict[str, Any]:

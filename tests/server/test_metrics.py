@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from storyroom.web.health import HealthRoutes
-from support.media import close_room, open_room
+from support.media import close_room, open_room, start_take
 from support.server import STAFF_TOKEN, RunningServer, start_server, wait_for
 
 CONSENT = {"record": True, "archive": False, "public": False}
@@ -61,11 +61,7 @@ async def test_figures_follow_a_take(server: RunningServer) -> None:
 
     clients, peers = await open_room(server)
     try:
-        await wait_for(lambda: all(len(p.received) == 2 for p in peers.values()), timeout=15)
-        for seat in ("a", "b"):
-            assert (await clients[seat].call("consent", CONSENT))["ok"]
-        start = await clients["facilitator"].call("recording:start")
-        assert start["ok"], start
+        await start_take(clients, peers, CONSENT)
         first = await samples(server.url)
         assert value(first, "storyroom_rooms", state="recording") == 1
         assert value(first, "storyroom_takes_recording") == 1

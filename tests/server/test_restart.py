@@ -16,9 +16,9 @@ import pytest
 
 from storyroom.config import Settings
 from storyroom.recording.timeline import read_recording
-from support.media import TONES, SeatPeer, ToneTrack
+from support.media import TONES, close_room, open_room, start_take
 from support.process import serve, until
-from support.server import STAFF_TOKEN, SeatClient, create_session, seat_clients, wait_for
+from support.server import STAFF_TOKEN, SeatClient, wait_for
 
 CONSENT = {"record": True, "archive": True, "public": False}
 AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}"}
@@ -46,29 +46,19 @@ async def test_sigterm_stops_the_take_cleanly_and_the_session_goes_on(tmp_path: 
     server = serve(data, tmp_path / "first.log")
     try:
         await server.ready()
-        created = await create_session(server.url)
-        clients = await seat_clients(server.url, created)
-        peers = {seat: SeatPeer(clients[seat], ToneTrack(TONES[seat])) for seat in clients}
+        clients, peers = await open_room(server)
         try:
-            for peer in peers.values():
-                await peer.connect()
-            await wait_for(lambda: all(len(p.received) == 2 for p in peers.values()), timeout=20)
-            for seat in ("a", "b"):
-                assert (await clients[seat].call("consent", CONSENT))["ok"]
-            start = await clients["facilitator"].call("recording:start")
-            assert start["ok"], start
+            recording_id = await start_take(clients, peers, CONSENT)
             started = time.monotonic()
-            recording_id = start["recording"]["id"]
+            tokens = {seat: client.token for seat, client in clients.items()}
+            session_id = clients["a"].last["session"]["id"]
             await wait_for(lambda: time.monotonic() - started >= 5.0, timeout=10)
             terminated = server.signal(signal.SIGTERM)
             for seat, client in clients.items():
                 await client.wait(told_of_restart, f"{seat} told of the restart")
             exited = await server.exited(timeout=grace + 20)
         finally:
-            for peer in peers.values():
-                await peer.close()
-            for client in clients.values():
-                await client.close()
+            await close_room(clients, peers)
     finally:
         server.stop()
     recorded = terminated - started
@@ -93,7 +83,7 @@ async def test_sigterm_stops_the_take_cleanly_and_the_session_goes_on(tmp_path: 
     try:
         ready = await server.ready()
         print(f"restart to ready: {ready - restarted:.2f} s")
-        body = await get_json(f"{server.url}/api/sessions/{created['id']}")
+        body = await get_json(f"{server.url}/api/sessions/{session_id}")
         assert body["recording"]["state"] == "stopped"
         assert body["recording"]["status_reason"] == "server_restart"
 
@@ -106,7 +96,7 @@ async def test_sigterm_stops_the_take_cleanly_and_the_session_goes_on(tmp_path: 
         print(f"recorded {recorded:.2f} s, finalized {rec['duration_s']:.2f} s")
         assert abs(rec["duration_s"] - recorded) <= 1.0
 
-        again = {seat: SeatClient(server.url, created["seats"][seat]["token"]) for seat in TONES}
+        again = {seat: SeatClient(server.url, token) for seat, token in tokens.items()}
         try:
             for client in again.values():
                 await client.connect()
