@@ -1,5 +1,5 @@
 """Command line: `storyroom serve`, `storyroom session create`, `storyroom staff add`,
-`storyroom recording finalize|export-bag`."""
+`storyroom recording finalize|export-bag`, `storyroom backup`, `storyroom check`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import getpass
 import logging
-import ssl
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,18 +19,25 @@ from storyroom.app import STORE_MODULES, create_app
 from storyroom.archive.bagit import build_bag
 from storyroom.archive.catalogue import Archive
 from storyroom.archive.copies import Copies
+from storyroom.backup import backup
+from storyroom.check import run_checks
 from storyroom.config import Settings, SettingsError
 from storyroom.errors import InvalidInput, StoryroomError
 from storyroom.fields import ID_RE
 from storyroom.finalize.jobs import FinalizeJobs
+from storyroom.logs import configure_logging
 from storyroom.recording.layout import recording_dir
 from storyroom.room.protocol import parse_session_create
 from storyroom.room.sessions import CreatedSession, create_session
 from storyroom.staff.accounts import Accounts, normalize_email
 from storyroom.staff.audit import Audit
-from storyroom.staff.tokens import load_or_create_staff_token
+from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
 from storyroom.status import FinalizeStatus, RecordingState
 from storyroom.store import RecordingRow, Store
+from storyroom.web.request_ids import RequestIdAccessLogger
+from storyroom.web.tls import tls_context
+
+log = logging.getLogger(__name__)
 
 
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
@@ -78,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "dest", help="the bag directory to create (inside it, if it is an existing directory)"
     )
+
+    backup_parser = sub.add_parser(
+        "backup",
+        help="copy the database (SQLite online backup), recordings, staff token and outbox "
+        "to DEST; safe while the server runs",
+    )
+    _add_settings_flags(backup_parser)
+    backup_parser.add_argument("dest", help="a folder that does not exist yet (or is empty)")
+    check = sub.add_parser(
+        "check",
+        help="check settings, encoders, aiortc, the data folder and TURN; non-zero if any fails",
+    )
+    _add_settings_flags(check)
 
     staff = sub.add_parser("staff", help="manage staff accounts")
     staff_sub = staff.add_subparsers(dest="staff_command", required=True)
@@ -187,6 +207,28 @@ async def _finalize(settings: Settings, recording_id: str) -> int:
         await store.close()
 
 
+def _backup(settings: Settings, dest: Path) -> int:
+    made = backup(settings, dest)
+    print(f"Backup of {settings.data_dir} written to {made.dest} in {made.seconds:.2f} s")
+    for part in made.parts:
+        print(f"  {part.name:<20} {part.files:>6} file(s) {part.bytes:>14,} bytes  {part.what}")
+    print(f"  {'total':<20} {made.files:>6} file(s) {made.bytes:>14,} bytes")
+    return 0
+
+
+def _check(settings: Settings) -> int:
+    checks = asyncio.run(run_checks(settings, os.environ))
+    width = max(len(check.name) for check in checks)
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<{width}}  {check.detail}")
+    failing = [check.name for check in checks if not check.ok]
+    if failing:
+        print(f"storyroom: {len(failing)} check(s) failed: {', '.join(failing)}", file=sys.stderr)
+        return 1
+    print(f"storyroom: all {len(checks)} checks passed")
+    return 0
+
+
 def print_links(created: CreatedSession, out: object = None) -> None:
     labels = {"a": "Participant A", "b": "Participant B", "facilitator": "Facilitator"}
     print(f"Session {created.id}")
@@ -229,10 +271,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"storyroom: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     try:
+        if args.command == "backup":
+            return _backup(settings, Path(args.dest))
+        if args.command == "check":
+            return _check(settings)
         if args.command == "staff":
             return asyncio.run(_staff(settings, args.staff_command, args.email, _read_password()))
         if args.command == "recording" and args.recording_command == "export-bag":
@@ -258,12 +302,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_links(asyncio.run(_create(settings, payload)))
             return 0
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        staff_token, created = load_or_create_staff_token(settings.data_dir, settings.staff_token)
+        _, created = load_or_create_staff_token(settings.data_dir, settings.staff_token)
         if created:
-            print(
-                "storyroom: generated a staff token, saved in "
-                f"{settings.data_dir / 'staff-token'} (shown only now):\n  {staff_token}"
-            )
+            # where it is, never the token itself: logs and terminals are kept and shared
+            log.warning("generated a staff token, saved in %s", settings.data_dir / TOKEN_FILE)
         if args.demo:
             print_links(asyncio.run(_create(settings, dict(DEMO))))
         ssl_context = tls_context(settings)
@@ -277,23 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=settings.port,
         ssl_context=ssl_context,
         print=None,
+        access_log_class=RequestIdAccessLogger,
     )
     return 0
-
-
-def tls_context(settings: Settings) -> ssl.SSLContext | None:
-    """The server's TLS context when a certificate is configured; `InvalidInput` when the
-    files do not hold a certificate chain and its key."""
-    if not settings.tls_cert:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    except (ssl.SSLError, OSError) as exc:
-        raise InvalidInput(
-            f"tls_cert/tls_key: cannot load {settings.tls_cert} with {settings.tls_key}: {exc}"
-        ) from None
-    return context
 
 
 if __name__ == "__main__":

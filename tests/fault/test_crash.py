@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -17,67 +11,19 @@ import pytest
 
 from storyroom.recording.timeline import read_recording
 from support.media import RATE, SeatPeer, ToneTrack, decode_ogg, dominant_frequency
-from support.server import STAFF_TOKEN, create_session, free_port, seat_clients, wait_for
+from support.process import serve
+from support.server import STAFF_TOKEN, create_session, seat_clients, wait_for
 
 TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
-
-
-@contextlib.contextmanager
-def server_process(data_dir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "STORYROOM_STAFF_TOKEN": STAFF_TOKEN,
-        "STORYROOM_LOG_LEVEL": "WARNING",
-        "STORYROOM_ICE_HOST_ADDRESSES": "127.0.0.1",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "storyroom",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        if proc.stderr:
-            proc.stderr.close()
-
-
-async def healthy(url: str) -> None:
-    async def probe() -> bool:
-        try:
-            async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as resp:
-                return resp.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    deadline = time.monotonic() + 20
-    while not await probe():
-        assert time.monotonic() < deadline, "server did not come up"
-        await asyncio.sleep(0.1)
 
 
 @pytest.mark.slow
 async def test_sigkill_mid_recording_keeps_all_but_the_last_two_seconds(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with server_process(data, port) as proc:
-        await healthy(url)
+    server = serve(data, tmp_path / "first.log", env={"STORYROOM_LOG_LEVEL": "WARNING"})
+    url = server.url
+    try:
+        await server.ready("/healthz")
         created = await create_session(url)
         clients = await seat_clients(url, created)
         peers = {s: SeatPeer(clients[s], ToneTrack(TONES[s])) for s in clients}
@@ -96,14 +42,16 @@ async def test_sigkill_mid_recording_keeps_all_but_the_last_two_seconds(tmp_path
             started = time.time()
             rec_dir = data / "recordings" / start["recording"]["id"]
             await wait_for(lambda: time.time() - started > 6.0, timeout=10)
-            proc.send_signal(signal.SIGKILL)
+            server.signal(signal.SIGKILL)
             killed = time.time()
-            proc.wait(timeout=10)
+            await server.exited(timeout=10)
         finally:
             for peer in peers.values():
                 await peer.close()
             for client in clients.values():
                 await client.close()
+    finally:
+        server.stop()
 
     recorded = killed - started
     segments = {s.seat: s for s in read_recording(rec_dir)}
@@ -118,8 +66,9 @@ async def test_sigkill_mid_recording_keeps_all_but_the_last_two_seconds(tmp_path
         assert segments[seat].packets[-1].granule_end >= len(audio) - 960 * 2
 
     # restart on the same data: the recording is found, interrupted, files intact
-    with server_process(data, port):
-        await healthy(url)
+    server = serve(data, tmp_path / "second.log", port=server.port)
+    try:
+        await server.ready("/healthz")
         async with aiohttp.ClientSession() as http:
             resp = await http.get(
                 f"{url}/api/sessions/{created['id']}",
@@ -134,3 +83,5 @@ async def test_sigkill_mid_recording_keeps_all_but_the_last_two_seconds(tmp_path
             assert len(decode_ogg(str(rec_dir / "stems" / f"{seat}-01.opus"))) > RATE * (
                 recorded - 2.0
             )
+    finally:
+        server.stop()

@@ -213,7 +213,7 @@ async def test_expired_token_refused(tmp_path: Path) -> None:
         await srv.close()
 
 
-async def test_restart_keeps_state_and_interrupts_running_recording(tmp_path: Path) -> None:
+async def test_restart_keeps_state_and_ends_the_running_take_cleanly(tmp_path: Path) -> None:
     data = tmp_path / "data"
     srv = await start_server(data)
     created = await create_session(srv.url)
@@ -235,7 +235,9 @@ async def test_restart_keeps_state_and_interrupts_running_recording(tmp_path: Pa
         clients = await seat_clients(srv.url, created)
         try:
             snap = clients["b"].last
-            assert snap["recording"]["state"] == "interrupted"
+            # an orderly shutdown stops the take (a crash leaves it interrupted: test_crash)
+            assert snap["recording"]["state"] == "stopped"
+            assert snap["recording"]["stop_reason"] == "server_restart"
             assert snap["seats"]["a"]["consent"]["public"] is True
             assert snap["seats"]["b"]["consent"]["public"] is False
             assert snap["agreed"] == [qid]
@@ -247,10 +249,10 @@ async def test_restart_keeps_state_and_interrupts_running_recording(tmp_path: Pa
                     headers={"Authorization": f"Bearer {STAFF_TOKEN}"},
                 )
                 body = await resp.json()
-            assert body["recording"]["state"] == "interrupted"
-            assert "server stopped" in body["recording"]["status_reason"]
+            assert body["recording"]["state"] == "stopped"
+            assert body["recording"]["status_reason"] == "server_restart"
             assert len(body["consent_history"]) == 2
-            # a new take can begin after an interruption
+            # a new take can begin after a restart
             start = await clients["facilitator"].call("recording:start")
             assert start["ok"] and start["recording"]["take"] == 2
         finally:

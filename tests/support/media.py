@@ -7,14 +7,14 @@ import contextlib
 import fractions
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from support.server import RunningServer, SeatClient, create_session, seat_clients
+from support.server import SeatClient, create_session, seat_clients, wait_for
 
 RATE = 48_000
 FRAME = 960  # 20 ms
@@ -155,7 +155,14 @@ def decode_ogg(path: str) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
-async def open_room(server: RunningServer) -> tuple[dict[str, SeatClient], dict[str, SeatPeer]]:
+class Served(Protocol):
+    """A server under test, in this process (`RunningServer`) or its own (`ServerProcess`)."""
+
+    @property
+    def url(self) -> str: ...
+
+
+async def open_room(server: Served) -> tuple[dict[str, SeatClient], dict[str, SeatPeer]]:
     """A new session with all three seats connected, each sending its tone from `TONES`."""
     created = await create_session(server.url)
     clients = await seat_clients(server.url, created)
@@ -170,3 +177,16 @@ async def close_room(clients: dict[str, SeatClient], peers: dict[str, SeatPeer])
         await peer.close()
     for client in clients.values():
         await client.close()
+
+
+async def start_take(
+    clients: dict[str, SeatClient], peers: dict[str, SeatPeer], consent: dict[str, bool]
+) -> str:
+    """Once every seat hears the two others, both participants give `consent` and the
+    facilitator starts a take; returns its recording id."""
+    await wait_for(lambda: all(len(p.received) == 2 for p in peers.values()), timeout=20)
+    for seat in ("a", "b"):
+        assert (await clients[seat].call("consent", consent))["ok"]
+    start = await clients["facilitator"].call("recording:start")
+    assert start["ok"], start
+    return str(start["recording"]["id"])
