@@ -59,8 +59,9 @@ if [[ ! -x .venv/bin/python ]]; then
     fi
 fi
 
-echo "== pip install -e '.[test]'"
-.venv/bin/pip install -q -e '.[test]'
+# constraints.txt holds the versions CI tested (the image installs the same ones).
+echo "== pip install -c constraints.txt -e '.[test]'"
+.venv/bin/pip install -q -c constraints.txt -e '.[test]'
 
 # bench/ appears only once it holds a file; ruff fails on paths that do not exist.
 lint_paths=()
