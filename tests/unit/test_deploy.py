@@ -57,16 +57,23 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def compose_config(env_file: Path) -> dict[str, Any]:
+def run_compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` with `env_file` as deploy/.env (and none of its
+    variables from this process's environment, which would win over the file)."""
     if not os.access(DOCKER_COMPOSE, os.X_OK):
         pytest.fail(f"{DOCKER_COMPOSE} not found: install Debian's docker-compose (tests/run.sh)")
-    result = subprocess.run(
+    return subprocess.run(
         [DOCKER_COMPOSE, "-f", str(COMPOSE), "--env-file", str(env_file), "config"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env={k: v for k, v in os.environ.items() if k not in read_env_file(ENV_EXAMPLE)},
     )
+
+
+def compose_config(env_file: Path) -> dict[str, Any]:
+    result = run_compose_config(env_file)
     assert result.returncode == 0, result.stderr
     config: dict[str, Any] = yaml.safe_load(result.stdout)
     return config
@@ -188,14 +195,7 @@ def test_compose_names_a_missing_setting(missing: str, tmp_path: Path) -> None:
             if not line.startswith(f"{missing}=")
         )
     )
-    result = subprocess.run(
-        [DOCKER_COMPOSE, "-f", str(COMPOSE), "--env-file", str(env_file), "config"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={k: v for k, v in os.environ.items() if k not in REQUIRED},
-    )
+    result = run_compose_config(env_file)
     assert result.returncode != 0
     assert f"set {missing}" in result.stderr, result.stderr
 
