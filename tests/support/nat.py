@@ -50,7 +50,10 @@ class _Outside(asyncio.DatagramProtocol):
                 local_addr=(self.nat.public_host, 0),
                 remote_addr=(self.nat.private_host, self.port),
             )
-            self.inside[addr] = transport
+            if addr in self.inside:  # a second datagram from this peer opened one meanwhile
+                transport.close()
+            else:
+                self.inside[addr] = transport
         self.inside[addr].sendto(data)
 
 
