@@ -84,9 +84,10 @@ let dialogCount = 0;
 
 /**
  * An accessible confirmation (a modal <dialog>: focus moves in, Escape cancels, focus
- * returns). Resolves true when confirmed.
+ * returns). Resolves true when confirmed. `cancel` names the way out when plain "Cancel"
+ * would not say what it keeps ("Keep recording").
  */
-export function confirmDialog({ title, body, confirm, cancel, danger = false }) {
+export function confirmDialog({ title, body, confirm, cancel = t("common.cancel"), danger = false }) {
   dialogCount += 1;
   const titleId = `dialog-title-${dialogCount}`;
   const bodyId = `dialog-body-${dialogCount}`;

@@ -228,7 +228,6 @@ async function withdrawDetail() {
     title: t("applications.withdraw_title", { name: a.first_name }),
     body: t("applications.withdraw_body"),
     confirm: t("applications.withdraw"),
-    cancel: t("applications.cancel"),
   });
   if (!ok) {
     return;
@@ -248,7 +247,6 @@ async function deleteDetail() {
     title: t("applications.delete_title", { name: a.first_name }),
     body: t("applications.delete_body"),
     confirm: t("applications.delete"),
-    cancel: t("applications.cancel"),
     danger: true,
   });
   if (!ok) {
@@ -465,7 +463,6 @@ async function confirmSession(p, schedule, status) {
     title: t("applications.confirm_title"),
     body: t("applications.confirm_body", { when: formatDate(schedule.starts_at) }),
     confirm: t("applications.confirm"),
-    cancel: t("applications.cancel"),
   });
   if (!ok) {
     return;

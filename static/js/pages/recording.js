@@ -336,7 +336,6 @@ async function revoke(link) {
     title: t("archive.revoke_title", { name: personName(link.seat) }),
     body: t("archive.revoke_body"),
     confirm: t("archive.revoke"),
-    cancel: t("archive.cancel"),
     danger: true,
   });
   if (!ok) {
@@ -451,7 +450,6 @@ async function deleteRecording() {
     title: t("archive.delete_confirm_title"),
     body: t("archive.delete_confirm_body", { title: page.rec.title || page.rec.id }),
     confirm: t("archive.delete_confirm"),
-    cancel: t("archive.cancel"),
     danger: true,
   });
   if (!ok) {
