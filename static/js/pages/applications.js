@@ -7,7 +7,7 @@ import { DAY_KEYS, availabilityRows, fillTimeZones } from "../lib/availability.j
 import { language, languageName, onLanguageChange, t } from "../lib/i18n.js";
 import { PLACEMENT_KEYS, placementText } from "../lib/placement.js";
 import { api, apiError, startStaffPage } from "../lib/staff-session.js";
-import { $, $$, confirmDialog, el, show } from "../lib/ui.js";
+import { $, $$, confirmDialog, el, show, tableHead } from "../lib/ui.js";
 
 const STATUSES = [
   ["new", "applications.status_new"],
@@ -670,6 +670,14 @@ async function loadRegions() {
 }
 
 async function main() {
+  tableHead($("#applications-table"), [
+    "applications.col_name",
+    "applications.col_place",
+    "applications.col_languages",
+    "applications.col_placement",
+    "applications.col_status",
+    "applications.col_received",
+  ]);
   page.facWindows = availabilityRows($("#fac-windows"), "fw");
   page.facWindows.add();
   const [started] = await Promise.all([startStaffPage("applications"), loadRegions()]);
