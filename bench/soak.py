@@ -52,8 +52,10 @@ import numpy as np  # noqa: E402
 import rooms  # noqa: E402
 import soak_analysis  # noqa: E402
 import soak_seat  # noqa: E402
-from soak_seat import FRAME_S, SEATS, SoakSeat, poll  # noqa: E402
+from seat_load import FRAME_S, SEATS  # noqa: E402
+from soak_seat import SoakSeat, poll  # noqa: E402
 
+from storyroom.__main__ import demo_session  # noqa: E402
 from storyroom.media.aiortc_internals import restrict_host_addresses  # noqa: E402
 from storyroom.media.metrics import histogram_quantile  # noqa: E402
 from storyroom.netns import isolate_network  # noqa: E402
@@ -187,7 +189,7 @@ class Soak:
         opened = []
         for index in range(first_index, first_index + count):
             created = await self.api(
-                "POST", "/api/sessions", {"title": f"Soak room {index}", **rooms.SESSION}
+                "POST", "/api/sessions", demo_session(title=f"Soak room {index}")
             )
             seats = [
                 SoakSeat(
