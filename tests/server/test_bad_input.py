@@ -9,15 +9,14 @@ import aiohttp
 import pytest
 
 from support.server import (
+    AUTH,
     STAFF_TOKEN,
     RunningServer,
     SeatClient,
     create_session,
-    seat_clients,
+    seated,
     session_payload,
 )
-
-AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}"}
 
 
 def people(a: Any = None, b: Any = None) -> list[Any]:
@@ -258,13 +257,8 @@ BAD_EVENTS: list[tuple[str, str, Any, str]] = [
 
 @pytest.fixture
 async def room(server: RunningServer) -> AsyncIterator[dict[str, SeatClient]]:
-    created = await create_session(server.url)
-    clients = await seat_clients(server.url, created)
-    try:
+    async with seated(server.url, await create_session(server.url)) as clients:
         yield clients
-    finally:
-        for c in clients.values():
-            await c.close()
 
 
 def state_of(snapshot: dict[str, Any]) -> dict[str, Any]:

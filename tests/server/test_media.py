@@ -13,19 +13,18 @@ from support.media import (
     TONES,
     SeatPeer,
     ToneTrack,
-    close_room,
     decode_ogg,
     dominant_frequency,
-    open_room,
+    start_recording,
+    stop_recording,
+    tone_room,
 )
-from support.server import RunningServer, SeatClient, wait_for
-
-CONSENT = {"record": True, "archive": False, "public": False}
+from support.polling import wait_for, wait_until
+from support.server import RunningServer, SeatClient
 
 
 async def test_each_seat_hears_exactly_the_two_others(server: RunningServer) -> None:
-    clients, peers = await open_room(server)
-    try:
+    async with tone_room(server.url) as (clients, peers):
         for seat, peer in peers.items():
             others = sorted(s for s in TONES if s != seat)
             assert sorted(peer.mids.values()) == others
@@ -51,30 +50,17 @@ async def test_each_seat_hears_exactly_the_two_others(server: RunningServer) -> 
         levels = [d for e, d in f.events if e == "media:levels"][-1]
         assert set(levels["levels"]) == set(TONES)
         assert all(0 < v <= 1 for v in levels["levels"].values())
-    finally:
-        await close_room(clients, peers)
 
 
 async def test_recording_writes_stems_that_align(server: RunningServer) -> None:
-    clients, peers = await open_room(server)
-    try:
-        for seat in ("a", "b"):
-            assert (await clients[seat].call("consent", CONSENT))["ok"]
-        start = await clients["facilitator"].call("recording:start")
-        rec_dir = server.settings.recordings_dir / start["recording"]["id"]
+    async with tone_room(server.url) as (clients, peers):
+        rec_dir = await start_recording(server.settings.recordings_dir, clients)
         # a burst from a and b at the same wall instant
         burst = time.time() + 1.5
         peers["a"].tone.bursts.append(burst)
         peers["b"].tone.bursts.append(burst)
-        await wait_for(lambda: time.time() > burst + 1.0, timeout=5)
-        assert (await clients["facilitator"].call("recording:stop"))["ok"]
-        await wait_for(
-            lambda: (
-                (rec_dir / "recording.jsonl").exists()
-                and '"stop"' in (rec_dir / "recording.jsonl").read_text()
-            ),
-            what="stop in the recording log",
-        )
+        await wait_until(burst + 1.0, clock=time.time)
+        await stop_recording(clients, rec_dir)
         segments = {s.seat: s for s in read_recording(rec_dir)}
         assert set(segments) == set(TONES)
         onsets = {}
@@ -91,17 +77,11 @@ async def test_recording_writes_stems_that_align(server: RunningServer) -> None:
                 onsets[seat] = segment.rec_time(int(loud[0]))
         assert onsets["a"] is not None and onsets["b"] is not None
         assert abs(onsets["a"] - onsets["b"]) < 0.020, onsets
-    finally:
-        await close_room(clients, peers)
 
 
 async def test_reconnect_makes_two_segments_and_an_explicit_gap(server: RunningServer) -> None:
-    clients, peers = await open_room(server)
-    try:
-        for seat in ("a", "b"):
-            assert (await clients[seat].call("consent", CONSENT))["ok"]
-        start = await clients["facilitator"].call("recording:start")
-        rec_dir = server.settings.recordings_dir / start["recording"]["id"]
+    async with tone_room(server.url) as (clients, peers):
+        rec_dir = await start_recording(server.settings.recordings_dir, clients)
         await wait_for(lambda: (rec_dir / "stems" / "b-01.opus").exists(), what="b's first stem")
         await peers["b"].close()
         # b drops (socket and audio) and comes back with a new connection
@@ -115,8 +95,7 @@ async def test_reconnect_makes_two_segments_and_an_explicit_gap(server: RunningS
         await wait_for(lambda: (rec_dir / "stems" / "b-02.opus").exists(), what="b's second stem")
         timing = rec_dir / "stems" / "b-02.timing.jsonl"
         await wait_for(lambda: timing.exists() and timing.stat().st_size > 2000, what="b-02 timing")
-        assert (await clients["facilitator"].call("recording:stop"))["ok"]
-        await wait_for(lambda: '"stop"' in (rec_dir / "recording.jsonl").read_text())
+        await stop_recording(clients, rec_dir)
         segments = [s for s in read_recording(rec_dir) if s.seat == "b"]
         assert [s.index for s in segments] == [1, 2]
         first, second = segments
@@ -129,13 +108,10 @@ async def test_reconnect_makes_two_segments_and_an_explicit_gap(server: RunningS
         for seg in segments:
             audio = decode_ogg(str(rec_dir / "stems" / f"b-{seg.index:02d}.opus"))
             assert dominant_frequency(audio) == pytest.approx(TONES["b"], abs=5)
-    finally:
-        await close_room(clients, peers)
 
 
 async def test_link_stats_reach_the_facilitator(server: RunningServer) -> None:
-    clients, peers = await open_room(server)
-    try:
+    async with tone_room(server.url) as (clients, _):
         f = clients["facilitator"]
 
         def stats_with_rtt() -> dict[str, object] | None:
@@ -153,28 +129,18 @@ async def test_link_stats_reach_the_facilitator(server: RunningServer) -> None:
             assert 0 <= stats["jitter_ms"] < 50
             assert 0 <= stats["rtt_ms"] < 200
             assert stats["packets"] > 50
-    finally:
-        await close_room(clients, peers)
 
 
 async def test_pause_cuts_the_stem_and_breaks_the_run(server: RunningServer) -> None:
-    clients, peers = await open_room(server)
-    try:
-        for seat in ("a", "b"):
-            assert (await clients[seat].call("consent", CONSENT))["ok"]
+    async with tone_room(server.url) as (clients, _):
         f = clients["facilitator"]
-        start = await f.call("recording:start")
-        rec_dir = server.settings.recordings_dir / start["recording"]["id"]
-        began = time.time()
-        await wait_for(lambda: time.time() - began > 1.0)
+        rec_dir = await start_recording(server.settings.recordings_dir, clients)
+        await wait_until(time.monotonic() + 1.0)
         assert (await f.call("recording:pause"))["ok"]
-        paused = time.time()
-        await wait_for(lambda: time.time() - paused > 2.0)
+        await wait_until(time.monotonic() + 2.0)
         assert (await f.call("recording:resume"))["ok"]
-        resumed = time.time()
-        await wait_for(lambda: time.time() - resumed > 1.0)
-        assert (await f.call("recording:stop"))["ok"]
-        await wait_for(lambda: '"stop"' in (rec_dir / "recording.jsonl").read_text())
+        await wait_until(time.monotonic() + 1.0)
+        await stop_recording(clients, rec_dir)
         segment = next(s for s in read_recording(rec_dir) if s.seat == "a")
         kinds = [e["type"] for e in segment.events]
         assert kinds[:1] == ["open"] and "pause" in kinds and "resume" in kinds
@@ -186,5 +152,3 @@ async def test_pause_cuts_the_stem_and_breaks_the_run(server: RunningServer) -> 
         # the second run starts where the first ended on the recording clock (±30 ms)
         first, second = segment.runs
         assert abs(second.rec_time(second.granule_start) - first.rec_time(first.granule_end)) < 0.03
-    finally:
-        await close_room(clients, peers)
