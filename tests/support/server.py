@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,7 +14,7 @@ import pytest
 import socketio
 from aiohttp import web
 
-from storyroom.__main__ import DEMO
+from storyroom.__main__ import demo_session
 from storyroom.app import create_app
 from storyroom.config import Settings
 from storyroom.services import SERVICES, Services
@@ -76,16 +75,9 @@ async def serving(data_dir: Path, **overrides: Any) -> AsyncIterator[RunningServ
         await running.close()
 
 
-def session_payload(**changes: Any) -> dict[str, Any]:
-    """The command line's demo session (`storyroom serve --demo`), with `changes`."""
-    payload: dict[str, Any] = copy.deepcopy(DEMO)
-    payload.update(changes)
-    return payload
-
-
 def bio(seat: str) -> str:
-    """The bio of participant `seat` ("a" or "b") in :func:`session_payload`."""
-    return str(session_payload()["participants"]["ab".index(seat)]["bio"])
+    """The bio of participant `seat` ("a" or "b") in the demo session every test uses."""
+    return str(demo_session()["participants"]["ab".index(seat)]["bio"])
 
 
 async def call(
@@ -112,7 +104,7 @@ async def call(
 async def create_session(url: str, **changes: Any) -> dict[str, Any]:
     async with aiohttp.ClientSession() as http:
         body: dict[str, Any] = await call(
-            http, "POST", f"{url}/api/sessions", session_payload(**changes), expect=201
+            http, "POST", f"{url}/api/sessions", demo_session(**changes), expect=201
         )
         return body
 
