@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Playwright, async_playwright
+from playwright.async_api import Browser, Playwright, async_playwright, expect
 
 from storyroom.media.aiortc_internals import restrict_host_addresses
 from storyroom.netns import in_loopback_only_namespace, isolate_network
 from support.archive import Finished, archive_server, finished_recording
-from support.browser import launch, write_tone
+from support.browser import EXPECT_MS, launch, write_tone
 from support.media import TONES
 from support.server import RunningServer, serving
 from support.staff import StaffBrowser, signed_in
@@ -34,6 +34,11 @@ PRIVATE_MOUNTS = (
     ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNS) == 0
     and subprocess.run(["mount", "--make-rprivate", "/"], check=False).returncode == 0
 )
+
+
+# What a page shows after a server round trip or WebRTC may take a while on a busy
+# machine: every `expect` waits as long as the ones that said so (Playwright: 5 s).
+expect.set_options(timeout=EXPECT_MS)
 
 
 def pytest_report_header() -> str:

@@ -188,8 +188,12 @@ async def conversation(server: RunningServer, session_id: str, a: Seat, b: Seat,
     room = server.services.rooms.live(session_id)
     assert room is not None
     await wait_for(lambda: room.elapsed() >= TALK_S, timeout=TALK_S + 30, what=f"{TALK_S} s")
-    elapsed = await a.page.locator("#timer-elapsed").text_content()
-    assert elapsed is not None and elapsed >= "0:19", elapsed
+
+    async def timer_shows_it() -> str | None:  # the page's timer follows within a tick
+        text = await a.page.locator("#timer-elapsed").text_content()
+        return text if text is not None and text >= "0:19" else None
+
+    await wait_for(timer_shows_it, what="a's timer at 0:19 or later")
     assert await horizontal_overflow(a.page) == 0
 
     # -- stop, after confirming ---------------------------------------------------------

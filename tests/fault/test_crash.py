@@ -15,7 +15,15 @@ import aiohttp
 import pytest
 
 from storyroom.recording.timeline import read_recording
-from support.media import RATE, TONES, decode_ogg, dominant_frequency, start_recording, tone_room
+from support.media import (
+    RATE,
+    TONES,
+    audio_sent,
+    decode_ogg,
+    dominant_frequency,
+    start_recording,
+    tone_room,
+)
 from support.polling import wait_for, wait_until
 from support.server import STAFF_TOKEN, call, free_port
 
@@ -78,12 +86,12 @@ async def test_sigkill_mid_recording_keeps_all_but_the_last_two_seconds(tmp_path
             await wait_for(lambda: all(len(p.received) == 2 for p in peers.values()), timeout=30)
             # audio is bounded by what the tone tracks had sent: on a busy machine they
             # fall behind the wall clock, and the server cannot keep what never came
-            before_start = {seat: peer.tone.sent_s for seat, peer in peers.items()}
+            before_start = audio_sent(peers)
             rec_dir = await start_recording(data / "recordings", clients)
-            started = {seat: peer.tone.sent_s for seat, peer in peers.items()}
+            started = audio_sent(peers)
             await wait_until(time.monotonic() + 6.0)
             proc.send_signal(signal.SIGKILL)
-            killed = {seat: peer.tone.sent_s for seat, peer in peers.items()}
+            killed = audio_sent(peers)
             proc.wait(timeout=10)
 
     segments = {s.seat: s for s in read_recording(rec_dir)}

@@ -35,7 +35,7 @@ from support.browser import EXPECT_MS, LAPTOP, PHONE, screenshot, seat_page, wit
 from support.media import (
     RATE,
     TONES,
-    SeatPeer,
+    audio_sent,
     decode_ogg,
     dominant_frequency,
     tone_room,
@@ -103,10 +103,6 @@ def planned_recording_ids(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]
     yield planned
 
 
-def sent_seconds(peers: dict[str, SeatPeer]) -> dict[str, float]:
-    return {seat: peer.tone.sent_s for seat, peer in peers.items()}
-
-
 def stem_seconds(stems: Path, seat: str) -> float:
     return len(decode_ogg(str(stems / f"{seat}-01.opus"))) / RATE
 
@@ -134,10 +130,10 @@ async def test_full_disk_stops_the_room_cleanly_and_finalizes_after_space_is_fre
         ):
             await give_consent(full_clients)
             await give_consent(ok_clients)
-            before_start = time.monotonic(), sent_seconds(full_peers)
+            before_start = time.monotonic(), audio_sent(full_peers)
             started = await full_clients["facilitator"].call("recording:start")
             assert started["recording"]["id"] == full_id
-            after_start = time.monotonic(), sent_seconds(full_peers)
+            after_start = time.monotonic(), audio_sent(full_peers)
             ok_start = await ok_clients["facilitator"].call("recording:start")
             assert ok_start["recording"]["id"] == healthy_id
             stems = disk.path / "stems"
@@ -145,7 +141,7 @@ async def test_full_disk_stops_the_room_cleanly_and_finalizes_after_space_is_fre
             await wait_until(after_start[0] + 3.0)
 
             filler = disk.fill()
-            filled = time.monotonic(), sent_seconds(full_peers)
+            filled = time.monotonic(), audio_sent(full_peers)
             # every seat of the room is told, with the reason: the recording stopped, and
             # a notice says why (it may follow the snapshot that first shows the stop)
             for client in full_clients.values():
@@ -154,7 +150,7 @@ async def test_full_disk_stops_the_room_cleanly_and_finalizes_after_space_is_fre
                 assert snapshot["recording"]["state"] == "stopped"
                 assert snapshot["recording"]["stop_reason"] == DISK_FULL
                 assert snapshot["timer"]["running"] is False
-            told = time.monotonic(), sent_seconds(full_peers)
+            told = time.monotonic(), audio_sent(full_peers)
             print(f"room told {told[0] - filled[0]:.2f} s after the disk filled")
 
             # finalization is attempted, and fails for the same lack of space

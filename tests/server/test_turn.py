@@ -40,6 +40,7 @@ from support.media import (
     RATE,
     TONES,
     SeatPeer,
+    audio_sent,
     decode_ogg,
     dominant_frequency,
     start_recording,
@@ -226,12 +227,12 @@ async def test_a_seat_outlives_allocation_permission_and_channel_lifetimes(
                     for seat, peer in peers.items()
                     for source in peer.mids.values()
                 }
-                sent_before = {seat: peer.tone.sent_s for seat, peer in peers.items()}
+                sent_before = audio_sent(peers)
                 rec_dir = await start_recording(server.settings.recordings_dir, clients)
-                recording_from = {seat: peer.tone.sent_s for seat, peer in peers.items()}
+                recording_from = audio_sent(peers)
                 # three lifetimes: without refreshes the relay would have gone twice over
                 await wait_until(time.monotonic() + 3 * lifetime + 5)
-                recording_to = {seat: peer.tone.sent_s for seat, peer in peers.items()}
+                recording_to = audio_sent(peers)
                 await stop_recording(clients, rec_dir)
                 assert_tones(peers, last_seconds=1.0)
                 for peer in peers.values():

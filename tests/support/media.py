@@ -172,6 +172,11 @@ def decode_ogg(path: str) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
+def audio_sent(peers: dict[str, SeatPeer]) -> dict[str, float]:
+    """Per seat, the seconds of audio its tone track has handed to its sender so far."""
+    return {seat: peer.tone.sent_s for seat, peer in peers.items()}
+
+
 @asynccontextmanager
 async def tone_room(
     url: str,

@@ -21,7 +21,7 @@ def _timed_out(timeout: float, what: str, last: object) -> AssertionError:
 
 async def wait_for(
     condition: Callable[[], T | Awaitable[T | None] | None],
-    timeout: float = 10.0,
+    timeout: float = 20.0,
     interval: float = 0.02,
     what: str = "",
 ) -> T:
@@ -43,7 +43,7 @@ async def wait_for(
 
 def wait_for_sync(
     condition: Callable[[], T | None],
-    timeout: float = 10.0,
+    timeout: float = 20.0,
     interval: float = 0.1,
     what: str = "",
 ) -> T:

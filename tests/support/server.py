@@ -140,7 +140,7 @@ class SeatClient:
         return ack
 
     async def wait(
-        self, predicate: Callable[[dict[str, Any]], Any], what: str = "", timeout: float = 10
+        self, predicate: Callable[[dict[str, Any]], Any], what: str = "", timeout: float = 20
     ) -> dict[str, Any]:
         return await wait_for(
             lambda: next((s for s in reversed(self.snapshots) if predicate(s)), None),
