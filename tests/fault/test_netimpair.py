@@ -78,6 +78,22 @@ async def setup() -> AsyncIterator[Setup]:
         endpoint.transport.close()
 
 
+async def drained(link: Link, setup: Setup, up: int, down: int = 0) -> None:
+    """Until the relay has read `up` datagrams from the seat and `down` from the server,
+    and each end all that the relay passed on. asyncio reads one datagram per socket per
+    loop turn and the kernel drops what a backlog cannot hold: a sender on a busy machine
+    must not run ahead of its readers."""
+    stats = link.directions["up"].stats, link.directions["down"].stats
+
+    def caught_up() -> bool:
+        return (stats[0].received, stats[1].received) == (up, down) and (
+            len(setup.server.got),
+            len(setup.seat.got),
+        ) == (stats[0].sent, stats[1].sent)
+
+    await wait_for(caught_up, interval=0.001, what=f"{up} up and {down} down read")
+
+
 def rtp(seq: int) -> bytes:
     """A minimal RTP header (payload type 111) and a payload carrying `seq`."""
     return bytes([0x80, 111]) + seq.to_bytes(2, "big") + bytes(8) + seq.to_bytes(4, "big")
@@ -98,11 +114,11 @@ async def test_random_loss_is_counted_and_the_other_way_is_clean(setup: Setup) -
     for n in range(3000):
         setup.seat.sendto(n.to_bytes(4, "big"), link.seat_port)
         setup.server.sendto(n.to_bytes(4, "big"), link.server_port)
-        if n % 20 == 19:  # let the loop read: the kernel would drop a backlog
-            await asyncio.sleep(0.002)
-    await wait_for(lambda: len(setup.seat.got) == 3000, what="everything downstream")
+        if n % 20 == 19:
+            await drained(link, setup, n + 1, n + 1)
+    assert len(setup.seat.got) == 3000
     up = link.directions["up"].stats
-    await wait_for(lambda: len(setup.server.got) == 3000 - up.lost, what="the survivors upstream")
+    assert len(setup.server.got) == 3000 - up.lost
     assert up.lost_random == up.lost
     assert 3000 * 0.1 - 60 < up.lost < 3000 * 0.1 + 60  # about 3.5 standard deviations
     assert link.directions["down"].stats.lost == 0
@@ -113,10 +129,10 @@ async def test_bursty_loss_comes_in_runs(setup: Setup) -> None:
     link = await setup.link(Impairment(burst_enter=0.02, burst_exit=0.25))
     for n in range(4000):
         setup.seat.sendto(n.to_bytes(4, "big"), link.seat_port)
-        if n % 20 == 19:  # let the loop read: the kernel would drop a backlog
-            await asyncio.sleep(0.002)
+        if n % 20 == 19:
+            await drained(link, setup, n + 1)
     stats = link.directions["up"].stats
-    await wait_for(lambda: len(setup.server.got) == 4000 - stats.lost, what="the survivors")
+    assert len(setup.server.got) == 4000 - stats.lost
     arrived = set(numbers(setup.server))
     runs, length = [], 0
     for n in range(4000):
