@@ -20,7 +20,6 @@ from playwright.async_api import Error as PlaywrightError
 from storyroom.room.questions import bank
 from support.media import RATE, TONES
 from support.polling import wait_for
-from support.staff import STAFF_EMAIL, STAFF_PASSWORD
 
 CHROMIUM = os.environ.get("STORYROOM_CHROMIUM", "/usr/bin/chromium")
 EXPECT_MS = 15_000
@@ -182,11 +181,25 @@ async def turn_on_microphone(page: Page) -> None:
 
 
 async def received_tone(page: Page, seat: str, near: float) -> dict[str, Any] | None:
-    """The strongest frequency in what the page receives from `seat`, if it is near `near`.
+    """The strongest frequency in what the page receives from `seat`, if it is near `near`."""
+    measured = await measured_tone(page, seat)
+    return measured if is_tone(measured, near) else None
 
-    Analyses the remote stream the page plays (its <audio data-seat=...> element) with a
-    WebAudio AnalyserNode over about half a second.
-    """
+
+def is_tone(measured: dict[str, Any] | None, near: float) -> bool:
+    """A playing stream whose strongest frequency, loud enough, is within 15 Hz of `near`."""
+    return bool(
+        measured
+        and measured["playing"]
+        and measured["db"] > -60
+        and abs(measured["freq"] - near) < 15
+    )
+
+
+async def measured_tone(page: Page, seat: str) -> dict[str, Any] | None:
+    """The strongest frequency (and its level) in what the page plays from `seat`: its
+    <audio data-seat=...> element through a WebAudio AnalyserNode, over about half a
+    second. None when there is no such stream yet."""
     result: dict[str, Any] | None = await page.evaluate(
         """async (seat) => {
             const audio = document.querySelector(`#remote-audio audio[data-seat="${seat}"]`);
@@ -210,9 +223,7 @@ async def received_tone(page: Page, seat: str, near: float) -> dict[str, Any] | 
         }""",
         seat,
     )
-    if result and result["playing"] and result["db"] > -60 and abs(result["freq"] - near) < 15:
-        return result
-    return None
+    return result
 
 
 async def inbound_audio(page: Page) -> dict[str, dict[str, float]]:
@@ -236,16 +247,16 @@ async def inbound_audio(page: Page) -> dict[str, dict[str, float]]:
 
 
 async def assert_hears(page: Page, seats: list[str]) -> None:
-    """Bytes and energy from each seat keep rising, and each carries that seat's tone."""
-    first = await wait_for(
-        lambda: _inbound_for(page, seats),
-        timeout=30,
-        interval=0.1,
-        what=f"inbound audio from {seats}",
-    )
+    """Bytes and energy from each seat keep rising, and each carries that seat's tone.
+    A failure says what was last measured."""
+    last: dict[str, Any] = {}
+
+    async def inbound() -> dict[str, dict[str, float]] | None:
+        last["inbound"] = stats = await inbound_audio(page)
+        return stats if all(stats.get(seat, {}).get("bytes") for seat in seats) else None
 
     async def rising() -> dict[str, dict[str, float]] | None:
-        now = await inbound_audio(page)
+        last["inbound"] = now = await inbound_audio(page)
         ok = all(
             seat in now
             and now[seat]["bytes"] > first[seat]["bytes"]
@@ -254,26 +265,15 @@ async def assert_hears(page: Page, seats: list[str]) -> None:
         )
         return now if ok else None
 
-    await wait_for(rising, timeout=30, interval=0.1, what="inbound bytes and energy rising")
-    for seat in seats:
-        tone = await wait_for(
-            functools.partial(received_tone, page, seat, TONES[seat]),
-            timeout=30,
-            interval=0.1,
-            what=f"{seat}'s tone",
-        )
-        assert abs(tone["freq"] - TONES[seat]) < 15, tone
+    async def tone(seat: str) -> dict[str, Any] | None:
+        last[seat] = measured = await measured_tone(page, seat)
+        return measured if is_tone(measured, TONES[seat]) else None
 
-
-async def _inbound_for(page: Page, seats: list[str]) -> dict[str, dict[str, float]] | None:
-    stats = await inbound_audio(page)
-    if all(seat in stats and stats[seat]["bytes"] > 0 for seat in seats):
-        return stats
-    return None
-
-
-async def sign_in_as_staff(page: Page, password: str = STAFF_PASSWORD) -> None:
-    """Fill in and send the staff sign-in form the page shows (support.staff's account)."""
-    await page.get_by_label("Email").fill(STAFF_EMAIL)
-    await page.get_by_label("Password").fill(password)
-    await page.get_by_role("button", name="Sign in").click()
+    try:
+        first = await wait_for(inbound, 30, 0.1, f"inbound audio from {seats}")
+        last["first"] = first
+        await wait_for(rising, 30, 0.1, "inbound bytes and energy rising")
+        for seat in seats:
+            await wait_for(functools.partial(tone, seat), 30, 0.1, f"{seat}'s tone")
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}; last measured: {last}") from None
