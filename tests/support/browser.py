@@ -256,11 +256,16 @@ async def assert_hears(page: Page, seats: list[str]) -> None:
         return stats if all(stats.get(seat, {}).get("bytes") for seat in seats) else None
 
     async def rising() -> dict[str, dict[str, float]] | None:
+        before = last["baseline"]
         last["inbound"] = now = await inbound_audio(page)
+        if any(now.get(seat, {}).get("bytes", 0) < before[seat]["bytes"] for seat in seats):
+            # the page made a new peer connection (a reconnect on a starved machine): its
+            # counters start again, so they must rise from here
+            last["baseline"] = now if all(seat in now for seat in seats) else before
+            return None
         ok = all(
-            seat in now
-            and now[seat]["bytes"] > first[seat]["bytes"]
-            and now[seat]["energy"] > first[seat]["energy"]
+            now[seat]["bytes"] > before[seat]["bytes"]
+            and now[seat]["energy"] > before[seat]["energy"]
             for seat in seats
         )
         return now if ok else None
@@ -270,8 +275,7 @@ async def assert_hears(page: Page, seats: list[str]) -> None:
         return measured if is_tone(measured, TONES[seat]) else None
 
     try:
-        first = await wait_for(inbound, 30, 0.1, f"inbound audio from {seats}")
-        last["first"] = first
+        last["baseline"] = await wait_for(inbound, 30, 0.1, f"inbound audio from {seats}")
         await wait_for(rising, 30, 0.1, "inbound bytes and energy rising")
         for seat in seats:
             await wait_for(functools.partial(tone, seat), 30, 0.1, f"{seat}'s tone")
