@@ -19,7 +19,7 @@ from support.media import (
     RATE,
     TONES,
     audio_sent,
-    decode_ogg,
+    decode_stem,
     dominant_frequency,
     start_recording,
     tone_room,
@@ -98,7 +98,7 @@ async def test_sigkill_mid_recording_keeps_all_but_the_last_two_seconds(tmp_path
     assert set(segments) == set(TONES)
     survived = {}
     for seat in TONES:
-        audio = decode_ogg(str(rec_dir / "stems" / f"{seat}-01.opus"))
+        audio = decode_stem(rec_dir, seat)
         survived[seat] = seconds = len(audio) / RATE
         low, high = killed[seat] - started[seat] - 2.0, killed[seat] - before_start[seat] + 0.1
         print(f"{seat}: {seconds:.2f} s survived SIGKILL, of {high - 0.1:.2f} s sent")
@@ -117,5 +117,5 @@ async def test_sigkill_mid_recording_keeps_all_but_the_last_two_seconds(tmp_path
         log = (rec_dir / "recording.jsonl").read_text()
         assert '"interrupted"' in log.splitlines()[-1]
         for seat in TONES:
-            stem = decode_ogg(str(rec_dir / "stems" / f"{seat}-01.opus"))
+            stem = decode_stem(rec_dir, seat)
             assert len(stem) / RATE == survived[seat]

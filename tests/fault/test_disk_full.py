@@ -37,6 +37,7 @@ from support.media import (
     TONES,
     audio_sent,
     decode_ogg,
+    decode_stem,
     dominant_frequency,
     tone_room,
 )
@@ -103,8 +104,8 @@ def planned_recording_ids(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]
     yield planned
 
 
-def stem_seconds(stems: Path, seat: str) -> float:
-    return len(decode_ogg(str(stems / f"{seat}-01.opus"))) / RATE
+def stem_seconds(rec_dir: Path, seat: str) -> float:
+    return len(decode_stem(rec_dir, seat)) / RATE
 
 
 def disk_full_notice(snapshot: dict[str, Any]) -> bool:
@@ -136,7 +137,6 @@ async def test_full_disk_stops_the_room_cleanly_and_finalizes_after_space_is_fre
             after_start = time.monotonic(), audio_sent(full_peers)
             ok_start = await ok_clients["facilitator"].call("recording:start")
             assert ok_start["recording"]["id"] == healthy_id
-            stems = disk.path / "stems"
             ok_stems = recordings / healthy_id / "stems"
             await wait_until(after_start[0] + 3.0)
 
@@ -167,16 +167,16 @@ async def test_full_disk_stops_the_room_cleanly_and_finalizes_after_space_is_fre
             # from the start to the fill less a second of unsynced pages, at most what was
             # sent until the room was told
             for seat in TONES:
-                seconds = stem_seconds(stems, seat)
+                seconds = stem_seconds(disk.path, seat)
                 low = filled[1][seat] - after_start[1][seat] - 1.5
                 high = told[1][seat] - before_start[1][seat] + 0.1
                 assert low <= seconds <= high, (seat, low, seconds, high)
-                audio = decode_ogg(str(stems / f"{seat}-01.opus"))
+                audio = decode_stem(disk.path, seat)
                 tone = dominant_frequency(audio[-RATE // 2 :])
                 assert tone == pytest.approx(TONES[seat], abs=5)
             segments = {s.seat: s for s in read_recording(disk.path)}
             assert set(segments) == set(TONES)
-            stem_lengths = {s: stem_seconds(stems, s) for s in TONES}
+            stem_lengths = {s: stem_seconds(disk.path, s) for s in TONES}
 
             # the server still answers; the other room still records, to its own disk
             async with aiohttp.ClientSession() as http, http.get(f"{server.url}/healthz") as resp:

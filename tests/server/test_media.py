@@ -14,7 +14,7 @@ from support.media import (
     SeatPeer,
     ToneTrack,
     audio_sent,
-    decode_ogg,
+    decode_stem,
     dominant_frequency,
     start_recording,
     stop_recording,
@@ -72,7 +72,7 @@ async def test_recording_writes_stems_that_align(server: RunningServer) -> None:
         assert set(segments) == set(TONES)
         onsets = {}
         for seat, segment in segments.items():
-            audio = decode_ogg(str(rec_dir / "stems" / f"{seat}-01.opus"))
+            audio = decode_stem(rec_dir, seat)
             # the stem holds as many samples as its packets say
             assert len(audio) == segment.packets[-1].granule_end
             low = sent[2][seat] - sent[1][seat] - 0.5  # less what was still on its way
@@ -115,7 +115,7 @@ async def test_reconnect_makes_two_segments_and_an_explicit_gap(server: RunningS
         )
         assert gap > 0, "the reconnect leaves a gap on the recording clock"
         for seg in segments:
-            audio = decode_ogg(str(rec_dir / "stems" / f"b-{seg.index:02d}.opus"))
+            audio = decode_stem(rec_dir, "b", seg.index)
             assert dominant_frequency(audio) == pytest.approx(TONES["b"], abs=5)
 
 
@@ -167,7 +167,7 @@ async def test_pause_cuts_the_stem_and_breaks_the_run(server: RunningServer) -> 
         assert kinds[:1] == ["open"] and "pause" in kinds and "resume" in kinds
         assert "gap" not in kinds  # what was not recorded during the pause is not "lost"
         assert len(segment.runs) == 2
-        audio = decode_ogg(str(rec_dir / "stems" / "a-01.opus"))
+        audio = decode_stem(rec_dir, "a")
         # what was sent while recording (about 2 s), the 2 s pause cut out; less what was
         # on its way at the pause and at the stop
         low = (sent[2] - sent[1]) + (sent[6] - sent[5]) - 0.4

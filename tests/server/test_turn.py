@@ -41,7 +41,7 @@ from support.media import (
     TONES,
     SeatPeer,
     audio_sent,
-    decode_ogg,
+    decode_stem,
     dominant_frequency,
     start_recording,
     stop_recording,
@@ -198,7 +198,7 @@ async def test_aiortc_seats_relay_only_through_coturn_and_are_recorded(
             await stop_recording(clients, rec_dir)
             # each stem holds what its seat sent while recording, less what was on its way
             for seat in TONES:
-                audio = decode_ogg(str(rec_dir / "stems" / f"{seat}-01.opus"))
+                audio = decode_stem(rec_dir, seat)
                 sent = stopping[seat] - started[seat]
                 assert len(audio) / RATE > sent - 0.5, (seat, len(audio) / RATE, sent)
                 assert dominant_frequency(audio[-RATE:]) == pytest.approx(TONES[seat], abs=5)
@@ -262,7 +262,7 @@ async def test_a_seat_outlives_allocation_permission_and_channel_lifetimes(
                 assert not re.search(r"peer \S+ deleted", log)
                 # nothing lost: each stem holds all its seat sent while recording
                 for seat in peers:
-                    stem_s = len(decode_ogg(str(rec_dir / "stems" / f"{seat}-01.opus"))) / RATE
+                    stem_s = len(decode_stem(rec_dir, seat)) / RATE
                     sent = recording_to[seat] - recording_from[seat]
                     assert stem_s > sent - 2.0, (seat, stem_s, sent)
 
@@ -307,7 +307,7 @@ async def test_chromium_relay_only_through_coturn(tmp_path: Path, chromium: Laun
                 rec_dir = await start_recording(server.settings.recordings_dir, clients)
                 await wait_until(time.monotonic() + lifetime + 2)
                 await stop_recording(clients, rec_dir)
-                audio = decode_ogg(str(rec_dir / "stems" / "a-01.opus"))
+                audio = decode_stem(rec_dir, "a")
                 assert dominant_frequency(audio[-RATE:]) == pytest.approx(TONES["a"], abs=5)
                 # Chromium refreshed its allocation with its minted credentials, and still hears
                 name = re.escape(f"{created['id']}.a")

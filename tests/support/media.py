@@ -17,6 +17,7 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from storyroom.recording import layout
 from support.polling import wait_for
 from support.server import (
     CONSENT,
@@ -159,6 +160,11 @@ def dominant_frequency(audio: np.ndarray, rate: int = RATE) -> float:
     spectrum = np.abs(np.fft.rfft(window))
     spectrum[:10] = 0  # ignore DC
     return float(np.argmax(spectrum) * rate / len(audio))
+
+
+def decode_stem(rec_dir: Path, seat: str, index: int = 1) -> np.ndarray:
+    """A recording's Ogg Opus stem of `seat`'s connection `index`, decoded."""
+    return decode_ogg(str(rec_dir / layout.segment_opus(seat, index)))
 
 
 def decode_ogg(path: str) -> np.ndarray:
