@@ -20,6 +20,7 @@ from playwright.async_api import Error as PlaywrightError
 from storyroom.room.questions import bank
 from support.media import RATE, TONES
 from support.polling import wait_for
+from support.staff import STAFF_EMAIL, STAFF_PASSWORD
 
 CHROMIUM = os.environ.get("STORYROOM_CHROMIUM", "/usr/bin/chromium")
 EXPECT_MS = 15_000
@@ -281,3 +282,10 @@ async def assert_hears(page: Page, seats: list[str]) -> None:
             await wait_for(functools.partial(tone, seat), 30, 0.1, f"{seat}'s tone")
     except AssertionError as failure:
         raise AssertionError(f"{failure}; last measured: {last}") from None
+
+
+async def sign_in_as_staff(page: Page, password: str = STAFF_PASSWORD) -> None:
+    """Fill in and send the staff sign-in form the page shows (support.staff's account)."""
+    await page.get_by_label("Email").fill(STAFF_EMAIL)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
