@@ -44,6 +44,7 @@ from typing import Any
 
 import seat_load
 
+from storyroom.__main__ import demo_session
 from storyroom.netns import isolate_network
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -291,17 +292,6 @@ class Phase:
         return out
 
 
-SESSION = {
-    "language": "en",
-    "target_minutes": 40,
-    "participants": [
-        {"name": "Rosa", "bio": "Nurse from El Paso."},
-        {"name": "Dale", "bio": "Retired machinist from Ohio."},
-    ],
-    "facilitator": {"name": "Sam"},
-}
-
-
 def start_storyroom(
     tmp: Path, rooms: int, children: Children
 ) -> tuple[subprocess.Popen[bytes], str, list[dict[str, str]], Path]:
@@ -317,7 +307,7 @@ def start_storyroom(
     tokens = []
     for i in range(rooms):
         status, created = http_json(
-            f"{url}/api/sessions", {"title": f"Bench room {i}", **SESSION}, staff_token
+            f"{url}/api/sessions", demo_session(title=f"Bench room {i}"), staff_token
         )
         if status != 201:
             raise BenchError(f"POST /api/sessions: {status} {created}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fractions
 import math
 import re
 import time
@@ -32,17 +31,11 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-from seat_load import encode_opus
+from seat_load import CONSENT, FRAME, FRAME_S, RATE, TIME_BASE, encode_opus
 
 from storyroom.media.aiortc_internals import RtpAudioPacket, tap_receiver
 from support.netimpair import Impairment, RelayClient, host_candidate, rewrite_candidates
 
-RATE = 48_000
-FRAME = 960
-FRAME_S = FRAME / RATE
-TIME_BASE = fractions.Fraction(1, RATE)
-SEATS = ("a", "b", "facilitator")
-CONSENT = {"record": True, "archive": False, "public": False}
 LOOP_S = 10.0
 """One burst per seat every this many seconds."""
 BURST_S = 0.1

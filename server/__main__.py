@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import copy
 import getpass
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from aiohttp import web
 
@@ -33,9 +36,12 @@ from storyroom.staff.accounts import Accounts, normalize_email
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
 from storyroom.status import FinalizeStatus, RecordingState
-from storyroom.store import RecordingRow, Store
+from storyroom.store import ModuleMigrations, RecordingRow, Store
 from storyroom.web.request_ids import RequestIdAccessLogger
 from storyroom.web.tls import tls_context
+
+if TYPE_CHECKING:
+    Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,19 @@ log = logging.getLogger(__name__)
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="data directory (default: media/; env STORYROOM_DATA_DIR)")
     p.add_argument("--public-url", help="base URL of join links (env STORYROOM_PUBLIC_URL)")
+
+
+def _group(commands: Commands, name: str, help: str) -> Commands:
+    """A command made of commands: `storyroom <name> <command>`."""
+    group = commands.add_parser(name, help=help)
+    return group.add_subparsers(dest=f"{name}_command", required=True)
+
+
+def _command(commands: Commands, name: str, help: str) -> argparse.ArgumentParser:
+    """A command of a group; each runs with the settings, so each takes their flags."""
+    command = commands.add_parser(name, help=help)
+    _add_settings_flags(command)
+    return command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,10 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="create a demo session and print its three join links"
     )
 
-    session = sub.add_parser("session", help="manage sessions")
-    session_sub = session.add_subparsers(dest="session_command", required=True)
-    create = session_sub.add_parser("create", help="create a session and print its join links")
-    _add_settings_flags(create)
+    session = _group(sub, "session", "manage sessions")
+    create = _command(session, "create", "create a session and print its join links")
     create.add_argument("--title", required=True)
     create.add_argument("--language", choices=fields.LANGUAGES, default="en")
     create.add_argument("--target-minutes", type=int, default=40)
@@ -71,44 +88,37 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--b-name", required=True, help="second participant's first name")
     create.add_argument("--b-bio", default="")
     create.add_argument("--facilitator-name", required=True)
-    recording = sub.add_parser("recording", help="manage recordings")
-    recording_sub = recording.add_subparsers(dest="recording_command", required=True)
-    finalize = recording_sub.add_parser("finalize", help="(re)make a recording's archival files")
-    _add_settings_flags(finalize)
+
+    recording = _group(sub, "recording", "manage recordings")
+    finalize = _command(recording, "finalize", "(re)make a recording's archival files")
     finalize.add_argument("recording_id")
-    export = recording_sub.add_parser(
+    export = _command(
+        recording,
         "export-bag",
-        help="make a validated BagIt bag of a recording (both participants must agree to archiving)",
+        "make a validated BagIt bag of a recording (both participants must agree to archiving)",
     )
-    _add_settings_flags(export)
     export.add_argument("recording_id")
     export.add_argument(
         "dest", help="the bag directory to create (inside it, if it is an existing directory)"
     )
 
-    backup_parser = sub.add_parser(
+    _command(
+        sub,
         "backup",
-        help="copy the database (SQLite online backup), recordings, staff token and outbox "
+        "copy the database (SQLite online backup), recordings, staff token and outbox "
         "to DEST; safe while the server runs",
-    )
-    _add_settings_flags(backup_parser)
-    backup_parser.add_argument("dest", help="a folder that does not exist yet (or is empty)")
-    check = sub.add_parser(
+    ).add_argument("dest", help="a folder that does not exist yet (or is empty)")
+    _command(
+        sub,
         "check",
-        help="check settings, encoders, aiortc, the data folder and TURN; non-zero if any fails",
+        "check settings, encoders, aiortc, the data folder and TURN; non-zero if any fails",
     )
-    _add_settings_flags(check)
 
-    staff = sub.add_parser("staff", help="manage staff accounts")
-    staff_sub = staff.add_subparsers(dest="staff_command", required=True)
-    add = staff_sub.add_parser("add", help="add a staff member (asks for a password)")
-    _add_settings_flags(add)
-    add.add_argument("email")
-    password = staff_sub.add_parser(
-        "password", help="set a staff member's password (signs them out everywhere)"
-    )
-    _add_settings_flags(password)
-    password.add_argument("email")
+    staff = _group(sub, "staff", "manage staff accounts")
+    _command(staff, "add", "add a staff member (asks for a password)").add_argument("email")
+    _command(
+        staff, "password", "set a staff member's password (signs them out everywhere)"
+    ).add_argument("email")
     return parser
 
 
@@ -125,9 +135,20 @@ def _read_password() -> str:
     return first
 
 
-async def _staff(settings: Settings, command: str, email: str, password: str) -> int:
-    store = await Store.open(settings.database_path, modules=STORE_MODULES)
+@contextlib.asynccontextmanager
+async def _opened_store(
+    settings: Settings, modules: Sequence[ModuleMigrations] = ()
+) -> AsyncIterator[Store]:
+    """The database for one command, closed when it is done."""
+    store = await Store.open(settings.database_path, modules=modules)
     try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def _staff(settings: Settings, command: str, email: str, password: str) -> int:
+    async with _opened_store(settings, STORE_MODULES) as store:
         accounts = Accounts(store, settings)
         if command == "add":
             user = await accounts.add_user(email, password)
@@ -136,8 +157,6 @@ async def _staff(settings: Settings, command: str, email: str, password: str) ->
             await accounts.set_password(email, password)
             print(f"Password of {normalize_email(email)} changed; their sessions have ended")
         return 0
-    finally:
-        await store.close()
 
 
 async def _named_recording(store: Store, recording_id: str) -> RecordingRow | None:
@@ -151,8 +170,7 @@ async def _named_recording(store: Store, recording_id: str) -> RecordingRow | No
 async def _export_bag(settings: Settings, recording_id: str, bag_dir: Path) -> int:
     """Make and validate a bag of one recording here and now (staff can also download
     one from the recording's page)."""
-    store = await Store.open(settings.database_path, modules=STORE_MODULES)
-    try:
+    async with _opened_store(settings, STORE_MODULES) as store:
         rec = await _named_recording(store, recording_id)
         if rec is None:
             return 2
@@ -174,14 +192,11 @@ async def _export_bag(settings: Settings, recording_id: str, bag_dir: Path) -> i
             f"  {result.files} files, {result.bytes} bytes, Payload-Oxum {result.payload_oxum}"
         )
         return 0
-    finally:
-        await store.close()
 
 
 async def _finalize(settings: Settings, recording_id: str) -> int:
     """Run finalization now, as the server's job queue does: one job, in a worker."""
-    store = await Store.open(settings.database_path)
-    try:
+    async with _opened_store(settings) as store:
         rec = await _named_recording(store, recording_id)
         if rec is None:
             return 2
@@ -203,8 +218,6 @@ async def _finalize(settings: Settings, recording_id: str) -> int:
         for entry in result.files:
             print(f"  {entry.kind:<9} {entry.bytes:>12}  {entry.name}")
         return 0
-    finally:
-        await store.close()
 
 
 def _backup(settings: Settings, dest: Path) -> int:
@@ -237,15 +250,12 @@ def print_links(created: CreatedSession, out: object = None) -> None:
     sys.stdout.flush()
 
 
-async def _create(settings: Settings, payload: dict[str, object]) -> CreatedSession:
-    store = await Store.open(settings.database_path)
-    try:
+async def _create(settings: Settings, payload: Mapping[str, Any]) -> CreatedSession:
+    async with _opened_store(settings) as store:
         return await create_session(store, settings, parse_session_create(payload))
-    finally:
-        await store.close()
 
 
-DEMO = {
+DEMO: Mapping[str, Any] = {
     "title": "Demo conversation",
     "language": "en",
     "target_minutes": 40,
@@ -255,6 +265,12 @@ DEMO = {
     ],
     "facilitator": {"name": "Sam"},
 }
+
+
+def demo_session(**changes: Any) -> dict[str, Any]:
+    """A `POST /api/sessions` payload: the demo conversation (`serve --demo`) with
+    `changes` to its top-level fields; the benchmarks' sessions are made from it too."""
+    return {**copy.deepcopy(DEMO), **changes}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -307,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             # where it is, never the token itself: logs and terminals are kept and shared
             log.warning("generated a staff token, saved in %s", settings.data_dir / TOKEN_FILE)
         if args.demo:
-            print_links(asyncio.run(_create(settings, dict(DEMO))))
+            print_links(asyncio.run(_create(settings, demo_session())))
         ssl_context = tls_context(settings)
     except InvalidInput as exc:
         print(f"storyroom: {exc.message}", file=sys.stderr)

@@ -70,6 +70,12 @@ def boolean(value: Any, field: str) -> bool:
     return value
 
 
+def flags(payload: Any, names: tuple[str, ...], where: str = "payload") -> dict[str, bool]:
+    """An object of exactly the booleans `names`, each checked in that order."""
+    given = obj(payload, set(names), set(names), where)
+    return {name: boolean(given[name], name) for name in names}
+
+
 def is_whole_number(value: Any) -> TypeGuard[int]:
     """An int that is not a bool (JSON true is not 1 here)."""
     return isinstance(value, int) and not isinstance(value, bool)

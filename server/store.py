@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
 
 from storyroom.finalize.contracts import Finalized
+from storyroom.records import FieldsRecord
 from storyroom.status import LIVE_STATES, FinalizeStatus
 
 if TYPE_CHECKING:
@@ -183,14 +184,11 @@ class SessionRow:
 
 
 @dataclass(frozen=True, slots=True)
-class Consent:
+class Consent(FieldsRecord):
     record: bool
     archive: bool
     public: bool
     at: float
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,10 +123,7 @@ class ParticipantConsentIn:
 
 
 def parse_participant_consent(payload: Any) -> ParticipantConsentIn:
-    obj = fields.obj(payload, {"archive", "public"}, {"archive", "public"}, "consent")
-    return ParticipantConsentIn(
-        fields.boolean(obj["archive"], "archive"), fields.boolean(obj["public"], "public")
-    )
+    return ParticipantConsentIn(**fields.flags(payload, ("archive", "public"), "consent"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +164,9 @@ def parse_search(query: Mapping[str, str]) -> SearchIn:
         fields.language(language)
     status = text("status")
     if status and status not in PUBLIC_STATUSES:
-        raise InvalidInput(f"status must be one of {', '.join(PUBLIC_STATUSES)}", code="invalid_value")
+        raise InvalidInput(
+            f"status must be one of {', '.join(PUBLIC_STATUSES)}", code="invalid_value"
+        )
     consent = text("consent")
     if consent and consent not in CONSENT_KINDS:
         raise InvalidInput("consent must be archive, public or copies", code="invalid_value")

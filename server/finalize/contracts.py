@@ -9,12 +9,12 @@ module, so it must stay free of the heavy audio libraries.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from storyroom.records import FieldsRecord
 from storyroom.status import RecordingState
 
 __all__ = [
@@ -44,7 +44,7 @@ class FinalizeError(RuntimeError):
 
 
 @dataclass(frozen=True, slots=True)
-class Cue:
+class Cue(FieldsRecord):
     """A question cued during the take, on its recording clock."""
 
     seq: int
@@ -53,41 +53,27 @@ class Cue:
     """The question in the session's language ("" if unknown: the id stands in)."""
     rec_time: float
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "question_id": self.question_id,
-            "text": self.text,
-            "rec_time": self.rec_time,
-        }
-
 
 @dataclass(frozen=True, slots=True)
-class Marker:
+class Marker(FieldsRecord):
     """A facilitator's marker (or a pause/resume the server logged), on the recording clock."""
 
     seq: int
     label: str
     rec_time: float
 
-    def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "label": self.label, "rec_time": self.rec_time}
-
 
 @dataclass(frozen=True, slots=True)
-class ConsentFlags:
+class ConsentFlags(FieldsRecord):
     """One seat's current consent, as `metadata.json` records it."""
 
     record: bool
     archive: bool
     public: bool
 
-    def to_json(self) -> dict[str, bool]:
-        return {"record": self.record, "archive": self.archive, "public": self.public}
-
 
 @dataclass(frozen=True, slots=True)
-class FinalizeInput:
+class FinalizeInput(FieldsRecord):
     """What finalization needs besides the recording directory (from the database)."""
 
     recording_id: str
@@ -108,24 +94,6 @@ class FinalizeInput:
     """Recorded seconds by the room clock; None if unknown (then the stems decide)."""
     software: str
     originator: str = "storyroom"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "recording_id": self.recording_id,
-            "session_id": self.session_id,
-            "title": self.title,
-            "language": self.language,
-            "take": self.take,
-            "started_at": self.started_at,
-            "status": self.status.value,
-            "seats": dict(self.seats),
-            "consent": {seat: flags.to_json() for seat, flags in self.consent.items()},
-            "cues": [cue.to_json() for cue in self.cues],
-            "markers": [marker.to_json() for marker in self.markers],
-            "duration_s": self.duration_s,
-            "software": self.software,
-            "originator": self.originator,
-        }
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> FinalizeInput:
@@ -221,7 +189,7 @@ class FileKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class FinalizedFile:
+class FinalizedFile(FieldsRecord):
     """One file of a finalized recording, relative to its directory, with its checksum."""
 
     name: str
@@ -229,28 +197,17 @@ class FinalizedFile:
     bytes: int
     sha256: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind.value,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-        }
-
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> FinalizedFile:
         return cls(value["name"], FileKind(value["kind"]), value["bytes"], value["sha256"])
 
 
 @dataclass(frozen=True, slots=True)
-class Chapter:
+class Chapter(FieldsRecord):
     """A chapter of the recording: it starts at a cue and runs to the next."""
 
     start_s: float
     title: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"start_s": self.start_s, "title": self.title}
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,15 +240,9 @@ class AccessLoudness:
 
 
 @dataclass(frozen=True, slots=True)
-class LoudnessReport:
+class LoudnessReport(FieldsRecord):
     master: MasterLoudness
     access: AccessLoudness
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "master": dataclasses.asdict(self.master),
-            "access": dataclasses.asdict(self.access),
-        }
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> LoudnessReport:

@@ -36,6 +36,7 @@ from storyroom.finalize.plan import PAN, Plan, SeatPlan
 from storyroom.finalize.progress import REPLACING_SUFFIX
 from storyroom.recording import layout
 from storyroom.recording.timeline import SAMPLE_RATE
+from storyroom.records import FieldsRecord
 from storyroom.status import RecordingState
 
 if TYPE_CHECKING:
@@ -100,13 +101,10 @@ class PlacedCue:
 
 
 @dataclass(frozen=True, slots=True)
-class ChapterSpan:
+class ChapterSpan(FieldsRecord):
     start_s: float
     end_s: float
     title: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"start_s": self.start_s, "end_s": self.end_s, "title": self.title}
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ page can show each message beside its field and keep everything the person typed
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -179,31 +179,36 @@ def _region(value: Any) -> str:
     return code
 
 
-def _time_zone(value: Any) -> str:
+def _choice(value: Any, allowed: Collection[str], unknown: str) -> str:
+    """One of the values the form offers (a select): `unknown` for anything else."""
     if value is None or value == "":
         raise _Bad("required")
-    if not isinstance(value, str):
-        raise _Bad("invalid_type")
-    if value not in time_zones():
-        raise _Bad("unknown_time_zone")
-    return value
-
-
-def _language(value: Any) -> str:
-    if value is None or value == "":
-        raise _Bad("required")
-    if value not in fields.LANGUAGES:
-        raise _Bad("unknown_language")
+    if value not in allowed:
+        raise _Bad(unknown)
     return str(value)
 
 
-def _speaks(value: Any) -> tuple[str, ...]:
-    if value is None:
+def _time_zone(value: Any) -> str:
+    if value is not None and not isinstance(value, str):
+        raise _Bad("invalid_type")
+    return _choice(value, time_zones(), "unknown_time_zone")
+
+
+def _language(value: Any) -> str:
+    return _choice(value, fields.LANGUAGES, "unknown_language")
+
+
+def _items(value: Any) -> list[Any]:
+    """A list with at least one item (boxes ticked, windows given)."""
+    if value is None or value == []:
         raise _Bad("required")
     if not isinstance(value, list):
         raise _Bad("invalid_type")
-    if not value:
-        raise _Bad("required")
+    return value
+
+
+def _speaks(value: Any) -> tuple[str, ...]:
+    value = _items(value)
     if any(lang not in fields.LANGUAGES for lang in value) or len(set(value)) != len(value):
         raise _Bad("unknown_language")
     return tuple(sorted(value))
@@ -234,12 +239,7 @@ def _clock(value: Any, *, end: bool) -> int:
 
 
 def _availability(value: Any) -> tuple[Window, ...]:
-    if value is None:
-        raise _Bad("required")
-    if not isinstance(value, list):
-        raise _Bad("invalid_type")
-    if not value:
-        raise _Bad("required")
+    value = _items(value)
     if len(value) > WINDOWS_MAX:
         raise _Bad("too_many")
     windows = set()

@@ -15,7 +15,7 @@ import os
 import re
 import smtplib
 import ssl
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from storyroom.config import Settings
 from storyroom.errors import NotFound
 from storyroom.ids import new_id
+from storyroom.records import FieldsRecord
 
 NAME_RE = re.compile(r"^\d{8}T\d{6}Z-msg_[0-9a-f]{16}\.eml$")
 
@@ -38,15 +39,12 @@ class Mailer(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class OutboxEntry:
+class OutboxEntry(FieldsRecord):
     name: str
     bytes: int
     to: str
     subject: str
     date: str
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Outbox:

@@ -135,12 +135,7 @@ class OfferIn:
 
 
 def parse_consent(payload: Any) -> ConsentIn:
-    obj = fields.obj(payload, {"record", "archive", "public"}, {"record", "archive", "public"})
-    return ConsentIn(
-        record=fields.boolean(obj["record"], "record"),
-        archive=fields.boolean(obj["archive"], "archive"),
-        public=fields.boolean(obj["public"], "public"),
-    )
+    return ConsentIn(**fields.flags(payload, ("record", "archive", "public")))
 
 
 def parse_choose(payload: Any) -> ChooseIn:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
+from storyroom.records import FieldsRecord
 from storyroom.store import ModuleMigrations, Store, fetch_all
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ ACTIONS = (
 
 
 @dataclass(frozen=True, slots=True)
-class AuditEntry:
+class AuditEntry(FieldsRecord):
     id: int
     at: float
     actor: str
@@ -76,9 +77,6 @@ class AuditEntry:
     target: str | None
     detail: dict[str, Any]
     address: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Audit:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,22 +115,30 @@ class MatchingRoutes(RouteGroup):
             )
         return web.json_response({**row.staff_json(), "proposals": history})
 
-    async def withdraw(self, request: web.Request, who: StaffIdentity) -> web.Response:
+    async def _take_out(
+        self,
+        request: web.Request,
+        who: StaffIdentity,
+        change: Callable[[str], Awaitable[None]],
+        done: str,
+    ) -> str:
+        """Take the application out of matching by `change` (it is then `done`), logged
+        and audited as `application_<done>`; its id."""
         async with self._lock:
             row = await self._application(request)
-            await self.store.withdraw(row.id)
-        log.info("application %s withdrawn", row.id)
-        await self.audit(request, who, "application_withdrawn", row.id)
-        found = await self.store.get_application(row.id)
+            await change(row.id)
+        log.info("application %s %s", row.id, done)
+        await self.audit(request, who, f"application_{done}", row.id)
+        return row.id
+
+    async def withdraw(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        app_id = await self._take_out(request, who, self.store.withdraw, "withdrawn")
+        found = await self.store.get_application(app_id)
         assert found is not None
         return web.json_response(found.staff_json())
 
     async def delete(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        async with self._lock:
-            row = await self._application(request)
-            await self.store.delete_application(row.id)
-        log.info("application %s deleted", row.id)
-        await self.audit(request, who, "application_deleted", row.id)
+        await self._take_out(request, who, self.store.delete_application, "deleted")
         return web.Response(status=204)
 
     # -- matching -----------------------------------------------------------------------

@@ -32,6 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from playwright.async_api import Browser, Playwright, async_playwright, expect
 
+from storyroom.__main__ import demo_session
 from support.browser import (
     CHROMIUM,
     LAPTOP,
@@ -40,7 +41,6 @@ from support.browser import (
     Seat,
     assert_hears,
     chromium_args,
-    eventually,
     seat_page,
     turn_on_microphone,
     with_raw_audio,
@@ -49,7 +49,8 @@ from support.browser import (
 from support.coturn import Coturn, start_coturn
 from support.media import decode_ogg, dominant_frequency
 from support.nat import OneToOneNat
-from support.server import STAFF_TOKEN, session_payload
+from support.polling import wait_for
+from support.server import STAFF_TOKEN
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -225,7 +226,7 @@ async def topology(tmp_path: Path) -> AsyncIterator[Topology]:
         storyroom = start_daemon("storyroom", serve, env | settings, tmp_path)
         stack.callback(storyroom.stop)
         storyroom_url = f"http://127.0.0.1:{port}"
-        await eventually(
+        await wait_for(
             lambda: answers(storyroom_url, False, storyroom),
             timeout=START_S,
             interval=0.25,
@@ -244,9 +245,9 @@ async def topology(tmp_path: Path) -> AsyncIterator[Topology]:
             made = [path.exists() and path.stat().st_size > 0 for path in (root, intermediate)]
             return caddy.check_alive() and all(made)
 
-        await eventually(root_made, timeout=START_S, interval=0.25, what="Caddy's local CA")
+        await wait_for(root_made, timeout=START_S, interval=0.25, what="Caddy's local CA")
         ca = ssl.create_default_context(cafile=str(root))
-        await eventually(
+        await wait_for(
             lambda: answers(url, ca, caddy),
             timeout=START_S,
             interval=0.25,
@@ -349,7 +350,7 @@ async def test_three_seats_record_through_caddy_and_the_nat(
         topology.http() as http,
         http.post(
             f"{topology.url}/api/sessions",
-            json=session_payload(),
+            json=demo_session(),
             headers={"Authorization": f"Bearer {STAFF_TOKEN}"},
         ) as resp,
     ):
@@ -422,7 +423,7 @@ async def record_a_take(topology: Topology, session_id: str, a: Seat, b: Seat, f
         minutes, _, seconds = text.partition(":")
         return int(minutes) * 60 + int(seconds or 0) >= TALK_S
 
-    await eventually(talked, timeout=TALK_S + 60, interval=0.5, what=f"{TALK_S} s of talk")
+    await wait_for(talked, timeout=TALK_S + 60, interval=0.5, what=f"{TALK_S} s of talk")
     await f.page.get_by_role("button", name="Stop recording").click()
     await f.page.get_by_role("dialog").get_by_role("button", name="Yes, stop recording").click()
     for person in everyone:

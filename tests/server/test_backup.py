@@ -12,37 +12,17 @@ from typing import Any
 
 import aiohttp
 
-from support.media import close_room, open_room, start_take
-from support.process import storyroom, until
-from support.server import STAFF_TOKEN, RunningServer, SeatClient, start_server, wait_for
+from support.media import start_recording, tone_room
+from support.polling import wait_until
+from support.process import storyroom
+from support.server import call, finalized, serving
 
 CONSENT = {"record": True, "archive": True, "public": False}
-AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}"}
 
 
 async def get(url: str) -> Any:
-    async with aiohttp.ClientSession() as http, http.get(url, headers=AUTH) as resp:
-        assert resp.status == 200, await resp.text()
-        return await resp.json()
-
-
-async def record(server: RunningServer, seconds: float) -> tuple[dict[str, SeatClient], Any, str]:
-    """A new room of tone seats, recording for `seconds`; returns with the take running."""
-    clients, peers = await open_room(server)
-    recording_id = await start_take(clients, peers, CONSENT)
-    until_s = time.monotonic() + seconds
-    await wait_for(lambda: time.monotonic() > until_s, timeout=seconds + 5)
-    return clients, peers, recording_id
-
-
-async def finalized(url: str, recording_id: str) -> dict[str, Any]:
-    async def ready() -> dict[str, Any] | None:
-        rec: dict[str, Any] = await get(f"{url}/api/recordings/{recording_id}")
-        return rec if rec["status"] in ("ready", "failed") else None
-
-    rec = await until(ready, timeout=120, what=f"{recording_id} finalized")
-    assert rec["status"] == "ready", rec
-    return rec
+    async with aiohttp.ClientSession() as http:
+        return await call(http, "GET", url)
 
 
 def sha256(path: Path) -> str:
@@ -51,16 +31,17 @@ def sha256(path: Path) -> str:
 
 async def test_a_backup_taken_during_a_take_restores(tmp_path: Path) -> None:
     data, dest = tmp_path / "data", tmp_path / "backup"
-    server = await start_server(data)
-    try:
-        clients, peers, done_id = await record(server, 3.0)
-        assert (await clients["facilitator"].call("recording:stop"))["ok"]
-        await close_room(clients, peers)
+    async with serving(data) as server:
+        async with tone_room(server.url) as (clients, _):
+            done_id = (await start_recording(data / "recordings", clients, CONSENT)).name
+            await wait_until(time.monotonic() + 3.0)
+            assert (await clients["facilitator"].call("recording:stop"))["ok"]
         done = await finalized(server.url, done_id)
         done_session = done["session_id"]
 
-        clients, peers, live_id = await record(server, 4.0)
-        try:
+        async with tone_room(server.url) as (clients, _):
+            live_id = (await start_recording(data / "recordings", clients, CONSENT)).name
+            await wait_until(time.monotonic() + 4.0)
             started = time.monotonic()
             result = await asyncio.to_thread(
                 storyroom, "backup", str(dest), "--data-dir", str(data)
@@ -70,10 +51,6 @@ async def test_a_backup_taken_during_a_take_restores(tmp_path: Path) -> None:
             live = clients["facilitator"].last
             assert live["recording"]["state"] == "recording"  # the take went on meanwhile
             live_session = live["session"]["id"]
-        finally:
-            await close_room(clients, peers)
-    finally:
-        await server.close()
     print(result.stdout)
     total = int(
         result.stdout.split("total")[1].split("file(s)")[1].split("bytes")[0].replace(",", "")
@@ -82,8 +59,7 @@ async def test_a_backup_taken_during_a_take_restores(tmp_path: Path) -> None:
     assert f"written to {dest}" in result.stdout
     assert total == sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
 
-    restored = await start_server(dest)
-    try:
+    async with serving(dest) as restored:
         sessions = await get(f"{restored.url}/api/sessions")
         listed = {s["id"] for s in sessions["sessions"]}
         assert {done_session, live_session} <= listed
@@ -115,5 +91,3 @@ async def test_a_backup_taken_during_a_take_restores(tmp_path: Path) -> None:
             f"raw stems: {raw / rec['duration_s'] * 60:,.0f} bytes a minute (3 voices); "
             f"a finished take's folder: {finished / done['duration_s'] * 60:,.0f} bytes a minute"
         )
-    finally:
-        await restored.close()

@@ -8,13 +8,15 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from storyroom.media.aiortc_internals import bind_ice_ports, check_ice_binding
-from support.media import TONES, SeatPeer, ToneTrack, close_room, dominant_frequency, open_room
+from support.media import TONES, SeatPeer, ToneTrack, dominant_frequency, tone_room
 from support.nat import OneToOneNat
-from support.server import RunningServer, create_session, seat_clients, start_server, wait_for
+from support.polling import wait_for
+from support.server import RunningServer, create_session, seated, serving
 
 CANDIDATE = re.compile(r"a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ (\w+)", re.IGNORECASE)
 PUBLIC = "127.0.0.2"
@@ -35,24 +37,34 @@ async def natted(tmp_path: Path) -> AsyncIterator[tuple[RunningServer, OneToOneN
     ports = range(21000, 21024)
     nat = OneToOneNat(PUBLIC, "127.0.0.1", ports)
     await nat.start()
-    server = await start_server(
-        tmp_path / "data",
-        ice_port_range=f"{ports[0]}-{ports[-1]}",
-        ice_public_address=PUBLIC,
-    )
     try:
-        yield server, nat
+        async with serving(
+            tmp_path / "data",
+            ice_port_range=f"{ports[0]}-{ports[-1]}",
+            ice_public_address=PUBLIC,
+        ) as server:
+            yield server, nat
     finally:
-        await server.close()
         await nat.close()
+
+
+async def refused_offer(url: str) -> dict[str, Any]:
+    """Seat a of a new session offers its audio; the server's ack, expected a refusal."""
+    async with seated(url, await create_session(url)) as clients:
+        peer = SeatPeer(clients["a"], ToneTrack(TONES["a"]))
+        try:
+            ack = await peer.offer()
+        finally:
+            await peer.close()
+    assert ack["ok"] is False, ack
+    return ack
 
 
 async def test_a_room_through_a_one_to_one_nat(
     natted: tuple[RunningServer, OneToOneNat],
 ) -> None:
     server, nat = natted
-    clients, peers = await open_room(server)
-    try:
+    async with tone_room(server.url) as (_, peers):
         for seat, peer in peers.items():
             answer = peer.pc.remoteDescription
             assert answer is not None
@@ -77,68 +89,32 @@ async def test_a_room_through_a_one_to_one_nat(
         # and its answers came back through it. (On loopback the server also reaches the
         # seats directly, so the pair the seats settle on may bypass the NAT.)
         assert nat.inbound > 0 and nat.outbound > 0, (nat.inbound, nat.outbound)
-    finally:
-        await close_room(clients, peers)
 
 
 async def test_a_full_port_range_is_refused_in_words(tmp_path: Path) -> None:
     ports = range(21100, 21106)
-    server = await start_server(tmp_path / "data", ice_port_range=f"{ports[0]}-{ports[-1]}")
     taken = []
-    try:
-        for port in ports:  # another program holds every port of the range
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.bind(("127.0.0.1", port))
-            taken.append(sock)
-        created = await create_session(server.url)
-        clients = await seat_clients(server.url, created)
-        peer = SeatPeer(clients["a"], ToneTrack(TONES["a"]))
+    async with serving(tmp_path / "data", ice_port_range=f"{ports[0]}-{ports[-1]}") as server:
         try:
-            peer.pc.addTransceiver(peer.tone, direction="sendonly")
-            peer.pc.addTransceiver("audio", direction="recvonly")
-            peer.pc.addTransceiver("audio", direction="recvonly")
-            await peer.pc.setLocalDescription(await peer.pc.createOffer())
-            assert peer.pc.localDescription is not None
-            ack = await clients["a"].call(
-                "rtc:offer", {"sdp": peer.pc.localDescription.sdp, "type": "offer"}
-            )
-            assert ack["ok"] is False
-            assert ack["error"]["code"] == "no_media_ports", ack
+            for port in ports:  # another program holds every port of the range
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                sock.bind(("127.0.0.1", port))
+                taken.append(sock)
+            ack = await refused_offer(server.url)
         finally:
-            await peer.close()
-            for client in clients.values():
-                await client.close()
-    finally:
-        for sock in taken:
-            sock.close()
-        await server.close()
+            for sock in taken:
+                sock.close()
+    assert ack["error"]["code"] == "no_media_ports", ack
 
 
 async def test_a_server_at_its_room_limit_says_so(tmp_path: Path) -> None:
-    server = await start_server(tmp_path / "data", max_rooms=1)
-    clients, peers = await open_room(server)
-    try:
-        created = await create_session(server.url)
-        second = await seat_clients(server.url, created)
-        peer = SeatPeer(second["a"], ToneTrack(TONES["a"]))
-        try:
-            peer.pc.addTransceiver(peer.tone, direction="sendonly")
-            peer.pc.addTransceiver("audio", direction="recvonly")
-            peer.pc.addTransceiver("audio", direction="recvonly")
-            await peer.pc.setLocalDescription(await peer.pc.createOffer())
-            assert peer.pc.localDescription is not None
-            ack = await second["a"].call(
-                "rtc:offer", {"sdp": peer.pc.localDescription.sdp, "type": "offer"}
-            )
-            assert ack == {"ok": False, "error": ack["error"]}
-            assert ack["error"]["code"] == "server_full"
-        finally:
-            await peer.close()
-            for client in second.values():
-                await client.close()
+    async with (
+        serving(tmp_path / "data", max_rooms=1) as server,
+        tone_room(server.url) as (_, peers),
+    ):
+        ack = await refused_offer(server.url)
+        assert ack == {"ok": False, "error": ack["error"]}
+        assert ack["error"]["code"] == "server_full"
         # the first room's seats may still replace their connections
         again = await peers["a"].client.call("rtc:offer", {"sdp": "v=0", "type": "offer"})
         assert again["error"]["code"] != "server_full"
-    finally:
-        await close_room(clients, peers)
-        await server.close()

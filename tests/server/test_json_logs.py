@@ -12,8 +12,8 @@ from typing import Any
 
 import aiohttp
 
+from storyroom.__main__ import demo_session
 from support.process import serve
-from support.server import session_payload
 
 
 async def test_json_lines_carry_the_request_id(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ async def test_json_lines_carry_the_request_id(tmp_path: Path) -> None:
                 health_id = resp.headers["X-Request-Id"]
             async with http.post(
                 f"{server.url}/api/sessions",
-                json=session_payload(),
+                json=demo_session(),
                 headers={"Authorization": f"Bearer {token}"},
             ) as resp:
                 assert resp.status == 201

@@ -14,8 +14,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from storyroom.web.health import HealthRoutes
-from support.media import close_room, open_room, start_take
-from support.server import STAFF_TOKEN, RunningServer, start_server, wait_for
+from support.media import start_recording, tone_room
+from support.polling import wait_for, wait_until
+from support.server import STAFF_TOKEN, RunningServer, serving
 
 CONSENT = {"record": True, "archive": False, "public": False}
 SEATS = ("a", "b", "facilitator")
@@ -59,9 +60,9 @@ async def test_figures_follow_a_take(server: RunningServer) -> None:
     )
     assert value(idle, "process_resident_memory_bytes") > 0
 
-    clients, peers = await open_room(server)
-    try:
-        await start_take(clients, peers, CONSENT)
+    async with tone_room(server.url) as (clients, peers):
+        await wait_for(lambda: all(len(p.received) == 2 for p in peers.values()), timeout=20)
+        await start_recording(server.settings.recordings_dir, clients, CONSENT)
         first = await samples(server.url)
         assert value(first, "storyroom_rooms", state="recording") == 1
         assert value(first, "storyroom_takes_recording") == 1
@@ -72,8 +73,7 @@ async def test_figures_follow_a_take(server: RunningServer) -> None:
         packets_before = by_seat(first, "storyroom_seat_packets_total")
         assert set(packets_before) == set(SEATS)
 
-        moved = time.monotonic() + 2.0
-        await wait_for(lambda: time.monotonic() > moved, what="two seconds of audio")
+        await wait_until(time.monotonic() + 2.0)  # two seconds of audio
         second = await samples(server.url)
         # 50 packets a second from each seat, forwarded to two others
         assert value(second, "storyroom_forward_latency_seconds_count") > latency_before + 150
@@ -97,15 +97,12 @@ async def test_figures_follow_a_take(server: RunningServer) -> None:
         assert value(done, "storyroom_finalize_duration_seconds_count") == 1
         assert 0 < value(done, "storyroom_finalize_duration_seconds_sum") < 60
         assert value(done, "storyroom_finalize_queue_length") == 0
-    finally:
-        await close_room(clients, peers)
 
 
 async def test_scrape_overhead_with_a_live_room(server: RunningServer) -> None:
     """Not a timed test: prints what a scrape costs beside a live room of three."""
-    clients, peers = await open_room(server)
-    try:
-        await wait_for(lambda: all(len(p.received) == 2 for p in peers.values()), timeout=15)
+    async with tone_room(server.url) as (_, peers):
+        await wait_for(lambda: all(len(p.received) == 2 for p in peers.values()), timeout=20)
         # the same collectors as the route's, over the same live services
         health = HealthRoutes(server.runner.app, server.settings)
         rounds = 200
@@ -123,8 +120,6 @@ async def test_scrape_overhead_with_a_live_room(server: RunningServer) -> None:
             f"({len(text)} bytes), {request_ms:.2f} ms per request on loopback"
         )
         assert b"storyroom_seat_packets_total" in text
-    finally:
-        await close_room(clients, peers)
 
 
 @pytest.mark.parametrize(
@@ -139,8 +134,7 @@ async def test_scrape_overhead_with_a_live_room(server: RunningServer) -> None:
 async def test_outside_the_metrics_networks_only_staff_may_scrape(
     tmp_path: Path, headers: dict[str, str], status: int
 ) -> None:
-    server = await start_server(tmp_path / "data", metrics_networks="10.0.0.0/8")
-    try:
+    async with serving(tmp_path / "data", metrics_networks="10.0.0.0/8") as server:
         got, _, text = await scrape(server.url, headers)
         assert got == status, text
         if status == 200:
@@ -149,5 +143,3 @@ async def test_outside_the_metrics_networks_only_staff_may_scrape(
             assert "storyroom_rooms" not in text
         async with aiohttp.ClientSession() as http, http.get(f"{server.url}/readyz") as ready:
             assert ready.status == 200  # readiness stays public
-    finally:
-        await server.close()

@@ -16,12 +16,12 @@ import pytest
 
 from storyroom.config import Settings
 from storyroom.recording.timeline import read_recording
-from support.media import TONES, close_room, open_room, start_take
-from support.process import serve, until
-from support.server import STAFF_TOKEN, SeatClient, wait_for
+from support.media import TONES, start_recording, tone_room
+from support.polling import wait_until
+from support.process import serve
+from support.server import SeatClient, call, finalized
 
 CONSENT = {"record": True, "archive": True, "public": False}
-AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}"}
 
 
 def told_of_restart(snapshot: dict[str, Any]) -> bool:
@@ -34,9 +34,8 @@ def told_of_restart(snapshot: dict[str, Any]) -> bool:
 
 
 async def get_json(url: str) -> Any:
-    async with aiohttp.ClientSession() as http, http.get(url, headers=AUTH) as resp:
-        assert resp.status == 200, await resp.text()
-        return await resp.json()
+    async with aiohttp.ClientSession() as http:
+        return await call(http, "GET", url)
 
 
 @pytest.mark.slow
@@ -46,19 +45,16 @@ async def test_sigterm_stops_the_take_cleanly_and_the_session_goes_on(tmp_path: 
     server = serve(data, tmp_path / "first.log")
     try:
         await server.ready()
-        clients, peers = await open_room(server)
-        try:
-            recording_id = await start_take(clients, peers, CONSENT)
+        async with tone_room(server.url) as (clients, _):
+            recording_id = (await start_recording(data / "recordings", clients, CONSENT)).name
             started = time.monotonic()
             tokens = {seat: client.token for seat, client in clients.items()}
             session_id = clients["a"].last["session"]["id"]
-            await wait_for(lambda: time.monotonic() - started >= 5.0, timeout=10)
+            await wait_until(started + 5.0)
             terminated = server.signal(signal.SIGTERM)
             for seat, client in clients.items():
                 await client.wait(told_of_restart, f"{seat} told of the restart")
             exited = await server.exited(timeout=grace + 20)
-        finally:
-            await close_room(clients, peers)
     finally:
         server.stop()
     recorded = terminated - started
@@ -86,13 +82,7 @@ async def test_sigterm_stops_the_take_cleanly_and_the_session_goes_on(tmp_path: 
         body = await get_json(f"{server.url}/api/sessions/{session_id}")
         assert body["recording"]["state"] == "stopped"
         assert body["recording"]["status_reason"] == "server_restart"
-
-        async def finalized() -> dict[str, Any] | None:
-            rec: dict[str, Any] = await get_json(f"{server.url}/api/recordings/{recording_id}")
-            return rec if rec["status"] in ("ready", "failed") else None
-
-        rec = await until(finalized, timeout=120, what="the take finalized")
-        assert rec["status"] == "ready", rec
+        rec = await finalized(server.url, recording_id)
         print(f"recorded {recorded:.2f} s, finalized {rec['duration_s']:.2f} s")
         assert abs(rec["duration_s"] - recorded) <= 1.0
 

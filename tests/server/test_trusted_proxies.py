@@ -12,8 +12,9 @@ import aiohttp
 import pytest
 import socketio
 
-from support.archive import STAFF_EMAIL, STAFF_PASSWORD, add_staff
-from support.server import STAFF_TOKEN, RunningServer, create_session, start_server, wait_for
+from support.polling import wait_for
+from support.server import STAFF_TOKEN, RunningServer, create_session, start_server
+from support.staff import STAFF_EMAIL, STAFF_PASSWORD, add_staff
 
 ONE, TWO = "198.51.100.7", "198.51.100.8"  # clients behind the proxy (header values only)
 TRIES = 25  # over bad_token_limit (20)

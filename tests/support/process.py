@@ -9,34 +9,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import aiohttp
 
 from support.server import STAFF_TOKEN, free_port
 
-T = TypeVar("T")
-
 ENV = {
     "STORYROOM_STAFF_TOKEN": STAFF_TOKEN,
     "STORYROOM_ICE_HOST_ADDRESSES": "127.0.0.1",
 }
-
-
-async def until(
-    probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0, what: str = ""
-) -> T:
-    """Await `probe` every 0.1 s until it gives something other than None (`wait_for`
-    for probes that make requests)."""
-    deadline = time.monotonic() + timeout
-    while (value := await probe()) is None:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}")
-        await asyncio.sleep(0.1)
-    return value
 
 
 def environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:

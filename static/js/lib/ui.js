@@ -43,6 +43,19 @@ export function el(tag, options = {}, children = []) {
   return node;
 }
 
+/**
+ * Give `table` its header row: a column heading per catalogue key, filled in by
+ * setLanguage() like the markup's. A key in `hidden` heads its column for screen readers
+ * only (a column of buttons).
+ */
+export function tableHead(table, keys, { hidden = [] } = {}) {
+  const heading = (key) =>
+    hidden.includes(key)
+      ? el("th", { attrs: { scope: "col" } }, [el("span", { className: "visually-hidden", i18n: key })])
+      : el("th", { i18n: key, attrs: { scope: "col" } });
+  table.createTHead().replaceChildren(el("tr", {}, keys.map(heading)));
+}
+
 export function show(node, visible) {
   node.hidden = !visible;
 }
@@ -84,9 +97,10 @@ let dialogCount = 0;
 
 /**
  * An accessible confirmation (a modal <dialog>: focus moves in, Escape cancels, focus
- * returns). Resolves true when confirmed.
+ * returns). Resolves true when confirmed. `cancel` names the way out when plain "Cancel"
+ * would not say what it keeps ("Keep recording").
  */
-export function confirmDialog({ title, body, confirm, cancel, danger = false }) {
+export function confirmDialog({ title, body, confirm, cancel = t("common.cancel"), danger = false }) {
   dialogCount += 1;
   const titleId = `dialog-title-${dialogCount}`;
   const bodyId = `dialog-body-${dialogCount}`;

@@ -7,7 +7,7 @@ import { DAY_KEYS, availabilityRows, fillTimeZones } from "../lib/availability.j
 import { language, languageName, onLanguageChange, t } from "../lib/i18n.js";
 import { PLACEMENT_KEYS, placementText } from "../lib/placement.js";
 import { api, apiError, startStaffPage } from "../lib/staff-session.js";
-import { $, $$, confirmDialog, el, show } from "../lib/ui.js";
+import { $, $$, confirmDialog, el, show, tableHead } from "../lib/ui.js";
 
 const STATUSES = [
   ["new", "applications.status_new"],
@@ -228,7 +228,6 @@ async function withdrawDetail() {
     title: t("applications.withdraw_title", { name: a.first_name }),
     body: t("applications.withdraw_body"),
     confirm: t("applications.withdraw"),
-    cancel: t("applications.cancel"),
   });
   if (!ok) {
     return;
@@ -248,7 +247,6 @@ async function deleteDetail() {
     title: t("applications.delete_title", { name: a.first_name }),
     body: t("applications.delete_body"),
     confirm: t("applications.delete"),
-    cancel: t("applications.cancel"),
     danger: true,
   });
   if (!ok) {
@@ -465,7 +463,6 @@ async function confirmSession(p, schedule, status) {
     title: t("applications.confirm_title"),
     body: t("applications.confirm_body", { when: formatDate(schedule.starts_at) }),
     confirm: t("applications.confirm"),
-    cancel: t("applications.cancel"),
   });
   if (!ok) {
     return;
@@ -673,6 +670,14 @@ async function loadRegions() {
 }
 
 async function main() {
+  tableHead($("#applications-table"), [
+    "applications.col_name",
+    "applications.col_place",
+    "applications.col_languages",
+    "applications.col_placement",
+    "applications.col_status",
+    "applications.col_received",
+  ]);
   page.facWindows = availabilityRows($("#fac-windows"), "fw");
   page.facWindows.add();
   const [started] = await Promise.all([startStaffPage("applications"), loadRegions()]);

@@ -4,7 +4,7 @@
 import { formatDate } from "../lib/format.js";
 import { onLanguageChange, t } from "../lib/i18n.js";
 import { api, apiError, startStaffPage } from "../lib/staff-session.js";
-import { $, el } from "../lib/ui.js";
+import { $, el, tableHead } from "../lib/ui.js";
 
 const ACTION_KEYS = {
   sign_in: "audit.action_sign_in",
@@ -87,6 +87,13 @@ async function load(older) {
 }
 
 async function main() {
+  tableHead($("#audit-table"), [
+    "audit.col_when",
+    "audit.col_who",
+    "audit.col_action",
+    "audit.col_target",
+    "audit.col_detail",
+  ]);
   $("#a-action").append(
     ...Object.entries(ACTION_KEYS).map(([value, key]) => el("option", { i18n: key, attrs: { value } })),
   );

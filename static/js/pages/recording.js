@@ -6,7 +6,7 @@ import { linkItem } from "../lib/clipboard.js";
 import { formatBytes, formatClock, formatDate, recordingLabel } from "../lib/format.js";
 import { languageName, onLanguageChange, t } from "../lib/i18n.js";
 import { api, apiError, startStaffPage } from "../lib/staff-session.js";
-import { $, confirmDialog, el } from "../lib/ui.js";
+import { $, confirmDialog, el, tableHead } from "../lib/ui.js";
 
 const RECORDING_ID = decodeURIComponent(location.pathname.split("/").pop() || "");
 const PARTICIPANTS = ["a", "b"];
@@ -336,7 +336,6 @@ async function revoke(link) {
     title: t("archive.revoke_title", { name: personName(link.seat) }),
     body: t("archive.revoke_body"),
     confirm: t("archive.revoke"),
-    cancel: t("archive.cancel"),
     danger: true,
   });
   if (!ok) {
@@ -451,7 +450,6 @@ async function deleteRecording() {
     title: t("archive.delete_confirm_title"),
     body: t("archive.delete_confirm_body", { title: page.rec.title || page.rec.id }),
     confirm: t("archive.delete_confirm"),
-    cancel: t("archive.cancel"),
     danger: true,
   });
   if (!ok) {
@@ -468,6 +466,19 @@ async function deleteRecording() {
 }
 
 async function main() {
+  tableHead($("#consent-table"), ["archive.col_person", ...KINDS.map((kind) => CONSENT_KEYS[kind])]);
+  tableHead(
+    $("#links-table"),
+    [
+      "archive.col_person",
+      "archive.col_link_state",
+      "archive.col_expires",
+      "archive.col_downloads",
+      "archive.col_actions",
+    ],
+    { hidden: ["archive.col_actions"] },
+  );
+  tableHead($("#files-table"), ["archive.col_file", "archive.col_kind", "archive.col_size", "archive.col_checksum"]);
   if (!(await startStaffPage("recordings"))) {
     return;
   }

@@ -4,7 +4,7 @@
 import { formatClock, formatDate, recordingLabel } from "../lib/format.js";
 import { onLanguageChange, t } from "../lib/i18n.js";
 import { api, apiError, startStaffPage } from "../lib/staff-session.js";
-import { $, el } from "../lib/ui.js";
+import { $, el, tableHead } from "../lib/ui.js";
 
 const FIELDS = {
   q: "#q",
@@ -108,6 +108,14 @@ function render() {
 }
 
 async function main() {
+  tableHead($("#results"), [
+    "archive.col_title",
+    "archive.col_recorded",
+    "archive.col_people",
+    "archive.col_length",
+    "archive.col_status",
+    "archive.col_consent",
+  ]);
   $("#f-status").append(
     ...STATUSES.map((value) => el("option", { i18n: `rec.${value}`, attrs: { value } })),
   );

@@ -5,7 +5,7 @@ import { linkItem } from "../lib/clipboard.js";
 import { formatDate, recordingLabel } from "../lib/format.js";
 import { languageName, onLanguageChange, t } from "../lib/i18n.js";
 import { api, apiError, startStaffPage } from "../lib/staff-session.js";
-import { $, el, show } from "../lib/ui.js";
+import { $, el, show, tableHead } from "../lib/ui.js";
 
 // The last created session's links: the server keeps only hashes of their tokens, so
 // they live in this tab until it is closed.
@@ -175,6 +175,13 @@ function render() {
 }
 
 async function main() {
+  tableHead($("#sessions-table"), [
+    "staff.col_title",
+    "staff.col_created",
+    "staff.col_language",
+    "staff.col_people",
+    "staff.col_recording",
+  ]);
   if (!(await startStaffPage("sessions"))) {
     return;
   }
