@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -25,62 +20,17 @@ from support.media import (
     tone_room,
 )
 from support.polling import wait_for, wait_until
-from support.server import STAFF_TOKEN, call, free_port
-
-
-@contextlib.contextmanager
-def server_process(data_dir: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    env = {
-        **os.environ,
-        "STORYROOM_STAFF_TOKEN": STAFF_TOKEN,
-        "STORYROOM_LOG_LEVEL": "WARNING",
-        "STORYROOM_ICE_HOST_ADDRESSES": "127.0.0.1",
-    }
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "storyroom",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        if proc.stderr:
-            proc.stderr.close()
-
-
-async def healthy(url: str) -> None:
-    async def probe() -> bool:
-        try:
-            async with aiohttp.ClientSession() as http, http.get(f"{url}/healthz") as resp:
-                return resp.status == 200
-        except aiohttp.ClientError:
-            return False
-
-    await wait_for(probe, timeout=60, interval=0.1, what="the server to come up")
+from support.process import serve
+from support.server import call
 
 
 @pytest.mark.slow
 async def test_sigkill_mid_recording_keeps_all_but_the_last_two_seconds(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with server_process(data, port) as proc:
-        await healthy(url)
+    server = serve(data, tmp_path / "first.log", env={"STORYROOM_LOG_LEVEL": "WARNING"})
+    url = server.url
+    try:
+        await server.ready("/healthz", timeout=60)
         async with tone_room(url) as (clients, peers):
             created_id = clients["a"].last["session"]["id"]
             await wait_for(lambda: all(len(p.received) == 2 for p in peers.values()), timeout=30)
@@ -90,9 +40,11 @@ async def test_sigkill_mid_recording_keeps_all_but_the_last_two_seconds(tmp_path
             rec_dir = await start_recording(data / "recordings", clients)
             started = audio_sent(peers)
             await wait_until(time.monotonic() + 6.0)
-            proc.send_signal(signal.SIGKILL)
+            server.signal(signal.SIGKILL)
             killed = audio_sent(peers)
-            proc.wait(timeout=10)
+            await server.exited(timeout=10)
+    finally:
+        server.stop()
 
     segments = {s.seat: s for s in read_recording(rec_dir)}
     assert set(segments) == set(TONES)
@@ -108,8 +60,9 @@ async def test_sigkill_mid_recording_keeps_all_but_the_last_two_seconds(tmp_path
         assert segments[seat].packets[-1].granule_end >= len(audio) - 960 * 2
 
     # restart on the same data: the recording is found, interrupted, files intact
-    with server_process(data, port):
-        await healthy(url)
+    server = serve(data, tmp_path / "second.log", port=server.port)
+    try:
+        await server.ready("/healthz", timeout=60)
         async with aiohttp.ClientSession() as http:
             body = await call(http, "GET", f"{url}/api/sessions/{created_id}")
         assert body["recording"]["state"] == "interrupted"
@@ -119,3 +72,5 @@ async def test_sigkill_mid_recording_keeps_all_but_the_last_two_seconds(tmp_path
         for seat in TONES:
             stem = decode_stem(rec_dir, seat)
             assert len(stem) / RATE == survived[seat]
+    finally:
+        server.stop()

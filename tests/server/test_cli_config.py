@@ -114,8 +114,9 @@ def test_serve_demo_prints_links_and_serves(tmp_path: Path) -> None:
             lines.append(proc.stdout.readline())
         text = "".join(lines)
         assert len(LINK.findall(text)) == 3, text
-        assert "generated a staff token" in text
+        assert f"generated a staff token, saved in {tmp_path / 'staff-token'}" in text
         assert (tmp_path / "staff-token").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "staff-token").read_text().strip() not in text  # never shown
         import urllib.request
 
         def up() -> bool:

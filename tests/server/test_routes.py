@@ -21,6 +21,7 @@ from support.staff import add_staff, signed_in
 # (method, canonical path) of every route anyone may call; HEAD goes with GET.
 PUBLIC = {
     ("GET", "/healthz"),
+    ("GET", "/readyz"),
     # sign-in, with its own double-submit CSRF token
     ("GET", "/api/staff/csrf"),
     ("POST", "/api/staff/signin"),
@@ -71,14 +72,21 @@ def concrete(path: str) -> str:
     return PARAMETER.sub("x_0000000000000000", path)
 
 
+API = ("/api/", "/metrics")  # answered in JSON (401), not redirected to sign in
+
+
 def is_page(path: str) -> bool:
-    return not path.startswith("/api/")
+    return not path.startswith(API)
 
 
 @pytest.fixture
 async def app_server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     # every wrong token below counts against 127.0.0.1: keep the limit out of the way
-    async with serving(tmp_path / "data", bad_token_limit=100_000) as running:
+    # /metrics is open to its networks only: with none that holds 127.0.0.1, it is
+    # guarded here like any staff route
+    async with serving(
+        tmp_path / "data", bad_token_limit=100_000, metrics_networks="10.0.0.0/8"
+    ) as running:
         await add_staff(running)
         yield running
 

@@ -98,7 +98,8 @@ class SeatPeer:
     received: dict[str, list[np.ndarray]] = field(default_factory=dict)
     _readers: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def connect(self) -> dict[str, Any]:
+    async def offer(self) -> dict[str, Any]:
+        """Send this seat's offer; the server's ack, accepted or refused."""
         self.pc.addTransceiver(self.tone, direction="sendonly")
         self.pc.addTransceiver("audio", direction="recvonly")
         self.pc.addTransceiver("audio", direction="recvonly")
@@ -109,9 +110,13 @@ class SeatPeer:
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         assert self.pc.localDescription is not None
-        ack = await self.client.call(
+        ack: dict[str, Any] = await self.client.call(
             "rtc:offer", {"sdp": self.pc.localDescription.sdp, "type": "offer"}
         )
+        return ack
+
+    async def connect(self) -> dict[str, Any]:
+        ack = await self.offer()
         assert ack["ok"], ack
         self.mids = ack["mids"]
         await self.pc.setRemoteDescription(RTCSessionDescription(**ack["answer"]))

@@ -101,6 +101,20 @@ async def call(
         return data
 
 
+async def finalized(url: str, recording_id: str, timeout: float = 120) -> dict[str, Any]:
+    """The recording once its finalization has ended, as `GET /api/recordings/{id}`
+    says; asserts that it ended ready."""
+
+    async def ended() -> dict[str, Any] | None:
+        async with aiohttp.ClientSession() as http:
+            rec: dict[str, Any] = await call(http, "GET", f"{url}/api/recordings/{recording_id}")
+        return rec if rec["status"] in ("ready", "failed") else None
+
+    rec = await wait_for(ended, timeout=timeout, interval=0.1, what=f"{recording_id} finalized")
+    assert rec["status"] == "ready", rec
+    return rec
+
+
 async def create_session(url: str, **changes: Any) -> dict[str, Any]:
     async with aiohttp.ClientSession() as http:
         body: dict[str, Any] = await call(
