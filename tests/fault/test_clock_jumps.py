@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import support.media
-from support.media import RATE, tone_room
+from support.media import FRAME, RATE, tone_room
 from support.polling import wait_for, wait_until
 from support.server import CONSENT, RunningServer, give_consent
 
@@ -92,7 +92,18 @@ async def test_wall_clock_steps_do_not_move_the_timer_or_the_audio(
             peers[seat].tone.bursts += [began + t for t in times]
 
         async def until(t: float) -> None:
+            """Real time `t` after the start, and each seat's tone sent that far: a busy
+            machine lets senders fall behind, and a burst sent after the pause began
+            would be missing from the take (not misplaced)."""
             await wait_until(began + t, clock=real_time)
+            await wait_for(
+                lambda: all(
+                    peer.tone.frame_wall_time(peer.tone.sent_frames * FRAME) >= began + t
+                    for peer in peers.values()
+                ),
+                timeout=30,
+                what=f"every tone sent {t} s past the start",
+            )
 
         await until(1.5)
         wall.step = HOUR
