@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
+from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, expect
@@ -21,9 +23,11 @@ from support.browser import (
     turn_on_microphone,
     with_raw_audio,
 )
-from support.media import TONES
+from support.media import TONES, tone_room
 from support.polling import wait_for
-from support.server import RunningServer, create_session
+from support.server import RunningServer, create_session, serving
+
+SPANISH = json.loads((Path(__file__).parents[2] / "static/i18n/es.json").read_text())
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +42,11 @@ async def audio_state(page: Page) -> tuple[str, str | None]:
 async def settled_audio(page: Page) -> tuple[str, str | None] | None:
     state = await audio_state(page)
     return state if state[0] in ("connected", "unavailable", "failed") else None
+
+
+async def audio_state_is(page: Page, wanted: str) -> tuple[str, str | None] | None:
+    state = await audio_state(page)
+    return state if state[0] == wanted else None
 
 
 async def silent(page: Page, seat: str) -> bool:
@@ -121,3 +130,29 @@ async def test_the_facilitator_hears_both_participants_and_survives_a_drop(
         await expect(a.locator("#facilitator-presence")).to_have_text("In the room")
         for person in seats.values():
             person.watch.assert_clean()
+
+
+async def test_a_full_server_says_audio_is_unavailable_and_connects_once_a_room_frees(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """At its room limit the server refuses a new room's audio (`server_full`): the seat
+    says, in its language, that audio is unavailable here now, and keeps asking; once the
+    first room's seats leave, the audio connects."""
+    async with serving(tmp_path / "data", max_rooms=1) as server:
+        created = await create_session(server.url, language="es")
+        link = with_raw_audio(created["seats"]["a"]["url"])
+        async with seat_page(browser, link, "a", PHONE) as seat:
+            async with tone_room(server.url):
+                await turn_on_microphone(seat.page)
+                state = await wait_for(
+                    lambda: settled_audio(seat.page), timeout=30, what="a's audio"
+                )
+                assert state == ("unavailable", "server_full"), state
+                await expect(seat.page.locator("#audio-status")).to_have_text(
+                    SPANISH["audio.unavailable"], timeout=EXPECT_MS
+                )
+            # the first room's peers have closed: the next retry finds room
+            state = await wait_for(
+                lambda: audio_state_is(seat.page, "connected"), timeout=60, what="a connected"
+            )
+            assert state[0] == "connected"

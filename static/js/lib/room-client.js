@@ -13,6 +13,9 @@ export const TOKEN_ERRORS = new Set(["token_missing", "token_invalid", "token_ex
 
 const ICE_GATHERING_TIMEOUT_MS = 4000;
 const REQUEST_TIMEOUT_MS = 10000;
+/** Offer refusals that say the server is at capacity (`server_full`: its room limit;
+ * `no_media_ports`: its ICE port range is taken), not that this seat did wrong. */
+const AUDIO_AT_CAPACITY = ["server_full", "no_media_ports"];
 const AUDIO_RETRY_MS = [1000, 2000, 4000, 8000, 15000];
 const SERVER_DISCONNECT_RETRY_MS = [1000, 2000, 5000, 10000];
 const OFFSET_SAMPLES = 12;
@@ -399,11 +402,14 @@ export class RoomClient {
       pc.close();
       this.pc = null;
       this.sender = null;
-      if (code === "media_unavailable") {
+      if (AUDIO_AT_CAPACITY.includes(code)) {
+        // the server has no room for more audio now; it may later, when a room ends
         this._setAudio("unavailable", code);
+        this._retryAudio();
       } else {
         this._setAudio("failed", code);
-        if (["offline", "timeout", "internal", "offer_in_flight"].includes(code)) {
+        const passing = ["offline", "timeout", "internal", "offer_in_flight", "server_restarting"];
+        if (passing.includes(code)) {
           this._retryAudio();
         }
       }
