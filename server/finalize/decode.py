@@ -322,13 +322,15 @@ def seat_blocks(
 
 def ffmpeg_frames(path: Path, end: int) -> Iterator[tuple[int, np.ndarray]]:
     """(sample, float32 mono samples) of a FLAC file from 0 up to `end`, one second at
-    a time, decoded and converted by FFmpeg in C."""
+    a time, decoded and converted by FFmpeg in C (any gap in its timestamps silence)."""
     graph = av.filter.Graph()
     source = graph.add("amovie", filename=str(path))
+    fill = graph.add("aresample", **{"async": "1", "min_hard_comp": "0.0001", "first_pts": "0"})
     frames = graph.add("asetnsamples", n=str(BLOCK), p="0")
     planar = graph.add("aformat", sample_fmts="fltp", channel_layouts="mono")
     sink = graph.add("abuffersink")
-    source.link_to(frames)
+    source.link_to(fill)
+    fill.link_to(frames)
     frames.link_to(planar)
     planar.link_to(sink)
     graph.configure()
