@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # storyroom production image:
-#   docker build -t storyroom . && docker run -p 8080:8080 -v storyroom-data:/data storyroom
+#   docker build -t storyroom . && docker run -p 8080:8080 -p 40000-40199:40000-40199/udp \
+#       -e STORYROOM_ICE_PUBLIC_ADDRESS=<the host's public address> -v storyroom-data:/data storyroom
+# Behind HTTPS with coturn: deploy/compose.yaml and docs/deploy.md.
 
 # Third-party browser code comes from the npm registry through package-lock.json;
 # only socket.io-client's prebuilt dist/ reaches the final image.
@@ -22,20 +24,26 @@ RUN useradd --system --user-group --create-home --no-log-init --uid 10001 storyr
     && chown storyroom:storyroom /data
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY server/ server/
 COPY static/ static/
 COPY --from=web /app/node_modules/socket.io-client/dist/ static/vendor/socket.io-client/
 
 # Same install as the README's: pip install of the project (aiortc, PyAV, numpy and
-# cryptography all ship manylinux wheels, so no compiler or ffmpeg binary is needed).
-RUN pip install --no-cache-dir .
+# cryptography all ship manylinux wheels, so no compiler or ffmpeg binary is needed),
+# held to the versions CI tested by constraints.txt.
+RUN pip install --no-cache-dir --constraint=constraints.txt .
 
+# Audio: ICE host candidates bind in this UDP range, which a container must publish
+# one to one (deploy/compose.yaml: "40000-40199:40000-40199/udp") and announce with
+# STORYROOM_ICE_PUBLIC_ADDRESS. 200 ports carry 33 rooms (6 per room).
 ENV STORYROOM_DATA_DIR=/data \
     STORYROOM_STATIC_DIR=/app/static \
-    STORYROOM_HOST=0.0.0.0
+    STORYROOM_HOST=0.0.0.0 \
+    STORYROOM_ICE_PORT_RANGE=40000-40199
 VOLUME ["/data"]
 EXPOSE 8080
+EXPOSE 40000-40199/udp
 
 # The storyroom user, by number so that the host and Kubernetes' runAsNonRoot can tell
 # it is not root without reading the image's /etc/passwd.

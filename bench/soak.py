@@ -65,10 +65,15 @@ from support.netimpair import Impairment, RelayClient, RelayProcess, start_relay
 GOALS = {
     "rss_mb_per_min": 1.0,
     "drift_ms": 20.0,
+    "median_drift_ms": 5.0,
+    "bursts_placed": 5,
     "gap_ms": 20.0,
+    "p99_ms": 50.0,
     "p99_creep_ms": 10.0,
     "storm_recover_s": 5.0,
 }
+"""Goals that need a quiet machine: tests/fault/test_soak.py runs the short profile and
+asserts only what holds however busy the machine is; these are reported here."""
 UNPLANNED_LOSS_S = 35.0
 """How long before a seat noticed its connection had failed its audio may already have
 stopped (ICE consent checks give up after about 30 s): excluded like an outage."""
@@ -676,6 +681,22 @@ def goals(fig: dict[str, Any]) -> list[tuple[str, str, bool]]:
             worst is not None and worst <= GOALS["drift_ms"],
         )
     )
+    seats = [s for r in fig["rooms"] for s in r.get("seats", {}).values()]
+    fewest = min((s["bursts_placed"] for s in seats), default=None)
+    medians = [s["median_abs_drift_ms"] for s in seats if s["median_abs_drift_ms"] is not None]
+    out.append(
+        (
+            "every seat's bursts placed (>= 5 each), median |drift| <= 5 ms, max <= 20 ms",
+            f"fewest placed {fewest}; worst median {fmt(max(medians) if medians else None)} ms; "
+            f"max {fmt(max(all_drifts) if all_drifts else None)} ms",
+            fewest is not None
+            and fewest >= GOALS["bursts_placed"]
+            and len(medians) == len(seats)
+            and max(medians) <= GOALS["median_drift_ms"]
+            and len(all_drifts) == len(seats)
+            and max(all_drifts) <= GOALS["drift_ms"],
+        )
+    )
     gaps = [g for r in fig["rooms"] for s in r.get("seats", {}).values() for g in s["gaps"]]
     errors = [
         abs(e) for g in gaps for e in (g["start_error_ms"], g["end_error_ms"]) if e is not None
@@ -693,6 +714,14 @@ def goals(fig: dict[str, Any]) -> list[tuple[str, str, bool]]:
         )
     )
     lat = [i for i in fig["latency"] if i["p99_ms"] is not None]
+    worst_p99 = max((i["p99_ms"] for i in lat), default=None)
+    out.append(
+        (
+            "p99 added latency < 50 ms in every interval",
+            f"worst {fmt(worst_p99)} ms",
+            worst_p99 is not None and worst_p99 < GOALS["p99_ms"],
+        )
+    )
     if len(lat) >= 2:
         creep = lat[-1]["p99_ms"] - lat[0]["p99_ms"]
         out.append(

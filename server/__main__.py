@@ -1,5 +1,5 @@
 """Command line: `storyroom serve`, `storyroom session create`, `storyroom staff add`,
-`storyroom recording finalize|export-bag`."""
+`storyroom recording finalize|export-bag`, `storyroom backup`, `storyroom check`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import contextlib
 import copy
 import getpass
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
@@ -21,21 +22,28 @@ from storyroom.app import STORE_MODULES, create_app
 from storyroom.archive.bagit import build_bag
 from storyroom.archive.catalogue import Archive
 from storyroom.archive.copies import Copies
+from storyroom.backup import backup
+from storyroom.check import run_checks
 from storyroom.config import Settings, SettingsError
 from storyroom.errors import InvalidInput, StoryroomError
 from storyroom.fields import ID_RE
 from storyroom.finalize.jobs import FinalizeJobs
+from storyroom.logs import configure_logging
 from storyroom.recording.layout import recording_dir
 from storyroom.room.protocol import parse_session_create
 from storyroom.room.sessions import CreatedSession, create_session
 from storyroom.staff.accounts import Accounts, normalize_email
 from storyroom.staff.audit import Audit
-from storyroom.staff.tokens import load_or_create_staff_token
+from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
 from storyroom.status import FinalizeStatus, RecordingState
 from storyroom.store import ModuleMigrations, RecordingRow, Store
+from storyroom.web.request_ids import RequestIdAccessLogger
+from storyroom.web.tls import tls_context
 
 if TYPE_CHECKING:
     Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+log = logging.getLogger(__name__)
 
 
 def _add_settings_flags(p: argparse.ArgumentParser) -> None:
@@ -64,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default 127.0.0.1; env STORYROOM_HOST)")
     serve.add_argument("--port", type=int, help="listen port (default 8080; env STORYROOM_PORT)")
     _add_settings_flags(serve)
+    serve.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate chain")
+    serve.add_argument("--tls-key", help="the certificate's PEM private key")
     serve.add_argument(
         "--demo", action="store_true", help="create a demo session and print its three join links"
     )
@@ -90,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("recording_id")
     export.add_argument(
         "dest", help="the bag directory to create (inside it, if it is an existing directory)"
+    )
+
+    _command(
+        sub,
+        "backup",
+        "copy the database (SQLite online backup), recordings, staff token and outbox "
+        "to DEST; safe while the server runs",
+    ).add_argument("dest", help="a folder that does not exist yet (or is empty)")
+    _command(
+        sub,
+        "check",
+        "check settings, encoders, aiortc, the data folder and TURN; non-zero if any fails",
     )
 
     staff = _group(sub, "staff", "manage staff accounts")
@@ -198,6 +220,28 @@ async def _finalize(settings: Settings, recording_id: str) -> int:
         return 0
 
 
+def _backup(settings: Settings, dest: Path) -> int:
+    made = backup(settings, dest)
+    print(f"Backup of {settings.data_dir} written to {made.dest} in {made.seconds:.2f} s")
+    for part in made.parts:
+        print(f"  {part.name:<20} {part.files:>6} file(s) {part.bytes:>14,} bytes  {part.what}")
+    print(f"  {'total':<20} {made.files:>6} file(s) {made.bytes:>14,} bytes")
+    return 0
+
+
+def _check(settings: Settings) -> int:
+    checks = asyncio.run(run_checks(settings, os.environ))
+    width = max(len(check.name) for check in checks)
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:<{width}}  {check.detail}")
+    failing = [check.name for check in checks if not check.ok]
+    if failing:
+        print(f"storyroom: {len(failing)} check(s) failed: {', '.join(failing)}", file=sys.stderr)
+        return 1
+    print(f"storyroom: all {len(checks)} checks passed")
+    return 0
+
+
 def print_links(created: CreatedSession, out: object = None) -> None:
     labels = {"a": "Participant A", "b": "Participant B", "facilitator": "Facilitator"}
     print(f"Session {created.id}")
@@ -235,16 +279,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.load(
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),
+            tls_cert=getattr(args, "tls_cert", None),
+            tls_key=getattr(args, "tls_key", None),
             data_dir=args.data_dir,
             public_url=args.public_url,
         )
     except SettingsError as exc:
         print(f"storyroom: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     try:
+        if args.command == "backup":
+            return _backup(settings, Path(args.dest))
+        if args.command == "check":
+            return _check(settings)
         if args.command == "staff":
             return asyncio.run(_staff(settings, args.staff_command, args.email, _read_password()))
         if args.command == "recording" and args.recording_command == "export-bag":
@@ -270,19 +318,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_links(asyncio.run(_create(settings, payload)))
             return 0
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        staff_token, created = load_or_create_staff_token(settings.data_dir, settings.staff_token)
+        _, created = load_or_create_staff_token(settings.data_dir, settings.staff_token)
         if created:
-            print(
-                "storyroom: generated a staff token, saved in "
-                f"{settings.data_dir / 'staff-token'} (shown only now):\n  {staff_token}"
-            )
+            # where it is, never the token itself: logs and terminals are kept and shared
+            log.warning("generated a staff token, saved in %s", settings.data_dir / TOKEN_FILE)
         if args.demo:
             print_links(asyncio.run(_create(settings, demo_session())))
+        ssl_context = tls_context(settings)
     except InvalidInput as exc:
         print(f"storyroom: {exc.message}", file=sys.stderr)
         return 2
     print(f"storyroom: serving on {settings.base_url} (data in {settings.data_dir})", flush=True)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        ssl_context=ssl_context,
+        print=None,
+        access_log_class=RequestIdAccessLogger,
+    )
     return 0
 
 

@@ -9,13 +9,16 @@ from collections.abc import AsyncIterator
 import socketio
 from aiohttp import web
 
+from storyroom import readiness
 from storyroom.archive import catalogue as archive_module
 from storyroom.archive import copies as copies_module
 from storyroom.archive.bagit import BagMaker
 from storyroom.archive.catalogue import Archive
 from storyroom.archive.copies import Copies
 from storyroom.config import Settings
+from storyroom.finalize import mp3_encoder
 from storyroom.finalize.jobs import FinalizeJobs
+from storyroom.finalize.mp3_encoder import Mp3Encoder
 from storyroom.matching.outbox import Outbox, mailer
 from storyroom.matching.store import TABLES as APPLICATION_TABLES
 from storyroom.matching.store import ApplicationStore
@@ -28,7 +31,8 @@ from storyroom.staff import accounts as accounts_module
 from storyroom.staff import audit as audit_module
 from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit
-from storyroom.staff.tokens import load_or_create_staff_token
+from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
+from storyroom.status import StopReason
 from storyroom.store import Store
 from storyroom.web.edge import add_http_edge
 
@@ -41,6 +45,7 @@ STORE_MODULES = (
     audit_module.TABLES,
     archive_module.TABLES,
     copies_module.TABLES,
+    readiness.TABLES,
 )
 
 
@@ -63,12 +68,8 @@ def create_app(settings: Settings) -> web.Application:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         staff_token, created = load_or_create_staff_token(settings.data_dir, settings.staff_token)
         if created:
-            # Printed once, on the start that generated it.
-            print(
-                f"storyroom: generated a staff token (saved in {settings.data_dir / 'staff-token'}):"
-                f"\n  {staff_token}",
-                flush=True,
-            )
+            # where it is, never the token itself: logs are kept and shared
+            log.warning("generated a staff token, saved in %s", settings.data_dir / TOKEN_FILE)
         store = await Store.open(settings.database_path, modules=STORE_MODULES)
         accounts = Accounts(store, settings)
         await accounts.load()
@@ -80,6 +81,7 @@ def create_app(settings: Settings) -> web.Application:
                 "recording %s was running when the server stopped: marked interrupted", rec_id
             )
             mark_interrupted_on_disk(settings.recordings_dir, rec_id)
+        _say_mp3_encoder()
         rooms = Rooms(settings, store)
         recorder = Recorder(settings.recordings_dir)
         media = MediaPlane(settings, subscribers=[recorder])
@@ -122,12 +124,46 @@ def create_app(settings: Settings) -> web.Application:
             await store.close()
 
     async def on_shutdown(app: web.Application) -> None:
-        # Socket.IO first: close live connections before services go away.
+        # SIGTERM (or any orderly stop): live takes end cleanly and every seat hears why,
+        # then the connections close, all before the services go away.
+        services = app[SERVICES]
+        await end_live_takes(services)
+        await services.signaling.disconnect_all()
         await sio.shutdown()
 
     app.cleanup_ctx.append(services)
     app.on_shutdown.append(on_shutdown)
     return app
+
+
+def _say_mp3_encoder() -> None:
+    """At start-up: which encoder will make access copies; a warning for the slower
+    fallback, an error when there is none (finalization would fail; /readyz says so)."""
+    encoder = mp3_encoder.available()
+    if encoder is Mp3Encoder.LAME:
+        log.info("MP3 encoder: %s", mp3_encoder.describe(encoder))
+    elif encoder is Mp3Encoder.PYAV:
+        log.warning("MP3 encoder: %s", mp3_encoder.describe(encoder))
+    else:
+        log.error("%s: recordings cannot be finalized", mp3_encoder.describe(encoder))
+
+
+async def end_live_takes(services: Services) -> None:
+    """Stop every live take for a restart within `shutdown_grace_s`: stems flushed and
+    closed, the take `stopped` with reason `server_restart`, its finalization queued
+    (and run at the next start if this process ends first), every seat told. Room events
+    are refused from here on. A take that could not be stopped in time is found
+    `interrupted` at the next start, as after a crash."""
+    services.signaling.refuse_events()
+    grace = services.settings.shutdown_grace_s
+    try:
+        async with asyncio.timeout(grace):
+            stopped = await services.rooms.end_live_takes(StopReason.SERVER_RESTART)
+    except TimeoutError:
+        log.error("shutting down: live takes were not all stopped within %.1f s", grace)
+        return
+    if stopped:
+        log.info("shutting down: %d live take(s) stopped cleanly: %s", len(stopped), stopped)
 
 
 def _now() -> float:

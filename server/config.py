@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -14,6 +16,18 @@ from typing import Any
 
 class SettingsError(ValueError):
     """A configuration value that cannot be used; the message names the variable."""
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# Variables with the prefix that are not settings: the test runner's and the image's.
+NOT_SETTINGS = frozenset({"STORYROOM_CHROMIUM"})
+
+# UDP ports a room's audio holds on each host address: three seats, each of which may
+# briefly have a second peer connection while it replaces the first.
+PORTS_PER_ROOM = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +73,34 @@ class Settings:
     turn_password: str = ""
     # "all", or "relay": browsers then use TURN relay candidates only.
     ice_transport_policy: str = "all"
+    # Serve HTTPS (and wss:) directly with this certificate chain and key (PEM files).
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Reverse proxies whose Forwarded / X-Forwarded-* headers are believed (addresses or
+    # CIDRs); empty: the headers are ignored and the peer address is the client.
+    trusted_proxies: tuple[Network, ...] = field(default_factory=tuple)
+    # UDP ports for the server's ICE candidates, "first-last"; empty: any free port.
+    ice_port_range: tuple[int, int] | None = None
+    # Rooms with live audio at once; 0: no limit. With ice_port_range, the range must
+    # hold PORTS_PER_ROOM ports per room and host address.
+    max_rooms: int = 0
+    # The address offered in the server's ICE candidates instead of the interface's
+    # (1:1 NAT: a cloud VM's public address, a container host's).
+    ice_public_address: str = ""
     opus_max_average_bitrate: int = 96_000
     log_level: str = "INFO"
+    # "text" for people, "json" (one object a line, with request ids) for log pipelines.
+    log_format: str = "text"
+    # /metrics (Prometheus text) answers without staff credentials from these networks.
+    metrics_networks: tuple[Network, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    # /readyz fails when the data folder has less free space than this (MiB).
+    min_free_mb: int = 1024
+    # On SIGTERM, live takes are stopped and the server waits at most this long for
+    # them to be closed and their finalization to be queued.
+    shutdown_grace_s: float = 10.0
     # Browser pages; defaults to the checkout's static/ (the image sets /app/static).
     static_dir: Path = Path(__file__).resolve().parent.parent / "static"
     # Mail: SMTP when smtp_host is set, else .eml files in data_dir/outbox.
@@ -97,7 +137,8 @@ class Settings:
         host = self.host if ":" not in self.host else f"[{self.host}]"
         if host in ("0.0.0.0", "[::]"):
             host = "127.0.0.1"
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def database_path(self) -> Path:
@@ -120,18 +161,66 @@ class Settings:
             name = "STORYROOM_" + f.name.upper()
             if name in env:
                 values[f.name] = _parse(f.name, env[name], name)
+        _warn_unknown(env)
         for key, value in overrides.items():
             if value is not None:
                 values[key] = _parse(key, value, "--" + key.replace("_", "-"))
         return _validated(replace(cls(), **values))
 
 
+def setting_variables() -> list[str]:
+    return ["STORYROOM_" + f.name.upper() for f in fields(Settings)]
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """`STORYROOM_*` variables that name no setting, each with a likely meaning."""
+    known = setting_variables()
+    said = []
+    for name in sorted(env):
+        if name.startswith("STORYROOM_") and name not in known and name not in NOT_SETTINGS:
+            close = difflib.get_close_matches(
+                name.removeprefix("STORYROOM_"), [k.removeprefix("STORYROOM_") for k in known], n=1
+            )
+            hint = f" (did you mean STORYROOM_{close[0]}?)" if close else ""
+            said.append(f"{name} is not a setting{hint}")
+    return said
+
+
+def _warn_unknown(env: Mapping[str, str]) -> None:
+    for line in unknown_variables(env):
+        logging.getLogger(__name__).warning("%s; it is ignored", line)
+
+
+def _networks(raw: str) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(a.strip(), strict=False) for a in raw.split(",") if a.strip())
+
+
+def _port_range(raw: str) -> tuple[int, int] | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    first, sep, last = raw.partition("-")
+    if not sep:
+        raise ValueError("expected first-last, e.g. 40000-40199")
+    return int(first), int(last)
+
+
 def _parse(name: str, raw: Any, source: str) -> Any:
     if not isinstance(raw, str):
         return Path(raw) if name in ("data_dir", "static_dir") else raw
     try:
+        if name in ("trusted_proxies", "metrics_networks"):
+            return _networks(raw)
+        if name == "ice_port_range":
+            return _port_range(raw)
+        if name == "ice_public_address":
+            return str(ipaddress.ip_address(raw.strip())) if raw.strip() else ""
+        if name in ("log_level", "log_format"):
+            return raw.strip().upper() if name == "log_level" else raw.strip().lower()
         if name in (
             "port",
+            "min_free_mb",
+            "max_rooms",
             "max_request_bytes",
             "opus_max_average_bitrate",
             "smtp_port",
@@ -142,7 +231,13 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             "turn_ttl_s",
         ):
             return int(raw)
-        if name in ("token_ttl_days", "reconnect_grace_s", "staff_session_hours", "copy_link_days"):
+        if name in (
+            "token_ttl_days",
+            "reconnect_grace_s",
+            "staff_session_hours",
+            "copy_link_days",
+            "shutdown_grace_s",
+        ):
             return float(raw)
         if name in ("data_dir", "static_dir"):
             return Path(raw)
@@ -219,6 +314,7 @@ def _validated(s: Settings) -> Settings:
                     f"ICE server URL {url!r} must start with stun:, turn: or turns:"
                 )
     _validate_turn(s)
+    _validate_operations(s)
     return replace(s, warning_minutes=tuple(sorted(s.warning_minutes, reverse=True)))
 
 
@@ -261,3 +357,36 @@ def _validate_turn(s: Settings) -> None:
     )
     if s.ice_transport_policy == "relay" and not has_turn:
         raise SettingsError("ice_transport_policy relay needs a TURN server (turn_urls)")
+
+
+def _validate_operations(s: Settings) -> None:
+    if s.log_level not in LOG_LEVELS:
+        raise SettingsError(f"log_level {s.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if s.log_format not in ("text", "json"):
+        raise SettingsError(f"log_format {s.log_format!r} is not text or json")
+    if bool(s.tls_cert) != bool(s.tls_key):
+        raise SettingsError("tls_cert and tls_key go together")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(s, name)
+        if path and not Path(path).is_file():
+            raise SettingsError(f"{name}: {path} is not a readable file")
+    if not 0 <= s.max_rooms <= 100_000:
+        raise SettingsError("max_rooms must be between 0 (no limit) and 100000")
+    if s.ice_port_range is not None:
+        first, last = s.ice_port_range
+        if not 1024 <= first <= last <= 65535:
+            raise SettingsError(
+                f"ice_port_range {first}-{last}: need 1024 <= first <= last <= 65535"
+            )
+        addresses = max(1, len(s.ice_host_addresses))
+        needed = PORTS_PER_ROOM * addresses * max(1, s.max_rooms)
+        if last - first + 1 < needed:
+            raise SettingsError(
+                f"ice_port_range {first}-{last} holds {last - first + 1} ports; "
+                f"{max(1, s.max_rooms)} room(s) on {addresses} address(es) need {needed} "
+                f"({PORTS_PER_ROOM} per room and address): widen the range or lower max_rooms"
+            )
+    if not 0 <= s.min_free_mb <= 10_000_000:
+        raise SettingsError("min_free_mb must be between 0 and 10000000")
+    if not 0 < s.shutdown_grace_s <= 300:
+        raise SettingsError("shutdown_grace_s must be more than 0 and at most 300")

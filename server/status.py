@@ -18,6 +18,17 @@ class RecordingState(StrEnum):
     INTERRUPTED = "interrupted"
 
 
+class StopReason(StrEnum):
+    """Why the server stopped a take by itself (`recordings.status_reason` of a
+    `stopped` take; the room's `recording.stop_reason`)."""
+
+    DISK_FULL = "disk_full"
+    WRITE_FAILED = "write_failed"
+    SERVER_RESTART = "server_restart"
+    """The server was shut down (SIGTERM): the take was stopped and kept whole, and the
+    session may go on with a new take once the server is back."""
+
+
 class FinalizeStatus(StrEnum):
     """Where a stopped take is on its way to the archival files."""
 

@@ -2,14 +2,20 @@ from __future__ import annotations
 
 import ctypes
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from playwright.async_api import Browser, Playwright, async_playwright, expect
 
 from storyroom.media.aiortc_internals import restrict_host_addresses
 from storyroom.netns import in_loopback_only_namespace, isolate_network
-from support.server import RunningServer, start_server
+from support.archive import Finished, archive_server, finished_recording
+from support.browser import EXPECT_MS, launch, write_tone
+from support.media import TONES
+from support.server import RunningServer, serving
+from support.staff import StaffBrowser, signed_in
 
 # Tests target loopback only. A private network namespace with nothing but `lo`
 # guarantees it even for Chromium, which gathers every interface as an ICE candidate;
@@ -30,6 +36,11 @@ PRIVATE_MOUNTS = (
 )
 
 
+# What a page shows after a server round trip or WebRTC may take a while on a busy
+# machine: every `expect` waits as long as the ones that said so (Playwright: 5 s).
+expect.set_options(timeout=EXPECT_MS)
+
+
 def pytest_report_header() -> str:
     return (
         f"network namespace: loopback only = {in_loopback_only_namespace()}; "
@@ -39,8 +50,81 @@ def pytest_report_header() -> str:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    running = await start_server(tmp_path / "data")
-    try:
+    """A server on an empty data directory."""
+    async with serving(tmp_path / "data") as running:
         yield running
+
+
+# -- the staff archive: one finished recording per run, a private copy per test --------
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Finished:
+    """The run's one finalized recording (made on first use)."""
+    return finished_recording(tmp_path_factory.mktemp("recording"))
+
+
+@pytest.fixture
+def archive_settings() -> dict[str, Any]:
+    """Settings of the `archive` server besides the usual ones; a test module overrides
+    this fixture to change them."""
+    return {}
+
+
+@pytest.fixture
+async def archive(
+    finished: Finished, tmp_path: Path, archive_settings: dict[str, Any]
+) -> AsyncIterator[RunningServer]:
+    """A server on a private copy of `finished`, with a staff account (support.staff)."""
+    async with archive_server(finished, tmp_path, **archive_settings) as server:
+        yield server
+
+
+@pytest.fixture
+async def staff(archive: RunningServer) -> AsyncIterator[StaffBrowser]:
+    """The staff member of `archive`, signed in over HTTP."""
+    async with signed_in(archive) as browser:
+        yield browser
+
+
+# -- real Chromium ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def playwright() -> AsyncIterator[Playwright]:
+    async with async_playwright() as running:
+        yield running
+
+
+Launch = Callable[[float], Awaitable[Browser]]
+
+
+@pytest.fixture
+async def chromium(playwright: Playwright, tmp_path: Path) -> AsyncIterator[Launch]:
+    """Launches a Chromium whose fake microphone plays a tone of the given frequency;
+    every one launched is closed after the test."""
+    launched: list[Browser] = []
+
+    async def launch_with_tone(frequency: float) -> Browser:
+        wav = write_tone(tmp_path / f"tone-{len(launched)}.wav", frequency)
+        launched.append(await launch(playwright, wav))
+        return launched[-1]
+
+    try:
+        yield launch_with_tone
     finally:
-        await running.close()
+        for browser in launched:
+            await browser.close()
+
+
+@pytest.fixture
+async def browser(chromium: Launch) -> Browser:
+    """One Chromium whose fake microphone plays a steady tone."""
+    return await chromium(523.0)
+
+
+@pytest.fixture
+async def seat_browsers(chromium: Launch) -> dict[str, Browser]:
+    """One Chromium per seat, each microphone playing that seat's tone (support.media.TONES),
+    as three people on three machines."""
+    return {seat: await chromium(frequency) for seat, frequency in TONES.items()}

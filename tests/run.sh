@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # THE test command: bash tests/run.sh [pytest arguments]
-# Works on a fresh Debian machine with Python 3.11, Node/npm and apt: installs Chromium
-# and coturn from apt (Playwright never downloads browsers), the npm packages from the
-# lockfile and the project into .venv, then runs ruff, mypy, hadolint and pytest.
+# Works on a fresh Debian machine with Python 3.11, Node/npm and apt: installs Chromium,
+# coturn, Caddy, docker-compose and systemd-analyze from apt when missing (Playwright never
+# downloads browsers), the npm packages from the lockfile and the project into .venv with
+# the tested versions (constraints.txt), then runs ruff, mypy, hadolint and pytest.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -33,16 +34,41 @@ if [[ ! -x /usr/bin/chromium ]]; then
     apt_install chromium
 fi
 
-# The TURN tests start their own coturn on a loopback port. Debian's package would also
-# start the system daemon (on 3478): stop and disable it, the tests never use it.
+# Debian's coturn and caddy packages start a system daemon (on 3478, on 80): the tests
+# start their own on loopback ports and never use it, so stop and disable it.
+stop_system_daemon() {
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$1" 2>/dev/null; then
+        as_root systemctl disable --now "$1"
+    elif [[ -x /etc/init.d/$1 ]]; then
+        as_root "/etc/init.d/$1" stop >/dev/null 2>&1 || true
+    fi
+}
+
+# The TURN tests start their own coturn on a loopback port.
 if ! command -v turnserver >/dev/null 2>&1; then
     echo "== installing coturn (apt)"
     apt_install coturn
-    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet coturn 2>/dev/null; then
-        as_root systemctl disable --now coturn
-    elif [[ -x /etc/init.d/coturn ]]; then
-        as_root /etc/init.d/coturn stop >/dev/null 2>&1 || true
-    fi
+    stop_system_daemon coturn
+fi
+
+# The production topology test puts Caddy (HTTPS, `tls internal`) in front of the server.
+if ! command -v caddy >/dev/null 2>&1; then
+    echo "== installing caddy (apt)"
+    apt_install caddy
+    stop_system_daemon caddy
+fi
+
+# deploy/compose.yaml is checked with `docker-compose config`, which needs no daemon;
+# --no-install-recommends keeps docker.io (and its daemon) out.
+if ! command -v docker-compose >/dev/null 2>&1; then
+    echo "== installing docker-compose (apt)"
+    apt_install docker-compose
+fi
+
+# deploy/systemd/storyroom.service is checked with `systemd-analyze verify`.
+if ! command -v systemd-analyze >/dev/null 2>&1; then
+    echo "== installing systemd-analyze (apt: systemd)"
+    apt_install systemd
 fi
 
 echo "== npm ci"
@@ -59,8 +85,9 @@ if [[ ! -x .venv/bin/python ]]; then
     fi
 fi
 
-echo "== pip install -e '.[test]'"
-.venv/bin/pip install -q -e '.[test]'
+# constraints.txt holds the versions CI tested (the image installs the same ones).
+echo "== pip install -c constraints.txt -e '.[test]'"
+.venv/bin/pip install -q -c constraints.txt -e '.[test]'
 
 # bench/ appears only once it holds a file; ruff fails on paths that do not exist.
 lint_paths=()

@@ -20,8 +20,9 @@ import av
 import numpy as np
 
 from storyroom.finalize.contracts import AccessLoudness, FinalizeInput
-from storyroom.finalize.encoders import Lame, Mp3Writer
+from storyroom.finalize.encoders import Mp3Writer, new_mp3_encoder
 from storyroom.finalize.loudness import LoudnessMeasurement, LoudnessMeter, TruePeakLimiter
+from storyroom.finalize.mp3_encoder import Mp3Encoder
 from storyroom.finalize.outputs import utc
 from storyroom.finalize.pipeline import Stages, run_stages
 from storyroom.finalize.plan import BLOCK
@@ -78,7 +79,7 @@ def _chain(
     fade = (0.5 - 0.5 * np.cos(np.linspace(0, np.pi, 480))).astype(np.float32)
     before, after = LoudnessMeter(), LoudnessMeter(true_peak=True)
     limiter = TruePeakLimiter(ceiling_db)
-    encoder = Lame()
+    encoder = new_mp3_encoder()
     decoder: Any = av.CodecContext.create("mp3float", "r")
 
     def encode(planar: np.ndarray | None) -> None:
@@ -166,6 +167,7 @@ class AccessResult:
     measured: LoudnessMeasurement
     limited_s: float
     max_reduction_db: float
+    encoder: str
 
     def loudness(self, encodes: int) -> AccessLoudness:
         """The figures `metadata.json` and the stored result give for the copy."""
@@ -181,6 +183,7 @@ class AccessResult:
             limited_s=round(self.limited_s, 2),
             max_gain_reduction_db=round(self.max_reduction_db, 2),
             encodes=encodes,
+            encoder=self.encoder,
         )
 
 
@@ -231,14 +234,15 @@ class AccessCopy:
         self.limiter = TruePeakLimiter(ceiling_db)
         self.blocks = stages.channel(size)
         self.measured: LoudnessMeasurement | None = None
+        self.encoder: Mp3Encoder | None = None
 
     def start(self) -> None:
         """Start the MP3 encoder thread and the thread that writes and measures what it made."""
         stages, blocks = self.stages, self.blocks
         packets = stages.channel(size=64)
         meter = LoudnessMeter(true_peak=True)
-
-        lame = Lame()
+        lame = new_mp3_encoder()
+        self.encoder = lame.name
 
         def encode() -> None:
             try:
@@ -292,11 +296,12 @@ class AccessCopy:
 
     def result(self) -> AccessResult:
         """Once the pass's stages have been joined."""
-        assert self.measured is not None
+        assert self.measured is not None and self.encoder is not None
         return AccessResult(
             self.gain_db,
             self.ceiling_db,
             self.measured,
             self.limiter.limited_samples / SAMPLE_RATE,
             self.limiter.max_reduction_db,
+            self.encoder,
         )

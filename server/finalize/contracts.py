@@ -234,6 +234,9 @@ class AccessLoudness:
     limited_s: float
     max_gain_reduction_db: float
     encodes: int
+    encoder: str = "lame"
+    """`mp3_encoder.Mp3Encoder`: which encoder made the copy (results stored before it
+    was recorded were all made by LAME called directly)."""
 
 
 @dataclass(frozen=True, slots=True)

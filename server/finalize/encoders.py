@@ -3,23 +3,27 @@
 LAME is called directly (:class:`Lame`), a second of audio at a time without the GIL,
 and its frames are muxed by FFmpeg's MP3 muxer on another thread
 (:class:`Mp3Writer`); together they write exactly what FFmpeg's own `libmp3lame`
-encoder would at the same settings.
+encoder would at the same settings. Where LAME's library cannot be loaded directly,
+that encoder itself makes the frames (:class:`PyAvMp3`; see
+:mod:`~storyroom.finalize.mp3_encoder`).
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import struct
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import av
 import numpy as np
 from av.packet import PacketSideData, packet_sidedata_type_from_literal
 
+from storyroom.finalize import mp3_encoder
 from storyroom.finalize.contracts import FinalizeError
 from storyroom.finalize.loudness import TIME_BASE
+from storyroom.finalize.mp3_encoder import Mp3Encoder
 from storyroom.finalize.plan import BLOCK
 from storyroom.recording.timeline import SAMPLE_RATE
 
@@ -77,10 +81,8 @@ def _mp3_settings(codec_context: Any) -> None:
 
 
 def _lame_library() -> ctypes.CDLL:
-    """The LAME that FFmpeg's own `libmp3lame` encoder uses: the copy bundled with PyAV's
-    FFmpeg (loading it again returns the handle already loaded), else the system's."""
-    bundled = sorted((Path(av.__file__).parent.parent / "av.libs").glob("libmp3lame*.so*"))
-    name = str(bundled[0]) if bundled else ctypes.util.find_library("mp3lame")
+    """The LAME that FFmpeg's own `libmp3lame` encoder uses (`mp3_encoder.lame_library_path`)."""
+    name = mp3_encoder.lame_library_path()
     if name is None:
         raise FinalizeError("the MP3 encoder (LAME) is not installed")
     library = ctypes.CDLL(name)
@@ -129,6 +131,34 @@ def _mp3_frame_size(header: bytes | bytearray) -> int:
     )
 
 
+class FrameEncoder(Protocol):
+    """What makes the access copy's MP3 frames for :class:`Mp3Writer`."""
+
+    @property
+    def name(self) -> Mp3Encoder: ...
+
+    samples: int
+    """Samples given to the encoder so far."""
+    initial_padding: int
+    """Samples of encoder delay before the first input sample (the decoder skips them)."""
+
+    def encode(self, planar: np.ndarray | None) -> list[bytes]:
+        """(2, n) float samples on the ±1 scale (None: flush); the complete frames."""
+
+    def close(self) -> None: ...
+
+
+def new_mp3_encoder() -> FrameEncoder:
+    """LAME called directly when its library loads, else FFmpeg's `libmp3lame` through
+    PyAV; `FinalizeError` when there is neither."""
+    chosen = mp3_encoder.available()
+    if chosen is Mp3Encoder.LAME:
+        return Lame()
+    if chosen is Mp3Encoder.PYAV:
+        return PyAvMp3()
+    raise FinalizeError(mp3_encoder.describe(None))
+
+
 class Lame:
     """LAME called directly, one call per block, with the settings FFmpeg's `libmp3lame`
     encoder gives it for `_mp3_settings` (joint stereo, CBR, `-q`, bit reservoir, no
@@ -141,6 +171,7 @@ class Lame:
 
     FRAME: Final = 1152
     DELAY_PADDING: Final = 528 + 1  # what FFmpeg adds to LAME's delay (the decoder's)
+    name: Final = Mp3Encoder.LAME
 
     def __init__(self) -> None:
         self.library = _lame_library()
@@ -209,6 +240,53 @@ class Lame:
         if self.handle:
             self.library.lame_close(self.handle)
             self.handle = ctypes.c_void_p()
+
+
+def _pyav_mp3_context() -> Any:
+    context: Any = av.CodecContext.create("libmp3lame", "w")
+    context.sample_rate = SAMPLE_RATE
+    context.layout = "stereo"
+    _mp3_settings(context)
+    return context
+
+
+@functools.cache
+def _pyav_initial_padding() -> int:
+    """The delay FFmpeg's `libmp3lame` puts before the first sample (it does not show
+    it): its first packet's time stamp, negated, from a frame of silence."""
+    context = _pyav_mp3_context()
+    frame = av.AudioFrame.from_ndarray(
+        np.zeros((2, Lame.FRAME), dtype=np.float32), format="fltp", layout="stereo"
+    )
+    frame.sample_rate, frame.pts = SAMPLE_RATE, 0
+    packets = [*context.encode(frame), *context.encode(None)]
+    return -int(packets[0].pts)
+
+
+class PyAvMp3:
+    """FFmpeg's `libmp3lame` encoder through PyAV at :class:`Lame`'s settings: the same
+    frames, for :class:`Mp3Writer` to mux the same way. The fallback when LAME's library
+    cannot be loaded directly; slower, as it takes the GIL back after every frame."""
+
+    name: Final = Mp3Encoder.PYAV
+
+    def __init__(self) -> None:
+        self.initial_padding = _pyav_initial_padding()
+        self.context: Any = _pyav_mp3_context()
+        self.samples = 0
+
+    def encode(self, planar: np.ndarray | None) -> list[bytes]:
+        if planar is None:
+            return [bytes(packet) for packet in self.context.encode(None)]
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(planar, dtype=np.float32), format="fltp", layout="stereo"
+        )
+        frame.sample_rate, frame.pts = SAMPLE_RATE, self.samples
+        self.samples += planar.shape[1]
+        return [bytes(packet) for packet in self.context.encode(frame)]
+
+    def close(self) -> None:
+        self.context = None
 
 
 def _skip_samples(packet: av.Packet, start: int, end: int) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import multiprocessing
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -27,6 +28,7 @@ from pathlib import Path
 from storyroom import __version__
 from storyroom.finalize.contracts import ConsentFlags, Cue, Finalized, FinalizeInput, Marker
 from storyroom.finalize.progress import read_percent
+from storyroom.histogram import Histogram
 from storyroom.recording import layout
 from storyroom.recording.layout import PROGRESS_FILE, recording_dir
 from storyroom.room.rooms import Room
@@ -37,6 +39,8 @@ from storyroom.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.5
+# Seconds a job took (/metrics): a 40-minute conversation takes ~1.5 min on one core.
+DURATION_BUCKETS_S = (5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0)
 
 
 async def finalize_input(store: Store, rec: RecordingRow) -> FinalizeInput:
@@ -130,6 +134,20 @@ class FinalizeJobs:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._task: asyncio.Task[None] | None = None
         self._context = multiprocessing.get_context("spawn")
+        self.durations = Histogram(DURATION_BUCKETS_S)
+        """Seconds each job that ran its worker took, ready or failed."""
+        self.outcomes: Counter[FinalizeStatus] = Counter()
+        """Jobs run by this process, by how they ended (`ready` or `failed`)."""
+
+    @property
+    def running(self) -> bool:
+        """Whether the queue's task is alive (it takes the next job when one comes)."""
+        return self._task is not None and not self._task.done()
+
+    @property
+    def pending(self) -> int:
+        """Jobs queued, and the one being run."""
+        return self.queue.qsize() + (self.current is not None)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="finalize-jobs")
@@ -190,7 +208,10 @@ class FinalizeJobs:
             await self._announce(recording_id)
         finally:
             self.current = None
-        return await self.store.get_recording(recording_id)
+        done = await self.store.get_recording(recording_id)
+        if done is not None and done.finalize_status is not None:
+            self.outcomes[done.finalize_status] += 1
+        return done
 
     async def _finalize(self, recording_id: str) -> None:
         rec = await self.store.get_recording(recording_id)
@@ -239,9 +260,11 @@ class FinalizeJobs:
             progress_path.unlink(missing_ok=True)
         if outcome is None:
             outcome = JobFailed(f"the finalizer process ended with code {proc.exitcode}")
+        took = time.monotonic() - started
+        self.durations.observe(took)
         if isinstance(outcome, Finalized):
             await self.store.set_finalize(rec.id, FinalizeStatus.READY, 100.0, None, outcome)
-            log.info("recording %s ready in %.1f s", rec.id, time.monotonic() - started)
+            log.info("recording %s ready in %.1f s", rec.id, took)
         else:
             await self.store.set_finalize(rec.id, FinalizeStatus.FAILED, percent, outcome.reason)
             log.error("recording %s failed: %s", rec.id, outcome.reason)

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import fractions
 import inspect
 import logging
+import types
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import av
 from aioice import ice as aioice_ice
@@ -38,7 +40,10 @@ from storyroom.recording.oggopus import OPUS_SAMPLE_RATE, opus_packet_samples
 
 __all__ = [
     "EncodedAudioTrack",
+    "IcePortRange",
     "RtpAudioPacket",
+    "bind_ice_ports",
+    "check_ice_binding",
     "check_internals",
     "tap_receiver",
 ]
@@ -326,3 +331,106 @@ def restrict_host_addresses(addresses: Sequence[str]) -> None:
         return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice_ice.get_host_addresses = host_addresses
+
+
+class IcePortRange:
+    """Binds the sockets of ICE host candidates to UDP ports in `first..last`.
+
+    aioice binds each peer connection's host candidate to an ephemeral port, which no
+    firewall rule or published container port can name. It binds through
+    `asyncio.get_running_loop().create_datagram_endpoint(..., local_addr=(address, 0))`
+    in `aioice.ice`; :func:`bind_ice_ports` gives that module a loop whose
+    `create_datagram_endpoint` takes the next free port of the range instead. Ports
+    in use (by another peer connection or another program) are skipped.
+    """
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first = first
+        self.last = last
+        self._next = first
+
+    @property
+    def size(self) -> int:
+        return self.last - self.first + 1
+
+    async def bind(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        factory: Callable[[], asyncio.DatagramProtocol],
+        address: str,
+        **kwargs: Any,
+    ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
+        for _ in range(self.size):
+            port = self._next
+            self._next = self.first if port >= self.last else port + 1
+            try:
+                return await loop.create_datagram_endpoint(
+                    factory,
+                    local_addr=(address, port),
+                    **kwargs,
+                )
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        raise OSError(errno.EADDRINUSE, f"no free UDP port in {self.first}-{self.last}")
+
+
+class _RangeLoop:
+    """The running loop, but host candidates' sockets come from an `IcePortRange`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, ports: IcePortRange) -> None:
+        self._loop = loop
+        self._ports = ports
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._loop, name)
+
+    async def create_datagram_endpoint(
+        self,
+        factory: Callable[[], asyncio.DatagramProtocol],
+        local_addr: tuple[str, int] | None = None,
+        **kwargs: Any,
+    ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
+        if local_addr is not None and local_addr[1] == 0:
+            return await self._ports.bind(self._loop, factory, local_addr[0], **kwargs)
+        return await self._loop.create_datagram_endpoint(factory, local_addr=local_addr, **kwargs)
+
+
+class _IceAsyncio(types.ModuleType):
+    """`asyncio` as aioice.ice sees it: itself, but for `get_running_loop`."""
+
+    def __init__(self, ports: IcePortRange) -> None:
+        super().__init__("asyncio")
+        self._ports = ports
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(asyncio, name)
+
+    def get_running_loop(self) -> _RangeLoop:
+        return _RangeLoop(asyncio.get_running_loop(), self._ports)
+
+
+def check_ice_binding() -> None:
+    """Fail loudly if aioice no longer binds host candidates the way `bind_ice_ports`
+    redirects: through the module's `asyncio.get_running_loop()` and an ephemeral port."""
+    method = getattr(aioice_ice.Connection, "get_component_candidates", None)
+    source = inspect.getsource(method) if method is not None else ""
+    if "asyncio.get_running_loop()" not in source or "local_addr=(address, 0)" not in source:
+        raise RuntimeError(
+            "aioice internals changed: Connection.get_component_candidates no longer binds "
+            "host candidates with asyncio.get_running_loop().create_datagram_endpoint("
+            "local_addr=(address, 0)); storyroom.media.aiortc_internals.bind_ice_ports "
+            "must be updated for this aioice version"
+        )
+
+
+def bind_ice_ports(ports: IcePortRange | None) -> None:
+    """Bind every later peer connection's host candidates in `ports` (process-wide);
+    None: ephemeral ports again."""
+    check_ice_binding()
+    aioice_ice.asyncio = asyncio if ports is None else _IceAsyncio(ports)
+
+
+def ice_host_addresses() -> list[str]:
+    """The addresses aioice gathers host candidates on (after any restriction)."""
+    return list(aioice_ice.get_host_addresses(use_ipv4=True, use_ipv6=True))

@@ -8,13 +8,14 @@ sample, no blocking reads beyond two small files under /proc.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
+
+from storyroom.histogram import Histogram
 
 LATENCY_BUCKETS_MS: Final = (
     0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0,
@@ -24,37 +25,25 @@ LATENCY_BUCKETS_MS: Final = (
 counts everything slower."""
 
 
-class LatencyHistogram:
-    """Cumulative fixed-bucket histogram of the time a packet spends in the server,
-    from its arrival (the receiver tap) to the moment aiortc's sender takes it.
+class LatencyHistogram(Histogram):
+    """The time a packet spends in the server, in ms, from its arrival (the receiver
+    tap) to the moment aiortc's sender takes it (cumulative: see `Histogram`)."""
 
-    Cumulative so that a reader polling it can take differences between two reads
-    and get the distribution of just that interval. Runs on the loop; not thread-safe.
-    """
-
-    __slots__ = ("count", "counts", "max_ms", "sum_ms")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self.counts = [0] * (len(LATENCY_BUCKETS_MS) + 1)
-        self.count = 0
-        self.sum_ms = 0.0
-        self.max_ms = 0.0
+        super().__init__(LATENCY_BUCKETS_MS)
 
     def add(self, seconds: float) -> None:
-        ms = seconds * 1000.0
-        self.counts[bisect.bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
-        self.count += 1
-        self.sum_ms += ms
-        if ms > self.max_ms:
-            self.max_ms = ms
+        self.observe(seconds * 1000.0)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "buckets_ms": list(LATENCY_BUCKETS_MS),
             "counts": list(self.counts),
             "count": self.count,
-            "sum_ms": round(self.sum_ms, 3),
-            "max_ms": round(self.max_ms, 3),
+            "sum_ms": round(self.sum, 3),
+            "max_ms": round(self.max, 3),
         }
 
 

@@ -24,13 +24,16 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSession
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from storyroom.clock import steady
-from storyroom.config import Settings
+from storyroom.config import PORTS_PER_ROOM, Settings
 from storyroom.errors import Busy, InvalidInput, UserError
 from storyroom.media import sdp
 from storyroom.media.aiortc_internals import (
     EncodedAudioTrack,
+    IcePortRange,
     RtpAudioPacket,
+    bind_ice_ports,
     check_internals,
+    ice_host_addresses,
     restrict_host_addresses,
     tap_receiver,
 )
@@ -143,6 +146,20 @@ class MediaPlane:
         check_internals()
         if settings.ice_host_addresses:
             restrict_host_addresses(settings.ice_host_addresses)
+        ports = IcePortRange(*settings.ice_port_range) if settings.ice_port_range else None
+        bind_ice_ports(ports)
+        if ports is not None:
+            addresses = max(1, len(ice_host_addresses()))
+            log.info(
+                "ICE host candidates on UDP %d-%d: room for %d rooms on %d address(es)%s",
+                ports.first,
+                ports.last,
+                ports.size // (PORTS_PER_ROOM * addresses),
+                addresses,
+                f", announced as {settings.ice_public_address}"
+                if settings.ice_public_address
+                else "",
+            )
         self.settings = settings
         self.rooms: dict[str, RoomMedia] = {}
         self.subscribers = tuple(subscribers)
@@ -156,6 +173,7 @@ class MediaPlane:
     async def close(self) -> None:
         task, self._stats_task = self._stats_task, None
         await cancel_and_wait(task)
+        bind_ice_ports(None)
         for room_media in list(self.rooms.values()):
             for seat in list(room_media.seats):
                 await room_media.close_seat(seat, CloseReason.SERVER_SHUTDOWN)
@@ -191,6 +209,16 @@ class MediaPlane:
             },
         }
 
+    def _check_capacity(self, room_id: str) -> None:
+        """`Busy` (`server_full`) for a room that would go over `max_rooms` live rooms."""
+        limit = self.settings.max_rooms
+        live = [r for r, media in self.rooms.items() if media.seats or media.negotiating]
+        if limit and room_id not in live and len(live) >= limit:
+            raise Busy(
+                "The server is at its limit of rooms with audio. Please try again shortly.",
+                code="server_full",
+            )
+
     def _room(self, room_id: str) -> RoomMedia:
         room_media = self.rooms.get(room_id)
         if room_media is None:
@@ -210,6 +238,7 @@ class MediaPlane:
             sdp.check_offer(offer.sdp)
         except sdp.SdpError as exc:
             raise InvalidInput(exc.message, code=exc.code) from None
+        self._check_capacity(room.id)
         room_media = self._room(room.id)
         if seat in room_media.negotiating:
             raise Busy("an offer from this seat is already being answered", code="offer_in_flight")
@@ -243,6 +272,8 @@ class MediaPlane:
         answer = sdp.archival_opus_answer(
             pc.localDescription.sdp, self.settings.opus_max_average_bitrate
         )
+        if self.settings.ice_public_address:
+            answer = sdp.announce_host_candidates(answer, self.settings.ice_public_address)
         return {"answer": {"sdp": answer, "type": "answer"}, "mids": seat_media.mids}
 
     async def _negotiate(
@@ -278,6 +309,12 @@ class MediaPlane:
         tap_receiver(mic.receiver, lambda packet: room_media.forward(seat, conn_id, packet))
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
+        local = pc.localDescription.sdp if pc.localDescription is not None else ""
+        if self.settings.ice_port_range and " typ host" not in local:
+            raise Busy(
+                "The server has no free port for audio right now. Please try again shortly.",
+                code="no_media_ports",
+            )
         for transceiver, other in zip(receive, others, strict=True):
             if transceiver.mid is None:
                 raise UserError("the offer has no mid for an audio line", code="sdp_invalid")

@@ -13,6 +13,7 @@ __all__ = [
     "ARCHIVAL_OPUS_PARAMETERS",
     "SdpError",
     "SdpErrorCode",
+    "announce_host_candidates",
     "archival_opus_answer",
     "check_offer",
 ]
@@ -207,3 +208,31 @@ def archival_opus_answer(sdp: str, max_average_bitrate: int = 96_000) -> str:
                 output.append(f"a=fmtp:{rtpmap.group(1)} {_merge_fmtp([], wanted)}")
                 written.add(rtpmap.group(1))
     return "".join(f"{line}\r\n" for line in output)
+
+
+_HOST_CANDIDATE: Final = re.compile(r"(a=candidate:\S+ \d+ (?i:udp) \d+ )(\S+)( \d+ typ host\b.*)")
+_CONNECTION: Final = re.compile(r"c=IN (IP4|IP6) (\S+)")
+
+
+def announce_host_candidates(sdp: str, address: str) -> str:
+    """Return ``sdp`` (our answer) with every UDP host candidate's address, and the
+    connection lines that name one, replaced by ``address``.
+
+    For 1:1 NAT (a cloud VM, a container with its ports published): the server binds
+    to its private address and the browser must reach it at the public one, on the
+    same port. Lines end with CRLF.
+    """
+    family = "IP6" if ":" in address else "IP4"
+    replaced: set[str] = set()
+    output: list[str] = []
+    for line in _split_lines(sdp):
+        match = _HOST_CANDIDATE.fullmatch(line)
+        if match:
+            replaced.add(match.group(2))
+            line = f"{match.group(1)}{address}{match.group(3)}"
+        output.append(line)
+    for i, line in enumerate(output):
+        conn = _CONNECTION.fullmatch(line)
+        if conn and conn.group(2) in replaced:
+            output[i] = f"c=IN {family} {address}"
+    return "\r\n".join(output) + "\r\n"

@@ -40,7 +40,7 @@ from storyroom.recording import layout
 from storyroom.recording.layout import RecordingEvent, SegmentEvent, recording_dir
 from storyroom.recording.oggopus import OggOpusWriter, opus_packet_samples
 from storyroom.room.rooms import CloseReason, Room
-from storyroom.status import RecordingState
+from storyroom.status import LIVE_STATES, RecordingState, StopReason
 from storyroom.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ FLUSH_INTERVAL = 0.5
 # a longer silence from the sender is a discontinuity, placed by the timing log.
 MAX_FILL_SAMPLES = 48_000 * 5
 
-DISK_FULL = "disk_full"
-WRITE_FAILED = "write_failed"
+DISK_FULL = StopReason.DISK_FULL
+WRITE_FAILED = StopReason.WRITE_FAILED
 
 
 def write_failure_reason(exc: OSError) -> str:
@@ -372,10 +372,8 @@ class Recorder:
     async def on_recording_state(self, room: Room, previous: RecordingState) -> None:
         state = room.state
         files = self.active.get(room.id)
-        if state is RecordingState.RECORDING and previous in (
-            RecordingState.IDLE,
-            RecordingState.INTERRUPTED,
-        ):
+        if state is RecordingState.RECORDING and previous not in LIVE_STATES:
+            # a new take: the first, or one after an interruption or a restart
             assert room.recording is not None
             files = RecordingFiles(recording_dir(self.root, room.recording.id), room)
             self.active[room.id] = files

@@ -22,7 +22,7 @@ from storyroom.errors import Forbidden, InvalidInput, InvalidState, NotFound, Pr
 from storyroom.ids import new_id
 from storyroom.room.protocol import ChooseIn, ConsentIn
 from storyroom.seats import PARTICIPANT_SEATS, SEATS, SeatName
-from storyroom.status import RecordingState
+from storyroom.status import LIVE_STATES, RecordingState, StopReason
 from storyroom.store import (
     Consent,
     CueRow,
@@ -98,6 +98,15 @@ class Room:
         except ValueError:
             # finalizing / ready / failed belong to a stopped recording
             return RecordingState.STOPPED
+
+    @property
+    def open_for_take(self) -> bool:
+        """No take is running and a new one may start: before the first, after an
+        interruption, and after a take the server stopped for a restart."""
+        state = self.state
+        return state in (RecordingState.IDLE, RecordingState.INTERRUPTED) or (
+            state is RecordingState.STOPPED and self.stop_reason == StopReason.SERVER_RESTART
+        )
 
     def elapsed(self, at: float | None = None) -> float:
         """Recorded seconds, excluding pauses: the room's recording clock, at steady-clock
@@ -237,7 +246,7 @@ class Room:
         if seat not in PARTICIPANT_SEATS:
             raise Forbidden("only participants give consent")
         async with self.lock:
-            if self.state not in (RecordingState.IDLE, RecordingState.INTERRUPTED):
+            if not self.open_for_take:
                 raise InvalidState("consent cannot change once recording has started")
             row = Consent(consent.record, consent.archive, consent.public, time.time())
             await self.store.add_consent(self.id, seat, row)
@@ -254,7 +263,7 @@ class Room:
         if unknown:
             raise InvalidInput(f"unknown question id {unknown[0]!r}", code="unknown_question")
         async with self.lock:
-            if self.state is RecordingState.STOPPED:
+            if self.state is RecordingState.STOPPED and not self.open_for_take:
                 raise InvalidState("the conversation has ended")
             if seat == SeatName.FACILITATOR.value:
                 await self.store.set_agreed(self.id, chosen.ids)
@@ -336,7 +345,7 @@ class Room:
         _facilitator_only(seat)
         async with self.lock:
             previous = self.state
-            if previous not in (RecordingState.IDLE, RecordingState.INTERRUPTED):
+            if not self.open_for_take:
                 raise InvalidState(f"recording cannot start: it is {previous.value}")
             missing = [s for s in SEATS if not self.connected(s)]
             if missing:
@@ -584,6 +593,20 @@ class Rooms:
             )
             self._rooms[session_id] = room
             return room
+
+    async def end_live_takes(self, reason: StopReason) -> list[str]:
+        """Stop every running or paused take for `reason` (the server is shutting down):
+        each is persisted as `stopped`, its stems are closed and flushed, its
+        finalization is queued and its seats get the snapshot saying why. Returns the
+        recording ids stopped."""
+        stopped = []
+        for room in list(self._rooms.values()):
+            rec = room.recording
+            if rec is not None and room.state in LIVE_STATES:
+                if await room.stop_for(reason, rec.id):
+                    log.info("room %s: take %s stopped (%s)", room.id, rec.id, reason.value)
+                    stopped.append(rec.id)
+        return stopped
 
     async def close(self, reason: CloseReason) -> None:
         rooms, self._rooms = list(self._rooms.values()), {}

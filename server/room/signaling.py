@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import socketio
 
 from storyroom.config import Settings
-from storyroom.errors import AuthError, ProtocolError, StoryroomError, UserError
+from storyroom.errors import AuthError, Busy, ProtocolError, StoryroomError, UserError
 from storyroom.ids import hash_token
 from storyroom.limits import FailureLimit, RateLimited
 from storyroom.room import protocol
@@ -28,6 +28,7 @@ from storyroom.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 LEVELS_INTERVAL = 0.25
+CLOSE_WAIT_S = 1.0  # at shutdown, for a connection to take its close packet
 
 
 class UnknownToken(AuthError, code="token_invalid"):
@@ -82,6 +83,8 @@ class Signaling:
         self.media = media
         self.bad_tokens = bad_tokens
         self.conns: dict[str, Conn] = {}
+        self.closing = False
+        """Set when the server shuts down: room events are refused from then on."""
         self._welcome: asyncio.Queue[str] = asyncio.Queue()
         self._welcome_task: asyncio.Task[None] | None = None
         self._levels_task: asyncio.Task[None] | None = None
@@ -115,6 +118,34 @@ class Signaling:
         self._welcome_task = self._levels_task = None
         for task in tasks:
             await cancel_and_wait(task)
+
+    def refuse_events(self) -> None:
+        """Server shutdown: every room event from now on gets `server_restarting`."""
+        self.closing = True
+
+    async def disconnect_all(self) -> None:
+        """Server shutdown: hang up on every connection; the pages reconnect by
+        themselves once the server is up again.
+
+        Each engine.io socket is sent its close packet, then its TCP connection is
+        closed (asyncio writes what is buffered first): by now aiohttp reads nothing
+        more from its connections, so a websocket's closing handshake could not finish,
+        and the server would wait for each client to give up."""
+        self.refuse_events()
+        requests = [environ.get("aiohttp.request") for environ in list(self.sio.environ.values())]
+        # one task each: a socket whose client has gone never takes its close packet
+        closing = [
+            asyncio.create_task(self.sio.eio.disconnect(sid), name="close-connection")
+            for sid in list(self.sio.eio.sockets)
+        ]
+        if closing:
+            _, late = await asyncio.wait(closing, timeout=CLOSE_WAIT_S)
+            for task in late:
+                await cancel_and_wait(task)
+        for request in requests:
+            transport = getattr(request, "transport", None)
+            if transport is not None:
+                transport.close()
 
     async def _levels_loop(self) -> None:
         """About four times a second, each live room's levels and link stats, to its facilitator."""
@@ -271,6 +302,10 @@ class Signaling:
             conn = self.conns.get(sid)
             if conn is None:
                 raise AuthError("this connection is not seated in a room")
+            if self.closing:
+                raise Busy(
+                    "The server is restarting. Please wait a moment.", code="server_restarting"
+                )
             protocol.check_size(payload)
             room = await self.rooms.get(conn.session_id)
             if room.presence[conn.seat].sid != sid and room.presence[conn.seat].sid is not None:

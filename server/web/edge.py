@@ -11,17 +11,23 @@ from storyroom.web.health import HealthRoutes
 from storyroom.web.matching import MatchingRoutes
 from storyroom.web.middleware import errors_middleware, security_headers
 from storyroom.web.pages import add_page_routes
+from storyroom.web.proxies import proxy_middleware
 from storyroom.web.recordings import RecordingRoutes
+from storyroom.web.request_ids import request_id_header, request_ids
 from storyroom.web.sessions import SessionRoutes
 from storyroom.web.staff import StaffRoutes
 
 
 def add_http_edge(app: web.Application, settings: Settings) -> None:
     """Install the edge on a new app (before it starts; the services come later)."""
+    app.middlewares.append(request_ids)
+    if settings.trusted_proxies:
+        app.middlewares.append(proxy_middleware(settings.trusted_proxies))
     app.middlewares.append(errors_middleware)
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(request_id_header)
     for group in (
-        HealthRoutes(app),
+        HealthRoutes(app, settings),
         SessionRoutes(app),
         RecordingRoutes(app),
         CopyLinkRoutes(app),

@@ -14,6 +14,9 @@ from storyroom.errors import AuthError, InvalidInput, PayloadTooLarge, Storyroom
 
 log = logging.getLogger(__name__)
 
+FORWARDED_SECURE = web.RequestKey("forwarded_secure", bool)
+"""Set on a request that came through a trusted proxy over HTTPS (owner: web.proxies)."""
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 CSP = (
@@ -65,7 +68,7 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("X-Frame-Options", "DENY")
     response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    if request.secure:
+    if request.secure or request.get(FORWARDED_SECURE):
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
 
 

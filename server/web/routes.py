@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
 
+from storyroom.config import Network
 from storyroom.errors import NotFound
 from storyroom.fields import ID_RE
 from storyroom.services import SERVICES, Services
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.staff.tokens import require_staff
 from storyroom.web.middleware import Handler
+from storyroom.web.proxies import trusted
 
 StaffHandler = Callable[[web.Request, StaffIdentity], Awaitable[web.StreamResponse]]
 Row = TypeVar("Row")
@@ -40,6 +42,20 @@ def staff_only(handler: StaffHandler) -> Handler:
     return guarded
 
 
+def from_networks_or_staff(networks: Sequence[Network], handler: Handler) -> Handler:
+    """`handler` for clients in `networks` (the address the proxies middleware settled
+    on), else behind the staff guard (401 without staff credentials)."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if not trusted(request.remote, networks):
+            services = request.app[SERVICES]
+            require_staff(request, services.staff_token, services.accounts)
+        return await handler(request)
+
+    return guarded
+
+
 class Routes:
     """One wing's route table; `app.add_routes(routes.defs)` registers it."""
 
@@ -53,6 +69,13 @@ class Routes:
     def staff(self, method: str, path: str, handler: StaffHandler) -> None:
         """A staff route: the guard runs first and the handler gets the identity."""
         self.defs.append(web.route(method, path, staff_only(handler)))
+
+    def staff_unless_from(
+        self, networks: Sequence[Network], method: str, path: str, handler: Handler
+    ) -> None:
+        """A route open to clients in `networks` (a monitoring system on the same host or
+        network) and behind the staff guard for everyone else."""
+        self.defs.append(web.route(method, path, from_networks_or_staff(networks, handler)))
 
 
 class RouteGroup(ABC):

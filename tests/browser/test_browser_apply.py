@@ -6,28 +6,41 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
-from support.apply import application, call
-from support.archive import STAFF_EMAIL, STAFF_PASSWORD, add_staff
-from support.browser import LAPTOP, PHONE, PageWatch, horizontal_overflow, launch, screenshot
-from support.server import RunningServer
+from support.apply import application
+from support.browser import (
+    LAPTOP,
+    PHONE,
+    PageWatch,
+    horizontal_overflow,
+    screenshot,
+    sign_in_as_staff,
+    watched_page,
+)
+from support.server import RunningServer, call
+from support.staff import STAFF_EMAIL, add_staff
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await launch(playwright)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+# The form's words for an availability window and the last step, per language.
+WORDS = {
+    "en": {
+        "window": ("Day", "From", "Until"),
+        "consents": ("You may contact me", "I have read the privacy notice"),
+        "send": "Send my application",
+    },
+    "es": {
+        "window": ("Día", "Desde", "Hasta"),
+        "consents": ("Pueden comunicarse conmigo", "He leído el aviso de privacidad"),
+        "send": "Enviar mi solicitud",
+    },
+}
 
 
 class FormWatch(PageWatch):
@@ -40,18 +53,32 @@ class FormWatch(PageWatch):
         super().assert_clean()
 
 
-async def open_page(
+@asynccontextmanager
+async def form_page(
     browser: Browser, url: str, viewport: dict[str, int], ready: bool = True
-) -> tuple[Page, PageWatch]:
-    """`url` in a new context; with `ready`, wait for the page module to say it is ready."""
-    context = await browser.new_context(viewport=viewport, timezone_id="America/Chicago")  # type: ignore[arg-type]
-    page = await context.new_page()
-    watch = FormWatch()
-    watch.attach(page)
-    await page.goto(url)
-    if ready:
-        await expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    return page, watch
+) -> AsyncIterator[tuple[Page, PageWatch]]:
+    """`url` in its own context; with `ready`, once the page module says it is ready."""
+    opened = watched_page(browser, url, viewport, FormWatch(), timezone_id="America/Chicago")
+    async with opened as (page, watch):
+        if ready:
+            await expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        yield page, watch
+
+
+async def choose_window(
+    scope: Page | Locator, day: str, start: str, end: str, lang: str = "en"
+) -> None:
+    """Fill in one availability window (day by its name, times as HH:MM)."""
+    day_label, from_label, until_label = WORDS[lang]["window"]
+    await scope.get_by_label(day_label).select_option(label=day)
+    await scope.get_by_label(from_label).select_option(start)
+    await scope.get_by_label(until_label).select_option(end)
+
+
+async def agree_and_send(page: Page, lang: str = "en") -> None:
+    for consent in WORDS[lang]["consents"]:
+        await page.get_by_label(consent).check()
+    await page.get_by_role("button", name=WORDS[lang]["send"]).click()
 
 
 async def stored(server: RunningServer) -> list[dict[str, Any]]:
@@ -61,8 +88,7 @@ async def stored(server: RunningServer) -> list[dict[str, Any]]:
 
 
 async def test_apply_in_english_on_a_phone(server: RunningServer, browser: Browser) -> None:
-    page, watch = await open_page(browser, f"{server.url}/apply", PHONE)
-    try:
+    async with form_page(browser, f"{server.url}/apply", PHONE) as (page, watch):
         await expect(page.get_by_role("heading", level=1)).to_have_text(
             "Talk with someone who sees politics differently"
         )
@@ -94,19 +120,13 @@ async def test_apply_in_english_on_a_phone(server: RunningServer, browser: Brows
         await page.get_by_label("A short introduction of yourself").fill(
             "Nurse, mother of two, Little League coach."
         )
-        await page.get_by_label("Day").select_option(label="Tuesday")
-        await page.get_by_label("From").select_option("18:00")
-        await page.get_by_label("Until").select_option("21:00")
+        await choose_window(page, "Tuesday", "18:00", "21:00")
         await page.get_by_role("button", name="Add another time").click()
         await expect(page.locator(".window-row")).to_have_count(2)
         second = page.locator(".window-row").nth(1)
         await expect(second.get_by_label("Day")).to_be_focused()
-        await second.get_by_label("Day").select_option(label="Saturday")
-        await second.get_by_label("From").select_option("10:00")
-        await second.get_by_label("Until").select_option("13:00")
-        await page.get_by_label("You may contact me").check()
-        await page.get_by_label("I have read the privacy notice").check()
-        await page.get_by_role("button", name="Send my application").click()
+        await choose_window(second, "Saturday", "10:00", "13:00")
+        await agree_and_send(page)
 
         # the server's field message shows beside the field; everything typed is kept
         await expect(page.locator("#e-email")).to_have_text(
@@ -144,13 +164,10 @@ async def test_apply_in_english_on_a_phone(server: RunningServer, browser: Brows
             {"day": 5, "start": "10:00", "end": "13:00"},
         ]
         watch.assert_clean()
-    finally:
-        await page.context.close()
 
 
 async def test_apply_in_spanish(server: RunningServer, browser: Browser) -> None:
-    page, watch = await open_page(browser, f"{server.url}/solicitar", PHONE)
-    try:
+    async with form_page(browser, f"{server.url}/solicitar", PHONE) as (page, watch):
         await expect(page.locator("html")).to_have_attribute("lang", "es")
         await expect(page.get_by_role("heading", level=1)).to_have_text(
             "Converse con alguien que ve la política de otra manera"
@@ -164,12 +181,8 @@ async def test_apply_in_spanish(server: RunningServer, browser: Browser) -> None
         await page.get_by_label("Español").check()
         await page.get_by_label("Muy conservador").check()
         await page.get_by_label("Una breve presentación de usted").fill("Soy Ana Ruiz, maestra.")
-        await page.get_by_label("Día").select_option(label="Domingo")
-        await page.get_by_label("Desde").select_option("15:00")
-        await page.get_by_label("Hasta").select_option("17:00")
-        await page.get_by_label("Pueden comunicarse conmigo").check()
-        await page.get_by_label("He leído el aviso de privacidad").check()
-        await page.get_by_role("button", name="Enviar mi solicitud").click()
+        await choose_window(page, "Domingo", "15:00", "17:00", lang="es")
+        await agree_and_send(page, lang="es")
         # the last name in the introduction is caught by the server, in Spanish
         await expect(page.locator("#e-bio")).to_have_text(
             "No incluya su apellido en su presentación."
@@ -183,13 +196,10 @@ async def test_apply_in_spanish(server: RunningServer, browser: Browser) -> None
         assert row["language"] == "es" and row["speaks"] == ["es"] and row["region"] == "PR"
         assert row["availability"] == [{"day": 6, "start": "15:00", "end": "17:00"}]
         watch.assert_clean()
-    finally:
-        await page.context.close()
 
 
 async def test_the_form_by_keyboard(server: RunningServer, browser: Browser) -> None:
-    page, watch = await open_page(browser, f"{server.url}/apply", LAPTOP)
-    try:
+    async with form_page(browser, f"{server.url}/apply", LAPTOP) as (page, watch):
         focused: list[str] = []
         for _ in range(60):
             await page.keyboard.press("Tab")
@@ -214,8 +224,6 @@ async def test_the_form_by_keyboard(server: RunningServer, browser: Browser) -> 
         await page.get_by_label("Language", exact=True).select_option("es")
         await expect(page.get_by_label("Nombre", exact=True)).to_have_value("Rosa")
         watch.assert_clean()
-    finally:
-        await page.context.close()
 
 
 async def test_staff_match_plan_and_confirm_in_a_few_clicks(
@@ -238,13 +246,13 @@ async def test_staff_match_plan_and_confirm_in_a_few_clicks(
                 http, "POST", f"{server.url}/api/applications", person, staff=False, expect=201
             )
     await add_staff(server)
-    page, watch = await open_page(browser, f"{server.url}/staff/applications", LAPTOP, False)
-    try:
+    async with form_page(browser, f"{server.url}/staff/applications", LAPTOP, False) as (
+        page,
+        watch,
+    ):
         # like every staff page, it asks for a sign-in first and comes back after it
         await expect(page).to_have_url(f"{server.url}/staff/signin?next=/staff/applications")
-        await page.get_by_label("Email").fill(STAFF_EMAIL)
-        await page.get_by_label("Password").fill(STAFF_PASSWORD)
-        await page.get_by_role("button", name="Sign in").click()
+        await sign_in_as_staff(page)
         await expect(page).to_have_url(f"{server.url}/staff/applications")
         await expect(page.locator("#signed-in-as")).to_have_text(STAFF_EMAIL)
         await expect(page.locator("#applications-status")).to_have_text("2 applications")
@@ -258,9 +266,7 @@ async def test_staff_match_plan_and_confirm_in_a_few_clicks(
         await form.get_by_label("First name").fill("Sam")
         await form.get_by_label("Email", exact=True).fill("sam@example.org")
         await form.get_by_label("Time zone").select_option("America/Chicago")
-        await form.get_by_label("Day").select_option(label="Tuesday")
-        await form.get_by_label("From").select_option("17:00")
-        await form.get_by_label("Until").select_option("22:00")
+        await choose_window(form, "Tuesday", "17:00", "22:00")
         await form.get_by_role("button", name="Add", exact=True).click()
         await expect(page.locator("#facilitator-status")).to_have_text("Sam was added.")
 
@@ -288,5 +294,3 @@ async def test_staff_match_plan_and_confirm_in_a_few_clicks(
         await expect(page.locator("#message-attachments")).to_contain_text("text/calendar")
         await screenshot(page, "staff-applications")
         watch.assert_clean()
-    finally:
-        await page.context.close()

@@ -7,69 +7,26 @@ from __future__ import annotations
 
 import hashlib
 import tarfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import bagit
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
-from support.archive import (
-    STAFF_EMAIL,
-    STAFF_PASSWORD,
-    Finished,
-    add_staff,
-    archive_server,
-    finished_recording,
-)
+from support.archive import TITLE, Finished
 from support.browser import (
-    LAPTOP,
     PHONE,
-    PageWatch,
-    eventually,
     horizontal_overflow,
-    launch,
     screenshot,
+    sign_in_as_staff,
+    watched_page,
 )
+from support.polling import wait_for
 from support.server import RunningServer
+from support.staff import STAFF_EMAIL
 
 pytestmark = pytest.mark.slow
-
-EXPECT_MS = 15_000
-
-
-@pytest.fixture(scope="session")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Finished:
-    return finished_recording(tmp_path_factory.mktemp("recording"))
-
-
-@pytest.fixture
-async def archive(finished: Finished, tmp_path: Path) -> AsyncIterator[RunningServer]:
-    server = await archive_server(finished, tmp_path)
-    try:
-        await add_staff(server)
-        yield server
-    finally:
-        await server.close()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await launch(playwright)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-async def open_page(context: BrowserContext, url: str) -> tuple[Page, PageWatch]:
-    page = await context.new_page()
-    watch = PageWatch()
-    watch.attach(page)
-    await page.goto(url)
-    return page, watch
 
 
 async def current_time(page: Page) -> float:
@@ -77,29 +34,20 @@ async def current_time(page: Page) -> float:
     return float(value)
 
 
-async def sign_in(page: Page) -> None:
-    await page.get_by_label("Email").fill(STAFF_EMAIL)
-    await page.get_by_label("Password").fill(STAFF_PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-
-
 async def test_staff_find_play_download_export_and_a_participant_copy(
     archive: RunningServer, finished: Finished, browser: Browser, tmp_path: Path
 ) -> None:
-    staff_context = await browser.new_context(viewport=LAPTOP, accept_downloads=True)  # type: ignore[arg-type]
-    try:
-        # the recordings page asks for a sign-in first, and comes back after it
-        page, watch = await open_page(staff_context, f"{archive.url}/staff/recordings")
+    # the recordings page asks for a sign-in first, and comes back after it
+    recordings = f"{archive.url}/staff/recordings"
+    async with watched_page(browser, recordings, accept_downloads=True) as (page, watch):
         await expect(page).to_have_url(f"{archive.url}/staff/signin?next=/staff/recordings")
         await expect(page.get_by_label("Email")).to_be_focused()
-        await page.get_by_label("Email").fill(STAFF_EMAIL)
-        await page.get_by_label("Password").fill("not the password")
-        await page.get_by_role("button", name="Sign in").click()
+        await sign_in_as_staff(page, password="not the password")
         await expect(page.locator("#sign-in-status")).to_have_text(
             "That email and password do not match an account."
         )
         await screenshot(page, "archive-signin")
-        await sign_in(page)
+        await sign_in_as_staff(page)
         await expect(page).to_have_url(f"{archive.url}/staff/recordings")
         await expect(page.locator("#signed-in-as")).to_have_text(STAFF_EMAIL)
 
@@ -115,14 +63,14 @@ async def test_staff_find_play_download_export_and_a_participant_copy(
         await expect(rows).to_contain_text("Recording ready")
         assert "name=rosa" in page.url
         await screenshot(page, "archive-recordings")
-        await rows.get_by_role("link", name="Porch light conversation").click()
+        await rows.get_by_role("link", name=TITLE).click()
         await expect(page).to_have_url(f"{archive.url}/staff/recordings/{finished.recording_id}")
 
         # play it by chapter: the list and the marks on the waveform
-        await expect(page.locator("#rec-title")).to_have_text("Porch light conversation")
+        await expect(page.locator("#rec-title")).to_have_text(TITLE)
         chapters = page.locator("#chapters button")
         await expect(chapters).to_have_count(2)
-        await eventually(
+        await wait_for(
             lambda: page.evaluate("() => document.querySelector('#player').readyState >= 1"),
             what="the access copy's metadata in the player",
         )
@@ -134,12 +82,12 @@ async def test_staff_find_play_download_export_and_a_participant_copy(
         ).json()
         second = rec["chapters"][1]["start_s"]
         await chapters.nth(1).click()
-        await eventually(lambda: _near(page, second), what="the player at the second chapter")
+        await wait_for(lambda: _near(page, second), what="the player at the second chapter")
         await expect(page.locator("#chapters li").nth(1)).to_have_attribute("aria-current", "true")
         mark = page.get_by_role("button", name="Chapter 1 at 0:0")
         await mark.first.focus()
         await page.keyboard.press("Enter")
-        await eventually(lambda: _near(page, rec["chapters"][0]["start_s"]), what="chapter 1")
+        await wait_for(lambda: _near(page, rec["chapters"][0]["start_s"]), what="chapter 1")
         await page.evaluate("() => document.querySelector('#player').pause()")
 
         # every file, with the size and checksum the page shows
@@ -207,9 +155,8 @@ async def test_staff_find_play_download_export_and_a_participant_copy(
         ]
 
         # the participant's own copy, on a phone
-        phone = await browser.new_context(viewport=PHONE, accept_downloads=True)  # type: ignore[arg-type]
-        try:
-            copy_page, copy_watch = await open_page(phone, rosa_link)
+        phone = watched_page(browser, rosa_link, PHONE, accept_downloads=True)
+        async with phone as (copy_page, copy_watch):
             await expect(copy_page.locator("#greeting")).to_contain_text("Hello Rosa")
             await expect(copy_page.locator("#consent-public")).to_be_checked()
             async with copy_page.expect_download() as download_info:
@@ -234,8 +181,6 @@ async def test_staff_find_play_download_export_and_a_participant_copy(
             await expect(copy_page.locator("#refused-text")).to_have_text(
                 "This link is missing its key. Please open the full link you were sent."
             )
-        finally:
-            await phone.close()
 
         # staff see her change in the history, and every action in the audit log
         await page.reload()
@@ -262,8 +207,6 @@ async def test_staff_find_play_download_export_and_a_participant_copy(
         await expect(page).to_have_url(f"{archive.url}/staff/signin")
         response = await page.request.get(f"{archive.url}/api/staff/me")
         assert response.status == 401
-    finally:
-        await staff_context.close()
 
 
 async def _near(page: Page, seconds: float) -> bool:
@@ -273,12 +216,9 @@ async def _near(page: Page, seconds: float) -> bool:
 async def test_recording_page_on_a_phone_and_deletion(
     archive: RunningServer, finished: Finished, browser: Browser
 ) -> None:
-    context = await browser.new_context(viewport=PHONE)  # type: ignore[arg-type]
-    try:
-        page, watch = await open_page(
-            context, f"{archive.url}/staff/recordings/{finished.recording_id}"
-        )
-        await sign_in(page)
+    url = f"{archive.url}/staff/recordings/{finished.recording_id}"
+    async with watched_page(browser, url, PHONE) as (page, watch):
+        await sign_in_as_staff(page)
         await expect(page).to_have_url(f"{archive.url}/staff/recordings/{finished.recording_id}")
         await expect(page.locator("#chapters button")).to_have_count(2)
         assert await horizontal_overflow(page) == 0
@@ -291,5 +231,3 @@ async def test_recording_page_on_a_phone_and_deletion(
         await expect(page.locator("#results-status")).to_have_text("No recordings match.")
         assert not (archive.settings.recordings_dir / finished.recording_id).exists()
         watch.assert_clean()
-    finally:
-        await context.close()

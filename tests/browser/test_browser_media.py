@@ -6,37 +6,26 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, Playwright, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from support.browser import (
+    EXPECT_MS,
     LAPTOP,
     PHONE,
-    TONES,
     Seat,
     assert_hears,
-    eventually,
-    launch,
     received_tone,
     seat_page,
     turn_on_microphone,
     with_raw_audio,
-    write_tone,
 )
+from support.media import TONES
+from support.polling import wait_for
 from support.server import RunningServer, create_session
 
 pytestmark = pytest.mark.slow
-
-EXPECT_MS = 15_000
-
-
-@pytest.fixture
-async def pw() -> AsyncIterator[Playwright]:
-    async with async_playwright() as playwright:
-        yield playwright
 
 
 async def audio_state(page: Page) -> tuple[str, str | None]:
@@ -56,85 +45,79 @@ async def silent(page: Page, seat: str) -> bool:
 
 
 async def test_the_facilitator_hears_both_participants_and_survives_a_drop(
-    server: RunningServer, pw: Playwright, tmp_path: Path
+    server: RunningServer, seat_browsers: dict[str, Browser]
 ) -> None:
     created = await create_session(server.url)
-    browsers = {
-        seat: await launch(pw, write_tone(tmp_path / f"{seat}.wav", freq))
-        for seat, freq in TONES.items()
-    }
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            seats: dict[str, Seat] = {}
-            for seat in TONES:
-                link = with_raw_audio(created["seats"][seat]["url"])
-                viewport = LAPTOP if seat == "facilitator" else PHONE
-                seats[seat] = await stack.enter_async_context(
-                    seat_page(browsers[seat], link, seat, viewport)
-                )
-                await turn_on_microphone(seats[seat].page)
-            console = seats["facilitator"].page
-            state = await eventually(
-                lambda: settled_audio(console), timeout=20, what="the console's audio"
+    async with contextlib.AsyncExitStack() as stack:
+        seats: dict[str, Seat] = {}
+        for seat in TONES:
+            link = with_raw_audio(created["seats"][seat]["url"])
+            viewport = LAPTOP if seat == "facilitator" else PHONE
+            seats[seat] = await stack.enter_async_context(
+                seat_page(seat_browsers[seat], link, seat, viewport)
             )
-            if state == ("unavailable", "media_unavailable"):
-                pytest.skip("the server answers rtc:offer with media_unavailable (no media plane)")
-            assert state[0] == "connected", state
-            await expect(console.locator("#audio-status")).to_have_text("Sound connected.")
+            await turn_on_microphone(seats[seat].page)
+        console = seats["facilitator"].page
+        state = await wait_for(
+            lambda: settled_audio(console), timeout=30, what="the console's audio"
+        )
+        if state == ("unavailable", "media_unavailable"):
+            pytest.skip("the server answers rtc:offer with media_unavailable (no media plane)")
+        assert state[0] == "connected", state
+        await expect(console.locator("#audio-status")).to_have_text("Sound connected.")
 
-            # both participants' tones reach the console, each on its own seat
-            await assert_hears(console, ["a", "b"])
-            for seat in ("a", "b"):
-                meter = console.locator(f'.seat-card[data-seat="{seat}"] .meter')
-                await expect(meter).to_have_attribute("data-active", "true", timeout=EXPECT_MS)
-                quality = console.locator(f'.seat-card[data-seat="{seat}"] .quality')
-                await expect(quality).to_contain_text("Connection good", timeout=EXPECT_MS)
+        # both participants' tones reach the console, each on its own seat
+        await assert_hears(console, ["a", "b"])
+        for seat in ("a", "b"):
+            meter = console.locator(f'.seat-card[data-seat="{seat}"] .meter')
+            await expect(meter).to_have_attribute("data-active", "true", timeout=EXPECT_MS)
+            quality = console.locator(f'.seat-card[data-seat="{seat}"] .quality')
+            await expect(quality).to_contain_text("Connection good", timeout=EXPECT_MS)
 
-            # muting a participant silences that voice only
-            a = seats["a"].page
-            await a.get_by_role("button", name="Mute").click()
-            await expect(a.get_by_role("button", name="Mute")).to_have_attribute(
-                "aria-pressed", "true"
-            )
-            await expect(a.locator("#audio-status")).to_have_text(
-                "You are muted. The others cannot hear you."
-            )
-            await eventually(lambda: silent(console, "a"), timeout=10, what="a to fall silent")
-            assert await received_tone(console, "b", TONES["b"]) is not None
-            await a.get_by_role("button", name="Mute").click()
-            await eventually(
-                functools.partial(received_tone, console, "a", TONES["a"]),
-                timeout=10,
-                what="a again",
-            )
+        # muting a participant silences that voice only
+        a = seats["a"].page
+        await a.get_by_role("button", name="Mute").click()
+        await expect(a.get_by_role("button", name="Mute")).to_have_attribute("aria-pressed", "true")
+        await expect(a.locator("#audio-status")).to_have_text(
+            "You are muted. The others cannot hear you."
+        )
+        await wait_for(lambda: silent(console, "a"), timeout=30, what="a to fall silent")
+        await wait_for(
+            functools.partial(received_tone, console, "b", TONES["b"]),
+            timeout=30,
+            what="b still heard",
+        )
+        await a.get_by_role("button", name="Mute").click()
+        await wait_for(
+            functools.partial(received_tone, console, "a", TONES["a"]),
+            timeout=30,
+            what="a again",
+        )
 
-            # a network drop: the socket closes under the page; it comes back by itself
-            await console.evaluate(
-                """() => {
-                    window.firstPeerConnection = window.storyroom.client.pc;
-                    window.storyroom.client.socket.io.engine.close();
-                }"""
-            )
-            await expect(console.locator("#banner-text")).to_contain_text(
-                "The connection dropped", timeout=EXPECT_MS
-            )
-            await expect(console.locator("#conn-indicator")).to_have_attribute(
-                "data-state", "connected", timeout=EXPECT_MS
-            )
-            await expect(console.locator("#banner")).to_be_hidden()
-            await expect(console.locator("#audio-status")).to_have_text(
-                "Sound connected.", timeout=EXPECT_MS
-            )
-            fresh = await console.evaluate(
-                "() => window.storyroom.client.pc !== window.firstPeerConnection"
-            )
-            assert fresh, "the console should build a new peer connection after a drop"
-            await assert_hears(console, ["a", "b"])
-            # and the participants hear the facilitator again, without renegotiating
-            await assert_hears(a, ["facilitator"])
-            await expect(a.locator("#facilitator-presence")).to_have_text("In the room")
-            for person in seats.values():
-                person.watch.assert_clean()
-    finally:
-        for browser in browsers.values():
-            await browser.close()
+        # a network drop: the socket closes under the page; it comes back by itself
+        await console.evaluate(
+            """() => {
+                window.firstPeerConnection = window.storyroom.client.pc;
+                window.storyroom.client.socket.io.engine.close();
+            }"""
+        )
+        await expect(console.locator("#banner-text")).to_contain_text(
+            "The connection dropped", timeout=EXPECT_MS
+        )
+        await expect(console.locator("#conn-indicator")).to_have_attribute(
+            "data-state", "connected", timeout=EXPECT_MS
+        )
+        await expect(console.locator("#banner")).to_be_hidden()
+        await expect(console.locator("#audio-status")).to_have_text(
+            "Sound connected.", timeout=EXPECT_MS
+        )
+        fresh = await console.evaluate(
+            "() => window.storyroom.client.pc !== window.firstPeerConnection"
+        )
+        assert fresh, "the console should build a new peer connection after a drop"
+        await assert_hears(console, ["a", "b"])
+        # and the participants hear the facilitator again, without renegotiating
+        await assert_hears(a, ["facilitator"])
+        await expect(a.locator("#facilitator-presence")).to_have_text("In the room")
+        for person in seats.values():
+            person.watch.assert_clean()

@@ -5,52 +5,37 @@ browser is not the point of the test."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from storyroom.room.questions import bank
-from support.archive import STAFF_EMAIL, STAFF_PASSWORD, add_staff
 from support.browser import (
+    EXPECT_MS,
     LAPTOP,
     PHONE,
+    bank_text,
     horizontal_overflow,
-    launch,
     screenshot,
     seat_page,
+    sign_in_as_staff,
     turn_on_microphone,
     with_raw_audio,
-    write_tone,
 )
+from support.polling import wait_for
 from support.server import (
     RunningServer,
     SeatClient,
     create_session,
-    start_server,
-    wait_for,
+    give_consent,
+    seated,
+    serving,
 )
+from support.staff import add_staff
 
 pytestmark = pytest.mark.slow
-
-EXPECT_MS = 15_000
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        chromium = await launch(playwright, write_tone(tmp_path / "tone.wav", 523.0))
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
-
-
-def bank_text(index: int, lang: str = "en") -> str:
-    text: str = bank()["questions"][index]["text"][lang]
-    return text
 
 
 def token_of(link: str) -> str:
@@ -115,8 +100,7 @@ async def test_a_bad_link_says_so_in_plain_words(
             seat.watch.assert_clean()
 
     # an expired link (tokens that live for a tenth of a second)
-    short = await start_server(tmp_path / "short", token_ttl_days=1e-6)
-    try:
+    async with serving(tmp_path / "short", token_ttl_days=1e-6) as short:
         expired = await create_session(short.url)
         async with seat_page(browser, expired["seats"]["b"]["url"], "b", PHONE) as seat:
             await expect(seat.page.locator("#banner-text")).to_have_text(
@@ -125,8 +109,6 @@ async def test_a_bad_link_says_so_in_plain_words(
             )
             await expect(seat.page.locator("#conn-indicator")).to_have_text("Cannot connect")
             await screenshot(seat.page, "room-expired")
-    finally:
-        await short.close()
 
 
 async def test_a_second_window_takes_over_and_leaving_can_be_undone(
@@ -205,9 +187,7 @@ async def test_pages_fit_a_phone_without_sideways_scrolling(
                     seat.page.get_by_role("link", name="Staff: sign in here")
                 ).to_be_visible()
             elif name == "staff":
-                await seat.page.get_by_label("Email").fill(STAFF_EMAIL)
-                await seat.page.get_by_label("Password").fill(STAFF_PASSWORD)
-                await seat.page.get_by_role("button", name="Sign in").click()
+                await sign_in_as_staff(seat.page)
                 await expect(seat.page.locator("#sessions-body tr")).to_have_count(1)
             else:
                 await expect(seat.page.locator("#conn-indicator")).to_have_attribute(
@@ -223,105 +203,89 @@ async def test_the_facilitator_runs_the_room_from_the_keyboard(
     tmp_path: Path, browser: Browser
 ) -> None:
     # a 10-minute session that is inside its last 10 minutes at once: the warning shows
-    server = await start_server(tmp_path / "data", warning_minutes=(10.0, 1.0))
-    participants: list[SeatClient] = []
-    try:
+    async with serving(tmp_path / "data", warning_minutes=(10.0, 1.0)) as server:
         created = await create_session(server.url, target_minutes=10)
-        for seat_name in ("a", "b"):
-            client = SeatClient(server.url, created["seats"][seat_name]["token"])
-            await client.connect()
-            participants.append(client)
-            ack = await client.call("consent", {"record": True, "archive": False, "public": False})
-            assert ack["ok"], ack
-        q = [bank()["questions"][i]["id"] for i in range(3)]
-        texts = [bank_text(i) for i in range(3)]
-        link = with_raw_audio(created["seats"]["facilitator"]["url"])
-        async with seat_page(browser, link, "facilitator", LAPTOP) as seat:
-            page = seat.page
-            await expect(page.locator("#start-hint")).to_have_text(
-                "Everyone is here and has agreed to the recording. You can start.",
-                timeout=EXPECT_MS,
-            )
-            # build the agreed list with Enter on focused buttons
-            for count, text in enumerate(texts, start=1):
-                button = page.get_by_role("button", name=f"Add to the agreed list: {text}")
-                await button.focus()
+        async with seated(server.url, created, ("a", "b")) as participants:
+            await give_consent(participants)
+            q = [bank()["questions"][i]["id"] for i in range(3)]
+            texts = [bank_text(i) for i in range(3)]
+            link = with_raw_audio(created["seats"]["facilitator"]["url"])
+            async with seat_page(browser, link, "facilitator", LAPTOP) as seat:
+                page = seat.page
+                await expect(page.locator("#start-hint")).to_have_text(
+                    "Everyone is here and has agreed to the recording. You can start.",
+                    timeout=EXPECT_MS,
+                )
+                # build the agreed list with Enter on focused buttons
+                for count, text in enumerate(texts, start=1):
+                    button = page.get_by_role("button", name=f"Add to the agreed list: {text}")
+                    await button.focus()
+                    await page.keyboard.press("Enter")
+                    await expect(page.locator("#agreed-editor .agreed-text")).to_have_count(count)
+                await expect(page.locator("#agreed-editor .agreed-text")).to_have_text(texts)
+                # Enter on a focused Move button moves the question; focus stays on the
+                # moved question's button, and at the top (Up disabled) goes to its Down
+                await page.get_by_role("button", name=f"Move up: {texts[2]}").focus()
+                for focused, order in (
+                    ("Move up", [texts[0], texts[2], texts[1]]),
+                    ("Move up", [texts[2], texts[0], texts[1]]),
+                    ("Move down", [texts[0], texts[2], texts[1]]),
+                ):
+                    button = page.get_by_role("button", name=f"{focused}: {texts[2]}")
+                    await expect(button).to_be_focused()
+                    await page.keyboard.press("Enter")
+                    await expect(page.locator("#agreed-editor .agreed-text")).to_have_text(order)
+                await participants["a"].wait(lambda s: s["agreed"] == [q[0], q[2], q[1]])
+
+                await page.get_by_role("button", name="Start recording").focus()
                 await page.keyboard.press("Enter")
-                await expect(page.locator("#agreed-editor .agreed-text")).to_have_count(count)
-            await expect(page.locator("#agreed-editor .agreed-text")).to_have_text(texts)
-            up = page.get_by_role("button", name=f"Move up: {texts[2]}")
-            await up.focus()
-            await page.keyboard.press("Enter")
-            await expect(page.locator("#agreed-editor .agreed-text")).to_have_text(
-                [texts[0], texts[2], texts[1]]
-            )
-            # focus stays on the moved question's button
-            await expect(page.get_by_role("button", name=f"Move up: {texts[2]}")).to_be_focused()
-            await page.keyboard.press("Enter")
-            await expect(page.locator("#agreed-editor .agreed-text")).to_have_text(
-                [texts[2], texts[0], texts[1]]
-            )
-            # at the top, Up is disabled: focus moves to the same question's Down
-            await expect(page.get_by_role("button", name=f"Move down: {texts[2]}")).to_be_focused()
-            await page.keyboard.press("Enter")
-            await expect(page.locator("#agreed-editor .agreed-text")).to_have_text(
-                [texts[0], texts[2], texts[1]]
-            )
-            await participants[0].wait(lambda s: s["agreed"] == [q[0], q[2], q[1]])
+                await expect(page.locator("#rec-indicator")).to_have_attribute(
+                    "data-state", "recording", timeout=EXPECT_MS
+                )
+                await expect(page.get_by_role("button", name="Pause")).to_be_focused()
+                await expect(page.locator("#timer-warning")).to_have_text("About 10 minutes left.")
+                await expect(page.locator("#timer")).to_have_attribute("data-state", "warning")
 
-            await page.get_by_role("button", name="Start recording").focus()
-            await page.keyboard.press("Enter")
-            await expect(page.locator("#rec-indicator")).to_have_attribute(
-                "data-state", "recording", timeout=EXPECT_MS
-            )
-            await expect(page.get_by_role("button", name="Pause")).to_be_focused()
-            await expect(page.locator("#timer-warning")).to_have_text("About 10 minutes left.")
-            await expect(page.locator("#timer")).to_have_attribute("data-state", "warning")
+                # N cues the next agreed question, twice
+                await expect(page.locator("#next-preview")).to_have_text(f"Up next: {texts[0]}")
+                await page.keyboard.press("n")
+                await expect(page.locator("#cue-text")).to_have_text(texts[0])
+                await expect(page.locator("#next-preview")).to_have_text(f"Up next: {texts[2]}")
+                await participants["b"].wait(lambda s: s["cue"] and s["cue"]["question_id"] == q[0])
+                await page.keyboard.press("n")
+                await expect(page.locator("#cue-text")).to_have_text(texts[2])
+                await expect(page.locator("#agreed-editor li.current .agreed-text")).to_have_text(
+                    texts[2]
+                )
+                # typing an "n" into a field does not cue anything
+                await page.get_by_label("Label").focus()
+                await page.keyboard.type("nice moment")
+                await page.keyboard.press("Enter")
+                await expect(page.locator("#marker-list li")).to_contain_text(["nice moment"])
+                await expect(page.locator("#cue-text")).to_have_text(texts[2])
+                assert len(participants["a"].last["cues"]) == 2
 
-            # N cues the next agreed question, twice
-            await expect(page.locator("#next-preview")).to_have_text(f"Up next: {texts[0]}")
-            await page.keyboard.press("n")
-            await expect(page.locator("#cue-text")).to_have_text(texts[0])
-            await expect(page.locator("#next-preview")).to_have_text(f"Up next: {texts[2]}")
-            await participants[1].wait(lambda s: s["cue"] and s["cue"]["question_id"] == q[0])
-            await page.keyboard.press("n")
-            await expect(page.locator("#cue-text")).to_have_text(texts[2])
-            await expect(page.locator("#agreed-editor li.current .agreed-text")).to_have_text(
-                texts[2]
-            )
-            # typing an "n" into a field does not cue anything
-            await page.get_by_label("Label").focus()
-            await page.keyboard.type("nice moment")
-            await page.keyboard.press("Enter")
-            await expect(page.locator("#marker-list li")).to_contain_text(["nice moment"])
-            await expect(page.locator("#cue-text")).to_have_text(texts[2])
-            assert len(participants[0].last["cues"]) == 2
-
-            # Stop asks first; Escape keeps recording
-            await page.get_by_role("button", name="Stop recording").focus()
-            await page.keyboard.press("Enter")
-            dialog = page.get_by_role("dialog", name="Stop the recording?")
-            await expect(dialog).to_be_visible()
-            await expect(dialog.get_by_role("button", name="Keep recording")).to_be_focused()
-            await page.keyboard.press("Escape")
-            await expect(dialog).to_have_count(0)
-            await expect(page.get_by_role("button", name="Stop recording")).to_be_focused()
-            await expect(page.locator("#rec-indicator")).to_have_attribute(
-                "data-state", "recording"
-            )
-            await page.keyboard.press("Enter")
-            await page.keyboard.press("Tab")
-            await expect(page.get_by_role("button", name="Yes, stop recording")).to_be_focused()
-            await page.keyboard.press("Enter")
-            await expect(page.locator("#rec-indicator")).to_have_attribute(
-                "data-state", "stopped", timeout=EXPECT_MS
-            )
-            await participants[0].wait(lambda s: s["recording"]["state"] == "stopped")
-            seat.watch.assert_clean()
-    finally:
-        for client in participants:
-            await client.close()
-        await server.close()
+                # Stop asks first; Escape keeps recording
+                await page.get_by_role("button", name="Stop recording").focus()
+                await page.keyboard.press("Enter")
+                dialog = page.get_by_role("dialog", name="Stop the recording?")
+                await expect(dialog).to_be_visible()
+                await expect(dialog.get_by_role("button", name="Keep recording")).to_be_focused()
+                await page.keyboard.press("Escape")
+                await expect(dialog).to_have_count(0)
+                await expect(page.get_by_role("button", name="Stop recording")).to_be_focused()
+                await expect(page.locator("#rec-indicator")).to_have_attribute(
+                    "data-state", "recording"
+                )
+                await page.keyboard.press("Enter")
+                await page.keyboard.press("Tab")
+                await expect(page.get_by_role("button", name="Yes, stop recording")).to_be_focused()
+                await page.keyboard.press("Enter")
+                await expect(page.locator("#rec-indicator")).to_have_attribute(
+                    "data-state", "stopped", timeout=EXPECT_MS
+                )
+                await participants["a"].wait(lambda s: s["recording"]["state"] == "stopped")
+                seat.watch.assert_clean()
 
 
 async def test_staff_sign_in_create_a_session_and_watch_the_list(
@@ -335,15 +299,12 @@ async def test_staff_sign_in_create_a_session_and_watch_the_list(
         page = await context.new_page()
         await page.goto(f"{server.url}/staff")
         await expect(page).to_have_url(f"{server.url}/staff/signin?next=/staff")
-        await page.get_by_label("Email").fill(STAFF_EMAIL)
-        await page.get_by_label("Password").fill("not-the-staff-password")
-        await page.get_by_role("button", name="Sign in").click()
+        await sign_in_as_staff(page, password="not-the-staff-password")
         await expect(page.locator("#sign-in-status")).to_have_text(
             "That email and password do not match an account."
         )
 
-        await page.get_by_label("Password").fill(STAFF_PASSWORD)
-        await page.get_by_role("button", name="Sign in").click()
+        await sign_in_as_staff(page)
         await expect(page.locator("#sessions-status")).to_have_text("No sessions yet.")
         await page.get_by_label("Title").focus()
 

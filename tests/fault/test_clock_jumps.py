@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 import support.media
-from support.media import RATE, TONES, SeatPeer, ToneTrack
-from support.server import RunningServer, SeatClient, create_session, seat_clients, wait_for
+from support.media import RATE, tone_room
+from support.polling import wait_for, wait_until
+from support.server import CONSENT, RunningServer, give_consent
 
-CONSENT = {"record": True, "archive": False, "public": False}
 HOUR = 3600.0
 
 
@@ -72,16 +72,10 @@ async def test_wall_clock_steps_do_not_move_the_timer_or_the_audio(
     monkeypatch.setattr(support.media, "time", types.SimpleNamespace(time=real_time))
     monkeypatch.setattr(time, "time", wall)
 
-    created = await create_session(server.url)
-    clients: dict[str, SeatClient] = await seat_clients(server.url, created)
-    peers = {seat: SeatPeer(clients[seat], ToneTrack(TONES[seat])) for seat in clients}
-    f = clients["facilitator"]
-    try:
-        for peer in peers.values():
-            await peer.connect()
-        await wait_for(lambda: all(len(p.received) == 2 for p in peers.values()), timeout=15)
-        for seat in ("a", "b"):
-            assert (await clients[seat].call("consent", CONSENT))["ok"]
+    async with tone_room(server.url) as (clients, peers):
+        f = clients["facilitator"]
+        await wait_for(lambda: all(len(p.received) == 2 for p in peers.values()), timeout=30)
+        await give_consent(clients, CONSENT)
 
         # each server-side moment lies between the real times just before a call and
         # just after its ack: bounds that hold however loaded the machine is
@@ -98,7 +92,7 @@ async def test_wall_clock_steps_do_not_move_the_timer_or_the_audio(
             peers[seat].tone.bursts += [began + t for t in times]
 
         async def until(t: float) -> None:
-            await wait_for(lambda: real_time() - began >= t, timeout=t + 5)
+            await wait_until(began + t, clock=real_time)
 
         await until(1.5)
         wall.step = HOUR
@@ -126,8 +120,11 @@ async def test_wall_clock_steps_do_not_move_the_timer_or_the_audio(
         snapshot = await f.wait(
             lambda s: s["markers"] and s["markers"][-1]["label"] == "after the steps", "marker"
         )
-        # the timer did not jump: it reads what really ran, pauses excluded
-        assert snapshot["timer"]["elapsed_s"] == pytest.approx(expected_marker, abs=0.3)
+        seen = real_time()
+        # the timer did not jump: it reads what really ran, pauses excluded; the snapshot
+        # was made after the marker and before it reached us
+        elapsed = snapshot["timer"]["elapsed_s"]
+        assert expected_marker - 0.002 <= elapsed <= expected_marker + seen - marked[0], elapsed
         await until(5.0)
         before = real_time()
         assert (await f.call("recording:stop"))["ok"]
@@ -143,11 +140,6 @@ async def test_wall_clock_steps_do_not_move_the_timer_or_the_audio(
         )
         assert ready["recording"]["finalize"]["status"] == "ready", ready["recording"]
         assert within(ready["timer"]["elapsed_s"], recorded, 0.02), (recorded, ready["timer"])
-    finally:
-        for peer in peers.values():
-            await peer.close()
-        for client in clients.values():
-            await client.close()
 
     metadata = json.loads((rec_dir / "metadata.json").read_text())
     assert within(metadata["duration_s"], recorded, 0.1), (recorded, metadata["duration_s"])
@@ -166,11 +158,18 @@ async def test_wall_clock_steps_do_not_move_the_timer_or_the_audio(
     print("burst onsets", onsets, "pause", round(pause_s, 3))
     assert [len(onsets[s]) for s in bursts] == [2, 2], onsets
     latency = onsets["a"][0] - bursts["a"][0]
-    assert abs(latency) < 0.1, latency  # the start ack gives zero to a few ms
+    # `began` is the middle of the start call: zero is within half its length of it
+    assert abs(latency) < 0.1 + (started[1] - started[0]) / 2, (latency, started)
     expected = {
         "a": [bursts["a"][0] + latency, bursts["a"][1] - pause_s + latency],
         "b": [bursts["b"][0] + latency, bursts["b"][1] - pause_s + latency],
     }
+    # The room's clock stops when the server begins the pause, the recorder when the
+    # pause is stored and it is told; `paused_s` is the recorder's. Audio after the pause
+    # can land earlier by that handling time, which the pause call's length bounds (a
+    # millisecond or two on a quiet machine, tens of them on a busy one).
+    handling = paused[1] - paused[0]
     for seat in bursts:
-        for got, want in zip(onsets[seat], expected[seat], strict=True):
-            assert got == pytest.approx(want, abs=0.020), (seat, onsets, expected)
+        for index, (got, want) in enumerate(zip(onsets[seat], expected[seat], strict=True)):
+            early = handling if bursts[seat][index] > 3.0 else 0.0
+            assert want - early - 0.020 <= got <= want + 0.020, (seat, onsets, expected, early)

@@ -7,24 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import inspect
 import random
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from itertools import pairwise
 
 import av
 import numpy as np
 import pytest
 from aiortc import (
-    RTCConfiguration,
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
     rtcrtpreceiver,
 )
 from aiortc.codecs.opus import OpusEncoder
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
 
 from storyroom.media.aiortc_internals import (
     EncodedAudioTrack,
@@ -33,64 +30,13 @@ from storyroom.media.aiortc_internals import (
     tap_receiver,
 )
 from storyroom.recording.oggopus import opus_packet_samples
-
-RATE = 48_000
-FRAME = 960
-TONE_HZ = 440.0
-
-
-async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str
-) -> None:
-    """Poll ``condition`` (plain or async) until it holds; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-class ToneTrack(MediaStreamTrack):
-    """A microphone stand-in: a sine tone in 20 ms s16 mono frames, in real time."""
-
-    kind = "audio"
-
-    def __init__(self, frequency: float = TONE_HZ) -> None:
-        super().__init__()
-        self._frequency = frequency
-        self._pts = 0
-        self._start: float | None = None
-
-    async def recv(self) -> av.AudioFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        else:
-            # Pacing like a sound card, not waiting for a condition.
-            await asyncio.sleep(max(0.0, self._start + self._pts / RATE - time.monotonic()))
-        t = (np.arange(FRAME) + self._pts) / RATE
-        pcm = (np.sin(2 * np.pi * self._frequency * t) * 10_000).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
-        frame.sample_rate = RATE
-        frame.pts = self._pts
-        frame.time_base = fractions.Fraction(1, RATE)
-        self._pts += FRAME
-        return frame
-
-
-def dominant_frequency(samples: np.ndarray) -> float:
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    return float(np.argmax(spectrum) * RATE / len(samples))
+from support.media import NO_ICE_SERVERS, ToneTrack, dominant_frequency
+from support.ogg import FRAME, RATE, TONE_HZ
+from support.polling import wait_for
 
 
 def new_peer(peers: list[RTCPeerConnection]) -> RTCPeerConnection:
-    peer = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    peer = RTCPeerConnection(NO_ICE_SERVERS)
     peers.append(peer)
     return peer
 
@@ -141,7 +87,7 @@ async def test_tap_forward_and_decode_end_to_end(caplog: pytest.LogCaptureFixtur
         server_out = new_peer(peers)
         listener = new_peer(peers)
 
-        seat_sender = seat.addTrack(ToneTrack())
+        seat_sender = seat.addTrack(ToneTrack(TONE_HZ))
         relay = EncodedAudioTrack()
         tapped: list[RtpAudioPacket] = []
 
@@ -159,7 +105,7 @@ async def test_tap_forward_and_decode_end_to_end(caplog: pytest.LogCaptureFixtur
         server_out.addTrack(relay)
         await negotiate(server_out, listener)
 
-        await wait_until(lambda: len(tapped) >= 50, 10, "a second of tapped packets")
+        await wait_for(lambda: len(tapped) >= 50, timeout=30, what="a second of tapped packets")
         (server_receiver,) = server_in.getReceivers()
 
         # A callback that raises is logged; the connection keeps going.
@@ -196,7 +142,9 @@ async def test_tap_forward_and_decode_end_to_end(caplog: pytest.LogCaptureFixtur
                 for s in report.values()
             )
 
-        await wait_until(seat_got_receiver_report, 5, "an RTCP receiver report at the seat")
+        await wait_for(
+            seat_got_receiver_report, timeout=15, what="an RTCP receiver report at the seat"
+        )
 
         # The listener decodes the forwarded packets with plain aiortc.
         (listener_receiver,) = listener.getReceivers()
@@ -208,7 +156,9 @@ async def test_tap_forward_and_decode_end_to_end(caplog: pytest.LogCaptureFixtur
                 listener_frames.append(frame)
 
         reader = asyncio.create_task(read_listener())
-        await wait_until(lambda: len(listener_frames) >= 75, 10, "1.5 s of decoded audio")
+        await wait_for(
+            lambda: len(listener_frames) >= 75, timeout=30, what="1.5 s of decoded audio"
+        )
         left = np.concatenate(
             [f.to_ndarray().reshape(-1)[:: len(f.layout.channels)] for f in listener_frames[25:]]
         ).astype(np.float64)

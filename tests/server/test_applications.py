@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from support.apply import AUTH, application, call
-from support.server import RunningServer, start_server
+from support.apply import application
+from support.server import AUTH, RunningServer, call, serving
 
 LONG = "x" * 2000
 
@@ -97,11 +97,8 @@ BAD_FIELDS: list[tuple[str, str, Any, str]] = [
 @pytest.fixture
 async def roomy(tmp_path: Path) -> AsyncIterator[RunningServer]:
     """A server whose rate limit does not get in the way of many requests."""
-    running = await start_server(tmp_path / "data", apply_rate_limit=10_000)
-    try:
+    async with serving(tmp_path / "data", apply_rate_limit=10_000) as running:
         yield running
-    finally:
-        await running.close()
 
 
 async def test_a_valid_application_is_stored_for_staff_only(server: RunningServer) -> None:
@@ -207,21 +204,20 @@ async def test_the_honeypot_looks_like_success_but_keeps_nothing(server: Running
 
 
 async def test_rate_limit_per_client_address(tmp_path: Path) -> None:
-    running = await start_server(tmp_path / "data", apply_rate_limit=3)
-    try:
-        async with aiohttp.ClientSession() as http:
-            url = f"{running.url}/api/applications"
-            await call(http, "POST", url, application(), staff=False, expect=201)
-            await call(http, "POST", url, application(email="bad"), staff=False, expect=400)
-            await call(http, "POST", url, application(first_name="Ana"), staff=False, expect=201)
-            async with http.post(url, json=application(first_name="Eve")) as resp:
-                assert resp.status == 429
-                assert int(resp.headers["Retry-After"]) > 0
-                assert (await resp.json())["error"]["code"] == "rate_limited"
-            names = [a["first_name"] for a in (await call(http, "GET", url))["applications"]]
-            assert sorted(names) == ["Ana", "Rosa"]
-    finally:
-        await running.close()
+    async with (
+        serving(tmp_path / "data", apply_rate_limit=3) as running,
+        aiohttp.ClientSession() as http,
+    ):
+        url = f"{running.url}/api/applications"
+        await call(http, "POST", url, application(), staff=False, expect=201)
+        await call(http, "POST", url, application(email="bad"), staff=False, expect=400)
+        await call(http, "POST", url, application(first_name="Ana"), staff=False, expect=201)
+        async with http.post(url, json=application(first_name="Eve")) as resp:
+            assert resp.status == 429
+            assert int(resp.headers["Retry-After"]) > 0
+            assert (await resp.json())["error"]["code"] == "rate_limited"
+        names = [a["first_name"] for a in (await call(http, "GET", url))["applications"]]
+        assert sorted(names) == ["Ana", "Rosa"]
 
 
 async def test_staff_filters(roomy: RunningServer) -> None:

@@ -18,23 +18,13 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from support.apply import AUTH, application, call, ics_properties
-from support.archive import STAFF_EMAIL, StaffBrowser, add_staff, cookie_session
-from support.server import RunningServer, SeatClient, free_port, start_server
+from support.apply import application, ics_properties
+from support.server import AUTH, RunningServer, SeatClient, call, free_port, serving
+from support.staff import STAFF_EMAIL, add_staff, signed_in
 
 EVENINGS = [{"day": d, "start": "09:00", "end": "22:00"} for d in range(7)]
-ROSA = application(
-    first_name="Rosa",
-    last_name="Delgado",
-    email="rosa@example.org",
-    phone="+1 915 555 0100",
-    region="TX",
-    time_zone="America/Chicago",
-    language="es",
-    speaks=["en", "es"],
-    placement=2,
-    bio="Enfermera y madre de dos.",
-)
+# Rosa Delgado of El Paso, TX, speaks en and es, placement 2 (the valid application's)
+ROSA = application(time_zone="America/Chicago", language="es", bio="Enfermera y madre de dos.")
 DALE = application(
     first_name="Dale",
     last_name="Kowalski",
@@ -347,25 +337,24 @@ async def test_staff_can_choose_the_time_and_facilitator(server: RunningServer) 
 
 async def test_smtp_failure_keeps_the_invitations_in_the_outbox(tmp_path: Path) -> None:
     # nothing listens on this port: every SMTP attempt is refused
-    running = await start_server(
-        tmp_path / "data", smtp_host="127.0.0.1", smtp_port=free_port(), smtp_security="none"
-    )
-    try:
+    async with (
+        serving(
+            tmp_path / "data", smtp_host="127.0.0.1", smtp_port=free_port(), smtp_security="none"
+        ) as running,
+        aiohttp.ClientSession() as http,
+    ):
         url = running.url
-        async with aiohttp.ClientSession() as http:
-            await submit(http, running, ROSA, DALE)
-            await call(http, "POST", f"{url}/api/facilitators", FACILITATOR, expect=201)
-            [proposal] = (await call(http, "POST", f"{url}/api/matching/run"))["proposals"]
-            await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/accept")
-            planned = await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/schedule")
-            confirmed = await call(http, "POST", f"{url}/api/schedules/{planned['id']}/confirm")
-            assert {(i["via"], i["error"]) for i in confirmed["invitations"]} == {
-                ("outbox", "smtp_failed")
-            }
-            outbox = await call(http, "GET", f"{url}/api/outbox")
-            assert outbox["via"] == "smtp" and len(outbox["messages"]) == 3
-    finally:
-        await running.close()
+        await submit(http, running, ROSA, DALE)
+        await call(http, "POST", f"{url}/api/facilitators", FACILITATOR, expect=201)
+        [proposal] = (await call(http, "POST", f"{url}/api/matching/run"))["proposals"]
+        await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/accept")
+        planned = await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/schedule")
+        confirmed = await call(http, "POST", f"{url}/api/schedules/{planned['id']}/confirm")
+        assert {(i["via"], i["error"]) for i in confirmed["invitations"]} == {
+            ("outbox", "smtp_failed")
+        }
+        outbox = await call(http, "GET", f"{url}/api/outbox")
+        assert outbox["via"] == "smtp" and len(outbox["messages"]) == 3
 
 
 async def test_staff_actions_are_audited_under_the_signed_in_person(
@@ -373,9 +362,7 @@ async def test_staff_actions_are_audited_under_the_signed_in_person(
 ) -> None:
     url = server.url
     await add_staff(server)
-    async with aiohttp.ClientSession() as http, cookie_session() as browser:
-        staff = StaffBrowser(browser, url)
-        assert (await staff.sign_in())[0] == 200
+    async with aiohttp.ClientSession() as http, signed_in(server) as staff:
         ids = await submit(http, server, ROSA, DALE)
         sam = await staff.call("POST", "/api/facilitators", FACILITATOR, expect=201)
         await staff.call("POST", f"/api/facilitators/{sam['id']}/deactivate")

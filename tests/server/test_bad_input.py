@@ -8,16 +8,15 @@ from typing import Any
 import aiohttp
 import pytest
 
+from storyroom.__main__ import demo_session
 from support.server import (
+    AUTH,
     STAFF_TOKEN,
     RunningServer,
     SeatClient,
     create_session,
-    seat_clients,
-    session_payload,
+    seated,
 )
-
-AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}"}
 
 
 def people(a: Any = None, b: Any = None) -> list[Any]:
@@ -28,61 +27,61 @@ BAD_SESSIONS: list[tuple[str, Any, int, str]] = [
     ("not an object", [1, 2], 400, "invalid_type"),
     (
         "missing title",
-        {k: v for k, v in session_payload().items() if k != "title"},
+        {k: v for k, v in demo_session().items() if k != "title"},
         400,
         "missing_field",
     ),
-    ("unknown field", session_payload(extra=1), 400, "unknown_field"),
-    ("title wrong type", session_payload(title=5), 400, "invalid_type"),
-    ("title empty", session_payload(title="   "), 400, "invalid_value"),
-    ("title too long", session_payload(title="t" * 121), 400, "too_long"),
-    ("language fr", session_payload(language="fr"), 400, "invalid_value"),
-    ("target too small", session_payload(target_minutes=2), 400, "invalid_value"),
-    ("target too big", session_payload(target_minutes=1000), 400, "invalid_value"),
-    ("target float", session_payload(target_minutes=40.5), 400, "invalid_type"),
-    ("target bool", session_payload(target_minutes=True), 400, "invalid_type"),
-    ("one participant", session_payload(participants=people()[:1]), 400, "invalid_value"),
-    ("participants not list", session_payload(participants="Rosa"), 400, "invalid_value"),
+    ("unknown field", demo_session(extra=1), 400, "unknown_field"),
+    ("title wrong type", demo_session(title=5), 400, "invalid_type"),
+    ("title empty", demo_session(title="   "), 400, "invalid_value"),
+    ("title too long", demo_session(title="t" * 121), 400, "too_long"),
+    ("language fr", demo_session(language="fr"), 400, "invalid_value"),
+    ("target too small", demo_session(target_minutes=2), 400, "invalid_value"),
+    ("target too big", demo_session(target_minutes=1000), 400, "invalid_value"),
+    ("target float", demo_session(target_minutes=40.5), 400, "invalid_type"),
+    ("target bool", demo_session(target_minutes=True), 400, "invalid_type"),
+    ("one participant", demo_session(participants=people()[:1]), 400, "invalid_value"),
+    ("participants not list", demo_session(participants="Rosa"), 400, "invalid_value"),
     (
         "participant no name",
-        session_payload(participants=people({"bio": "x"})),
+        demo_session(participants=people({"bio": "x"})),
         400,
         "missing_field",
     ),
     (
         "participant name too long",
-        session_payload(participants=people({"name": "n" * 41})),
+        demo_session(participants=people({"name": "n" * 41})),
         400,
         "too_long",
     ),
     (
         "participant bio too long",
-        session_payload(participants=people(None, {"name": "D", "bio": "b" * 501})),
+        demo_session(participants=people(None, {"name": "D", "bio": "b" * 501})),
         400,
         "too_long",
     ),
     (
         "participant last name field",
-        session_payload(participants=people({"name": "R", "last_name": "S"})),
+        demo_session(participants=people({"name": "R", "last_name": "S"})),
         400,
         "unknown_field",
     ),
     (
         "control characters",
-        session_payload(participants=people({"name": "R\x00"})),
+        demo_session(participants=people({"name": "R\x00"})),
         400,
         "invalid_value",
     ),
     (
         "facilitator missing",
-        {k: v for k, v in session_payload().items() if k != "facilitator"},
+        {k: v for k, v in demo_session().items() if k != "facilitator"},
         400,
         "missing_field",
     ),
-    ("facilitator not object", session_payload(facilitator="Sam"), 400, "invalid_type"),
-    ("questions empty", session_payload(questions=[]), 400, "invalid_value"),
-    ("questions wrong type", session_payload(questions=[1]), 400, "invalid_type"),
-    ("question too long", session_payload(questions=["q" * 401]), 400, "too_long"),
+    ("facilitator not object", demo_session(facilitator="Sam"), 400, "invalid_type"),
+    ("questions empty", demo_session(questions=[]), 400, "invalid_value"),
+    ("questions wrong type", demo_session(questions=[1]), 400, "invalid_type"),
+    ("question too long", demo_session(questions=["q" * 401]), 400, "too_long"),
 ]
 
 
@@ -164,7 +163,7 @@ async def test_staff_routes_need_staff_token(
     server: RunningServer, http: aiohttp.ClientSession, method: str, path: str, header: str | None
 ) -> None:
     headers = {"Authorization": header} if header else {}
-    resp = await http.request(method, server.url + path, json=session_payload(), headers=headers)
+    resp = await http.request(method, server.url + path, json=demo_session(), headers=headers)
     assert resp.status == 401
     assert (await resp.json())["error"]["code"] == "unauthorized"
 
@@ -258,13 +257,8 @@ BAD_EVENTS: list[tuple[str, str, Any, str]] = [
 
 @pytest.fixture
 async def room(server: RunningServer) -> AsyncIterator[dict[str, SeatClient]]:
-    created = await create_session(server.url)
-    clients = await seat_clients(server.url, created)
-    try:
+    async with seated(server.url, await create_session(server.url)) as clients:
         yield clients
-    finally:
-        for c in clients.values():
-            await c.close()
 
 
 def state_of(snapshot: dict[str, Any]) -> dict[str, Any]:

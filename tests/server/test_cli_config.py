@@ -13,7 +13,8 @@ import pytest
 
 from storyroom.config import Settings, SettingsError
 from storyroom.store import MIGRATIONS, Store
-from support.server import SeatClient, free_port, start_server
+from support.polling import wait_for_sync
+from support.server import SeatClient, create_session, free_port, serving
 
 LINK = re.compile(r"(http://\S+/(room|console)/(ses_[0-9a-f]+)#token=(\S+))")
 
@@ -56,16 +57,13 @@ async def test_session_create_prints_three_working_links(tmp_path: Path) -> None
     links = LINK.findall(result.stdout)
     assert [page for _, page, _, _ in links] == ["room", "room", "console"]
     assert len({token for *_, token in links}) == 3
-    srv = await start_server(data, port=port)
-    try:
+    async with serving(data, port=port) as srv:
         for _url, _page, session_id, token in links:
             client = SeatClient(srv.url, token)
             await client.connect()
             assert client.last["session"]["id"] == session_id
             assert client.last["session"]["language"] == "es"
             await client.close()
-    finally:
-        await srv.close()
 
 
 def test_session_create_rejects_bad_values(tmp_path: Path) -> None:
@@ -116,8 +114,9 @@ def test_serve_demo_prints_links_and_serves(tmp_path: Path) -> None:
             lines.append(proc.stdout.readline())
         text = "".join(lines)
         assert len(LINK.findall(text)) == 3, text
-        assert "generated a staff token" in text
+        assert f"generated a staff token, saved in {tmp_path / 'staff-token'}" in text
         assert (tmp_path / "staff-token").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "staff-token").read_text().strip() not in text  # never shown
         import urllib.request
 
         def up() -> bool:
@@ -127,10 +126,7 @@ def test_serve_demo_prints_links_and_serves(tmp_path: Path) -> None:
             except OSError:
                 return False
 
-        deadline = time.monotonic() + 20
-        while not up():
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_for_sync(up, timeout=60, what="the demo server to answer /healthz")
         room_url = LINK.findall(text)[0][0].split("#")[0]
         with urllib.request.urlopen(room_url, timeout=5) as r:
             assert r.status == 200
@@ -260,13 +256,8 @@ async def test_schema_is_versioned_and_wal(tmp_path: Path) -> None:
 
 
 async def test_tokens_are_stored_hashed(tmp_path: Path) -> None:
-    from support.server import create_session
-
-    srv = await start_server(tmp_path / "data")
-    try:
+    async with serving(tmp_path / "data") as srv:
         created = await create_session(srv.url)
-    finally:
-        await srv.close()
     raw = (tmp_path / "data" / "storyroom.sqlite3").read_bytes()
     wal = tmp_path / "data" / "storyroom.sqlite3-wal"
     raw += wal.read_bytes() if wal.exists() else b""

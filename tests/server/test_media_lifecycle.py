@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import RTCPeerConnection
 
-from support.media import SeatPeer, ToneTrack, dominant_frequency
-from support.server import (
-    RunningServer,
-    SeatClient,
-    create_session,
-    seat_clients,
-    start_server,
-    wait_for,
+from support.media import (
+    NO_ICE_SERVERS,
+    TONES,
+    SeatPeer,
+    ToneTrack,
+    dominant_frequency,
+    start_recording,
+    tone_room,
 )
+from support.polling import wait_for
+from support.server import RunningServer, SeatClient, create_session, seated, serving
 
-TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
+GRACE_S = 2.0
+"""How long the server keeps a seat's peer connection after its socket went away."""
 
 
 async def browser_like_offer(video: bool = False, lines: int = 3, first: str = "sendonly") -> str:
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc = RTCPeerConnection(NO_ICE_SERVERS)
     try:
         pc.addTransceiver(ToneTrack(300.0) if first != "recvonly" else "audio", direction=first)
         for _ in range(lines - 1):
@@ -41,24 +45,21 @@ async def browser_like_offer(video: bool = False, lines: int = 3, first: str = "
 
 @pytest.fixture
 async def quick_server(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    srv = await start_server(tmp_path / "data", reconnect_grace_s="0.3")
-    try:
+    async with serving(tmp_path / "data", reconnect_grace_s="0.3") as srv:
         yield srv
-    finally:
-        await srv.close()
 
 
 async def test_bad_offers_answered_with_codes_and_nothing_leaks(
     quick_server: RunningServer,
 ) -> None:
-    created = await create_session(quick_server.url)
-    clients = await seat_clients(quick_server.url, created)
-    # b and the facilitator have working audio throughout
-    peers = {s: SeatPeer(clients[s], ToneTrack(TONES[s])) for s in ("b", "facilitator")}
-    for peer in peers.values():
-        await peer.connect()
+    url = quick_server.url
+    created = await create_session(url)
     media = quick_server.services.media
-    try:
+    # a sends the offers; b and the facilitator have working audio throughout
+    async with (
+        seated(url, created, ("a",)) as clients,
+        tone_room(url, created, ("b", "facilitator")) as (_, peers),
+    ):
         good = await browser_like_offer()
         table: list[tuple[str, Any, str]] = [
             ("garbage", "hello there", "sdp_invalid"),
@@ -98,35 +99,26 @@ async def test_bad_offers_answered_with_codes_and_nothing_leaks(
         codes = sorted(a.get("error", {}).get("code", "ok") for a in acks)
         assert codes == ["offer_in_flight", "ok"], acks
         assert media.peer_connections() == 3
-    finally:
-        for peer in peers.values():
-            await peer.close()
-        for client in clients.values():
-            await client.close()
     await wait_for(
         lambda: media.peer_connections() == 0, timeout=10, what="all peer connections closed"
     )
 
 
-async def test_peer_connection_closes_after_grace_not_before(quick_server: RunningServer) -> None:
-    created = await create_session(quick_server.url)
-    clients = await seat_clients(quick_server.url, created)
-    peers = {s: SeatPeer(clients[s], ToneTrack(TONES[s])) for s in clients}
-    media = quick_server.services.media
-    try:
-        for peer in peers.values():
-            await peer.connect()
+async def test_peer_connection_closes_after_grace_not_before(tmp_path: Path) -> None:
+    async with (
+        serving(tmp_path / "data", reconnect_grace_s=str(GRACE_S)) as server,
+        tone_room(server.url) as (clients, _),
+    ):
+        media = server.services.media
         assert media.peer_connections() == 3
         # the Socket.IO connection goes away but the peer connection is still up
+        left = time.monotonic()
         await clients["a"].close()
         await clients["b"].wait(lambda s: not s["seats"]["a"]["connected"], "a gone")
         assert media.peer_connections() == 3
-        await wait_for(lambda: media.peer_connections() == 2, timeout=5, what="grace expiry")
-    finally:
-        for peer in peers.values():
-            await peer.close()
-        for client in clients.values():
-            await client.close()
+        await wait_for(lambda: media.peer_connections() == 2, timeout=GRACE_S + 10, what="expiry")
+        # the server noticed the socket go after `left`: the grace ran out no earlier
+        assert time.monotonic() - left >= GRACE_S
 
 
 def our_tasks() -> set[asyncio.Task[Any]]:
@@ -140,36 +132,30 @@ def open_fds() -> int:
 
 
 async def test_fifty_join_leave_cycles_leave_nothing_behind(quick_server: RunningServer) -> None:
-    created = await create_session(quick_server.url)
-    clients = await seat_clients(quick_server.url, created)
+    url = quick_server.url
+    created = await create_session(url)
     media = quick_server.services.media
     recorder = quick_server.services.recorder
-    for seat in ("a", "b"):
-        assert (
-            await clients[seat].call("consent", {"record": True, "archive": False, "public": False})
-        )["ok"]
-    steady = {s: SeatPeer(clients[s], ToneTrack(TONES[s])) for s in ("b", "facilitator")}
-    for peer in steady.values():
-        await peer.connect()
-    start = await clients["facilitator"].call("recording:start")
-    assert start["ok"]
-    await clients["a"].close()
-    await wait_for(lambda: not clients["b"].last["seats"]["a"]["connected"])
-    # the steady seats are fully up (DTLS, RTCP loops, readers) before counting
-    await wait_for(lambda: len(steady["b"].samples_from("facilitator")) > 48_000, timeout=10)
-    await wait_for(lambda: media.peer_connections() == 2)
-    tasks_at_start = our_tasks()
-    tasks_before = len(tasks_at_start)
-    fds_before = open_fds()
-    try:
+    async with tone_room(url, created, ("b", "facilitator")) as (clients, steady):
+        # a consents and is there when the take starts, then leaves: its seat cycles below
+        async with seated(url, created, ("a",)) as first:
+            recordings = quick_server.settings.recordings_dir
+            rec_dir = await start_recording(recordings, {**first, **clients})
+        await wait_for(lambda: not clients["b"].last["seats"]["a"]["connected"], what="a gone")
+        # the steady seats are fully up (DTLS, RTCP loops, readers) before counting
+        await wait_for(lambda: len(steady["b"].samples_from("facilitator")) > 48_000, timeout=30)
+        await wait_for(lambda: media.peer_connections() == 2)
+        tasks_at_start = our_tasks()
+        tasks_before = len(tasks_at_start)
+        fds_before = open_fds()
         for cycle in range(50):
-            client = SeatClient(quick_server.url, created["seats"]["a"]["token"])
+            client = SeatClient(url, created["seats"]["a"]["token"])
             await client.connect()
             peer = SeatPeer(client, ToneTrack(TONES["a"]))
             await peer.connect()
             if cycle % 10 == 0:
                 # audio really flows on some cycles, so stems are opened and closed
-                await wait_for(lambda p=peer: len(p.samples_from("b")) > 4800, timeout=10)
+                await wait_for(lambda p=peer: len(p.samples_from("b")) > 4800, timeout=30)
             await peer.close()
             await client.close()
         await wait_for(
@@ -178,22 +164,16 @@ async def test_fifty_join_leave_cycles_leave_nothing_behind(quick_server: Runnin
         try:
             await wait_for(
                 lambda: len(our_tasks()) <= tasks_before,
-                timeout=10,
+                timeout=30,
                 what=f"tasks back to {tasks_before}",
             )
         except AssertionError:
             leaked = [repr(t.get_coro()) for t in our_tasks() - tasks_at_start]
             raise AssertionError(f"{len(leaked)} tasks left: {sorted(set(leaked))[:10]}") from None
         await wait_for(
-            lambda: open_fds() <= fds_before + 2, timeout=10, what=f"fds back to {fds_before}"
+            lambda: open_fds() <= fds_before + 2, timeout=30, what=f"fds back to {fds_before}"
         )
-        rec_dir = quick_server.settings.recordings_dir / start["recording"]["id"]
         assert len(list((rec_dir / "stems").glob("a-*.opus"))) >= 5
         assert (await clients["facilitator"].call("recording:stop"))["ok"]
         await wait_for(lambda: not recorder.active and not recorder._finishing, what="stems closed")
-    finally:
-        for peer in steady.values():
-            await peer.close()
-        for client in clients.values():
-            await client.close()
     await wait_for(lambda: media.peer_connections() == 0, timeout=10)

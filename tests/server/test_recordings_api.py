@@ -1,20 +1,16 @@
-"""After a real three-seat session, staff fetch the finalized files over HTTP."""
+"""After a real three-seat session (the run's `finished` recording), staff fetch the
+finalized files over HTTP."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from typing import Any
 
 import aiohttp
-import pytest
 
-from support.media import SeatPeer, ToneTrack
-from support.server import STAFF_TOKEN, RunningServer, create_session, seat_clients, wait_for
-
-AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}"}
-TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
+from support.archive import Finished
+from support.server import AUTH, RunningServer
 
 
 async def get_json(url: str, **kwargs: Any) -> tuple[int, Any]:
@@ -22,45 +18,20 @@ async def get_json(url: str, **kwargs: Any) -> tuple[int, Any]:
         return resp.status, await resp.json()
 
 
-@pytest.mark.slow
-async def test_session_to_ready_recording_with_range_downloads(server: RunningServer) -> None:
-    created = await create_session(server.url)
-    clients = await seat_clients(server.url, created)
-    peers = {s: SeatPeer(clients[s], ToneTrack(TONES[s])) for s in clients}
-    try:
-        for peer in peers.values():
-            await peer.connect()
-        for seat in ("a", "b"):
-            assert (
-                await clients[seat].call(
-                    "consent", {"record": True, "archive": True, "public": False}
-                )
-            )["ok"]
-        f = clients["facilitator"]
-        qids = [q["id"] for q in f.last["questions"]][:2]
-        start = await f.call("recording:start")
-        rec_id = start["recording"]["id"]
-        began = time.time()
-        assert (await f.call("question:cue", {"id": qids[0]}))["ok"]
-        await wait_for(lambda: time.time() - began > 2.0)
-        assert (await f.call("question:cue", {"id": qids[1]}))["ok"]
-        await wait_for(lambda: time.time() - began > 4.0)
-        assert (await f.call("recording:stop"))["ok"]
-        # the facilitator sees finalization progress, then ready
-        snap = await f.wait(lambda s: s["recording"]["status"] == "ready", "ready", timeout=120)
-        assert snap["recording"]["finalize"]["percent"] == 100
-    finally:
-        for peer in peers.values():
-            await peer.close()
-        for client in clients.values():
-            await client.close()
-
-    status, listing = await get_json(f"{server.url}/api/recordings")
+async def test_a_finished_recording_downloads_with_ranges(
+    archive: RunningServer, finished: Finished
+) -> None:
+    # the facilitator saw finalization reach its end
+    assert finished.finalized["status"] == "ready"
+    assert finished.finalized["finalize"]["percent"] == 100
+    rec_id = finished.recording_id
+    status, listing = await get_json(f"{archive.url}/api/recordings")
     assert status == 200 and [r["id"] for r in listing["recordings"]] == [rec_id]
-    status, rec = await get_json(f"{server.url}/api/recordings/{rec_id}")
+    status, rec = await get_json(f"{archive.url}/api/recordings/{rec_id}")
     assert status == 200
-    assert rec["status"] == "ready" and rec["session_id"] == created["id"]
-    assert 3.5 < rec["duration_s"] < 6.0
+    assert rec["status"] == "ready" and rec["session_id"] == finished.session_id
+    shortest, longest = finished.recorded_s
+    assert shortest - 0.1 <= rec["duration_s"] <= longest + 0.1, (finished.recorded_s, rec)
     kinds = {f["kind"] for f in rec["files"]}
     assert {"master", "stem", "access", "chapters", "metadata", "manifest"} <= kinds
     names = {f["name"] for f in rec["files"]}
@@ -69,7 +40,7 @@ async def test_session_to_ready_recording_with_range_downloads(server: RunningSe
 
     async with aiohttp.ClientSession() as http:
         for entry in rec["files"]:
-            async with http.get(server.url + entry["url"], headers=AUTH) as resp:
+            async with http.get(archive.url + entry["url"], headers=AUTH) as resp:
                 body = await resp.read()
                 assert resp.status == 200, entry["name"]
                 assert len(body) == entry["bytes"]
@@ -77,19 +48,19 @@ async def test_session_to_ready_recording_with_range_downloads(server: RunningSe
                 assert resp.headers["ETag"] == f'"{entry["sha256"]}"'
         master = next(f for f in rec["files"] if f["name"] == "master.wav")
         async with http.get(
-            server.url + master["url"], headers={**AUTH, "Range": "bytes=0-11"}
+            archive.url + master["url"], headers={**AUTH, "Range": "bytes=0-11"}
         ) as resp:
             assert resp.status == 206
             head = await resp.read()
             assert head[:4] == b"RIFF" and head[8:12] == b"WAVE"
             assert resp.headers["Content-Range"].startswith("bytes 0-11/")
         async with http.get(
-            server.url + master["url"], headers={**AUTH, "Range": "bytes=100-"}
+            archive.url + master["url"], headers={**AUTH, "Range": "bytes=100-"}
         ) as resp:
             assert resp.status == 206
             assert len(await resp.read()) == master["bytes"] - 100
         metadata = next(f for f in rec["files"] if f["name"] == "metadata.json")
-        async with http.get(server.url + metadata["url"], headers=AUTH) as resp:
+        async with http.get(archive.url + metadata["url"], headers=AUTH) as resp:
             meta = json.loads(await resp.read())
         assert meta["recording_id"] == rec_id or meta.get("recording", {}).get("id") == rec_id
         assert "Rosa" in json.dumps(meta) and "token" not in json.dumps(meta).lower()
@@ -101,8 +72,8 @@ async def test_session_to_ready_recording_with_range_downloads(server: RunningSe
             "nope.wav",
         ):
             async with http.get(
-                f"{server.url}/api/recordings/{rec_id}/files/{bad}", headers=AUTH
+                f"{archive.url}/api/recordings/{rec_id}/files/{bad}", headers=AUTH
             ) as resp:
                 assert resp.status == 404, bad
-        async with http.get(server.url + master["url"]) as resp:
+        async with http.get(archive.url + master["url"]) as resp:
             assert resp.status == 401

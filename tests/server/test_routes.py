@@ -15,12 +15,13 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from support.archive import StaffBrowser, add_staff, cookie_session
-from support.server import STAFF_TOKEN, RunningServer, create_session, start_server
+from support.server import STAFF_TOKEN, RunningServer, create_session, serving
+from support.staff import add_staff, signed_in
 
 # (method, canonical path) of every route anyone may call; HEAD goes with GET.
 PUBLIC = {
     ("GET", "/healthz"),
+    ("GET", "/readyz"),
     # sign-in, with its own double-submit CSRF token
     ("GET", "/api/staff/csrf"),
     ("POST", "/api/staff/signin"),
@@ -71,19 +72,23 @@ def concrete(path: str) -> str:
     return PARAMETER.sub("x_0000000000000000", path)
 
 
+API = ("/api/", "/metrics")  # answered in JSON (401), not redirected to sign in
+
+
 def is_page(path: str) -> bool:
-    return not path.startswith("/api/")
+    return not path.startswith(API)
 
 
 @pytest.fixture
 async def app_server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     # every wrong token below counts against 127.0.0.1: keep the limit out of the way
-    running = await start_server(tmp_path / "data", bad_token_limit=100_000)
-    try:
+    # /metrics is open to its networks only: with none that holds 127.0.0.1, it is
+    # guarded here like any staff route
+    async with serving(
+        tmp_path / "data", bad_token_limit=100_000, metrics_networks="10.0.0.0/8"
+    ) as running:
         await add_staff(running)
         yield running
-    finally:
-        await running.close()
 
 
 async def refusals(
@@ -140,12 +145,10 @@ async def test_every_staff_route_refuses_without_staff_credentials(
 async def test_a_session_cookie_without_csrf_changes_nothing(app_server: RunningServer) -> None:
     changing = [(m, p) for m, p in guarded_routes(app_server) if m in UNSAFE]
     assert ("POST", "/api/proposals/{proposal_id}/accept") in changing
-    async with cookie_session() as http:
-        staff = StaffBrowser(http, app_server.url)
-        assert (await staff.sign_in())[0] == 200
+    async with signed_in(app_server) as staff:
         wrong = []
         for method, path in changing:
-            async with http.request(method, app_server.url + concrete(path), json={}) as resp:
+            async with staff.http.request(method, app_server.url + concrete(path), json={}) as resp:
                 body = await resp.json()
                 if resp.status != 403 or body["error"]["code"] != "csrf_failed":
                     wrong.append(f"{method} {path}: {resp.status}")
@@ -156,13 +159,11 @@ async def test_a_session_cookie_without_csrf_changes_nothing(app_server: Running
 
 async def test_staff_credentials_get_through(app_server: RunningServer) -> None:
     routes = guarded_routes(app_server)
-    async with cookie_session() as http:
-        staff = StaffBrowser(http, app_server.url)
-        assert (await staff.sign_in())[0] == 200
+    async with signed_in(app_server) as staff:
         wrong = []
         for method, path in routes:
             headers = {} if is_page(path) else {"Authorization": f"Bearer {STAFF_TOKEN}"}
-            async with http.request(
+            async with staff.http.request(
                 method,
                 app_server.url + concrete(path),
                 json={},

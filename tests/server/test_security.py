@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,18 +15,17 @@ import aiohttp
 import pytest
 import socketio
 
-from support.archive import (
+from support.archive import Finished, issue_copy_links
+from support.server import (
     AUTH,
-    STAFF_EMAIL,
-    STAFF_PASSWORD,
-    Finished,
-    StaffBrowser,
-    add_staff,
-    archive_server,
-    cookie_session,
-    finished_recording,
+    STAFF_TOKEN,
+    RunningServer,
+    SeatClient,
+    close_refused,
+    create_session,
+    refused_connect,
 )
-from support.server import STAFF_TOKEN, RunningServer, SeatClient, create_session, wait_for
+from support.staff import STAFF_EMAIL, STAFF_PASSWORD, StaffBrowser, cookie_session
 
 REC = "rec_0000000000000000"
 # (method, path) of every staff endpoint; {rec} is the real recording's id
@@ -61,27 +59,10 @@ STAFF_PAGES = [
 CHANGING = [(m, p) for m, p in STAFF_ENDPOINTS if m in ("POST", "PUT", "PATCH", "DELETE")]
 
 
-@pytest.fixture(scope="session")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Finished:
-    return finished_recording(tmp_path_factory.mktemp("recording"))
-
-
 @pytest.fixture
-async def archive(finished: Finished, tmp_path: Path) -> AsyncIterator[RunningServer]:
-    server = await archive_server(finished, tmp_path, bad_token_limit=1000)
-    try:
-        await add_staff(server)
-        yield server
-    finally:
-        await server.close()
-
-
-async def close_refused(client: socketio.AsyncClient) -> None:
-    """A refused connect leaves engine.io's HTTP session open: close it."""
-    http = client.eio.http
-    if http is not None and not http.closed:
-        await http.close()
-    await client.shutdown()
+def archive_settings() -> dict[str, Any]:
+    # every wrong token below counts against 127.0.0.1: keep the limit out of the way
+    return {"bad_token_limit": 1000}
 
 
 def paths(finished: Finished, table: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -115,18 +96,11 @@ async def test_no_credentials_no_entry(archive: RunningServer, finished: Finishe
 
 
 async def test_seat_and_copy_tokens_open_nothing_else(
-    archive: RunningServer, finished: Finished
+    archive: RunningServer, staff: StaffBrowser, finished: Finished
 ) -> None:
     other = await create_session(archive.url, title="Another conversation")
     tokens = [*finished.seat_tokens.values(), *(s["token"] for s in other["seats"].values())]
-    async with cookie_session() as http:
-        staff = StaffBrowser(http, archive.url)
-        await staff.sign_in()
-        rec = f"/api/recordings/{finished.recording_id}"
-        for seat in ("a", "b"):
-            await staff.call("PUT", f"{rec}/consent", {"seat": seat, "copies": True, "note": "ok"})
-        links = (await staff.call("POST", f"{rec}/copies", expect=201))["links"]
-        tokens += [urlsplit(link["url"]).fragment.removeprefix("token=") for link in links]
+    tokens += [link["token"] for link in await issue_copy_links(staff, finished.recording_id)]
     async with aiohttp.ClientSession() as http:
         for token in tokens:
             bearer = {"Authorization": f"Bearer {token}"}
@@ -226,71 +200,70 @@ async def test_path_traversal_is_404_without_touching_other_files(
 
 
 async def test_state_changing_requests_need_the_csrf_token(
-    archive: RunningServer, finished: Finished
+    archive: RunningServer, staff: StaffBrowser, finished: Finished
 ) -> None:
-    async with cookie_session() as http:
-        staff = StaffBrowser(http, archive.url)
-        await staff.sign_in()
-        for method, path in paths(finished, CHANGING):
-            url = archive.url + path
-            for headers, kwargs in (
-                ({}, {"json": {}}),
-                ({"X-CSRF-Token": "wrong"}, {"json": {}}),
-                ({"Origin": "http://evil.example"}, {"data": {"title": "x"}}),
-                ({"X-CSRF-Token": staff.csrf, "Origin": "http://evil.example"}, {"json": {}}),
-                ({"X-CSRF-Token": staff.csrf, "Origin": "null"}, {"json": {}}),
-            ):
-                async with http.request(method, url, headers=headers, **kwargs) as resp:
-                    assert resp.status == 403, (method, path, headers)
-                    assert (await resp.json())["error"]["code"] == "csrf_failed"
-        # still signed in: the refused sign-out did nothing
-        assert (await staff.call("GET", "/api/staff/me"))["email"] == STAFF_EMAIL
-        rec = await staff.call("GET", f"/api/recordings/{finished.recording_id}")
-        assert (
-            rec["metadata"]["updated_at"] is None
-            and (archive.settings.recordings_dir / finished.recording_id).is_dir()
-        )
-        # the sign-in form has its own token
-        async with http.post(
-            f"{archive.url}/api/staff/signin",
-            json={"email": STAFF_EMAIL, "password": STAFF_PASSWORD},
-        ) as resp:
-            assert resp.status == 403
+    http = staff.http
+    for method, path in paths(finished, CHANGING):
+        url = archive.url + path
+        for headers, kwargs in (
+            ({}, {"json": {}}),
+            ({"X-CSRF-Token": "wrong"}, {"json": {}}),
+            ({"Origin": "http://evil.example"}, {"data": {"title": "x"}}),
+            ({"X-CSRF-Token": staff.csrf, "Origin": "http://evil.example"}, {"json": {}}),
+            ({"X-CSRF-Token": staff.csrf, "Origin": "null"}, {"json": {}}),
+        ):
+            async with http.request(method, url, headers=headers, **kwargs) as resp:
+                assert resp.status == 403, (method, path, headers)
+                assert (await resp.json())["error"]["code"] == "csrf_failed"
+    # still signed in: the refused sign-out did nothing
+    assert (await staff.call("GET", "/api/staff/me"))["email"] == STAFF_EMAIL
+    rec = await staff.call("GET", f"/api/recordings/{finished.recording_id}")
+    assert (
+        rec["metadata"]["updated_at"] is None
+        and (archive.settings.recordings_dir / finished.recording_id).is_dir()
+    )
+    # the sign-in form has its own token
+    async with http.post(
+        f"{archive.url}/api/staff/signin",
+        json={"email": STAFF_EMAIL, "password": STAFF_PASSWORD},
+    ) as resp:
+        assert resp.status == 403
     # login CSRF from another site: the pre-session cookie is never sent there
-    async with cookie_session() as http:
-        async with http.post(
+    async with (
+        cookie_session() as fresh,
+        fresh.post(
             f"{archive.url}/api/staff/signin",
             data={"email": STAFF_EMAIL, "password": STAFF_PASSWORD},
             headers={"Origin": "http://evil.example"},
-        ) as resp:
-            assert resp.status == 403
+        ) as resp,
+    ):
+        assert resp.status == 403
 
 
-async def test_session_cookie_attributes(finished: Finished, tmp_path: Path) -> None:
-    for public_url, secure in (("", False), ("https://stories.example.org", True)):
-        server = await archive_server(finished, tmp_path / str(secure), public_url=public_url)
-        try:
-            await add_staff(server)
-            async with aiohttp.ClientSession() as http:
-                resp = await http.get(f"{server.url}/api/staff/csrf")
-                pre = (await resp.json())["csrf"]
-                # a Secure cookie is not sent back over plain http: hand it over here
-                resp = await http.post(
-                    f"{server.url}/api/staff/signin",
-                    json={"email": STAFF_EMAIL, "password": STAFF_PASSWORD},
-                    headers={"X-CSRF-Token": pre, "Cookie": f"storyroom_csrf={pre}"},
-                )
-                assert resp.status == 200 and await resp.read()
-                cookie = next(
-                    v for v in resp.headers.getall("Set-Cookie") if v.startswith("storyroom_staff=")
-                )
-                attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")}
-                assert {"httponly", "path", "samesite"} <= attributes
-                assert "SameSite=Strict" in cookie
-                assert ("secure" in attributes) is secure
-                assert resp.headers["Cache-Control"] == "no-store"
-        finally:
-            await server.close()
+@pytest.mark.parametrize(
+    ("archive_settings", "secure"),
+    [({"public_url": ""}, False), ({"public_url": "https://stories.example.org"}, True)],
+    ids=["http", "https"],
+)
+async def test_session_cookie_attributes(archive: RunningServer, secure: bool) -> None:
+    async with aiohttp.ClientSession() as http:
+        resp = await http.get(f"{archive.url}/api/staff/csrf")
+        pre = (await resp.json())["csrf"]
+        # a Secure cookie is not sent back over plain http: hand it over here
+        resp = await http.post(
+            f"{archive.url}/api/staff/signin",
+            json={"email": STAFF_EMAIL, "password": STAFF_PASSWORD},
+            headers={"X-CSRF-Token": pre, "Cookie": f"storyroom_csrf={pre}"},
+        )
+        assert resp.status == 200 and await resp.read()
+        cookie = next(
+            v for v in resp.headers.getall("Set-Cookie") if v.startswith("storyroom_staff=")
+        )
+        attributes = {a.strip().split("=")[0].lower() for a in cookie.split(";")}
+        assert {"httponly", "path", "samesite"} <= attributes
+        assert "SameSite=Strict" in cookie
+        assert ("secure" in attributes) is secure
+        assert resp.headers["Cache-Control"] == "no-store"
 
 
 async def test_security_headers_on_every_page(archive: RunningServer, finished: Finished) -> None:
@@ -351,61 +324,43 @@ async def test_socketio_refuses_foreign_origins(archive: RunningServer, finished
         await ok.shutdown()
 
 
-async def test_repeated_bad_tokens_are_slowed_down(finished: Finished, tmp_path: Path) -> None:
-    server = await archive_server(finished, tmp_path, bad_token_limit=5, signin_rate_limit=3)
-    try:
-        await add_staff(server)
-        async with aiohttp.ClientSession() as http:
-            url = f"{server.url}/api/recordings"
-            for _ in range(5):
-                resp = await http.get(url, headers={"Authorization": "Bearer guess-guess-guess"})
-                assert resp.status == 401 and await resp.read()
-            for headers in ({"Authorization": "Bearer guess-guess-guess"}, AUTH):
-                resp = await http.get(url, headers=headers)
-                assert resp.status == 429
-                assert int(resp.headers["Retry-After"]) > 60
-                assert (await resp.json())["error"]["code"] == "rate_limited"
-            # copy links and seat links share the budget of that address
-            resp = await http.get(
-                f"{server.url}/api/copy", headers={"Authorization": "Bearer " + "x" * 32}
-            )
-            assert resp.status == 429 and await resp.read()
-        errors: list[Any] = []
-        client = socketio.AsyncClient(reconnection=False)
-        client.on("connect_error", errors.append)
-        with pytest.raises(socketio.exceptions.ConnectionError):
-            await client.connect(
-                server.url, auth={"token": finished.seat_tokens["a"]}, transports=["websocket"]
-            )
-        await wait_for(lambda: errors, what="connect_error")
-        assert errors[0]["data"]["code"] == "rate_limited"
-        await close_refused(client)
-        # sign-in: at most 3 attempts per address in 15 minutes, right password or not
-        async with cookie_session() as http:
-            staff = StaffBrowser(http, server.url)
-            statuses = [(await staff.sign_in(password="wrong password!"))[0] for _ in range(3)]
-            statuses.append((await staff.sign_in())[0])
-            assert statuses == [401, 401, 401, 429]
-    finally:
-        await server.close()
+@pytest.mark.parametrize("archive_settings", [{"bad_token_limit": 5, "signin_rate_limit": 3}])
+async def test_repeated_bad_tokens_are_slowed_down(
+    archive: RunningServer, finished: Finished
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        url = f"{archive.url}/api/recordings"
+        for _ in range(5):
+            resp = await http.get(url, headers={"Authorization": "Bearer guess-guess-guess"})
+            assert resp.status == 401 and await resp.read()
+        for headers in ({"Authorization": "Bearer guess-guess-guess"}, AUTH):
+            resp = await http.get(url, headers=headers)
+            assert resp.status == 429
+            assert int(resp.headers["Retry-After"]) > 60
+            assert (await resp.json())["error"]["code"] == "rate_limited"
+        # copy links and seat links share the budget of that address
+        resp = await http.get(
+            f"{archive.url}/api/copy", headers={"Authorization": "Bearer " + "x" * 32}
+        )
+        assert resp.status == 429 and await resp.read()
+    error = await refused_connect(archive.url, {"token": finished.seat_tokens["a"]})
+    assert error["data"]["code"] == "rate_limited"
+    # sign-in: at most 3 attempts per address in 15 minutes, right password or not
+    async with cookie_session() as http:
+        staff = StaffBrowser(http, archive.url)
+        statuses = [(await staff.sign_in(password="wrong password!"))[0] for _ in range(3)]
+        statuses.append((await staff.sign_in())[0])
+        assert statuses == [401, 401, 401, 429]
 
 
-async def test_seat_tokens_at_connect_are_counted(finished: Finished, tmp_path: Path) -> None:
-    server = await archive_server(finished, tmp_path, bad_token_limit=3)
-    try:
-        codes = []
-        for token in ["w" * 32] * 3 + [finished.seat_tokens["a"]]:
-            errors: list[Any] = []
-            client = socketio.AsyncClient(reconnection=False)
-            client.on("connect_error", errors.append)
-            with pytest.raises(socketio.exceptions.ConnectionError):
-                await client.connect(server.url, auth={"token": token}, transports=["websocket"])
-            await wait_for(lambda: errors, what="connect_error")  # noqa: B023
-            codes.append(errors[0]["data"]["code"])
-            await close_refused(client)
-        assert codes == ["token_invalid"] * 3 + ["rate_limited"]
-    finally:
-        await server.close()
+@pytest.mark.parametrize("archive_settings", [{"bad_token_limit": 3}])
+async def test_seat_tokens_at_connect_are_counted(
+    archive: RunningServer, finished: Finished
+) -> None:
+    codes = []
+    for token in ["w" * 32] * 3 + [finished.seat_tokens["a"]]:
+        codes.append((await refused_connect(archive.url, {"token": token}))["data"]["code"])
+    assert codes == ["token_invalid"] * 3 + ["rate_limited"]
 
 
 async def test_logs_reveal_no_tokens_or_passwords(
@@ -419,10 +374,9 @@ async def test_logs_reveal_no_tokens_or_passwords(
         await staff.sign_in()
         secrets += [staff.csrf, *(c.value for c in http.cookie_jar)]
         rec = f"/api/recordings/{finished.recording_id}"
-        for seat in ("a", "b"):
-            await staff.call("PUT", f"{rec}/consent", {"seat": seat, "copies": True, "note": "ok"})
-        links = (await staff.call("POST", f"{rec}/copies", expect=201))["links"]
-        copy_tokens = [urlsplit(link["url"]).fragment.removeprefix("token=") for link in links]
+        copy_tokens = [
+            link["token"] for link in await issue_copy_links(staff, finished.recording_id)
+        ]
         secrets += copy_tokens
         await http.get(
             f"{archive.url}/api/copy/file", headers={"Authorization": f"Bearer {copy_tokens[0]}"}

@@ -8,56 +8,28 @@ import asyncio
 import hashlib
 import io
 import sqlite3
-from collections.abc import AsyncIterator
+import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
 
 from storyroom.__main__ import main
-from support.archive import (
-    AUTH,
+from support.archive import Finished, copy_of, issue_copy_links
+from support.polling import wait_until
+from support.server import AUTH, RunningServer, serving
+from support.staff import (
     STAFF_EMAIL,
     STAFF_PASSWORD,
-    Finished,
     StaffBrowser,
     add_staff,
-    archive_server,
     cookie_session,
-    copy_of,
-    finished_recording,
+    signed_in,
 )
-from support.server import RunningServer, start_server
 
-
-@pytest.fixture(scope="session")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Finished:
-    return finished_recording(tmp_path_factory.mktemp("recording"))
-
-
-@pytest.fixture
-async def archive(finished: Finished, tmp_path: Path) -> AsyncIterator[RunningServer]:
-    server = await archive_server(finished, tmp_path)
-    try:
-        await add_staff(server)
-        yield server
-    finally:
-        await server.close()
-
-
-@pytest.fixture
-async def staff(archive: RunningServer) -> AsyncIterator[StaffBrowser]:
-    async with cookie_session() as http:
-        browser = StaffBrowser(http, archive.url)
-        status, body = await browser.sign_in()
-        assert status == 200, body
-        yield browser
-
-
-def token_of(url: str) -> str:
-    return urlsplit(url).fragment.removeprefix("token=")
+LINK_DAYS = 1e-7
+"""Copy links that live 8.6 ms."""
 
 
 async def search(staff: StaffBrowser, query: str) -> list[str]:
@@ -211,15 +183,9 @@ async def test_copies_for_participants(staff: StaffBrowser, finished: Finished) 
     # no copies before both participants agreed to share them
     refused = await staff.call("POST", f"/api/recordings/{rec_id}/copies", expect=409)
     assert refused["error"]["code"] == "no_copies_consent"
-    for seat in ("a", "b"):
-        await staff.call(
-            "PUT",
-            f"/api/recordings/{rec_id}/consent",
-            {"seat": seat, "copies": True, "note": "said yes on the phone"},
-        )
-    issued = (await staff.call("POST", f"/api/recordings/{rec_id}/copies", expect=201))["links"]
+    issued = await issue_copy_links(staff, rec_id)
     assert [(link["seat"], link["name"]) for link in issued] == [("a", "Rosa"), ("b", "Dale")]
-    rosa, dale = (token_of(link["url"]) for link in issued)
+    rosa, dale = (link["token"] for link in issued)
     assert issued[0]["url"].startswith(f"{staff.url}/copy#token=")
     rec = await staff.call("GET", f"/api/recordings/{rec_id}")
     access = next(f for f in rec["files"] if f["kind"] == "access")
@@ -289,28 +255,16 @@ async def test_copies_for_participants(staff: StaffBrowser, finished: Finished) 
     assert "copies_issued" in actions and "copy_revoked" in actions
 
 
-async def test_expired_copy_links(finished: Finished, tmp_path: Path) -> None:
-    server = await archive_server(finished, tmp_path, copy_link_days="0.0000001")
-    try:
-        await add_staff(server)
-        async with cookie_session() as http:
-            staff = StaffBrowser(http, server.url)
-            await staff.sign_in()
-            path = f"/api/recordings/{finished.recording_id}"
-            for seat in ("a", "b"):
-                await staff.call(
-                    "PUT", f"{path}/consent", {"seat": seat, "copies": True, "note": "yes"}
-                )
-            links = (await staff.call("POST", f"{path}/copies", expect=201))["links"]
-            await asyncio.sleep(0.05)
-            resp = await http.get(
-                f"{server.url}/api/copy",
-                headers={"Authorization": f"Bearer {token_of(links[0]['url'])}"},
-            )
-            assert resp.status == 401
-            assert (await resp.json())["error"]["code"] == "link_expired"
-    finally:
-        await server.close()
+@pytest.mark.parametrize("archive_settings", [{"copy_link_days": str(LINK_DAYS)}])
+async def test_expired_copy_links(staff: StaffBrowser, finished: Finished) -> None:
+    links = await issue_copy_links(staff, finished.recording_id)
+    # issued before this moment, so expired once it is LINK_DAYS past
+    await wait_until(time.time() + LINK_DAYS * 86400, clock=time.time)
+    resp = await staff.http.get(
+        f"{staff.url}/api/copy", headers={"Authorization": f"Bearer {links[0]['token']}"}
+    )
+    assert resp.status == 401
+    assert (await resp.json())["error"]["code"] == "link_expired"
 
 
 def _rows(db: Path, recording_id: str) -> dict[str, int]:
@@ -339,9 +293,7 @@ async def test_deletion_removes_every_file_and_row(
     rec_id = finished.recording_id
     path = f"/api/recordings/{rec_id}"
     await staff.call("PATCH", f"{path}/metadata", {"title": "To be deleted"})
-    for seat in ("a", "b"):
-        await staff.call("PUT", f"{path}/consent", {"seat": seat, "copies": True, "note": "yes"})
-    await staff.call("POST", f"{path}/copies", expect=201)
+    await issue_copy_links(staff, rec_id)
     export = (await staff.call("POST", f"{path}/exports", expect=201))["export"]
     rec_dir = archive.settings.recordings_dir / rec_id
     export_dir = archive.settings.data_dir / "exports" / export["id"]
@@ -380,21 +332,16 @@ async def test_sessions_survive_a_restart_and_end_at_sign_out(
     finished: Finished, tmp_path: Path
 ) -> None:
     data = copy_of(finished, tmp_path / "data")
-    server = await start_server(data)
-    await add_staff(server)
-    async with cookie_session() as http:
-        staff = StaffBrowser(http, server.url)
-        await staff.sign_in()
-        port = server.settings.port
-        await server.close()
-        server = await start_server(data, port=port)
-        try:
-            assert (await staff.call("GET", "/api/staff/me"))["email"] == STAFF_EMAIL
-            await staff.call("POST", "/api/staff/signout")
-            resp = await http.get(f"{server.url}/api/recordings")
-            assert resp.status == 401
-        finally:
+    async with serving(data) as server:
+        await add_staff(server)
+        async with signed_in(server) as staff:
+            port = server.settings.port
             await server.close()
+            async with serving(data, port=port) as again:
+                assert (await staff.call("GET", "/api/staff/me"))["email"] == STAFF_EMAIL
+                await staff.call("POST", "/api/staff/signout")
+                resp = await staff.http.get(f"{again.url}/api/recordings")
+                assert resp.status == 401
 
 
 def test_staff_add_command(
@@ -417,16 +364,12 @@ def test_staff_add_command(
     assert encoded.startswith("scrypt$15$8$1$") and STAFF_PASSWORD not in encoded
 
     async def sign_in() -> tuple[int, int]:
-        server = await start_server(data)
-        try:
-            async with cookie_session() as http:
-                old = await StaffBrowser(http, server.url).sign_in("ana@example.org")
-                new = await StaffBrowser(http, server.url).sign_in(
-                    "ana@example.org", "another long password"
-                )
-                return old[0], new[0]
-        finally:
-            await server.close()
+        async with serving(data) as server, cookie_session() as http:
+            old = await StaffBrowser(http, server.url).sign_in("ana@example.org")
+            new = await StaffBrowser(http, server.url).sign_in(
+                "ana@example.org", "another long password"
+            )
+            return old[0], new[0]
 
     assert asyncio.run(sign_in()) == (401, 200)
 

@@ -19,18 +19,15 @@ from typing import Any
 import aioice.stun
 import aioice.turn
 import pytest
-from aiortc import RTCPeerConnection
-from playwright.async_api import Playwright, async_playwright
+from conftest import Launch
 
 from storyroom.config import Settings
 from storyroom.media.turn import rest_credential, rest_username, seat_turn_server
 from support.browser import (
     assert_hears,
-    launch,
     seat_page,
     turn_on_microphone,
     with_raw_audio,
-    write_tone,
 )
 from support.coturn import (
     Coturn,
@@ -39,18 +36,28 @@ from support.coturn import (
     selected_candidate_types,
     start_coturn,
 )
-from support.media import RATE, SeatPeer, ToneTrack, decode_ogg, dominant_frequency
+from support.media import (
+    RATE,
+    TONES,
+    SeatPeer,
+    audio_sent,
+    decode_stem,
+    dominant_frequency,
+    start_recording,
+    stop_recording,
+    tone_room,
+)
+from support.polling import wait_for, wait_until
 from support.server import (
+    CONSENT,
     RunningServer,
     SeatClient,
+    close_clients,
     create_session,
     seat_clients,
-    start_server,
-    wait_for,
+    serving,
 )
 
-TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
-CONSENT = {"record": True, "archive": False, "public": False}
 SECRET = "turn-test-secret-0123456789"
 
 
@@ -60,9 +67,11 @@ def coturn(tmp_path: Path) -> Iterator[Coturn]:
         yield server
 
 
-async def relay_server(tmp_path: Path, coturn: Coturn, **overrides: Any) -> RunningServer:
+def relay_server(
+    tmp_path: Path, coturn: Coturn, **overrides: Any
+) -> contextlib.AbstractAsyncContextManager[RunningServer]:
     """A storyroom server that hands out `coturn` and tells every seat to relay only."""
-    return await start_server(
+    return serving(
         tmp_path / "data",
         turn_urls=coturn.url,
         turn_secret=coturn.secret,
@@ -77,35 +86,16 @@ def turn_entry(snapshot: dict[str, Any]) -> dict[str, Any]:
     return entries[0]
 
 
-@contextlib.asynccontextmanager
-async def relay_room(
+def relay_room(
     server: RunningServer,
-    seats: tuple[str, ...] = ("a", "b", "facilitator"),
     created: dict[str, Any] | None = None,
-) -> AsyncIterator[tuple[str, dict[str, SeatClient], dict[str, SeatPeer]]]:
-    """A session (new unless `created`) whose `seats` are aiortc peers, each configured
-    from its own snapshot."""
-    created = created or await create_session(server.url)
-    clients = {seat: SeatClient(server.url, created["seats"][seat]["token"]) for seat in seats}
-    for client in clients.values():
-        await client.connect()
-    peers = {
-        seat: SeatPeer(
-            clients[seat],
-            ToneTrack(TONES[seat]),
-            pc=RTCPeerConnection(ice_configuration(clients[seat].last)),
-        )
-        for seat in seats
-    }
-    try:
-        for peer in peers.values():
-            await peer.connect()
-        yield created["id"], clients, peers
-    finally:
-        for peer in peers.values():
-            await peer.close()
-        for client in clients.values():
-            await client.close()
+    seats: tuple[str, ...] = tuple(TONES),
+) -> contextlib.AbstractAsyncContextManager[tuple[dict[str, SeatClient], dict[str, SeatPeer]]]:
+    """`seats` as aiortc peers, each configured from its own snapshot (its TURN server,
+    relay only)."""
+    return tone_room(
+        server.url, created, seats, configure=lambda client: ice_configuration(client.last)
+    )
 
 
 def hears_everyone(peers: dict[str, SeatPeer], seconds: float) -> bool:
@@ -128,31 +118,13 @@ def allocated_usernames(coturn: Coturn) -> list[str]:
     return re.findall(r"session \d+: new, realm=<[^>]*>, username=<([^>]*)>", coturn.log())
 
 
-async def record(
-    server: RunningServer, clients: dict[str, SeatClient], until: Callable[[], bool]
-) -> Path:
-    """Start a take, wait for `until`, stop; the recording's directory once it is closed."""
-    for seat in ("a", "b"):
-        if seat in clients:
-            assert (await clients[seat].call("consent", CONSENT))["ok"]
-    start = await clients["facilitator"].call("recording:start")
-    assert start["ok"], start
-    rec_dir = server.settings.recordings_dir / start["recording"]["id"]
-    await wait_for(until, timeout=300, interval=0.5, what="the recording's time")
-    assert (await clients["facilitator"].call("recording:stop"))["ok"]
-    log = rec_dir / "recording.jsonl"
-    await wait_for(lambda: log.exists() and '"stop"' in log.read_text(), what="the stop")
-    return rec_dir
-
-
 # -- credentials in snapshots ----------------------------------------------------------
 
 
 async def test_each_seat_gets_its_own_time_limited_credentials(
     tmp_path: Path, coturn: Coturn
 ) -> None:
-    server = await relay_server(tmp_path, coturn, ice_servers="stun:127.0.0.1:3478")
-    try:
+    async with relay_server(tmp_path, coturn, ice_servers="stun:127.0.0.1:3478") as server:
         created = await create_session(server.url)
         clients = await seat_clients(server.url, created)
         # more snapshots: a consent change goes to every seat
@@ -175,20 +147,16 @@ async def test_each_seat_gets_its_own_time_limited_credentials(
             # nothing another seat received names this seat, and the reverse
             others = [s for other, c in clients.items() if other != seat for s in c.snapshots]
             assert all(f".{seat}" not in turn_entry(s)["username"] for s in others)
-        for client in clients.values():
-            await client.close()
-    finally:
-        await server.close()
+        await close_clients(clients)
 
 
 async def test_long_term_credentials_are_the_same_for_every_seat(tmp_path: Path) -> None:
-    server = await start_server(
+    async with serving(
         tmp_path / "data",
         turn_urls="turn:127.0.0.1:3478?transport=udp",
         turn_username="storyroom",
         turn_password="long-term-password",
-    )
-    try:
+    ) as server:
         clients = await seat_clients(server.url, await create_session(server.url))
         for client in clients.values():
             assert client.last["ice_transport_policy"] == "all"
@@ -197,9 +165,7 @@ async def test_long_term_credentials_are_the_same_for_every_seat(tmp_path: Path)
                 "username": "storyroom",
                 "credential": "long-term-password",
             }
-            await client.close()
-    finally:
-        await server.close()
+        await close_clients(clients)
 
 
 # -- aiortc seats through coturn ---------------------------------------------------------
@@ -208,10 +174,10 @@ async def test_long_term_credentials_are_the_same_for_every_seat(tmp_path: Path)
 async def test_aiortc_seats_relay_only_through_coturn_and_are_recorded(
     tmp_path: Path, coturn: Coturn
 ) -> None:
-    server = await relay_server(tmp_path, coturn)
-    try:
-        async with relay_room(server) as (session_id, clients, peers):
-            await wait_for(lambda: hears_everyone(peers, 1.5), timeout=20, what="1.5 s each")
+    async with relay_server(tmp_path, coturn) as server:
+        created = await create_session(server.url)
+        async with relay_room(server, created) as (clients, peers):
+            await wait_for(lambda: hears_everyone(peers, 1.5), timeout=30, what="1.5 s each")
             assert_tones(peers)
             for seat, peer in peers.items():
                 gathered = peer.pc.getTransceivers()[0].sender.transport.transport
@@ -221,20 +187,23 @@ async def test_aiortc_seats_relay_only_through_coturn_and_are_recorded(
             # coturn allocated once per seat, each under that seat's own name
             names = allocated_usernames(coturn)
             assert sorted(n.split(":", 1)[1] for n in names) == [
-                f"{session_id}.{seat}" for seat in ("a", "b", "facilitator")
+                f"{created['id']}.{seat}" for seat in ("a", "b", "facilitator")
             ]
             assert coturn.allocations() == 3
 
-            started = time.monotonic()
-            rec_dir = await record(server, clients, lambda: time.monotonic() > started + 2.5)
+            rec_dir = await start_recording(server.settings.recordings_dir, clients)
+            started = audio_sent(peers)
+            await wait_until(time.monotonic() + 2.5)
+            stopping = audio_sent(peers)
+            await stop_recording(clients, rec_dir)
+            # each stem holds what its seat sent while recording, less what was on its way
             for seat in TONES:
-                audio = decode_ogg(str(rec_dir / "stems" / f"{seat}-01.opus"))
-                assert len(audio) > RATE * 1.5, seat
+                audio = decode_stem(rec_dir, seat)
+                sent = stopping[seat] - started[seat]
+                assert len(audio) / RATE > sent - 0.5, (seat, len(audio) / RATE, sent)
                 assert dominant_frequency(audio[-RATE:]) == pytest.approx(TONES[seat], abs=5)
         # closing the peer connections gives the allocations back
-        await wait_for(lambda: coturn.allocations() == 0, timeout=10, what="allocations freed")
-    finally:
-        await server.close()
+        await wait_for(lambda: coturn.allocations() == 0, timeout=30, what="allocations freed")
 
 
 @pytest.mark.slow
@@ -252,33 +221,36 @@ async def test_a_seat_outlives_allocation_permission_and_channel_lifetimes(
         ) as coturn,
         aioice_channel_refresh(lifetime // 3),
     ):
-        server = await relay_server(tmp_path, coturn)
-        try:
-            async with relay_room(server) as (session_id, clients, peers):
-                await wait_for(lambda: hears_everyone(peers, 1.0), timeout=20, what="audio")
+        async with relay_server(tmp_path, coturn) as server:
+            created = await create_session(server.url)
+            async with relay_room(server, created) as (clients, peers):
+                await wait_for(lambda: hears_everyone(peers, 1.0), timeout=30, what="audio")
                 heard_before = {
                     (seat, source): len(peer.samples_from(source))
                     for seat, peer in peers.items()
                     for source in peer.mids.values()
                 }
-                started = time.monotonic()
+                sent_before = audio_sent(peers)
+                rec_dir = await start_recording(server.settings.recordings_dir, clients)
+                recording_from = audio_sent(peers)
                 # three lifetimes: without refreshes the relay would have gone twice over
-                rec_dir = await record(
-                    server, clients, lambda: time.monotonic() > started + 3 * lifetime + 5
-                )
-                elapsed = time.monotonic() - started
+                await wait_until(time.monotonic() + 3 * lifetime + 5)
+                recording_to = audio_sent(peers)
+                await stop_recording(clients, rec_dir)
                 assert_tones(peers, last_seconds=1.0)
                 for peer in peers.values():
                     assert peer.pc.connectionState == "connected"
-                # each seat heard each other seat the whole time, without a gap
+                # each seat heard each other seat the whole time, without a gap: all that
+                # the other seat sent meanwhile, but for what is still on its way
                 for (seat, source), before in heard_before.items():
                     heard = (len(peers[seat].samples_from(source)) - before) / RATE
-                    assert heard > elapsed - 2.0, (seat, source, heard, elapsed)
+                    sent = peers[source].tone.sent_s - sent_before[source]
+                    assert heard > sent - 2.0, (seat, source, heard, sent)
                 # every seat refreshed its allocation and re-bound its channel, and coturn
                 # never dropped a permission
                 log = coturn.log()
                 for seat in peers:
-                    name = re.escape(f"{session_id}.{seat}")
+                    name = re.escape(f"{created['id']}.{seat}")
                     refreshes = re.findall(
                         rf"refreshed, .*username=<\d+:{name}>, lifetime=[1-9]", log
                     )
@@ -288,34 +260,26 @@ async def test_a_seat_outlives_allocation_permission_and_channel_lifetimes(
                     assert len(refreshes) >= 2, (seat, refreshes)
                     assert len(binds) >= 4, (seat, binds)
                 assert not re.search(r"peer \S+ deleted", log)
-                # nothing lost: each stem is as long as the take
+                # nothing lost: each stem holds all its seat sent while recording
                 for seat in peers:
-                    audio = decode_ogg(str(rec_dir / "stems" / f"{seat}-01.opus"))
-                    assert len(audio) / RATE > elapsed - 2.0, (seat, len(audio) / RATE, elapsed)
-        finally:
-            await server.close()
+                    stem_s = len(decode_stem(rec_dir, seat)) / RATE
+                    sent = recording_to[seat] - recording_from[seat]
+                    assert stem_s > sent - 2.0, (seat, stem_s, sent)
 
 
 # -- Chromium through coturn -------------------------------------------------------------
 
 
-@pytest.fixture
-async def pw() -> AsyncIterator[Playwright]:
-    async with async_playwright() as playwright:
-        yield playwright
-
-
 @pytest.mark.slow
-async def test_chromium_relay_only_through_coturn(tmp_path: Path, pw: Playwright) -> None:
+async def test_chromium_relay_only_through_coturn(tmp_path: Path, chromium: Launch) -> None:
     lifetime = 20  # Chromium refreshes an allocation this short after half of it
+    browser = await chromium(TONES["a"])
     with start_coturn(tmp_path / "coturn", secret=SECRET, allocate_lifetime_s=lifetime) as coturn:
-        server = await relay_server(tmp_path, coturn)
-        browser = await launch(pw, write_tone(tmp_path / "a.wav", TONES["a"]))
-        try:
+        async with relay_server(tmp_path, coturn) as server:
             created = await create_session(server.url)
             link = with_raw_audio(created["seats"]["a"]["url"])
             async with (
-                relay_room(server, ("b", "facilitator"), created) as (session_id, clients, peers),
+                relay_room(server, created, ("b", "facilitator")) as (clients, peers),
                 seat_page(browser, link, "a") as a,
             ):
                 page = a.page
@@ -324,13 +288,13 @@ async def test_chromium_relay_only_through_coturn(tmp_path: Path, pw: Playwright
                 config = await page.evaluate("() => window.storyroom.client.pc.getConfiguration()")
                 assert config["iceTransportPolicy"] == "relay"
                 assert [s["username"].split(":", 1)[1] for s in config["iceServers"]] == [
-                    f"{session_id}.a"
+                    f"{created['id']}.a"
                 ]
                 assert await page.evaluate(SELECTED_PAIR_JS) == {"local": "relay", "remote": "host"}
                 # a's fake microphone reaches the aiortc seats through coturn
                 await wait_for(
                     lambda: len(peers["facilitator"].samples_from("a")) > RATE * 1.5,
-                    timeout=20,
+                    timeout=30,
                     what="a's voice at the facilitator",
                 )
                 for peer in peers.values():
@@ -340,22 +304,18 @@ async def test_chromium_relay_only_through_coturn(tmp_path: Path, pw: Playwright
                     "(consent) => window.storyroom.client.consent(consent)", CONSENT
                 )
                 assert consent["ok"], consent
-                started = time.monotonic()
-                rec_dir = await record(
-                    server, clients, lambda: time.monotonic() > started + lifetime + 2
-                )
-                audio = decode_ogg(str(rec_dir / "stems" / "a-01.opus"))
+                rec_dir = await start_recording(server.settings.recordings_dir, clients)
+                await wait_until(time.monotonic() + lifetime + 2)
+                await stop_recording(clients, rec_dir)
+                audio = decode_stem(rec_dir, "a")
                 assert dominant_frequency(audio[-RATE:]) == pytest.approx(TONES["a"], abs=5)
                 # Chromium refreshed its allocation with its minted credentials, and still hears
-                name = re.escape(f"{session_id}.a")
+                name = re.escape(f"{created['id']}.a")
                 assert re.search(
                     rf"refreshed, .*username=<\d+:{name}>, lifetime=[1-9]", coturn.log()
                 )
                 await assert_hears(page, ["b", "facilitator"])
                 a.watch.assert_clean()
-        finally:
-            await browser.close()
-            await server.close()
 
 
 SELECTED_PAIR_JS = """async () => {

@@ -1,14 +1,8 @@
-"""Shared by the applications tests: a valid application, staff calls, a tiny .ics reader."""
+"""Shared by the applications tests: a valid application, a tiny .ics reader."""
 
 from __future__ import annotations
 
 from typing import Any
-
-import aiohttp
-
-from support.server import STAFF_TOKEN
-
-AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}"}
 
 
 def application(**changes: Any) -> dict[str, Any]:
@@ -38,26 +32,6 @@ def application(**changes: Any) -> dict[str, Any]:
         else:
             payload[key] = value
     return payload
-
-
-async def call(
-    http: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    body: Any = None,
-    *,
-    staff: bool = True,
-    expect: int | None = 200,
-) -> Any:
-    """A JSON call; asserts the status when `expect` is given and returns the body."""
-    kwargs: dict[str, Any] = {"headers": AUTH if staff else {}}
-    if body is not None:
-        kwargs["json"] = body
-    async with http.request(method, url, **kwargs) as resp:
-        data = await resp.json() if resp.status != 204 else None
-        if expect is not None:
-            assert resp.status == expect, (resp.status, data)
-        return data
 
 
 def unfold(ics: bytes) -> list[str]:

@@ -1,9 +1,10 @@
-"""Finished recordings for the staff-archive tests, and a signed-in staff HTTP client.
+"""Finished recordings for the staff-archive tests.
 
 One real recording is made per test run (three aiortc peers sending tones, two cued
 questions, a few seconds of audio, finalized by the server's worker) in a thread with
 its own event loop; each test gets a copy of that data directory and its own server, so
-tests may delete, withdraw and export without disturbing one another.
+tests may delete, withdraw and export without disturbing one another. The fixtures
+`finished`, `archive` and `staff` in conftest.py hand them out.
 """
 
 from __future__ import annotations
@@ -12,27 +13,20 @@ import asyncio
 import shutil
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
+from support.media import tone_room
+from support.polling import wait_until
+from support.server import RunningServer, create_session, give_consent, serving
+from support.staff import StaffBrowser, add_staff
 
-from support.media import SeatPeer, ToneTrack
-from support.server import (
-    STAFF_TOKEN,
-    RunningServer,
-    create_session,
-    seat_clients,
-    start_server,
-    wait_for,
-)
-
-AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}"}
-TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
 ALL_CONSENT = {"record": True, "archive": True, "public": True}
-STAFF_EMAIL = "archivist@example.org"
-STAFF_PASSWORD = "correct horse battery staple"
+TITLE = "Porch light conversation"
 
 
 @dataclass(frozen=True)
@@ -44,61 +38,49 @@ class Finished:
     session_id: str
     seat_tokens: dict[str, str]
     question_ids: list[str]
+    recorded_s: tuple[float, float]
+    """Bounds of the recording's length: from just after the start's ack to just before
+    the stop was sent, and from just before the start to just after the stop's ack."""
+    finalized: dict[str, Any]
+    """The facilitator's last snapshot of the recording: `ready`, with its progress."""
 
 
 async def record_and_finalize(data_dir: Path, seconds: float = 3.0) -> Finished:
-    server = await start_server(data_dir)
-    try:
-        created = await create_session(
-            server.url,
-            title="Porch light conversation",
-            participants=[
-                {"name": "Rosa", "bio": "Nurse from El Paso."},
-                {"name": "Dale", "bio": "Retired machinist from Ohio."},
-            ],
-        )
-        clients = await seat_clients(server.url, created)
-        peers = {seat: SeatPeer(clients[seat], ToneTrack(TONES[seat])) for seat in clients}
-        try:
-            for peer in peers.values():
-                await peer.connect()
-            for seat in ("a", "b"):
-                assert (await clients[seat].call("consent", ALL_CONSENT))["ok"]
-            questions = [q["id"] for q in clients["facilitator"].last["questions"][:2]]
-            start = await clients["facilitator"].call("recording:start")
+    async with serving(data_dir) as server:
+        created = await create_session(server.url, title=TITLE)
+        async with tone_room(server.url, created) as (clients, peers):
+            await give_consent(clients, ALL_CONSENT)
+            f = clients["facilitator"]
+            questions = [q["id"] for q in f.last["questions"][:2]]
+            before_start = time.monotonic()
+            start = await f.call("recording:start")
             assert start["ok"], start
-            recording_id = start["recording"]["id"]
             begun = time.monotonic()
-            assert (await clients["facilitator"].call("question:cue", {"id": questions[0]}))["ok"]
-            await wait_for(lambda: time.monotonic() > begun + seconds / 2, timeout=seconds + 5)
-            assert (await clients["facilitator"].call("question:cue", {"id": questions[1]}))["ok"]
-            await wait_for(lambda: time.monotonic() > begun + seconds, timeout=seconds + 5)
-            assert (await clients["facilitator"].call("recording:stop"))["ok"]
-        finally:
-            for peer in peers.values():
+            assert (await f.call("question:cue", {"id": questions[0]}))["ok"]
+            await wait_until(begun + seconds / 2)
+            assert (await f.call("question:cue", {"id": questions[1]}))["ok"]
+            await wait_until(begun + seconds)
+            before_stop = time.monotonic()
+            assert (await f.call("recording:stop"))["ok"]
+            recorded = (before_stop - begun, time.monotonic() - before_start)
+            for peer in peers.values():  # the seats hang up; the facilitator's page stays
                 await peer.close()
-            for client in clients.values():
-                await client.close()
-        async with aiohttp.ClientSession() as http:
-
-            async def status() -> str:
-                resp = await http.get(f"{server.url}/api/recordings/{recording_id}", headers=AUTH)
-                return str((await resp.json())["status"])
-
-            deadline = time.monotonic() + 120
-            while (now := await status()) != "ready":
-                assert now in ("stopped", "finalizing"), now
-                assert time.monotonic() < deadline, "finalization took too long"
-                await asyncio.sleep(0.2)
-        return Finished(
-            data_dir,
-            recording_id,
-            created["id"],
-            {seat: created["seats"][seat]["token"] for seat in created["seats"]},
-            questions,
-        )
-    finally:
-        await server.close()
+            # and sees finalization through to its end
+            last = await f.wait(
+                lambda s: (s["recording"]["finalize"] or {}).get("status") in ("ready", "failed"),
+                "finalization to end",
+                timeout=120,
+            )
+            assert last["recording"]["status"] == "ready", last["recording"]
+    return Finished(
+        data_dir,
+        start["recording"]["id"],
+        created["id"],
+        {seat: created["seats"][seat]["token"] for seat in created["seats"]},
+        questions,
+        recorded,
+        last["recording"],
+    )
 
 
 _made: dict[str, Finished] = {}
@@ -135,51 +117,23 @@ def copy_of(finished: Finished, target: Path) -> Path:
     return target
 
 
-async def archive_server(finished: Finished, tmp_path: Path, **overrides: Any) -> RunningServer:
-    return await start_server(copy_of(finished, tmp_path / "data"), **overrides)
+@asynccontextmanager
+async def archive_server(
+    finished: Finished, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[RunningServer]:
+    """A server on a private copy of `finished`, with the staff member of `add_staff`."""
+    async with serving(copy_of(finished, tmp_path / "data"), **overrides) as server:
+        await add_staff(server)
+        yield server
 
 
-async def add_staff(
-    server: RunningServer, email: str = STAFF_EMAIL, password: str = STAFF_PASSWORD
-) -> None:
-    await server.services.accounts.add_user(email, password)
-
-
-def cookie_session() -> aiohttp.ClientSession:
-    """A client that keeps cookies for 127.0.0.1 (aiohttp's jar ignores IP hosts by default)."""
-    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-
-
-@dataclass
-class StaffBrowser:
-    """An HTTP client that signs in like the staff pages do: cookie jar + CSRF header."""
-
-    http: aiohttp.ClientSession
-    url: str
-    csrf: str = ""
-
-    async def sign_in(self, email: str = STAFF_EMAIL, password: str = STAFF_PASSWORD) -> Any:
-        resp = await self.http.get(f"{self.url}/api/staff/csrf")
-        assert resp.status == 200
-        pre = (await resp.json())["csrf"]
-        resp = await self.http.post(
-            f"{self.url}/api/staff/signin",
-            json={"email": email, "password": password},
-            headers={"X-CSRF-Token": pre, "Origin": self.url},
-        )
-        body = await resp.json()
-        if resp.status == 200:
-            self.csrf = body["csrf"]
-        return resp.status, body
-
-    def headers(self) -> dict[str, str]:
-        return {"X-CSRF-Token": self.csrf, "Origin": self.url}
-
-    async def call(self, method: str, path: str, body: Any = None, expect: int = 200) -> Any:
-        kwargs: dict[str, Any] = {"headers": self.headers()}
-        if body is not None:
-            kwargs["json"] = body
-        resp = await self.http.request(method, self.url + path, **kwargs)
-        data = await resp.json() if resp.content_type == "application/json" else await resp.read()
-        assert resp.status == expect, (resp.status, data)
-        return data
+async def issue_copy_links(staff: StaffBrowser, recording_id: str) -> list[dict[str, Any]]:
+    """Both participants agree to copies, and staff issue their links; each link with
+    the `token` its URL carries."""
+    path = f"/api/recordings/{recording_id}"
+    for seat in ("a", "b"):
+        await staff.call("PUT", f"{path}/consent", {"seat": seat, "copies": True, "note": "yes"})
+    links: list[dict[str, Any]] = (await staff.call("POST", f"{path}/copies", expect=201))["links"]
+    return [
+        {**link, "token": urlsplit(link["url"]).fragment.removeprefix("token=")} for link in links
+    ]

@@ -3,28 +3,28 @@ devices fed from a WAV tone generated at test time, and checks a person would ma
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
-import time
 import wave
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from playwright.async_api import Browser, ConsoleMessage, Page, Playwright
 from playwright.async_api import Error as PlaywrightError
 
-T = TypeVar("T")
+from storyroom.room.questions import bank
+from support.media import RATE, TONES
+from support.polling import wait_for
+from support.staff import STAFF_EMAIL, STAFF_PASSWORD
 
 CHROMIUM = os.environ.get("STORYROOM_CHROMIUM", "/usr/bin/chromium")
-RATE = 48_000
-# One tone per seat, so a receiver can tell who it hears.
-TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
+EXPECT_MS = 15_000
+"""Playwright's `expect` timeout for what waits on the server or on WebRTC."""
 PHONE = {"width": 360, "height": 740}
 LAPTOP = {"width": 1280, "height": 900}
 WIDE = {"width": 1500, "height": 1000}
@@ -78,6 +78,12 @@ async def launch(playwright: Playwright, wav: Path | None = None) -> Browser:
     )
 
 
+def bank_text(index: int, lang: str = "en") -> str:
+    """The text of the question bank's question `index`, as a page shows it in `lang`."""
+    text: str = bank()["questions"][index]["text"][lang]
+    return text
+
+
 def with_raw_audio(link: str) -> str:
     """The join link with `?raw=1`: the fake capture tone reaches WebRTC unprocessed."""
     base, _, fragment = link.partition("#")
@@ -114,18 +120,32 @@ class Seat:
 
 
 @asynccontextmanager
+async def watched_page(
+    browser: Browser,
+    url: str,
+    viewport: dict[str, int] | None = None,
+    watch: PageWatch | None = None,
+    **context_options: Any,
+) -> AsyncIterator[tuple[Page, PageWatch]]:
+    """`url` in a browser context of its own (closed on exit), with its console watched
+    (by `watch`, or a plain PageWatch)."""
+    context = await browser.new_context(viewport=viewport or LAPTOP, **context_options)  # type: ignore[arg-type]
+    try:
+        page = await context.new_page()
+        watch = watch or PageWatch()
+        watch.attach(page)
+        await page.goto(url)
+        yield page, watch
+    finally:
+        await context.close()
+
+
+@asynccontextmanager
 async def seat_page(
     browser: Browser, url: str, name: str, viewport: dict[str, int] | None = None
 ) -> AsyncIterator[Seat]:
-    context = await browser.new_context(viewport=viewport or LAPTOP)  # type: ignore[arg-type]
-    try:
-        page = await context.new_page()
-        watch = PageWatch()
-        watch.attach(page)
-        await page.goto(url)
+    async with watched_page(browser, url, viewport) as (page, watch):
         yield Seat(name, page, watch)
-    finally:
-        await context.close()
 
 
 async def horizontal_overflow(page: Page) -> int:
@@ -144,23 +164,6 @@ async def screenshot(page: Page, name: str) -> Path:
     return path
 
 
-async def eventually(
-    check: Callable[[], Awaitable[T | None]],
-    timeout: float = 10.0,
-    interval: float = 0.1,
-    what: str = "",
-) -> T:
-    """Poll an async `check` until it returns something truthy (the async wait_for)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
-        await asyncio.sleep(interval)
-
-
 async def turn_on_microphone(page: Page) -> None:
     """Press "Turn on my microphone" unless the page started it by itself (permission
     already granted, as with --use-fake-ui-for-media-stream)."""
@@ -175,15 +178,29 @@ async def turn_on_microphone(page: Page) -> None:
                 await panel.locator("[data-role=enable]").click(timeout=500)
         return False
 
-    await eventually(on, timeout=15, interval=0.2, what="the microphone to be on")
+    await wait_for(on, timeout=30, interval=0.2, what="the microphone to be on")
 
 
 async def received_tone(page: Page, seat: str, near: float) -> dict[str, Any] | None:
-    """The strongest frequency in what the page receives from `seat`, if it is near `near`.
+    """The strongest frequency in what the page receives from `seat`, if it is near `near`."""
+    measured = await measured_tone(page, seat)
+    return measured if is_tone(measured, near) else None
 
-    Analyses the remote stream the page plays (its <audio data-seat=...> element) with a
-    WebAudio AnalyserNode over about half a second.
-    """
+
+def is_tone(measured: dict[str, Any] | None, near: float) -> bool:
+    """A playing stream whose strongest frequency, loud enough, is within 15 Hz of `near`."""
+    return bool(
+        measured
+        and measured["playing"]
+        and measured["db"] > -60
+        and abs(measured["freq"] - near) < 15
+    )
+
+
+async def measured_tone(page: Page, seat: str) -> dict[str, Any] | None:
+    """The strongest frequency (and its level) in what the page plays from `seat`: its
+    <audio data-seat=...> element through a WebAudio AnalyserNode, over about half a
+    second. None when there is no such stream yet."""
     result: dict[str, Any] | None = await page.evaluate(
         """async (seat) => {
             const audio = document.querySelector(`#remote-audio audio[data-seat="${seat}"]`);
@@ -207,9 +224,7 @@ async def received_tone(page: Page, seat: str, near: float) -> dict[str, Any] | 
         }""",
         seat,
     )
-    if result and result["playing"] and result["db"] > -60 and abs(result["freq"] - near) < 15:
-        return result
-    return None
+    return result
 
 
 async def inbound_audio(page: Page) -> dict[str, dict[str, float]]:
@@ -233,33 +248,44 @@ async def inbound_audio(page: Page) -> dict[str, dict[str, float]]:
 
 
 async def assert_hears(page: Page, seats: list[str]) -> None:
-    """Bytes and energy from each seat keep rising, and each carries that seat's tone."""
-    first = await eventually(
-        lambda: _inbound_for(page, seats), timeout=20, what=f"inbound audio from {seats}"
-    )
+    """Bytes and energy from each seat keep rising, and each carries that seat's tone.
+    A failure says what was last measured."""
+    last: dict[str, Any] = {}
+
+    async def inbound() -> dict[str, dict[str, float]] | None:
+        last["inbound"] = stats = await inbound_audio(page)
+        return stats if all(stats.get(seat, {}).get("bytes") for seat in seats) else None
 
     async def rising() -> dict[str, dict[str, float]] | None:
-        now = await inbound_audio(page)
+        before = last["baseline"]
+        last["inbound"] = now = await inbound_audio(page)
+        if any(now.get(seat, {}).get("bytes", 0) < before[seat]["bytes"] for seat in seats):
+            # the page made a new peer connection (a reconnect on a starved machine): its
+            # counters start again, so they must rise from here
+            last["baseline"] = now if all(seat in now for seat in seats) else before
+            return None
         ok = all(
-            seat in now
-            and now[seat]["bytes"] > first[seat]["bytes"]
-            and now[seat]["energy"] > first[seat]["energy"]
+            now[seat]["bytes"] > before[seat]["bytes"]
+            and now[seat]["energy"] > before[seat]["energy"]
             for seat in seats
         )
         return now if ok else None
 
-    await eventually(rising, timeout=10, what="inbound bytes and energy rising")
-    for seat in seats:
-        tone = await eventually(
-            functools.partial(received_tone, page, seat, TONES[seat]),
-            timeout=10,
-            what=f"{seat}'s tone",
-        )
-        assert abs(tone["freq"] - TONES[seat]) < 15, tone
+    async def tone(seat: str) -> dict[str, Any] | None:
+        last[seat] = measured = await measured_tone(page, seat)
+        return measured if is_tone(measured, TONES[seat]) else None
+
+    try:
+        last["baseline"] = await wait_for(inbound, 30, 0.1, f"inbound audio from {seats}")
+        await wait_for(rising, 30, 0.1, "inbound bytes and energy rising")
+        for seat in seats:
+            await wait_for(functools.partial(tone, seat), 30, 0.1, f"{seat}'s tone")
+    except AssertionError as failure:
+        raise AssertionError(f"{failure}; last measured: {last}") from None
 
 
-async def _inbound_for(page: Page, seats: list[str]) -> dict[str, dict[str, float]] | None:
-    stats = await inbound_audio(page)
-    if all(seat in stats and stats[seat]["bytes"] > 0 for seat in seats):
-        return stats
-    return None
+async def sign_in_as_staff(page: Page, password: str = STAFF_PASSWORD) -> None:
+    """Fill in and send the staff sign-in form the page shows (support.staff's account)."""
+    await page.get_by_label("Email").fill(STAFF_EMAIL)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import fractions
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import av
@@ -14,11 +17,23 @@ import numpy as np
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from support.server import RunningServer, SeatClient, create_session, seat_clients
+from storyroom.recording import layout
+from support.polling import wait_for
+from support.server import (
+    CONSENT,
+    SeatClient,
+    close_clients,
+    create_session,
+    give_consent,
+    seat_clients,
+)
 
 RATE = 48_000
 FRAME = 960  # 20 ms
 TONES = {"a": 440.0, "b": 660.0, "facilitator": 880.0}
+"""One tone per seat, so a listener can tell whom it hears."""
+NO_ICE_SERVERS = RTCConfiguration(iceServers=[])
+"""Only loopback host candidates (aiortc's default would ask a public STUN server)."""
 
 
 class ToneTrack(MediaStreamTrack):
@@ -35,6 +50,12 @@ class ToneTrack(MediaStreamTrack):
         self._start: float | None = None
         self._samples = 0
         self.sent_frames = 0
+
+    @property
+    def sent_s(self) -> float:
+        """Seconds of audio handed to the sender so far (behind the wall clock when the
+        machine is busy: bound what a receiver got by this, not by elapsed time)."""
+        return self.sent_frames * FRAME / RATE
 
     def frame_wall_time(self, sample: int) -> float:
         assert self._start is not None
@@ -72,15 +93,13 @@ class SeatPeer:
 
     client: SeatClient
     tone: ToneTrack
-    # no ICE servers: only loopback candidates (aiortc's default would ask a public STUN)
-    pc: RTCPeerConnection = field(
-        default_factory=lambda: RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    )
+    pc: RTCPeerConnection = field(default_factory=lambda: RTCPeerConnection(NO_ICE_SERVERS))
     mids: dict[str, str] = field(default_factory=dict)
     received: dict[str, list[np.ndarray]] = field(default_factory=dict)
     _readers: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def connect(self) -> dict[str, Any]:
+    async def offer(self) -> dict[str, Any]:
+        """Send this seat's offer; the server's ack, accepted or refused."""
         self.pc.addTransceiver(self.tone, direction="sendonly")
         self.pc.addTransceiver("audio", direction="recvonly")
         self.pc.addTransceiver("audio", direction="recvonly")
@@ -91,9 +110,13 @@ class SeatPeer:
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
         assert self.pc.localDescription is not None
-        ack = await self.client.call(
+        ack: dict[str, Any] = await self.client.call(
             "rtc:offer", {"sdp": self.pc.localDescription.sdp, "type": "offer"}
         )
+        return ack
+
+    async def connect(self) -> dict[str, Any]:
+        ack = await self.offer()
         assert ack["ok"], ack
         self.mids = ack["mids"]
         await self.pc.setRemoteDescription(RTCSessionDescription(**ack["answer"]))
@@ -144,6 +167,11 @@ def dominant_frequency(audio: np.ndarray, rate: int = RATE) -> float:
     return float(np.argmax(spectrum) * rate / len(audio))
 
 
+def decode_stem(rec_dir: Path, seat: str, index: int = 1) -> np.ndarray:
+    """A recording's Ogg Opus stem of `seat`'s connection `index`, decoded."""
+    return decode_ogg(str(rec_dir / layout.segment_opus(seat, index)))
+
+
 def decode_ogg(path: str) -> np.ndarray:
     """Decode an Ogg Opus stem with PyAV to mono float samples at 48 kHz."""
     chunks = []
@@ -155,18 +183,54 @@ def decode_ogg(path: str) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
 
-async def open_room(server: RunningServer) -> tuple[dict[str, SeatClient], dict[str, SeatPeer]]:
-    """A new session with all three seats connected, each sending its tone from `TONES`."""
-    created = await create_session(server.url)
-    clients = await seat_clients(server.url, created)
-    peers = {seat: SeatPeer(clients[seat], ToneTrack(TONES[seat])) for seat in clients}
-    for peer in peers.values():
-        await peer.connect()
-    return clients, peers
+def audio_sent(peers: dict[str, SeatPeer]) -> dict[str, float]:
+    """Per seat, the seconds of audio its tone track has handed to its sender so far."""
+    return {seat: peer.tone.sent_s for seat, peer in peers.items()}
 
 
-async def close_room(clients: dict[str, SeatClient], peers: dict[str, SeatPeer]) -> None:
-    for peer in peers.values():
-        await peer.close()
-    for client in clients.values():
-        await client.close()
+@asynccontextmanager
+async def tone_room(
+    url: str,
+    created: dict[str, Any] | None = None,
+    seats: tuple[str, ...] = tuple(TONES),
+    configure: Callable[[SeatClient], RTCConfiguration] | None = None,
+) -> AsyncIterator[tuple[dict[str, SeatClient], dict[str, SeatPeer]]]:
+    """A session of the server at `url` (new unless `created`) whose `seats` are aiortc
+    peers, each sending its tone from `TONES`, configured by `configure` from its seat
+    client (only loopback host candidates without it); all closed on exit."""
+    created = created or await create_session(url)
+    clients = await seat_clients(url, created, seats)
+    peers = {
+        seat: SeatPeer(
+            clients[seat],
+            ToneTrack(TONES[seat]),
+            RTCPeerConnection(configure(clients[seat]) if configure else NO_ICE_SERVERS),
+        )
+        for seat in seats
+    }
+    try:
+        for peer in peers.values():
+            await peer.connect()
+        yield clients, peers
+    finally:
+        for peer in peers.values():
+            await peer.close()
+        await close_clients(clients)
+
+
+async def start_recording(
+    recordings: Path, clients: dict[str, SeatClient], consent: dict[str, bool] = CONSENT
+) -> Path:
+    """The participants among `clients` give `consent` and the facilitator starts a take;
+    the take's directory in `recordings` (the server's recordings directory)."""
+    await give_consent(clients, consent)
+    start = await clients["facilitator"].call("recording:start")
+    assert start["ok"], start
+    return recordings / start["recording"]["id"]
+
+
+async def stop_recording(clients: dict[str, SeatClient], rec_dir: Path) -> None:
+    """The facilitator stops the take; returns once its log says it stopped."""
+    assert (await clients["facilitator"].call("recording:stop"))["ok"]
+    log = rec_dir / "recording.jsonl"
+    await wait_for(lambda: log.exists() and '"stop"' in log.read_text(), what="the stop in the log")

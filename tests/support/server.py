@@ -1,38 +1,29 @@
-"""Shared test helpers: a real server on loopback, real Socket.IO seat clients, polling waits."""
+"""Shared test helpers: a real server on loopback, staff calls, real Socket.IO seat clients."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import socketio
 from aiohttp import web
 
+from storyroom.__main__ import demo_session
 from storyroom.app import create_app
 from storyroom.config import Settings
 from storyroom.services import SERVICES, Services
+from support.polling import wait_for
 
 STAFF_TOKEN = "test-staff-token-0123456789abcdef"
-
-
-async def wait_for(
-    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = ""
-) -> Any:
-    """Poll `predicate` until it returns a truthy value (aiortc's sleepWhile, inverted)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        await asyncio.sleep(interval)
+AUTH = {"Authorization": f"Bearer {STAFF_TOKEN}"}
+CONSENT = {"record": True, "archive": False, "public": False}
+"""A participant's consent to the recording only (not the archive, not public)."""
 
 
 def free_port() -> int:
@@ -52,7 +43,9 @@ class RunningServer:
         return self.runner.app[SERVICES]
 
     async def close(self) -> None:
-        await self.runner.cleanup()
+        """Idempotent: a test may stop the server before its context ends (a restart)."""
+        if self.runner.server is not None:
+            await self.runner.cleanup()
 
 
 async def start_server(data_dir: Path, **overrides: Any) -> RunningServer:
@@ -72,30 +65,61 @@ async def start_server(data_dir: Path, **overrides: Any) -> RunningServer:
     return RunningServer(settings, runner, f"http://127.0.0.1:{port}")
 
 
-def session_payload(**changes: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "title": "Test conversation",
-        "language": "en",
-        "target_minutes": 40,
-        "participants": [
-            {"name": "Rosa", "bio": "Nurse from El Paso."},
-            {"name": "Dale", "bio": "Retired machinist from Ohio."},
-        ],
-        "facilitator": {"name": "Sam"},
-    }
-    payload.update(changes)
-    return payload
+@asynccontextmanager
+async def serving(data_dir: Path, **overrides: Any) -> AsyncIterator[RunningServer]:
+    """:func:`start_server` for the life of the context."""
+    running = await start_server(data_dir, **overrides)
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+def bio(seat: str) -> str:
+    """The bio of participant `seat` ("a" or "b") in the demo session every test uses."""
+    return str(demo_session()["participants"]["ab".index(seat)]["bio"])
+
+
+async def call(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: Any = None,
+    *,
+    staff: bool = True,
+    expect: int | None = 200,
+) -> Any:
+    """A JSON call (with the staff token unless `staff` is false); asserts the status
+    when `expect` is given and returns the body."""
+    kwargs: dict[str, Any] = {"headers": AUTH if staff else {}}
+    if body is not None:
+        kwargs["json"] = body
+    async with http.request(method, url, **kwargs) as resp:
+        data = await resp.json() if resp.status != 204 else None
+        if expect is not None:
+            assert resp.status == expect, (resp.status, data)
+        return data
+
+
+async def finalized(url: str, recording_id: str, timeout: float = 120) -> dict[str, Any]:
+    """The recording once its finalization has ended, as `GET /api/recordings/{id}`
+    says; asserts that it ended ready."""
+
+    async def ended() -> dict[str, Any] | None:
+        async with aiohttp.ClientSession() as http:
+            rec: dict[str, Any] = await call(http, "GET", f"{url}/api/recordings/{recording_id}")
+        return rec if rec["status"] in ("ready", "failed") else None
+
+    rec = await wait_for(ended, timeout=timeout, interval=0.1, what=f"{recording_id} finalized")
+    assert rec["status"] == "ready", rec
+    return rec
 
 
 async def create_session(url: str, **changes: Any) -> dict[str, Any]:
     async with aiohttp.ClientSession() as http:
-        resp = await http.post(
-            f"{url}/api/sessions",
-            json=session_payload(**changes),
-            headers={"Authorization": f"Bearer {STAFF_TOKEN}"},
+        body: dict[str, Any] = await call(
+            http, "POST", f"{url}/api/sessions", demo_session(**changes), expect=201
         )
-        body: dict[str, Any] = await resp.json()
-        assert resp.status == 201, body
         return body
 
 
@@ -130,7 +154,7 @@ class SeatClient:
         return ack
 
     async def wait(
-        self, predicate: Callable[[dict[str, Any]], Any], what: str = "", timeout: float = 10
+        self, predicate: Callable[[dict[str, Any]], Any], what: str = "", timeout: float = 20
     ) -> dict[str, Any]:
         return await wait_for(
             lambda: next((s for s in reversed(self.snapshots) if predicate(s)), None),
@@ -144,10 +168,57 @@ class SeatClient:
         await self.sio.shutdown()
 
 
-async def seat_clients(url: str, created: dict[str, Any]) -> dict[str, SeatClient]:
-    clients = {
-        seat: SeatClient(url, created["seats"][seat]["token"]) for seat in ("a", "b", "facilitator")
-    }
+async def seat_clients(
+    url: str, created: dict[str, Any], seats: tuple[str, ...] = ("a", "b", "facilitator")
+) -> dict[str, SeatClient]:
+    """`seats` of the session `created`, each connected and holding its first snapshot."""
+    clients = {seat: SeatClient(url, created["seats"][seat]["token"]) for seat in seats}
     for client in clients.values():
         await client.connect()
     return clients
+
+
+async def close_clients(clients: dict[str, SeatClient]) -> None:
+    for client in clients.values():
+        await client.close()
+
+
+@asynccontextmanager
+async def seated(
+    url: str, created: dict[str, Any], seats: tuple[str, ...] = ("a", "b", "facilitator")
+) -> AsyncIterator[dict[str, SeatClient]]:
+    """:func:`seat_clients` for the life of the context."""
+    clients = await seat_clients(url, created, seats)
+    try:
+        yield clients
+    finally:
+        await close_clients(clients)
+
+
+async def give_consent(clients: dict[str, SeatClient], consent: dict[str, bool] = CONSENT) -> None:
+    """Each participant among `clients` sends `consent`, and it is accepted."""
+    for seat in ("a", "b"):
+        if seat in clients:
+            ack = await clients[seat].call("consent", consent)
+            assert ack["ok"], ack
+
+
+async def refused_connect(url: str, auth: Any) -> Any:
+    """Connect with `auth` expecting a refusal; the `connect_error` the server sent."""
+    client = socketio.AsyncClient(reconnection=False)
+    errors: list[Any] = []
+    client.on("connect_error", errors.append)
+    try:
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await client.connect(url, auth=auth, transports=["websocket"], wait_timeout=5)
+        return (await wait_for(lambda: errors, what="connect_error"))[0]
+    finally:
+        await close_refused(client)
+
+
+async def close_refused(client: socketio.AsyncClient) -> None:
+    """A refused connect leaves engine.io's HTTP session open: close it."""
+    http = client.eio.http
+    if http is not None and not http.closed:
+        await http.close()
+    await client.shutdown()

@@ -7,56 +7,34 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import tarfile
-from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import bagit
 import pytest
 
 from storyroom.__main__ import main
 from storyroom.archive.bagit import validate_bag
-from support.archive import (
-    Finished,
-    StaffBrowser,
-    add_staff,
-    archive_server,
-    cookie_session,
-    copy_of,
-    finished_recording,
-)
+from support.archive import TITLE, Finished, copy_of
 from support.server import RunningServer
+from support.staff import StaffBrowser
 
-SETTINGS = {
-    "bag_source_organization": "Library of Voices",
-    "bag_organization_address": "1 Archive Way, Springfield",
-    "bag_contact_name": "Ada Archivist",
-    "bag_contact_email": "ada@example.org",
-    "bag_contact_phone": "+1 555 0100",
-}
-
-
-@pytest.fixture(scope="session")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Finished:
-    return finished_recording(tmp_path_factory.mktemp("recording"))
+# (setting, bag-info.txt tag, value)
+ORGANIZATION = [
+    ("bag_source_organization", "Source-Organization", "Library of Voices"),
+    ("bag_organization_address", "Organization-Address", "1 Archive Way, Springfield"),
+    ("bag_contact_name", "Contact-Name", "Ada Archivist"),
+    ("bag_contact_email", "Contact-Email", "ada@example.org"),
+    ("bag_contact_phone", "Contact-Phone", "+1 555 0100"),
+]
+SETTINGS = {setting: value for setting, _, value in ORGANIZATION}
 
 
 @pytest.fixture
-async def archive(finished: Finished, tmp_path: Path) -> AsyncIterator[RunningServer]:
-    server = await archive_server(finished, tmp_path, **SETTINGS)
-    try:
-        await add_staff(server)
-        yield server
-    finally:
-        await server.close()
-
-
-@pytest.fixture
-async def staff(archive: RunningServer) -> AsyncIterator[StaffBrowser]:
-    async with cookie_session() as http:
-        browser = StaffBrowser(http, archive.url)
-        await browser.sign_in()
-        yield browser
+def archive_settings() -> dict[str, Any]:
+    return SETTINGS
 
 
 def check_bag(bag_dir: Path, finished: Finished, files: dict[str, str]) -> bagit.Bag:
@@ -67,14 +45,12 @@ def check_bag(bag_dir: Path, finished: Finished, files: dict[str, str]) -> bagit
     assert (bag_dir / "manifest-sha512.txt").is_file()
     assert (bag_dir / "tagmanifest-sha512.txt").is_file()
     info = bag.info
-    assert info["Source-Organization"] == "Library of Voices"
-    assert info["Organization-Address"] == "1 Archive Way, Springfield"
-    assert info["Contact-Name"] == "Ada Archivist"
-    assert info["Contact-Email"] == "ada@example.org"
-    assert info["Contact-Phone"] == "+1 555 0100"
+    assert {tag: info[tag] for _, tag, _ in ORGANIZATION} == {
+        tag: value for _, tag, value in ORGANIZATION
+    }
     assert info["External-Identifier"] == finished.recording_id
     assert info["Bag-Group-Identifier"] == finished.session_id
-    assert info["External-Description"].startswith("Porch light conversation.")
+    assert info["External-Description"].startswith(f"{TITLE}.")
     assert "in English" in info["External-Description"]
     assert info["Bagging-Date"]
     payload = {name.removeprefix("data/") for name in bag.payload_files()}
@@ -167,8 +143,6 @@ def test_export_bag_command(
     assert main(argv) == 0
     assert "made and validated" in capsys.readouterr().out
     bag_dir = dest / finished.recording_id
-    import json
-
     result = json.loads((data / "recordings" / finished.recording_id / "metadata.json").read_text())
     files = {f["name"]: f["sha256"] for f in result["files"]}
     files["metadata.json"] = hashlib.sha256(

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import av
@@ -43,6 +44,13 @@ def dominant_frequency(samples: np.ndarray) -> float:
     return float(np.argmax(spectrum) * RATE / len(samples))
 
 
+def assert_holds_the_tone(path: Path, packets: int) -> None:
+    """The file decodes to exactly `packets` frames of the tone (its second second)."""
+    samples = decode(path)
+    assert len(samples) == packets * FRAME
+    assert dominant_frequency(samples[RATE : 2 * RATE]) == pytest.approx(TONE_HZ, abs=2)
+
+
 def write_file(path: Path, packets: list[bytes], flush_every: int) -> OggOpusWriter:
     writer = OggOpusWriter(path, serial=0x5EED, comments={"TITLE": "tone", "SEAT": "a"})
     for index, payload in enumerate(packets, start=1):
@@ -62,9 +70,7 @@ def test_round_trip_duration_tone_and_page_structure(
     writer.close()
     writer.close()
 
-    samples = decode(path)
-    assert len(samples) == len(tone_packets) * FRAME
-    assert dominant_frequency(samples[RATE : 3 * RATE]) == pytest.approx(TONE_HZ, abs=2)
+    assert_holds_the_tone(path, packets=len(tone_packets))
 
     data = path.read_bytes()
     pages = read_pages(data)
@@ -226,9 +232,7 @@ def test_writer_killed_without_close_decodes_up_to_last_flush(
         if process.stdout is not None:
             process.stdout.close()
     assert process.returncode == -signal.SIGKILL
-    samples = decode(path)
-    assert len(samples) == 100 * FRAME
-    assert dominant_frequency(samples[RATE // 2 : RATE * 3 // 2]) == pytest.approx(TONE_HZ, abs=2)
+    assert_holds_the_tone(path, packets=100)
 
 
 def test_flushed_file_decodes_while_the_writer_is_still_open(
@@ -261,26 +265,20 @@ BAD_PACKETS = [
 def test_bad_packets_are_skipped(tmp_path: Path, tone_packets: list[bytes], bad: bytes) -> None:
     assert opus_packet_samples(bad) == 0
     path = tmp_path / "a.opus"
-    writer = OggOpusWriter(path, serial=1)
-    try:
+    with closing(OggOpusWriter(path, serial=1)) as writer:
         for index, payload in enumerate(tone_packets[:100], start=1):
             writer.add_packet(payload, index * FRAME)
             writer.add_packet(bad, index * FRAME)
             if index % 30 == 0:
                 writer.flush()
-    finally:
-        writer.close()
-    samples = decode(path)
-    assert len(samples) == 100 * FRAME
-    assert dominant_frequency(samples[RATE // 2 : RATE * 3 // 2]) == pytest.approx(TONE_HZ, abs=2)
+    assert_holds_the_tone(path, packets=100)
 
 
 def test_gaps_become_concealment_and_overlaps_are_skipped(
     tmp_path: Path, tone_packets: list[bytes]
 ) -> None:
     path = tmp_path / "gaps.opus"
-    writer = OggOpusWriter(path, serial=2)
-    try:
+    with closing(OggOpusWriter(path, serial=2)) as writer:
         for index, payload in enumerate(tone_packets[:150], start=1):
             if 40 <= index < 47 or 90 <= index < 140:  # 140 ms, then a whole second lost
                 continue
@@ -289,8 +287,6 @@ def test_gaps_become_concealment_and_overlaps_are_skipped(
                 writer.add_packet(tone_packets[10], 55 * FRAME)  # late duplicate: skipped
         writer.add_packet(tone_packets[150], 151 * FRAME + 300)  # gap 300 -> 240 of PLC
         assert writer.granule == 151 * FRAME + 240
-    finally:
-        writer.close()
     samples = decode(path)
     assert len(samples) == 151 * FRAME + 240
 
@@ -307,12 +303,9 @@ def test_gaps_become_concealment_and_overlaps_are_skipped(
 
 def test_stream_may_start_at_an_offset(tmp_path: Path, tone_packets: list[bytes]) -> None:
     path = tmp_path / "offset.opus"
-    writer = OggOpusWriter(path, serial=3)
-    try:
+    with closing(OggOpusWriter(path, serial=3)) as writer:
         for index, payload in enumerate(tone_packets[:50], start=1):
             writer.add_packet(payload, 10 * FRAME + index * FRAME)
-    finally:
-        writer.close()
     pages = read_pages(path.read_bytes())
     assert pages[2].granule == 60 * FRAME
     assert len(decode(path)) == 50 * FRAME
@@ -334,12 +327,9 @@ def test_packet_larger_than_a_page_continues_on_the_next(
     )
     assert opus_packet_samples(padded) == FRAME
     path = tmp_path / "big.opus"
-    writer = OggOpusWriter(path, serial=4)
-    try:
+    with closing(OggOpusWriter(path, serial=4)) as writer:
         for index, payload in enumerate(tone_packets[:20], start=1):
             writer.add_packet(padded if index == 10 else payload, index * FRAME)
-    finally:
-        writer.close()
     pages = read_pages(path.read_bytes())
     continued = [page for page in pages if page.header_type & 0x01]
     assert continued
@@ -363,14 +353,11 @@ def test_exclusive_create_and_use_after_close(tmp_path: Path) -> None:
 
 
 def test_add_packet_is_cheap(tmp_path: Path, tone_packets: list[bytes]) -> None:
-    writer = OggOpusWriter(tmp_path / "a.opus", serial=8)
-    try:
+    with closing(OggOpusWriter(tmp_path / "a.opus", serial=8)) as writer:
         started = time.perf_counter()
         for index, payload in enumerate(tone_packets, start=1):
             writer.add_packet(payload, index * FRAME)
         per_packet = (time.perf_counter() - started) / len(tone_packets)
-    finally:
-        writer.close()
     assert per_packet < 200e-6
 
 

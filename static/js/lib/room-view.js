@@ -15,9 +15,19 @@ const LEVELS_FRESH_S = 1.5;
 // Why the server may stop a recording by itself (snapshot recording.stop_reason), in
 // the words of each page.
 const STOP_REASON_KEYS = {
-  room: { disk_full: "stopped.room_disk_full", write_failed: "stopped.room_write_failed" },
-  console: { disk_full: "stopped.console_disk_full", write_failed: "stopped.console_write_failed" },
+  room: {
+    disk_full: "stopped.room_disk_full",
+    write_failed: "stopped.room_write_failed",
+    server_restart: "stopped.room_server_restart",
+  },
+  console: {
+    disk_full: "stopped.console_disk_full",
+    write_failed: "stopped.console_write_failed",
+    server_restart: "stopped.console_server_restart",
+  },
 };
+// A take stopped for this reason is not the end: the next take may start.
+const RESTART = "server_restart";
 
 /** A status indicator of the top bar: `#{name}-indicator` with a dot and `#{name}-label`. */
 function indicator(name, state) {
@@ -59,6 +69,7 @@ export class RoomView {
     this.probes = new Map();
     this.ownSeat = null;
     this.stopReasonShown = null; // recording id whose stop reason the banner told
+    this.stopBanner = null; // that banner, while the reconnecting one stands in for it
     // For diagnostics from the browser console (and the tests).
     window.storyroom = { client: this.client, view: this };
   }
@@ -92,9 +103,13 @@ export class RoomView {
     };
     client.onConnectionState = (state) => {
       if (state === "reconnecting") {
+        if (this.banner && this.banner.stopReason) {
+          this.stopBanner = this.banner; // shown again once the server is back
+        }
         this.banner = { key: "conn.banner_reconnecting", kind: "warning" };
       } else if (state === "connected" && this.banner && this.banner.key === "conn.banner_reconnecting") {
-        this.banner = null;
+        this.banner = this.stopBanner;
+        this.stopBanner = null;
       }
       this.render();
     };
@@ -158,16 +173,37 @@ export class RoomView {
     this.render();
   }
 
-  /** The server stopped the recording by itself (its disk filled, a write failed): say
-   * so in the banner, once per recording. */
+  /** The server stopped the recording by itself (its disk filled, a write failed, it
+   * is restarting): say so in the banner, once per recording, until a new take starts. */
   noteStopReason(recording) {
     const reason = recording.stop_reason;
-    if (!reason || this.stopReasonShown === recording.id) {
+    if (!reason) {
+      if (this.banner && this.banner.stopReason) {
+        this.banner = null;
+      }
+      return;
+    }
+    if (this.stopReasonShown === recording.id) {
       return;
     }
     this.stopReasonShown = recording.id;
     const keys = STOP_REASON_KEYS[this.page];
-    this.banner = { key: keys[reason] || keys.write_failed, kind: "error" };
+    this.banner = {
+      key: keys[reason] || keys.write_failed,
+      kind: reason === RESTART ? "warning" : "error",
+      stopReason: reason,
+    };
+  }
+
+  /** No take is running and a new one may start: before the first, after an
+   * interruption, after a take the server stopped for a restart (the server's
+   * `Room.open_for_take`). */
+  get takeOpen() {
+    const state = this.state;
+    if (state === "idle" || state === "interrupted") {
+      return true;
+    }
+    return state === "stopped" && this.snapshot.recording.stop_reason === RESTART;
   }
 
   refuse(code) {

@@ -145,7 +145,7 @@ function startBlockers() {
 
 function renderRecording() {
   const state = view.state;
-  const canStart = state === "idle" || state === "interrupted";
+  const canStart = view.takeOpen;
   show($("#start-button"), canStart);
   show($("#pause-button"), state === "recording");
   show($("#resume-button"), state === "paused");
@@ -194,7 +194,7 @@ function renderAgreed() {
   const agreed = agreedList().filter((id) => byId.has(id));
   const cued = new Set(snap.cues.map((cue) => cue.question_id));
   const current = snap.cue ? snap.cue.question_id : null;
-  const editable = view.state !== "stopped";
+  const editable = view.state !== "stopped" || view.takeOpen;
   keepFocus(list, () => {
     const items = agreed.map((id, index) => {
       const text = textOf(id);
@@ -242,7 +242,7 @@ function renderBank() {
   const seats = snap.seats;
   const chosenBy = (id) =>
     PARTICIPANTS.filter((seat) => (seats[seat].chosen || []).includes(id)).map((seat) => seats[seat].name);
-  const editable = view.state !== "stopped";
+  const editable = view.state !== "stopped" || view.takeOpen;
   const agreed = agreedList();
   keepFocus(container, () => {
     const item = (question) => {

@@ -34,7 +34,7 @@ function phaseFor(state) {
   if (state === "recording" || state === "paused") {
     return "live";
   }
-  return state === "stopped" ? "ended" : "setup";
+  return view.takeOpen ? "setup" : "ended";
 }
 
 // -- rendering -----------------------------------------------------------------------
@@ -88,7 +88,7 @@ function renderConsent() {
   const snap = view.snapshot;
   const mine = snap.seats[me()].consent;
   const partner = snap.seats[partnerSeat()];
-  const locked = !["idle", "interrupted"].includes(view.state);
+  const locked = !view.takeOpen;
   $("#consent-fieldset").disabled = locked;
   if (mine && (!page.consentDirty || locked)) {
     $("#consent-record").checked = mine.record;
@@ -163,7 +163,7 @@ function renderQuestions() {
   }
   const partner = snap.seats[partnerSeat()];
   const partnerChose = new Set(partner.chosen || []);
-  $("#choose-fieldset").disabled = view.state === "stopped";
+  $("#choose-fieldset").disabled = view.state === "stopped" && !view.takeOpen;
   for (const item of document.querySelectorAll(".question-choice")) {
     const id = item.dataset.question;
     item.querySelector("input").checked = page.chosen.has(id);
