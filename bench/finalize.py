@@ -21,6 +21,11 @@ Prints both (wall time, CPU seconds of all the child's threads, peak RSS, and th
 machine's load average, since on a shared machine the wall time depends on what else
 runs) and their ratio; the last line is
 `finalize: minutes=M wall_s=… peak_rss_mb=… baseline_wall_s=… ratio=…`.
+
+With `--before REV` (e.g. `--before main`), the finalizer of git revision REV
+(its `server/` extracted by `git archive`) also finalizes a copy of the same recording
+in the same run, so a change's cost is measured against its own baseline:
+`finalize: before=REV wall_s=… peak_rss_mb=… ratio=…`.
 """
 
 from __future__ import annotations
@@ -247,16 +252,19 @@ def run_baseline(path: Path, out: Path) -> None:
 # -- measuring ------------------------------------------------------------------------------------
 
 
-def measured(args: list[str]) -> tuple[float, float, float, str]:
+def measured(args: list[str], package: Path | None = None) -> tuple[float, float, float, str]:
     """Run this script with `args` in a fresh process: (wall s, peak RSS MB, CPU s,
     stdout). CPU is the child's user + system time over all its threads: on a shared
     machine, where the wall time depends on what else runs, it shows the work done.
 
     The peak is the child's own VmHWM, which it prints last; `wait4`'s ru_maxrss would
     also count the pages it shared with this process between fork and exec."""
+    env = dict(os.environ)
+    if package is not None:  # a directory holding another revision's `storyroom`
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package), env.get("PYTHONPATH")]))
     started = time.perf_counter()
     child = subprocess.Popen(
-        [sys.executable, __file__, *args], stdout=subprocess.PIPE, cwd=ROOT, text=True
+        [sys.executable, __file__, *args], stdout=subprocess.PIPE, cwd=ROOT, text=True, env=env
     )
     assert child.stdout is not None
     output = child.stdout.read()
@@ -270,6 +278,18 @@ def measured(args: list[str]) -> tuple[float, float, float, str]:
     return wall, rss, usage.ru_utime + usage.ru_stime, "\n".join(lines[:-1])
 
 
+def extract_revision(revision: str, into: Path) -> Path:
+    """`server/` of git `revision` as the package `storyroom` under `into`; returns the
+    directory to put on PYTHONPATH (it wins over the editable install's finder)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", revision, "server"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    (into / "server").rename(into / "storyroom")
+    return into
+
+
 def _load() -> str:
     """The machine's 1-minute load average: how much the wall times were shared."""
     return f"{os.getloadavg()[0]:.2f}"
@@ -279,6 +299,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=40.0)
     parser.add_argument("--keep", type=Path, help="write the recording here and keep it")
+    parser.add_argument("--before", help="also finalize with this git revision's finalizer")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -324,6 +345,20 @@ def main() -> None:
             f"cpu_s={base_cpu:.1f} peak_rss_mb={base_rss:.0f} load={_load()}",
             flush=True,
         )
+        if args.before:
+            copy = work / "before-recording"
+            shutil.copytree(recording, copy)
+            for name in ("master.wav", "metadata.json"):  # its own outputs, not ours
+                (copy / name).unlink(missing_ok=True)
+            package = extract_revision(args.before, work / "before")
+            old_wall, old_rss, old_cpu, _ = measured(
+                ["--child", "finalize", str(copy), str(spec_path)], package
+            )
+            print(
+                f"finalize: before={args.before} wall_s={old_wall:.1f} cpu_s={old_cpu:.1f} "
+                f"peak_rss_mb={old_rss:.0f} ratio={old_wall / base_wall:.2f} load={_load()}",
+                flush=True,
+            )
         print(
             f"finalize: minutes={args.minutes:g} wall_s={wall:.1f} peak_rss_mb={rss:.0f} "
             f"baseline_wall_s={base_wall:.1f} ratio={wall / base_wall:.2f}"

@@ -9,7 +9,8 @@ seat, time range and reason (:class:`~storyroom.finalize.contracts.Damage`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from storyroom.finalize.contracts import Damage, DamageKind
 from storyroom.finalize.plan import SeatPlan, Segment
@@ -18,11 +19,30 @@ from storyroom.recording.oggopus import Hole
 from storyroom.recording.timeline import SAMPLE_RATE
 
 if TYPE_CHECKING:
-    from storyroom.finalize.decode import StemScan
+    from storyroom.finalize.decode import StemScan, VoiceStats
 
 NO_AUDIO_REPORT_S: Final = 1.0  # silences longer than this in a seat are listed
 PACKET_LOSS_MERGE_S: Final = 2.0
-PACKET_S: Final = 0.020
+
+
+@dataclass(frozen=True, slots=True)
+class Loss:
+    """Packets lost in transit in one place of a voice, and how each was filled."""
+
+    source: str
+    """The segment's timing log, which says where the packets were lost."""
+    start_s: float
+    end_s: float
+    """Where the lost audio lies on the recording clock."""
+    packets: int
+    fec: int
+    """Rebuilt from the next packet's in-band FEC data."""
+    plc: int
+    """Concealed by libopus' packet-loss concealment."""
+    silent: int
+    """Left silent: the gap was an outage (see :mod:`~storyroom.finalize.decode`)."""
+
+    COUNTS: ClassVar[tuple[str, ...]] = ("packets", "fec", "plc", "silent")
 
 
 def stem_damage(segment: Segment, scan: StemScan) -> list[Damage]:
@@ -90,28 +110,42 @@ def _hole(hole: Hole) -> tuple[DamageKind, str]:
     return DamageKind.CORRUPT, "corrupt page (checksum mismatch) skipped"
 
 
-def packet_losses(plan: SeatPlan) -> None:
-    """Packets lost in transit (PLC-concealed in the stem), merged into ranges."""
-    for segment in plan.segments:
-        merged: list[list[float]] = []
-        for rec, lost in segment.gaps:
-            start, end = rec - PACKET_S - lost * PACKET_S, rec - PACKET_S
-            if merged and start - merged[-1][1] <= PACKET_LOSS_MERGE_S:
-                merged[-1][1] = end
-                merged[-1][2] += lost
-            else:
-                merged.append([start, end, lost])
-        for start, end, count in merged:
-            plan.damage.append(
-                Damage(
-                    plan.seat,
-                    segment.timing_source,
-                    DamageKind.PACKET_LOSS,
-                    f"{int(count)} packet(s) lost in transit (concealed)",
-                    max(0.0, start),
-                    end,
-                )
+def packet_losses(plan: SeatPlan, voice: VoiceStats) -> None:
+    """Packets lost in transit, merged into ranges, each saying how its packets were
+    filled (as the decoder found them: FEC, concealment or an outage's silence)."""
+    merged: list[list[Loss]] = []
+    for loss in sorted(voice.losses, key=lambda loss: loss.start_s):
+        last = merged[-1][-1] if merged else None
+        if last and last.source == loss.source and loss.start_s - last.end_s <= PACKET_LOSS_MERGE_S:
+            merged[-1].append(loss)
+        else:
+            merged.append([loss])
+    for losses in merged:
+        plan.damage.append(
+            Damage(
+                plan.seat,
+                losses[0].source,
+                DamageKind.PACKET_LOSS,
+                loss_reason(losses),
+                max(0.0, losses[0].start_s),
+                losses[-1].end_s,
             )
+        )
+
+
+def loss_reason(losses: list[Loss]) -> str:
+    """`12 packet(s) lost in transit: 3 recovered from in-band FEC, 9 concealed (PLC)`."""
+    count = {what: sum(getattr(loss, what) for loss in losses) for what in Loss.COUNTS}
+    ways = [
+        f"{count['fec']} recovered from in-band FEC" if count["fec"] else "",
+        f"{count['plc']} concealed (PLC)" if count["plc"] else "",
+        (
+            f"{count['silent']} in an outage left silent (the concealment fades out)"
+            if count["silent"]
+            else ""
+        ),
+    ]
+    return f"{count['packets']} packet(s) lost in transit: " + ", ".join(w for w in ways if w)
 
 
 def report_silences(seat: str, silences: list[tuple[int, int, str]], damage: list[Damage]) -> None:

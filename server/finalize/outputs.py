@@ -330,6 +330,13 @@ def _stem_entry(seat: SeatPlan, voice: VoiceStats) -> dict[str, Any]:
         "peak_dbfs": round(db(voice.peak), 2) if voice.peak > 0 else None,
         "gain_db": round(db(voice.gain), 3),
         "pan": PAN.get(seat.seat, 0.0),
+        "packets_lost": {
+            "lost": voice.count("packets"),
+            "recovered_fec": voice.count("fec"),
+            "concealed_plc": voice.count("plc"),
+            "silent_outage": voice.count("silent"),
+            "longest_concealed_s": round(voice.longest_concealed_s, 3),
+        },
     }
 
 

@@ -43,8 +43,6 @@ class Segment:
     """The recording clock when the segment opened (from `recording.jsonl`)."""
     timing: SegmentTiming
     """Its runs on the recording clock, once placed (:func:`place_seat`)."""
-    gaps: list[tuple[float, int]] = field(default_factory=list)
-    """(rec time of the packet after, packets lost) from `gap` events."""
     scan: StemScan | None = None
     """What the stem holds, read without decoding (pass 1)."""
 
@@ -198,9 +196,7 @@ def _place(segment: Segment, damage: list[Damage]) -> None:
     if segment.timing_log is not None:
         segment.timing = scan_segment(segment.timing_log)
         for event in segment.timing.events:
-            if event.get("type") == SegmentEvent.GAP and isinstance(event.get("rec"), int | float):
-                segment.gaps.append((float(event["rec"]), int(event.get("lost", 0))))
-            elif event.get("type") == SegmentEvent.OPEN and open_rec is None:
+            if event.get("type") == SegmentEvent.OPEN and open_rec is None:
                 if isinstance(event.get("rec"), int | float):
                     open_rec = float(event["rec"])
         if segment.timing.damaged_lines:

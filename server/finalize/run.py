@@ -143,8 +143,8 @@ def _settle_voices(plan: Plan, analysis: Analysis) -> None:
     if not any(voice.audio_samples for voice in analysis.voices.values()):
         raise FinalizeError("none of the recorded audio could be decoded")
     for seat in plan.seats:
-        damage.packet_losses(seat)
         voice = analysis.voices[seat.seat]
+        damage.packet_losses(seat, voice)
         voice.gain = voice_gain(voice.peak)
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "NotOpus",
     "OggOpusReader",
     "OggOpusWriter",
+    "is_loss_filler",
     "opus_packet_samples",
 ]
 
@@ -48,6 +49,8 @@ VENDOR: Final = "storyroom"
 _MAX_FRAME_BYTES: Final = 1275
 _MAX_PACKET_SAMPLES: Final = 5760  # 120 ms, RFC 6716 §3.2.5
 _PLC_UNIT: Final = 120  # 2.5 ms, the smallest Opus frame and so the finest gap
+_FILLER_20MS: Final = (31 << 3) | 3  # CELT FB 20 ms frames, code 3 (any count, CBR)
+_FILLER_2_5MS: Final = (28 << 3) | 3  # CELT FB 2.5 ms frames, code 3
 _EMPTY: Final[Mapping[str, str]] = MappingProxyType({})
 
 # Samples at 48 kHz of one frame for each TOC configuration (RFC 6716 §3.1, Table 2).
@@ -157,11 +160,19 @@ def _plc_packets(samples: int) -> list[bytes]:
     twenty_ms, rest = divmod(samples, 960)
     while twenty_ms:
         frames = min(twenty_ms, _MAX_PACKET_SAMPLES // 960)
-        packets.append(bytes(((31 << 3) | 3, frames)))  # CELT FB 20 ms, code 3, CBR
+        packets.append(bytes((_FILLER_20MS, frames)))  # zero-length frames, no padding
         twenty_ms -= frames
     if rest:
-        packets.append(bytes(((28 << 3) | 3, rest // _PLC_UNIT)))  # CELT FB 2.5 ms
+        packets.append(bytes((_FILLER_2_5MS, rest // _PLC_UNIT)))
     return packets
+
+
+def is_loss_filler(payload: bytes) -> bool:
+    """Whether `payload` is one of the writer's gap fillers (:func:`_plc_packets`): it
+    stands for packets lost in transit, not for anything the sender encoded."""
+    return (
+        len(payload) == 2 and payload[0] in (_FILLER_20MS, _FILLER_2_5MS) and 0 < payload[1] <= 0x3F
+    )
 
 
 def _opus_head() -> bytes:

@@ -25,7 +25,6 @@ import av
 import numpy as np
 import pytest
 
-from storyroom.finalize import decode as decode_stage
 from storyroom.finalize import encoders
 from storyroom.finalize.contracts import Chapter, Finalized, FinalizeError
 from storyroom.finalize.run import finalize_recording
@@ -715,34 +714,6 @@ def test_damaged_input_still_finalizes_and_says_what_was_lost(
         assert 0.1 < hole["end_s"] - hole["start_s"] < 1.5
     if kind == "missing_timing":  # placed by its open time: near, not exact
         assert onset(a, 440, 0.2, 1.0) == pytest.approx(0.5 + OPUS_DELAY, abs=0.04)
-
-
-def test_if_ffmpeg_gives_up_on_a_stem_it_is_decoded_packet_by_packet(
-    healthy: Recording, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """FFmpeg cannot be made to fail on a stem whose pages are intact, so its failure
-    is injected: after three seconds of a's stem. The stems come out the same."""
-    reference = tmp_path / "reference"
-    shutil.copytree(healthy.path, reference)
-    finalize_recording(reference, finalize_input(healthy))
-    frames = decode_stage.ffmpeg_frames
-    failures = []
-
-    def failing(path: Path, end: int) -> Any:
-        for number, frame in enumerate(frames(path, end)):
-            if path.name == "a-01.opus" and number == 3:
-                failures.append(path.name)
-                raise av.error.InvalidDataError(1094995529, "injected")
-            yield frame
-
-    monkeypatch.setattr(decode_stage, "ffmpeg_frames", failing)
-    path = tmp_path / "rec"
-    shutil.copytree(healthy.path, path)
-    finalize_recording(path, finalize_input(healthy))
-    assert failures == ["a-01.opus"]  # decoded once: pass 2 reads the FLAC stem back
-    for seat in ("a", "b"):
-        expected = decode(reference / "stems" / f"{seat}.flac")
-        assert np.array_equal(decode(path / "stems" / f"{seat}.flac"), expected), seat
 
 
 def test_an_interrupted_take_finalizes_from_what_reached_the_disk(tmp_path: Path) -> None:
