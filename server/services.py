@@ -13,7 +13,9 @@ from aiohttp import web
 
 from storyroom.archive.bagit import BagMaker
 from storyroom.archive.catalogue import Archive
+from storyroom.archive.clips import Clipper
 from storyroom.archive.copies import Copies
+from storyroom.archive.delivery import CopyDelivery
 from storyroom.config import Settings
 from storyroom.finalize.jobs import FinalizeJobs
 from storyroom.matching.outbox import Mailer, Outbox
@@ -47,6 +49,9 @@ class Services:
     outbox: Outbox
     """The outbox folder, read by staff; `mailer` is what sends (it may be the outbox)."""
     mailer: Mailer
+    delivery: CopyDelivery
+    clipper: Clipper
+    """Sends participants their copy links by themselves once they are due."""
 
 
 SERVICES = web.AppKey("services", Services)

@@ -32,7 +32,7 @@ from storyroom.config import Settings
 from storyroom.errors import Busy, PreconditionFailed
 from storyroom.finalize.contracts import chapters_json
 from storyroom.ids import new_id
-from storyroom.recording.layout import WAVEFORM, recording_dir
+from storyroom.recording.layout import WAVEFORM, WAVEFORM_LEVELS, recording_dir
 from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.status import LIVE_STATES, FinalizeStatus
 from storyroom.store import Consent, ModuleMigrations, RecordingRow, Store, fetch_all, fetch_one
@@ -233,6 +233,11 @@ class Archive:
             },
             "consent_history": history,
             "copy_links": [link.to_json() for link in await self.copies.links(rec.id)],
+            "contacts": {
+                seat: contact.to_json()
+                for seat, contact in (await self.copies.contacts(rec.session_id)).items()
+            },
+            "copy_mailings": [m.to_json() for m in await self.copies.mailings(rec.id)],
             "exports": [e.to_json() for e in await self.exports(rec.id)],
             "waveform_url": (
                 f"/api/recordings/{rec.id}/files/{WAVEFORM}"
@@ -248,13 +253,26 @@ class Archive:
             await self.store.current_consent(session_id), await self.copies.consent(session_id)
         )
 
+    async def public_recording(self, recording_id: str) -> RecordingRow | None:
+        """The recording if it is ready and both participants agree, as of now, that the
+        public may listen to it; else None (the public cannot tell which it was)."""
+        rec = await self.store.get_recording(recording_id)
+        if rec is None or rec.finalize_status is not FinalizeStatus.READY:
+            return None
+        return rec if (await self.flags(rec.session_id))["public"] else None
+
     async def public_recordings(self) -> list[dict[str, Any]]:
-        """Ready recordings both participants agreed to make public, as of now."""
+        """Ready recordings both participants agreed to make public, as of now: the
+        catalogue's description, the participants' first names and bios (nothing else
+        about them), the questions as chapters, and where to hear it."""
         out = []
         for rec, extra in await self.search(
             SearchIn(status=FinalizeStatus.READY, consent="public")
         ):
             meta = extra["metadata"]
+            seats = {s.seat: s for s in await self.store.seats(rec.session_id)}
+            base = f"/api/public/recordings/{rec.id}"
+            has_levels = rec.finalized is not None and rec.finalized.file(WAVEFORM_LEVELS)
             out.append(
                 {
                     "id": rec.id,
@@ -266,6 +284,13 @@ class Archive:
                     "duration_s": rec.finalized.duration_s if rec.finalized else None,
                     "recorded_at": rec.started_at,
                     "chapters": chapters_json(rec.finalized),
+                    "people": [
+                        {"name": seats[seat].name, "bio": seats[seat].bio}
+                        for seat in PARTICIPANT_SEATS
+                        if seat in seats
+                    ],
+                    "audio_url": f"{base}/audio",
+                    "waveform_url": f"{base}/waveform" if has_levels else None,
                 }
             )
         return out

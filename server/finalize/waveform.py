@@ -1,17 +1,28 @@
-"""A small waveform picture of a recording (SVG), with the cued questions marked.
+"""A small waveform of a recording: a picture (SVG) with the cued questions marked, for
+the staff pages, and the same levels as numbers (JSON) for the players of the copy page
+and the public listening page, which draw it at their own width.
 
-:class:`WaveformPeaks` collects the peak level per picture column while the audio
-streams past in blocks; :func:`waveform_svg` draws it. SVG needs no imaging library
-and stays sharp on the staff pages at any size.
+:class:`WaveformPeaks` collects the peak level per column while the audio streams past
+in blocks (finalization already has every sample in hand, so this costs no decoding);
+:func:`waveform_svg` draws it and :func:`waveform_json` writes it. SVG needs no imaging
+library and stays sharp at any size.
+
+`waveform.json`: `{"version": 1, "duration_s": float, "levels": [int 0..100, ...]}`,
+one level per column across the whole recording, on the picture's scale (dB above
+-48 dBFS, so quiet speech shows).
 """
 
 from __future__ import annotations
 
+import json
 from xml.sax.saxutils import escape
 
 import numpy as np
 
-__all__ = ["WaveformPeaks", "waveform_svg"]
+__all__ = ["WaveformPeaks", "waveform_json", "waveform_svg"]
+
+FLOOR_DB = -48.0
+JSON_VERSION = 1
 
 
 class WaveformPeaks:
@@ -47,6 +58,23 @@ def _clock(seconds: float) -> str:
     return f"{minutes}:{secs:02d}"
 
 
+def levels(peaks: np.ndarray) -> np.ndarray:
+    """Peaks on the drawing scale: 0 at `FLOOR_DB` and below, 1 at full scale."""
+    with np.errstate(divide="ignore"):
+        db = 20 * np.log10(np.maximum(peaks.astype(np.float64), 1e-9))
+    return np.asarray(np.clip((db - FLOOR_DB) / -FLOOR_DB, 0.0, 1.0))
+
+
+def waveform_json(peaks: np.ndarray, duration_s: float) -> str:
+    """The levels for players that draw the waveform themselves (a few kB)."""
+    document = {
+        "version": JSON_VERSION,
+        "duration_s": round(duration_s, 3),
+        "levels": [round(float(v) * 100) for v in levels(peaks)],
+    }
+    return json.dumps(document, separators=(",", ":")) + "\n"
+
+
 def waveform_svg(
     peaks: np.ndarray,
     duration_s: float,
@@ -56,10 +84,7 @@ def waveform_svg(
 ) -> str:
     """Symmetric peak envelope (dB-scaled so quiet speech shows) with a line and a
     number at each cue; hovering a line shows the question."""
-    floor_db = -48.0
-    with np.errstate(divide="ignore"):
-        db = 20 * np.log10(np.maximum(peaks.astype(np.float64), 1e-9))
-    level = np.clip((db - floor_db) / -floor_db, 0.0, 1.0)
+    level = levels(peaks)
     middle = height / 2
     step = width / max(len(level), 1)
     top = " ".join(f"{i * step:.1f},{middle - v * (middle - 2):.1f}" for i, v in enumerate(level))

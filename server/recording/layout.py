@@ -9,7 +9,7 @@ of its logs, and reads those logs back.
 │   ├── <seat>-<NN>.timing.jsonl         a line per packet, SegmentEvent objects
 │   └── <seat>.flac                      finalized: the voice alone
 ├── master.wav, access.mp3, chapters.vtt, chapters.json, waveform.svg,
-│   metadata.json, manifest-sha256.txt   finalized
+│   waveform.json, metadata.json, manifest-sha256.txt   finalized
 └── .finalize-progress.json              while a finalization job runs
 ```
 Finalized files are first written under their name plus :data:`PART_SUFFIX`.
@@ -38,6 +38,7 @@ ACCESS_COPY: Final = "access.mp3"
 CHAPTERS_VTT: Final = "chapters.vtt"
 CHAPTERS_JSON: Final = "chapters.json"
 WAVEFORM: Final = "waveform.svg"
+WAVEFORM_LEVELS: Final = "waveform.json"
 METADATA: Final = "metadata.json"
 MANIFEST: Final = "manifest-sha256.txt"
 PART_SUFFIX: Final = ".part"
