@@ -29,9 +29,11 @@ import numpy as np
 from storyroom.finalize.mp3_encoder import pyav_has_libmp3lame
 
 with warnings.catch_warnings():
-    # pydub looks for an ffmpeg binary when it is imported and warns that there is none;
-    # it is only ever given raw samples here, which need no binary.
+    # pydub looks for an ffmpeg binary when it is imported and warns that there is none:
+    # it is only ever given raw samples here, which need no binary. It also imports the
+    # standard library's audioop, deprecated in 3.11-3.12 (which is what it fades with).
     warnings.simplefilter("ignore", RuntimeWarning)
+    warnings.filterwarnings("ignore", "'audioop' is deprecated", DeprecationWarning)
     from pydub import AudioSegment
 
 CLIP_MAX_S = 180.0

@@ -66,8 +66,8 @@ def copy_message(
     message["Date"] = format_datetime(datetime.now(UTC))
     host = urlsplit(settings.base_url).hostname or "storyroom.invalid"
     message["Message-ID"] = make_msgid("copy", domain=host)
-    message["Content-Language"] = contact.language
     message.set_content(t["body"].format(**fill))
+    message["Content-Language"] = contact.language  # after set_content, which clears Content-*
     return message
 
 
