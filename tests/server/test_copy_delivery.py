@@ -109,7 +109,7 @@ async def test_both_agree_and_each_gets_their_link_once(
     assert len(await outbox(archive)) == 2
 
     # staff can still resend one: a new link, the old one stops working
-    old_url, old_token = link_in(rosa)
+    _, old_token = link_in(rosa)
     resent = await staff.call("POST", f"/api/recordings/{rec_id}/copies/a/send", expect=201)
     assert resent["sent"]["seat"] == "a"
 
