@@ -17,6 +17,7 @@ from storyroom.archive.catalogue import Archive
 from storyroom.archive.clips import Clipper
 from storyroom.archive.copies import Copies
 from storyroom.archive.delivery import CopyDelivery
+from storyroom.archive.waveforms import WaveformLevels
 from storyroom.config import Settings
 from storyroom.finalize import mp3_encoder
 from storyroom.finalize.jobs import FinalizeJobs
@@ -118,6 +119,7 @@ def create_app(settings: Settings) -> web.Application:
             mailer=sender,
             delivery=delivery,
             clipper=Clipper(),
+            waveforms=WaveformLevels(settings.recordings_dir),
         )
         recorder.start()
         media.start()

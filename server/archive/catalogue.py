@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from storyroom.archive.bagit import BagMaker, BagRequest, bag_info, catalogue
-from storyroom.archive.copies import Copies
+from storyroom.archive.copies import Copies, access_entry
 from storyroom.archive.protocol import MetadataIn, SearchIn
 from storyroom.config import Settings
 from storyroom.errors import Busy, PreconditionFailed
 from storyroom.finalize.contracts import chapters_json
 from storyroom.ids import new_id
-from storyroom.recording.layout import WAVEFORM, WAVEFORM_LEVELS, recording_dir
+from storyroom.recording.layout import WAVEFORM, recording_dir
 from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.status import LIVE_STATES, FinalizeStatus
 from storyroom.store import Consent, ModuleMigrations, RecordingRow, Store, fetch_all, fetch_one
@@ -246,6 +246,10 @@ class Archive:
                 and rec.finalize_status is FinalizeStatus.READY
                 else None
             ),
+            # the levels the players draw: listed, or made from the access copy on request
+            "levels_url": (
+                f"/api/recordings/{rec.id}/waveform" if access_entry(rec) is not None else None
+            ),
         }
 
     async def flags(self, session_id: str) -> dict[str, bool]:
@@ -272,7 +276,6 @@ class Archive:
             meta = extra["metadata"]
             seats = {s.seat: s for s in await self.store.seats(rec.session_id)}
             base = f"/api/public/recordings/{rec.id}"
-            has_levels = rec.finalized is not None and rec.finalized.file(WAVEFORM_LEVELS)
             out.append(
                 {
                     "id": rec.id,
@@ -290,7 +293,7 @@ class Archive:
                         if seat in seats
                     ],
                     "audio_url": f"{base}/audio",
-                    "waveform_url": f"{base}/waveform" if has_levels else None,
+                    "waveform_url": f"{base}/waveform",  # listed or made on request
                 }
             )
         return out

@@ -24,15 +24,13 @@ from storyroom.archive.copies import CopyLink, access_entry
 from storyroom.archive.protocol import parse_participant_consent
 from storyroom.errors import AuthError, Forbidden, NotFound
 from storyroom.finalize.contracts import chapters_json
-from storyroom.recording.layout import WAVEFORM_LEVELS
 from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.store import RecordingRow
 from storyroom.web.downloads import (
-    listed_file,
     recording_file,
     send_clip,
     send_file,
-    send_listed,
+    send_levels,
     whole_download,
 )
 from storyroom.web.middleware import read_json
@@ -80,7 +78,6 @@ class CopyLinkRoutes(RouteGroup):
         partner_seat = next(seat for seat in PARTICIPANT_SEATS if seat != link.seat)
         partner = detail["consent_by_seat"][partner_seat]
         entry = access_entry(rec)
-        has_levels = rec.finalized is not None and rec.finalized.file(WAVEFORM_LEVELS)
         response = web.json_response(
             {
                 "seat": link.seat,
@@ -108,7 +105,8 @@ class CopyLinkRoutes(RouteGroup):
                     if entry is not None
                     else None
                 ),
-                "waveform_url": "/api/copy/waveform" if has_levels else None,
+                # listed, or made from the access copy on first request
+                "waveform_url": "/api/copy/waveform" if entry is not None else None,
                 "clip_max_s": CLIP_MAX_S,
             },
             headers={"Cache-Control": "no-store"},
@@ -160,9 +158,7 @@ class CopyLinkRoutes(RouteGroup):
 
     async def copy_waveform(self, request: web.Request) -> web.StreamResponse:
         _, rec = await self._copy(request, cookie=True)
-        recordings_dir = self.services.settings.recordings_dir
-        entry = listed_file(recordings_dir, rec, WAVEFORM_LEVELS, "no waveform")
-        return await send_listed(request, recordings_dir, rec, entry, WAVEFORM_LEVELS)
+        return await send_levels(request, self.services.waveforms, rec)
 
     async def copy_clip(self, request: web.Request) -> web.Response:
         """A participant's clip, only of a conversation both made public."""

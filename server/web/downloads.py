@@ -17,9 +17,10 @@ from aiohttp import web
 from storyroom.archive.clips import Clipper
 from storyroom.archive.copies import access_entry
 from storyroom.archive.protocol import parse_clip
+from storyroom.archive.waveforms import WaveformLevels
 from storyroom.errors import NotFound
 from storyroom.finalize.contracts import FinalizedFile
-from storyroom.recording.layout import recording_dir
+from storyroom.recording.layout import WAVEFORM_LEVELS, recording_dir
 from storyroom.status import FinalizeStatus
 from storyroom.store import RecordingRow
 
@@ -168,6 +169,14 @@ async def send_listed(
     """One of a ready recording's listed files, as `send_file` sends it."""
     path = recording_file(recordings_dir, rec.id, entry.name, "no such file")
     return await send_file(request, path, sha256=entry.sha256, filename=filename)
+
+
+async def send_levels(
+    request: web.Request, waveforms: WaveformLevels, rec: RecordingRow
+) -> web.StreamResponse:
+    """A ready recording's waveform levels (`waveform.json`), listed or made on demand."""
+    found = await waveforms.levels(rec)
+    return await send_file(request, found.path, sha256=found.sha256, filename=WAVEFORM_LEVELS)
 
 
 async def send_clip(

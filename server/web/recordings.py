@@ -24,12 +24,17 @@ from storyroom.archive.protocol import (
 )
 from storyroom.errors import NotFound, PreconditionFailed
 from storyroom.finalize.contracts import chapters_json
-from storyroom.recording.layout import WAVEFORM_LEVELS
 from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.status import FinalizeStatus
 from storyroom.store import RecordingRow
-from storyroom.web.downloads import listed_file, send_clip, send_listed, whole_download
+from storyroom.web.downloads import (
+    listed_file,
+    send_clip,
+    send_levels,
+    send_listed,
+    whole_download,
+)
 from storyroom.web.middleware import read_json
 from storyroom.web.routes import RouteGroup, Routes, lookup
 
@@ -102,6 +107,12 @@ class RecordingRoutes(RouteGroup):
         filename = f"{rec.id}-{entry.name.replace('/', '-')}"
         return await send_listed(request, recordings_dir, rec, entry, filename)
 
+    async def waveform_levels(self, request: web.Request, who: StaffIdentity) -> web.StreamResponse:
+        """The levels the staff player draws (made from the access copy for a recording
+        finalized before they were listed)."""
+        rec = await self._recording(request)
+        return await send_levels(request, self.services.waveforms, rec)
+
     # -- listening in public ----------------------------------------------------------------
 
     async def public_recordings(self, request: web.Request) -> web.Response:
@@ -124,9 +135,7 @@ class RecordingRoutes(RouteGroup):
 
     async def public_waveform(self, request: web.Request) -> web.StreamResponse:
         rec = await self._public(request)
-        recordings_dir = self.services.settings.recordings_dir
-        entry = listed_file(recordings_dir, rec, WAVEFORM_LEVELS, "no waveform")
-        return await send_listed(request, recordings_dir, rec, entry, WAVEFORM_LEVELS)
+        return await send_levels(request, self.services.waveforms, rec)
 
     # -- the catalogue, consent, deletion --------------------------------------------------
 
@@ -297,6 +306,7 @@ class RecordingRoutes(RouteGroup):
         routes.staff("POST", f"{RECORDING}/copies/{{seat}}/send", self.resend_copy)
         routes.staff("POST", "/api/copies/{link_id}/revoke", self.revoke_copy)
         routes.staff("POST", f"{RECORDING}/clip", self.clip)
+        routes.staff("GET", f"{RECORDING}/waveform", self.waveform_levels)
         routes.staff("GET", f"{SESSION}/contacts", self.contacts)
         routes.staff("PUT", f"{SESSION}/contacts/{{seat}}", self.set_contact)
         routes.staff("DELETE", f"{SESSION}/contacts/{{seat}}", self.remove_contact)
