@@ -1,9 +1,10 @@
-// A conversation's player for people (the copy page, the public listening page): the
-// browser's own audio controls, the waveform drawn from the server's levels
+// A conversation's player (the copy page, the public listening page, the staff recording
+// page): the browser's own audio controls, the waveform drawn from the server's levels
 // (waveform.json: computed once at finalization, a few kB, so a phone never decodes
 // forty minutes of audio to draw it), and the cued questions as chapters to jump to.
 // Clicking the waveform seeks too; the chapter buttons and the audio controls are the
-// keyboard's way.
+// keyboard's way; with `marks`, numbered buttons on the waveform at each question, and
+// with `steps`, buttons to the previous and next question.
 
 import { formatClock } from "./format.js";
 import { t } from "./i18n.js";
@@ -46,10 +47,17 @@ function draw(canvas, levels, chapters, duration, position) {
 /**
  * Build a player into `root` for audio at `src` (a URL the page may fetch), with
  * `chapters` ([{start_s, title}]), the recording's `duration` and, if there is one, the
- * waveform's `waveformUrl`. Returns {audio, redraw}.
+ * waveform's `waveformUrl`; `ids` ({audio, chapters}) names its parts for the page.
+ * Returns {audio, redraw}.
  */
-export function buildPlayer(root, { src, chapters = [], duration = 0, waveformUrl = null, label = "" }) {
-  const audio = el("audio", { className: "player", attrs: { controls: true, preload: "metadata", src } });
+export function buildPlayer(
+  root,
+  { src, chapters = [], duration = 0, waveformUrl = null, label = "", marks = false, steps = false, ids = {} },
+) {
+  const audio = el("audio", {
+    className: "player",
+    attrs: { controls: true, preload: "metadata", src, id: ids.audio },
+  });
   if (label) {
     audio.setAttribute("aria-label", label);
   }
@@ -57,9 +65,10 @@ export function buildPlayer(root, { src, chapters = [], duration = 0, waveformUr
     className: "waveform-canvas",
     attrs: { "aria-hidden": "true", height: "64" },
   });
-  const wave = el("div", { className: "waveform-box" }, [canvas]);
+  const markRow = marks ? el("div", { className: "waveform-marks" }) : null;
+  const wave = el("div", { className: "waveform-box" }, [canvas, markRow]);
   wave.hidden = true;
-  const list = el("ol", { className: "chapter-list player-chapters" });
+  const list = el("ol", { className: "chapter-list player-chapters", attrs: { id: ids.chapters } });
   const state = { levels: null, chapter: -1 };
 
   const redraw = () => {
@@ -90,8 +99,69 @@ export function buildPlayer(root, { src, chapters = [], duration = 0, waveformUr
     button.setAttribute("aria-label", t("player.jump", { n: index + 1, title: chapter.title }));
     list.append(el("li", {}, [button]));
   });
+  if (markRow) {
+    const length = duration || 0;
+    markRow.replaceChildren(
+      ...chapters.map((chapter, index) => {
+        const mark = el("button", {
+          className: "cue-mark",
+          text: String(index + 1),
+          attrs: {
+            type: "button",
+            title: chapter.title,
+            "aria-label": t("player.mark", { n: index + 1, time: formatClock(chapter.start_s), title: chapter.title }),
+          },
+          on: { click: () => seek(chapter.start_s) },
+        });
+        // CSSOM is allowed by the CSP; style attributes in markup are not
+        mark.style.left = `${length > 0 ? ((chapter.start_s / length) * 100).toFixed(2) : 0}%`;
+        return mark;
+      }),
+    );
+  }
+  const currentIndex = () => {
+    let current = -1;
+    chapters.forEach((chapter, index) => {
+      if ((audio.currentTime || 0) + 0.05 >= chapter.start_s) {
+        current = index;
+      }
+    });
+    return current;
+  };
+  const stepRow =
+    steps && chapters.length
+      ? el("div", { className: "button-row player-steps" }, [
+          el("button", {
+            className: "quiet small",
+            text: t("player.prev"),
+            attrs: { type: "button" },
+            on: {
+              click: () => {
+                // like a CD player: back to this question's start, or the one before when at it
+                const index = currentIndex();
+                const start = chapters[index] ? chapters[index].start_s : 0;
+                const target = audio.currentTime - start > 2 || index <= 0 ? Math.max(index, 0) : index - 1;
+                seek(chapters[target].start_s);
+              },
+            },
+          }),
+          el("button", {
+            className: "quiet small",
+            text: t("player.next"),
+            attrs: { type: "button" },
+            on: {
+              click: () => {
+                const index = currentIndex();
+                if (index + 1 < chapters.length) {
+                  seek(chapters[index + 1].start_s);
+                }
+              },
+            },
+          }),
+        ])
+      : null;
   const heading = chapters.length ? el("h3", { className: "chapters-heading", text: t("player.chapters") }) : null;
-  root.replaceChildren(...[audio, wave, heading, list].filter(Boolean));
+  root.replaceChildren(...[audio, wave, stepRow, heading, list].filter(Boolean));
 
   canvas.addEventListener("click", (event) => {
     const length = duration || audio.duration || 0;
@@ -100,14 +170,9 @@ export function buildPlayer(root, { src, chapters = [], duration = 0, waveformUr
       seek(((event.clientX - box.left) / box.width) * length);
     }
   });
-  audio.addEventListener("timeupdate", () => {
+  const follow = () => {
     redraw();
-    let current = -1;
-    chapters.forEach((chapter, index) => {
-      if ((audio.currentTime || 0) + 0.05 >= chapter.start_s) {
-        current = index;
-      }
-    });
+    const current = currentIndex();
     if (current !== state.chapter) {
       state.chapter = current;
       Array.from(list.children).forEach((item, index) => {
@@ -118,7 +183,9 @@ export function buildPlayer(root, { src, chapters = [], duration = 0, waveformUr
         }
       });
     }
-  });
+  };
+  audio.addEventListener("timeupdate", follow);
+  audio.addEventListener("seeked", follow);
   window.addEventListener("resize", redraw);
   if (waveformUrl) {
     fetch(waveformUrl, { credentials: "same-origin", cache: "no-store" })

@@ -5,7 +5,7 @@
 // cuts a clip to share. Opening the page gives the browser a cookie for the copy's
 // reading routes only, so the player streams it.
 
-import { callApi, fetchBlob, refusal } from "../lib/api.js";
+import { callApi, fetchBlob, fetchMade, refusal } from "../lib/api.js";
 import { buildPlayer } from "../lib/player.js";
 import { formatClock } from "../lib/format.js";
 import { chosenLanguage, isLanguage, onLanguageChange, setLanguage, t } from "../lib/i18n.js";
@@ -116,26 +116,18 @@ async function makeClip(event) {
     return;
   }
   status.textContent = t("copy.clip_making");
-  const response = await fetch("/api/copy/clip", {
-    method: "POST",
-    headers: { Authorization: `Bearer ${page.token}`, "Content-Type": "application/json" },
-    body: JSON.stringify({ start_s: start, end_s: end }),
-    credentials: "same-origin",
-    cache: "no-store",
-  }).catch(() => null);
-  if (!response || !response.ok) {
-    let code = "";
-    try {
-      code = response ? (await response.json()).error.code : "";
-    } catch {
-      code = "";
-    }
+  const result = await fetchMade("/api/copy/clip", {
+    body: { start_s: start, end_s: end },
+    bearer: page.token,
+  });
+  if (!result.blob) {
+    const code = result.error ? result.error.code : "";
     status.textContent = t(CLIP_REFUSALS[code] || "copy.clip_failed", {
       max: Math.round((page.copy.clip_max_s || 180) / 60),
     });
     return;
   }
-  const blob = await response.blob();
+  const blob = result.blob;
   if (page.clipUrl) {
     URL.revokeObjectURL(page.clipUrl);
   }
