@@ -86,7 +86,7 @@ function choiceState(kind) {
   const theirs = copy.partner[kind];
   const partner = copy.partner.name;
   if (mine && theirs) {
-    return t(`copy.state_${kind}_both`, { partner });
+    return t(kind === "archive" ? "copy.state_archive_both" : "copy.state_public_both", { partner });
   }
   if (mine) {
     return t("copy.state_waiting_partner", { partner });
