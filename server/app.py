@@ -14,7 +14,10 @@ from storyroom.archive import catalogue as archive_module
 from storyroom.archive import copies as copies_module
 from storyroom.archive.bagit import BagMaker
 from storyroom.archive.catalogue import Archive
+from storyroom.archive.clips import Clipper
 from storyroom.archive.copies import Copies
+from storyroom.archive.delivery import CopyDelivery
+from storyroom.archive.waveforms import WaveformLevels
 from storyroom.config import Settings
 from storyroom.finalize import mp3_encoder
 from storyroom.finalize.jobs import FinalizeJobs
@@ -33,7 +36,7 @@ from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
 from storyroom.status import StopReason
-from storyroom.store import Store
+from storyroom.store import RecordingRow, Store
 from storyroom.web.edge import add_http_edge
 
 log = logging.getLogger(__name__)
@@ -85,7 +88,14 @@ def create_app(settings: Settings) -> web.Application:
         rooms = Rooms(settings, store)
         recorder = Recorder(settings.recordings_dir)
         media = MediaPlane(settings, subscribers=[recorder])
-        finalize_jobs = FinalizeJobs(store, settings.recordings_dir, rooms.recording_updated)
+        sender = mailer(settings)
+        delivery = CopyDelivery(store, settings, copies, sender)
+
+        async def recording_updated(rec: RecordingRow) -> None:
+            await rooms.recording_updated(rec)
+            await delivery.recording_updated(rec)  # a ready recording's copies go out
+
+        finalize_jobs = FinalizeJobs(store, settings.recordings_dir, recording_updated)
         rooms.follow(recorder)
         rooms.follow(finalize_jobs)  # after the recorder: stems are closed first
         signaling = Signaling(sio, settings, store, rooms, media, accounts.tokens)
@@ -106,16 +116,21 @@ def create_app(settings: Settings) -> web.Application:
             bags=bags,
             applications=ApplicationStore(store.db),
             outbox=Outbox(settings.outbox_dir),
-            mailer=mailer(settings),
+            mailer=sender,
+            delivery=delivery,
+            clipper=Clipper(),
+            waveforms=WaveformLevels(settings.recordings_dir),
         )
         recorder.start()
         media.start()
         signaling.start()
+        await delivery.start()
         await finalize_jobs.start()
         try:
             yield
         finally:
             await finalize_jobs.close()
+            await delivery.close()
             await asyncio.to_thread(bags.close)
             await signaling.close()
             await media.close()

@@ -13,7 +13,10 @@ from aiohttp import web
 
 from storyroom.archive.bagit import BagMaker
 from storyroom.archive.catalogue import Archive
+from storyroom.archive.clips import Clipper
 from storyroom.archive.copies import Copies
+from storyroom.archive.delivery import CopyDelivery
+from storyroom.archive.waveforms import WaveformLevels
 from storyroom.config import Settings
 from storyroom.finalize.jobs import FinalizeJobs
 from storyroom.matching.outbox import Mailer, Outbox
@@ -47,6 +50,11 @@ class Services:
     outbox: Outbox
     """The outbox folder, read by staff; `mailer` is what sends (it may be the outbox)."""
     mailer: Mailer
+    delivery: CopyDelivery
+    """Sends participants their copy links by themselves once they are due."""
+    clipper: Clipper
+    waveforms: WaveformLevels
+    """The players' waveform levels, made from the access copy for older recordings."""
 
 
 SERVICES = web.AppKey("services", Services)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from storyroom.archive.bagit import BagMaker, BagRequest, bag_info, catalogue
-from storyroom.archive.copies import Copies
+from storyroom.archive.copies import Copies, access_entry
 from storyroom.archive.protocol import MetadataIn, SearchIn
 from storyroom.config import Settings
 from storyroom.errors import Busy, PreconditionFailed
@@ -233,6 +233,11 @@ class Archive:
             },
             "consent_history": history,
             "copy_links": [link.to_json() for link in await self.copies.links(rec.id)],
+            "contacts": {
+                seat: contact.to_json()
+                for seat, contact in (await self.copies.contacts(rec.session_id)).items()
+            },
+            "copy_mailings": [m.to_json() for m in await self.copies.mailings(rec.id)],
             "exports": [e.to_json() for e in await self.exports(rec.id)],
             "waveform_url": (
                 f"/api/recordings/{rec.id}/files/{WAVEFORM}"
@@ -241,6 +246,10 @@ class Archive:
                 and rec.finalize_status is FinalizeStatus.READY
                 else None
             ),
+            # the levels the players draw: listed, or made from the access copy on request
+            "levels_url": (
+                f"/api/recordings/{rec.id}/waveform" if access_entry(rec) is not None else None
+            ),
         }
 
     async def flags(self, session_id: str) -> dict[str, bool]:
@@ -248,13 +257,25 @@ class Archive:
             await self.store.current_consent(session_id), await self.copies.consent(session_id)
         )
 
+    async def public_recording(self, recording_id: str) -> RecordingRow | None:
+        """The recording if it is ready and both participants agree, as of now, that the
+        public may listen to it; else None (the public cannot tell which it was)."""
+        rec = await self.store.get_recording(recording_id)
+        if rec is None or rec.finalize_status is not FinalizeStatus.READY:
+            return None
+        return rec if (await self.flags(rec.session_id))["public"] else None
+
     async def public_recordings(self) -> list[dict[str, Any]]:
-        """Ready recordings both participants agreed to make public, as of now."""
+        """Ready recordings both participants agreed to make public, as of now: the
+        catalogue's description, the participants' first names and bios (nothing else
+        about them), the questions as chapters, and where to hear it."""
         out = []
         for rec, extra in await self.search(
             SearchIn(status=FinalizeStatus.READY, consent="public")
         ):
             meta = extra["metadata"]
+            seats = {s.seat: s for s in await self.store.seats(rec.session_id)}
+            base = f"/api/public/recordings/{rec.id}"
             out.append(
                 {
                     "id": rec.id,
@@ -266,6 +287,13 @@ class Archive:
                     "duration_s": rec.finalized.duration_s if rec.finalized else None,
                     "recorded_at": rec.started_at,
                     "chapters": chapters_json(rec.finalized),
+                    "people": [
+                        {"name": seats[seat].name, "bio": seats[seat].bio}
+                        for seat in PARTICIPANT_SEATS
+                        if seat in seats
+                    ],
+                    "audio_url": f"{base}/audio",
+                    "waveform_url": f"{base}/waveform",  # listed or made on request
                 }
             )
         return out

@@ -7,11 +7,13 @@ refused with `InvalidInput` naming the field.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from storyroom import fields
+from storyroom.archive.clips import CLIP_MAX_S, CLIP_MIN_S, ClipRange
 from storyroom.errors import InvalidInput
 from storyroom.room.protocol import NAME_MAX
 from storyroom.seats import PARTICIPANT_SEATS
@@ -127,6 +129,19 @@ def parse_participant_consent(payload: Any) -> ParticipantConsentIn:
 
 
 @dataclass(frozen=True, slots=True)
+class ContactIn:
+    """Where a participant's copy goes, as staff type it in."""
+
+    email: str
+    language: str
+
+
+def parse_contact(payload: Any) -> ContactIn:
+    obj = fields.obj(payload, {"email", "language"}, {"email", "language"}, "contact")
+    return ContactIn(fields.email(obj["email"]), fields.language(obj["language"]))
+
+
+@dataclass(frozen=True, slots=True)
 class SearchIn:
     """Recording list filters; every one optional, all must match."""
 
@@ -206,3 +221,32 @@ def parse_audit_query(query: Mapping[str, str], actions: tuple[str, ...]) -> Aud
     if target is not None:
         fields.identifier(target, "target")
     return AuditQueryIn(limit, before, action, target)
+
+
+def _seconds(value: Any, field: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InvalidInput(f"{field} must be a number of seconds", code="invalid_type")
+    if not math.isfinite(value):
+        raise InvalidInput(f"{field} must be a finite number", code="invalid_value")
+    return float(value)
+
+
+def parse_clip(payload: Any, duration_s: float) -> ClipRange:
+    """A clip's range (`{"start_s", "end_s"}`, seconds) inside a recording of
+    `duration_s`: forwards, at least `CLIP_MIN_S` and at most `CLIP_MAX_S` long."""
+    obj = fields.obj(payload, {"start_s", "end_s"}, {"start_s", "end_s"}, "clip")
+    start, end = _seconds(obj["start_s"], "start_s"), _seconds(obj["end_s"], "end_s")
+    if end <= start:
+        raise InvalidInput("end_s must come after start_s", code="invalid_range")
+    if end - start > CLIP_MAX_S:
+        raise InvalidInput(
+            f"a clip is at most {CLIP_MAX_S / 60:g} minutes long", code="clip_too_long"
+        )
+    if end - start < CLIP_MIN_S:
+        raise InvalidInput(f"a clip is at least {CLIP_MIN_S:g} second long", code="clip_too_short")
+    if start < 0 or end > duration_s + 1e-3:
+        raise InvalidInput(
+            f"the clip must lie within the recording (0 to {duration_s:.1f} s)",
+            code="out_of_range",
+        )
+    return ClipRange(start, min(end, duration_s))

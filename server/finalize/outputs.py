@@ -50,6 +50,7 @@ _KINDS: Final = {
     layout.METADATA: FileKind.METADATA,
     layout.MANIFEST: FileKind.MANIFEST,
     layout.WAVEFORM: FileKind.WAVEFORM,
+    layout.WAVEFORM_LEVELS: FileKind.WAVEFORM,
 }
 
 
@@ -67,6 +68,7 @@ def output_names(plan: Plan) -> list[str]:
         layout.CHAPTERS_VTT,
         layout.CHAPTERS_JSON,
         layout.WAVEFORM,
+        layout.WAVEFORM_LEVELS,
         layout.METADATA,
     ]
 

@@ -51,7 +51,7 @@ from storyroom.finalize.passes import (
 )
 from storyroom.finalize.plan import Plan, make_plan
 from storyroom.finalize.progress import ProgressFile
-from storyroom.finalize.waveform import WaveformPeaks, waveform_svg
+from storyroom.finalize.waveform import WaveformPeaks, waveform_json, waveform_svg
 from storyroom.recording import layout
 from storyroom.recording.timeline import SAMPLE_RATE
 
@@ -119,7 +119,7 @@ def _finalize(
     )
     progress("writing metadata", 0.96, force=True)
     outputs.write_chapter_files(temp, outline.chapters)
-    _write_waveform(temp[layout.WAVEFORM], waveform, duration, outline)
+    _write_waveform(temp, waveform, duration, outline)
     loudness = LoudnessReport(master_loudness, access_loudness)
     found = damage.in_order(plan.seats)
     files = outputs.list_files(root, temp, progress_path)
@@ -200,10 +200,15 @@ def _master_and_access(
 
 
 def _write_waveform(
-    path: Path, waveform: WaveformPeaks, duration: float, outline: outputs.Outline
+    temp: Mapping[str, Path], waveform: WaveformPeaks, duration: float, outline: outputs.Outline
 ) -> None:
+    """The picture for staff and the levels for the players, from the same peaks."""
     chapters = [(c.start_s, c.title) for c in outline.chapters]
-    path.write_text(waveform_svg(waveform.peaks, duration, chapters), encoding="utf-8")
+    svg = waveform_svg(waveform.peaks, duration, chapters)
+    temp[layout.WAVEFORM].write_text(svg, encoding="utf-8")
+    temp[layout.WAVEFORM_LEVELS].write_text(
+        waveform_json(waveform.peaks, duration), encoding="utf-8"
+    )
 
 
 def _steady_malloc() -> None:

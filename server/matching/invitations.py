@@ -139,7 +139,6 @@ def _invitation(
     message["Subject"] = t[f"{role}_subject"].format(**fill)
     message["Date"] = format_datetime(event.stamp)
     message["Message-ID"] = make_msgid("invitation", domain=meeting.host)
-    message["Content-Language"] = me.language
     message.set_content(t[f"{role}_body"].format(**fill))
     message.add_attachment(
         ics.calendar(event),
@@ -148,4 +147,7 @@ def _invitation(
         filename="storyroom.ics",
         params={"method": "PUBLISH"},
     )
+    # last: set_content() drops Content-* headers and add_attachment() moves them into
+    # the text part, so only here does the language stay on the message itself
+    message["Content-Language"] = me.language
     return message

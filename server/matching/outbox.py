@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
+import logging
 import os
 import re
 import smtplib
@@ -26,6 +27,8 @@ from storyroom.config import Settings
 from storyroom.errors import NotFound
 from storyroom.ids import new_id
 from storyroom.records import FieldsRecord
+
+log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^\d{8}T\d{6}Z-msg_[0-9a-f]{16}\.eml$")
 
@@ -140,6 +143,19 @@ def mailer(settings: Settings) -> Mailer:
     if settings.smtp_host:
         return Smtp(settings)
     return Outbox(settings.outbox_dir)
+
+
+async def deliver(mailer: Mailer, settings: Settings, message: EmailMessage) -> dict[str, str]:
+    """Send `message`: `{"via", "ref"}`. When SMTP fails the message is kept in the outbox
+    (with `"error": "smtp_failed"`) so the link it carries is not lost."""
+    try:
+        return {"via": mailer.via, "ref": await mailer.send(message)}
+    except (OSError, smtplib.SMTPException) as exc:
+        if isinstance(mailer, Outbox):
+            raise
+        log.warning("sending a message failed (%s); kept in the outbox instead", exc)
+        name = await Outbox(settings.outbox_dir).send(message)
+        return {"via": "outbox", "ref": name, "error": "smtp_failed"}
 
 
 def _parse(data: bytes) -> EmailMessage:

@@ -6,19 +6,19 @@ session (first names and bios only) and three invitations with the join links.
 from __future__ import annotations
 
 import logging
-import smtplib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+from storyroom.archive.copies import ContactSource, Copies
 from storyroom.config import Settings
 from storyroom.errors import InvalidState, NotFound, PreconditionFailed
 from storyroom.matching.applications import ScheduleIn, Status
 from storyroom.matching.availability import SLOT_MINUTES, intersect, intervals
 from storyroom.matching.invitations import Meeting, Person, facilitator_message, participant_message
-from storyroom.matching.outbox import Mailer, Outbox
+from storyroom.matching.outbox import Mailer, deliver
 from storyroom.matching.store import (
     ApplicationRow,
     ApplicationStore,
@@ -197,8 +197,10 @@ async def confirm(
     mailer: Mailer,
     schedule: ScheduleRow,
     now: datetime,
+    copies: Copies,
 ) -> Confirmed:
-    """Create the session and send the three invitations."""
+    """Create the session, note where each participant's copy will go (their application's
+    email and language), and send the three invitations."""
     if schedule.status != "planned":
         raise InvalidState("this session is already confirmed")
     proposal = await applications.get_proposal(schedule.proposal_id)
@@ -226,6 +228,10 @@ async def confirm(
     )
     created = await create_session(store, settings, spec)
     await applications.confirm(schedule, proposal, created.id, now=now.timestamp())
+    for seat, person in (("a", a), ("b", b)):
+        await copies.set_contact(
+            created.id, seat, person.email, person.language, ContactSource.APPLICATION
+        )
     log.info("schedule %s confirmed as session %s", schedule.id, created.id)
 
     meeting = Meeting(
@@ -262,18 +268,6 @@ async def confirm(
     ]
     sent = []
     for role, message in messages:
-        sent.append({"role": role, **await _deliver(mailer, settings, message)})
+        sent.append({"role": role, **await deliver(mailer, settings, message)})
     await applications.record_invitations(schedule.id, sent)
     return Confirmed(created.id, sent)
-
-
-async def _deliver(mailer: Mailer, settings: Settings, message: Any) -> dict[str, str]:
-    """Send; when SMTP fails the message is kept in the outbox so the link is not lost."""
-    try:
-        return {"via": mailer.via, "ref": await mailer.send(message)}
-    except (OSError, smtplib.SMTPException) as exc:
-        if isinstance(mailer, Outbox):
-            raise
-        log.warning("sending an invitation failed (%s); kept in the outbox instead", exc)
-        name = await Outbox(settings.outbox_dir).send(message)
-        return {"via": "outbox", "ref": name, "error": "smtp_failed"}

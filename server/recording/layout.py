@@ -9,8 +9,10 @@ of its logs, and reads those logs back.
 │   ├── <seat>-<NN>.timing.jsonl         a line per packet, SegmentEvent objects
 │   └── <seat>.flac                      finalized: the voice alone
 ├── master.wav, access.mp3, chapters.vtt, chapters.json, waveform.svg,
-│   metadata.json, manifest-sha256.txt   finalized
-└── .finalize-progress.json              while a finalization job runs
+│   waveform.json, metadata.json, manifest-sha256.txt   finalized
+├── .finalize-progress.json              while a finalization job runs
+└── .waveform.json                       levels made later from the access copy, for
+                                         recordings finalized before waveform.json
 ```
 Finalized files are first written under their name plus :data:`PART_SUFFIX`.
 `docs/recording-format.md` describes every file's contents.
@@ -30,6 +32,10 @@ STEMS: Final = "stems"
 RECORDING_LOG: Final = "recording.jsonl"
 PROGRESS_FILE: Final = ".finalize-progress.json"
 """Hidden (a dot name): bookkeeping, never listed among a recording's files."""
+DERIVED_LEVELS: Final = ".waveform.json"
+"""`waveform.json`'s levels for a recording finalized before it existed, made from the
+access copy on first request. Hidden, so the finalized listing, its manifest and
+`metadata.json` stay as they were archived."""
 OPUS_SUFFIX: Final = ".opus"
 TIMING_SUFFIX: Final = ".timing.jsonl"
 
@@ -38,6 +44,7 @@ ACCESS_COPY: Final = "access.mp3"
 CHAPTERS_VTT: Final = "chapters.vtt"
 CHAPTERS_JSON: Final = "chapters.json"
 WAVEFORM: Final = "waveform.svg"
+WAVEFORM_LEVELS: Final = "waveform.json"
 METADATA: Final = "metadata.json"
 MANIFEST: Final = "manifest-sha256.txt"
 PART_SUFFIX: Final = ".part"

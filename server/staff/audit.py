@@ -51,6 +51,9 @@ ACTIONS = (
     "consent",
     "copies_issued",
     "copy_revoked",
+    "copy_resent",
+    "contact_changed",
+    "clip",
     "export",
     "delete",
     # the matching wing: applications, proposals, scheduling, facilitators, the outbox

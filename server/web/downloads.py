@@ -10,11 +10,19 @@ import asyncio
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from storyroom.archive.clips import Clipper
+from storyroom.archive.copies import access_entry
+from storyroom.archive.protocol import parse_clip
+from storyroom.archive.waveforms import WaveformLevels
 from storyroom.errors import NotFound
-from storyroom.recording.layout import recording_dir
+from storyroom.finalize.contracts import FinalizedFile
+from storyroom.recording.layout import WAVEFORM_LEVELS, recording_dir
+from storyroom.status import FinalizeStatus
+from storyroom.store import RecordingRow
 
 log = logging.getLogger(__name__)
 
@@ -137,3 +145,58 @@ async def send_file(
     finally:
         f.close()
     return response
+
+
+def listed_file(recordings_dir: Path, rec: RecordingRow, name: str, missing: str) -> FinalizedFile:
+    """The finalizer's listing of `name` in a ready recording; `NotFound(missing)` else."""
+    entry = (
+        rec.finalized.file(name)
+        if rec.finalized is not None and rec.finalize_status is FinalizeStatus.READY
+        else None
+    )
+    if entry is None:
+        raise NotFound(missing)
+    return entry
+
+
+async def send_listed(
+    request: web.Request,
+    recordings_dir: Path,
+    rec: RecordingRow,
+    entry: FinalizedFile,
+    filename: str,
+) -> web.StreamResponse:
+    """One of a ready recording's listed files, as `send_file` sends it."""
+    path = recording_file(recordings_dir, rec.id, entry.name, "no such file")
+    return await send_file(request, path, sha256=entry.sha256, filename=filename)
+
+
+async def send_levels(
+    request: web.Request, waveforms: WaveformLevels, rec: RecordingRow
+) -> web.StreamResponse:
+    """A ready recording's waveform levels (`waveform.json`), listed or made on demand."""
+    found = await waveforms.levels(rec)
+    return await send_file(request, found.path, sha256=found.sha256, filename=WAVEFORM_LEVELS)
+
+
+async def send_clip(
+    request: web.Request, clipper: Clipper, recordings_dir: Path, rec: RecordingRow, payload: Any
+) -> web.Response:
+    """A clip of a ready recording's access copy, for the range the payload asks for
+    (checked in `archive.protocol.parse_clip`)."""
+    entry = access_entry(rec)
+    if entry is None or rec.finalized is None:
+        raise NotFound("the recording is not ready")
+    wanted = parse_clip(payload, rec.finalized.duration_s)
+    path = recording_file(recordings_dir, rec.id, entry.name, "the recording is not ready")
+    clip = await clipper.cut(path, wanted)
+    name = f"clip-{rec.id}-{int(wanted.start_s)}-{int(wanted.end_s)}.{clip.suffix}"
+    return web.Response(
+        body=clip.data,
+        headers={
+            "Content-Type": clip.content_type,
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "no-store",
+            "X-Clip-Seconds": f"{clip.seconds:.3f}",
+        },
+    )

@@ -304,6 +304,7 @@ class MatchingRoutes(RouteGroup):
                 self.services.mailer,
                 schedule,
                 datetime.now(UTC),
+                self.services.copies,
             )
             confirmed = await self.store.get_schedule(schedule.id)
         assert confirmed is not None

@@ -78,6 +78,8 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/staff/recordings/{recording_id}", page("recording", staff=True))
     app.router.add_get("/staff/audit", page("audit", staff=True))
     app.router.add_get("/copy", page("copy"))
+    app.router.add_get("/listen", page("listen"))
+    app.router.add_get("/escuchar", page("listen"))  # the same page, in Spanish
     app.router.add_get("/apply", page("apply"))
     app.router.add_get("/solicitar", page("apply"))  # the same form, in Spanish
     app.router.add_get("/staff/applications", page("applications", staff=True))

@@ -1,6 +1,6 @@
 """HTTP routes of the recordings: for staff the archive's list and detail, file downloads,
 catalogue edits, consent records, copy links, BagIt exports and deletion; for everyone
-the public list.
+the public list, each public recording's audio and waveform, and clips.
 
 Every staff action that reads a recording's files or changes anything is written to the
 audit log under the person who did it. Payloads are parsed in `archive.protocol`.
@@ -15,17 +15,39 @@ from aiohttp import web
 
 from storyroom import fields
 from storyroom.archive.bagit import tar_chunks, tar_members
-from storyroom.archive.protocol import parse_metadata, parse_search, parse_staff_consent
+from storyroom.archive.copies import ContactSource, access_entry
+from storyroom.archive.protocol import (
+    parse_contact,
+    parse_metadata,
+    parse_search,
+    parse_staff_consent,
+)
 from storyroom.errors import NotFound, PreconditionFailed
 from storyroom.finalize.contracts import chapters_json
+from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.status import FinalizeStatus
 from storyroom.store import RecordingRow
-from storyroom.web.downloads import recording_file, send_file, whole_download
+from storyroom.web.downloads import (
+    listed_file,
+    send_clip,
+    send_levels,
+    send_listed,
+    whole_download,
+)
 from storyroom.web.middleware import read_json
 from storyroom.web.routes import RouteGroup, Routes, lookup
 
 RECORDING = "/api/recordings/{recording_id}"
+PUBLIC = "/api/public/recordings/{recording_id}"
+SESSION = "/api/sessions/{session_id}"
+
+
+def _participant(request: web.Request) -> str:
+    seat = request.match_info["seat"]
+    if seat not in PARTICIPANT_SEATS:
+        raise NotFound("no such participant seat")
+    return seat
 
 
 def recording_json(rec: RecordingRow, title: str | None = None) -> dict[str, Any]:
@@ -78,23 +100,42 @@ class RecordingRoutes(RouteGroup):
         Range and a strong ETag (the listed sha256); whole downloads go to the audit log."""
         rec = await self._recording(request)
         wanted = request.match_info["name"]
-        entry = (
-            rec.finalized.file(wanted)
-            if rec.finalized is not None and rec.finalize_status is FinalizeStatus.READY
-            else None
-        )
-        if entry is None:
-            raise NotFound("no such file")
-        path = recording_file(
-            self.services.settings.recordings_dir, rec.id, entry.name, "no such file"
-        )
+        recordings_dir = self.services.settings.recordings_dir
+        entry = listed_file(recordings_dir, rec, wanted, "no such file")
         if whole_download(request):
             await self.audit(request, who, "download", rec.id, {"file": entry.name})
         filename = f"{rec.id}-{entry.name.replace('/', '-')}"
-        return await send_file(request, path, sha256=entry.sha256, filename=filename)
+        return await send_listed(request, recordings_dir, rec, entry, filename)
+
+    async def waveform_levels(self, request: web.Request, who: StaffIdentity) -> web.StreamResponse:
+        """The levels the staff player draws (made from the access copy for a recording
+        finalized before they were listed)."""
+        rec = await self._recording(request)
+        return await send_levels(request, self.services.waveforms, rec)
+
+    # -- listening in public ----------------------------------------------------------------
 
     async def public_recordings(self, request: web.Request) -> web.Response:
-        return web.json_response({"recordings": await self.services.archive.public_recordings()})
+        return web.json_response(
+            {"recordings": await self.services.archive.public_recordings()},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def _public(self, request: web.Request) -> RecordingRow:
+        """A recording both participants agree, as of this request, to let the public hear."""
+        return await lookup(request, "recording", self.services.archive.public_recording)
+
+    async def public_audio(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._public(request)
+        entry = access_entry(rec)
+        if entry is None:
+            raise NotFound("no such recording")
+        recordings_dir = self.services.settings.recordings_dir
+        return await send_listed(request, recordings_dir, rec, entry, f"conversation-{rec.id}.mp3")
+
+    async def public_waveform(self, request: web.Request) -> web.StreamResponse:
+        rec = await self._public(request)
+        return await send_levels(request, self.services.waveforms, rec)
 
     # -- the catalogue, consent, deletion --------------------------------------------------
 
@@ -130,6 +171,7 @@ class RecordingRoutes(RouteGroup):
             if v is not None
         }
         await self.audit(request, who, "consent", rec.id, detail)
+        await self.services.delivery.notify_session(rec.session_id)
         return web.json_response({"consent": flags, **await archive.describe(rec)})
 
     async def delete_recording(self, request: web.Request, who: StaffIdentity) -> web.Response:
@@ -146,9 +188,56 @@ class RecordingRoutes(RouteGroup):
         rec = await self._recording(request)
         links = await self.services.copies.issue(rec, who.actor)
         await self.audit(
-            request, who, "copies_issued", rec.id, {"links": [link["id"] for link in links]}
+            request, who, "copies_issued", rec.id, {"links": [link.id for link in links]}
         )
-        return web.json_response({"links": links}, status=201)
+        return web.json_response({"links": [link.to_json() for link in links]}, status=201)
+
+    async def resend_copy(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        """A new link for one participant, emailed now to the address on their seat."""
+        rec = await self._recording(request)
+        seat = _participant(request)
+        sent = await self.services.delivery.resend(rec, seat, who.actor)
+        await self.audit(request, who, "copy_resent", rec.id, sent)
+        return web.json_response({"sent": sent}, status=201)
+
+    async def clip(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        rec = await self._recording(request)
+        s = self.services
+        payload = await read_json(request)
+        response = await send_clip(request, s.clipper, s.settings.recordings_dir, rec, payload)
+        await self.audit(request, who, "clip", rec.id, payload)
+        return response
+
+    # -- where copies go ---------------------------------------------------------------------
+
+    async def _session_id(self, request: web.Request) -> str:
+        session = await lookup(request, "session", self.services.store.get_session)
+        return session.id
+
+    async def contacts(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        found = await self.services.copies.contacts(await self._session_id(request))
+        return web.json_response({"contacts": {s: c.to_json() for s, c in found.items()}})
+
+    async def set_contact(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        session_id = await self._session_id(request)
+        seat = _participant(request)
+        given = parse_contact(await read_json(request))
+        contact = await self.services.copies.set_contact(
+            session_id, seat, given.email, given.language, ContactSource.STAFF
+        )
+        # the address itself stays out of the audit log: who changed which seat is enough
+        await self.audit(request, who, "contact_changed", session_id, {"seat": seat})
+        await self.services.delivery.notify_session(session_id)
+        return web.json_response({"contact": contact.to_json()})
+
+    async def remove_contact(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        session_id = await self._session_id(request)
+        seat = _participant(request)
+        await self.services.copies.remove_contact(session_id, seat)
+        await self.audit(
+            request, who, "contact_changed", session_id, {"seat": seat, "removed": True}
+        )
+        return web.json_response({"removed": seat})
 
     async def revoke_copy(self, request: web.Request, who: StaffIdentity) -> web.Response:
         link_id = request.match_info["link_id"]
@@ -214,8 +303,16 @@ class RecordingRoutes(RouteGroup):
         routes.staff("PATCH", f"{RECORDING}/metadata", self.edit_metadata)
         routes.staff("PUT", f"{RECORDING}/consent", self.record_consent)
         routes.staff("POST", f"{RECORDING}/copies", self.issue_copies)
+        routes.staff("POST", f"{RECORDING}/copies/{{seat}}/send", self.resend_copy)
         routes.staff("POST", "/api/copies/{link_id}/revoke", self.revoke_copy)
+        routes.staff("POST", f"{RECORDING}/clip", self.clip)
+        routes.staff("GET", f"{RECORDING}/waveform", self.waveform_levels)
+        routes.staff("GET", f"{SESSION}/contacts", self.contacts)
+        routes.staff("PUT", f"{SESSION}/contacts/{{seat}}", self.set_contact)
+        routes.staff("DELETE", f"{SESSION}/contacts/{{seat}}", self.remove_contact)
         routes.staff("POST", f"{RECORDING}/exports", self.export_bag)
         routes.staff("GET", "/api/exports/{export_id}/bag.tar", self.download_bag)
         routes.public("GET", "/api/public/recordings", self.public_recordings)
+        routes.public("GET", f"{PUBLIC}/audio", self.public_audio)
+        routes.public("GET", f"{PUBLIC}/waveform", self.public_waveform)
         return routes

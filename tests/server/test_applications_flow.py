@@ -128,6 +128,18 @@ async def test_match_schedule_confirm_and_join(server: RunningServer) -> None:
         assert {seats[s]["name"] for s in ("a", "b", "facilitator")} == {"Dale", "Rosa", "Sam"}
         assert {seats["a"]["bio"], seats["b"]["bio"]} == {ROSA["bio"], DALE["bio"]}
         assert not any(secret in json.dumps(session) for secret in SECRETS)
+        # where each participant's copy will go: their application's address and language
+        contacts = (await call(http, "GET", f"{url}/api/sessions/{session_id}/contacts"))[
+            "contacts"
+        ]
+        found = {
+            seats[s]["name"]: (contacts[s]["email"], contacts[s]["language"], contacts[s]["source"])
+            for s in ("a", "b")
+        }
+        assert found == {
+            "Rosa": ("rosa@example.org", "es", "application"),
+            "Dale": ("dale@example.org", "en", "application"),
+        }
         async with server.services.store.db.execute("SELECT * FROM seats") as cur:
             stored = json.dumps([tuple(row) for row in await cur.fetchall()])
         assert not any(secret in stored for secret in SECRETS)

@@ -30,10 +30,14 @@ PUBLIC = {
     ("POST", "/api/applications"),
     # what participants agreed to make public
     ("GET", "/api/public/recordings"),
+    ("GET", "/api/public/recordings/{recording_id}/audio"),
+    ("GET", "/api/public/recordings/{recording_id}/waveform"),
     # a participant's copy link (its token is checked by the copy routes)
     ("GET", "/api/copy"),
     ("PUT", "/api/copy/consent"),
     ("GET", "/api/copy/file"),
+    ("GET", "/api/copy/waveform"),
+    ("POST", "/api/copy/clip"),
     # Socket.IO (seat tokens are checked at connect)
     ("GET", "/socket.io/"),
     ("POST", "/socket.io/"),
@@ -43,6 +47,8 @@ PUBLIC = {
     ("GET", "/room/{session_id}"),
     ("GET", "/console/{session_id}"),
     ("GET", "/copy"),
+    ("GET", "/listen"),
+    ("GET", "/escuchar"),
     ("GET", "/apply"),
     ("GET", "/solicitar"),
     ("GET", "/staff/signin"),

@@ -301,6 +301,7 @@ def test_returns_every_file_with_its_size_and_hash(
         "chapters.vtt": "chapters",
         "chapters.json": "chapters",
         "waveform.svg": "waveform",
+        "waveform.json": "waveform",
         "metadata.json": "metadata",
         "manifest-sha256.txt": "manifest",
     }

@@ -230,3 +230,25 @@ async def test_smtp_delivers_the_same_message(tmp_path: Path, sink: SmtpSink) ->
     assert ics_properties(calendar_of(received))["DTSTART"] == "20250603T230000Z"
     # without an SMTP host the default is the outbox folder
     assert isinstance(mailer(replace(settings, smtp_host="")), Outbox)
+
+
+async def test_invitations_say_their_language_in_the_header(tmp_path: Path) -> None:
+    """Content-Language survives set_content() and the calendar attachment: read back
+    from the bytes the outbox wrote, on the message itself, for each reader."""
+    outbox = Outbox(tmp_path / "outbox")
+    written = {
+        "rosa": participant_message("rooms@example.org", MEETING, "a", ROSA, DALE, "Sam", URL, NOW),
+        "dale": participant_message("rooms@example.org", MEETING, "b", DALE, ROSA, "Sam", URL, NOW),
+        "sam": facilitator_message("rooms@example.org", MEETING, SAM, ROSA, DALE, URL, NOW),
+    }
+    spanish = replace(SAM, language="es")
+    written["sam_es"] = facilitator_message(
+        "rooms@example.org", MEETING, spanish, ROSA, DALE, URL, NOW
+    )
+    expected = {"rosa": "es", "dale": "en", "sam": "en", "sam_es": "es"}
+    for who, message in written.items():
+        _, raw = await outbox.read(await outbox.send(message))
+        again = parse(raw)
+        assert again["Content-Language"] == expected[who], who
+        assert again.get_content_type() == "multipart/mixed"
+        assert calendar_of(again)  # the calendar entry is still attached

@@ -61,6 +61,31 @@ export async function fetchBlob(path, { bearer = null } = {}) {
   }
 }
 
+/**
+ * Send JSON and take a file back (a clip): resolves to {status, blob} when it came, else
+ * {status, blob: null, error} with the server's refusal ({code, message}) if it gave one.
+ */
+export async function fetchMade(path, { body, csrf = null, bearer = null } = {}) {
+  const headers = { ...authHeaders("POST", { csrf, bearer }), "Content-Type": "application/json" };
+  let response = null;
+  try {
+    response = await fetch(path, {
+      method: "POST",
+      headers,
+      body: JSON.stringify(body),
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+    if (response.ok) {
+      return { status: response.status, blob: await response.blob(), error: null };
+    }
+    const refused = await response.json().catch(() => null);
+    return { status: response.status, blob: null, error: (refused && refused.error) || null };
+  } catch {
+    return { status: response ? response.status : 0, blob: null, error: null };
+  }
+}
+
 /** The server's refusal in a result, {code, message, ...}, or null. */
 export function refusal(result) {
   return (result.body && result.body.error) || null;

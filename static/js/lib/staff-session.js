@@ -2,7 +2,7 @@
 // module learns the CSRF token from /api/staff/me, sends it on every change, sends
 // people to the sign-in page when the session is gone, and starts each staff page.
 
-import { callApi, refusal } from "./api.js";
+import { callApi, fetchMade, refusal } from "./api.js";
 import { t } from "./i18n.js";
 import { drawStaffHeader } from "./staff-header.js";
 import { startLanguage } from "./topbar.js";
@@ -18,6 +18,15 @@ function toSignIn() {
 /** Call the API in the session; resolves to {status, body} and never throws. */
 export async function api(method, path, body) {
   const result = await callApi(method, path, { body, csrf: session.csrf });
+  if (result.status === 401) {
+    toSignIn();
+  }
+  return result;
+}
+
+/** POST JSON in the session and take a file back: see fetchMade in api.js. */
+export async function apiFile(path, body) {
+  const result = await fetchMade(path, { body, csrf: session.csrf });
   if (result.status === 401) {
     toSignIn();
   }

@@ -1,8 +1,12 @@
 // A participant's own copy: their link (the key rides in the #fragment, never sent in a
-// URL) downloads the conversation's listening copy, and shows and changes their own
-// consent to archiving and publishing.
+// URL) plays the conversation with its questions as chapters and its waveform, downloads
+// it, shows and changes their own consent to archiving and publishing with what each
+// means and which side a choice waits for, and, for a conversation both made public,
+// cuts a clip to share. Opening the page gives the browser a cookie for the copy's
+// reading routes only, so the player streams it.
 
-import { callApi, fetchBlob, refusal } from "../lib/api.js";
+import { callApi, fetchBlob, fetchMade, refusal } from "../lib/api.js";
+import { buildPlayer } from "../lib/player.js";
 import { formatClock } from "../lib/format.js";
 import { chosenLanguage, isLanguage, onLanguageChange, setLanguage, t } from "../lib/i18n.js";
 import { drawTopbar, startLanguage } from "../lib/topbar.js";
@@ -15,7 +19,7 @@ const REFUSALS = {
   link_revoked: "copy.refused_revoked",
 };
 
-const page = { token: null, copy: null, objectUrl: null };
+const page = { token: null, copy: null, objectUrl: null, clipUrl: null, player: null, playerFor: null };
 
 function tokenFromFragment() {
   const params = new URLSearchParams(location.hash.slice(1));
@@ -57,7 +61,92 @@ function render() {
   $("#expires").textContent = t("copy.expires", { date: formatDay(copy.expires_at) });
   $("#consent-archive").checked = copy.consent.archive;
   $("#consent-public").checked = copy.consent.public;
+  for (const kind of ["archive", "public"]) {
+    $(`#state-${kind}`).textContent = choiceState(kind);
+  }
+  $("#clip-card").hidden = !(shared && copy.in_effect.public);
+  // built again for a new language, unless it is playing (that would stop it)
+  const playing = page.player && !page.player.audio.paused;
+  if (shared && !playing && page.playerFor !== document.documentElement.lang) {
+    page.playerFor = document.documentElement.lang;
+    page.player = buildPlayer($("#copy-player"), {
+      src: copy.file.url,
+      chapters: copy.chapters || [],
+      duration: copy.duration_s || 0,
+      waveformUrl: copy.waveform_url,
+      label: t("copy.player"),
+    });
+  }
 }
+
+/** What a choice means now: in effect, or which side it waits for. */
+function choiceState(kind) {
+  const copy = page.copy;
+  const mine = copy.consent[kind];
+  const theirs = copy.partner[kind];
+  const partner = copy.partner.name;
+  if (mine && theirs) {
+    return t(kind === "archive" ? "copy.state_archive_both" : "copy.state_public_both", { partner });
+  }
+  if (mine) {
+    return t("copy.state_waiting_partner", { partner });
+  }
+  if (theirs) {
+    return t("copy.state_waiting_you", { partner });
+  }
+  return t("copy.state_neither", { partner });
+}
+
+/** "1:05" or "65" as seconds; NaN for anything else. */
+function parseTime(text) {
+  const match = /^\s*(?:(\d+):)?(\d+(?:\.\d+)?)\s*$/.exec(text);
+  if (!match) {
+    return Number.NaN;
+  }
+  return Number(match[1] || 0) * 60 + Number(match[2]);
+}
+
+async function makeClip(event) {
+  event.preventDefault();
+  const status = $("#clip-status");
+  const start = parseTime($("#clip-start").value);
+  const end = parseTime($("#clip-end").value);
+  if (Number.isNaN(start) || Number.isNaN(end)) {
+    status.textContent = t("copy.clip_bad_time");
+    return;
+  }
+  status.textContent = t("copy.clip_making");
+  const result = await fetchMade("/api/copy/clip", {
+    body: { start_s: start, end_s: end },
+    bearer: page.token,
+  });
+  if (!result.blob) {
+    const code = result.error ? result.error.code : "";
+    status.textContent = t(CLIP_REFUSALS[code] || "copy.clip_failed", {
+      max: Math.round((page.copy.clip_max_s || 180) / 60),
+    });
+    return;
+  }
+  const blob = result.blob;
+  if (page.clipUrl) {
+    URL.revokeObjectURL(page.clipUrl);
+  }
+  page.clipUrl = URL.createObjectURL(blob);
+  const link = $("#clip-link");
+  link.href = page.clipUrl;
+  link.download = blob.type === "audio/mpeg" ? "clip.mp3" : "clip.m4a";
+  link.hidden = false;
+  status.textContent = t("copy.clip_ready");
+  link.click();
+}
+
+const CLIP_REFUSALS = {
+  clip_too_long: "copy.clip_too_long",
+  clip_too_short: "copy.clip_too_short",
+  invalid_range: "copy.clip_reversed",
+  out_of_range: "copy.clip_outside",
+  not_public: "copy.clip_not_public",
+};
 
 async function download() {
   const status = $("#download-status");
@@ -78,9 +167,6 @@ async function download() {
   link.href = page.objectUrl;
   link.download = page.copy.file.name.endsWith(".mp3") ? "conversation.mp3" : page.copy.file.name;
   link.hidden = false;
-  const player = $("#player");
-  player.src = page.objectUrl;
-  player.hidden = false;
   status.textContent = t("copy.downloaded");
   link.click();
 }
@@ -95,7 +181,13 @@ async function saveConsent(event) {
     status.textContent = result.status === 0 ? t("staff.error_network") : t("copy.consent_failed");
     return;
   }
-  page.copy.consent = result.body.consent;
+  const fresh = await call("GET", "/api/copy");
+  if (fresh.status === 200) {
+    page.copy = fresh.body; // the partner's side and what is in effect now
+  } else {
+    page.copy.consent = result.body.consent;
+  }
+  render();
   status.textContent = t("copy.consent_saved");
 }
 
@@ -106,6 +198,7 @@ async function main() {
   onLanguageChange(render);
   $("#download").addEventListener("click", download);
   $("#consent-form").addEventListener("submit", saveConsent);
+  $("#clip-form").addEventListener("submit", makeClip);
   if (!page.token) {
     refuse("link_missing");
     return;

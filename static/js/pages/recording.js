@@ -3,9 +3,10 @@
 // export a BagIt bag, delete.
 
 import { linkItem } from "../lib/clipboard.js";
+import { buildPlayer } from "../lib/player.js";
 import { formatBytes, formatClock, formatDate, recordingLabel } from "../lib/format.js";
 import { languageName, onLanguageChange, t } from "../lib/i18n.js";
-import { api, apiError, startStaffPage } from "../lib/staff-session.js";
+import { api, apiError, apiFile, startStaffPage } from "../lib/staff-session.js";
 import { $, confirmDialog, el, tableHead } from "../lib/ui.js";
 
 const RECORDING_ID = decodeURIComponent(location.pathname.split("/").pop() || "");
@@ -37,7 +38,7 @@ const KIND_KEYS = {
   source: "archive.kind_source",
 };
 
-const page = { rec: null, newLinks: null, chapter: -1 };
+const page = { rec: null, newLinks: null, player: null, playerFor: null, clipUrl: null };
 
 function yesNo(value) {
   return value ? t("common.yes") : t("common.no");
@@ -88,60 +89,17 @@ function render() {
   renderMetadata();
   renderConsent();
   renderCopies();
+  renderMailAndClips();
   renderFiles();
   renderExports();
 }
 
 // -- player and chapters ------------------------------------------------------------------
+// The shared player (lib/player.js): the waveform drawn from its levels, numbered marks
+// at the questions, previous/next question, the chapters list.
 
 function accessFile() {
   return (page.rec.files || []).find((file) => file.kind === "access");
-}
-
-function chapters() {
-  return page.rec.chapters || [];
-}
-
-function seek(index) {
-  const chapter = chapters()[index];
-  const player = $("#player");
-  if (!chapter) {
-    return;
-  }
-  player.currentTime = chapter.start_s;
-  player.play().catch(() => {});
-  updateChapter();
-}
-
-function currentChapter(time) {
-  let current = -1;
-  chapters().forEach((chapter, index) => {
-    if (time + 0.05 >= chapter.start_s) {
-      current = index;
-    }
-  });
-  return current;
-}
-
-function updateChapter() {
-  const player = $("#player");
-  const index = currentChapter(player.currentTime || 0);
-  const duration = page.rec.duration_s || player.duration || 0;
-  if (duration > 0) {
-    const share = Math.min(1, Math.max(0, (player.currentTime || 0) / duration));
-    $("#playhead").style.left = `${(share * 100).toFixed(2)}%`;
-  }
-  if (index === page.chapter) {
-    return;
-  }
-  page.chapter = index;
-  for (const [position, item] of Array.from($("#chapters").children).entries()) {
-    if (position === index) {
-      item.setAttribute("aria-current", "true");
-    } else {
-      item.removeAttribute("aria-current");
-    }
-  }
 }
 
 function renderPlayer() {
@@ -151,50 +109,22 @@ function renderPlayer() {
   if (!access) {
     return;
   }
-  const player = $("#player");
-  if (player.dataset.src !== access.url) {
-    player.dataset.src = access.url;
-    player.src = access.url;
+  const key = `${access.url} ${document.documentElement.lang}`;
+  const playing = page.player && !page.player.audio.paused;
+  if (page.playerFor === key || playing) {
+    return; // drawn for this file and language (and never stopped mid-play)
   }
-  const image = $("#waveform-image");
-  $("#waveform").hidden = !rec.waveform_url;
-  if (rec.waveform_url && image.getAttribute("src") !== rec.waveform_url) {
-    image.src = rec.waveform_url;
-  }
-  const duration = rec.duration_s || 0;
-  const marks = chapters().map((chapter, index) => {
-    const mark = el("button", {
-      className: "cue-mark",
-      text: String(index + 1),
-      attrs: {
-        type: "button",
-        "aria-label": t("archive.chapter_label", {
-          n: index + 1,
-          time: formatClock(chapter.start_s),
-          title: chapter.title,
-        }),
-        title: chapter.title,
-      },
-      on: { click: () => seek(index) },
-    });
-    // CSSOM is allowed by the CSP; style attributes in markup are not.
-    mark.style.left = `${duration > 0 ? ((chapter.start_s / duration) * 100).toFixed(2) : 0}%`;
-    return mark;
+  page.playerFor = key;
+  page.player = buildPlayer($("#player-root"), {
+    src: access.url,
+    chapters: rec.chapters || [],
+    duration: rec.duration_s || 0,
+    waveformUrl: rec.levels_url,
+    label: t("archive.listen"),
+    marks: true,
+    steps: true,
+    ids: { audio: "player", chapters: "chapters" },
   });
-  $("#waveform-marks").replaceChildren(...marks);
-  const items = chapters().map((chapter, index) =>
-    el("li", {}, [
-      el("button", {
-        className: "link-button",
-        text: `${formatClock(chapter.start_s)} — ${chapter.title}`,
-        attrs: { type: "button" },
-        on: { click: () => seek(index) },
-      }),
-    ]),
-  );
-  $("#chapters").replaceChildren(...items);
-  page.chapter = -2;
-  updateChapter();
 }
 
 // -- metadata --------------------------------------------------------------------------------
@@ -387,6 +317,136 @@ function renderCopies() {
   $("#issue-copies").disabled = !accessFile();
 }
 
+// -- copies by email and clips ------------------------------------------------------------------
+// What the automatic copy emails did (sent, when, how; "unconfirmed" when a send began and
+// was never confirmed), a resend per participant, and a clip to cut and download.
+
+const VIA_KEYS = { smtp: "archive.via_smtp", outbox: "archive.via_outbox" };
+const CLIP_REFUSALS = {
+  clip_too_long: "archive.clip_too_long",
+  clip_too_short: "archive.clip_too_short",
+  invalid_range: "archive.clip_bad",
+  out_of_range: "archive.clip_outside",
+};
+
+function mailState(seat) {
+  const mailing = (page.rec.copy_mailings || []).find((m) => m.seat === seat);
+  if (!mailing) {
+    return { text: t("archive.mail_not_sent"), state: "none" };
+  }
+  if (mailing.state !== "sent") {
+    return { text: t("archive.mail_unconfirmed", { date: formatDate(mailing.claimed_at) }), state: "unconfirmed" };
+  }
+  const via = VIA_KEYS[mailing.via] ? t(VIA_KEYS[mailing.via]) : mailing.via;
+  const key = mailing.error ? "archive.mail_sent_kept" : "archive.mail_sent";
+  return { text: t(key, { date: formatDate(mailing.sent_at), via }), state: "sent" };
+}
+
+function mailItem(seat) {
+  const contact = (page.rec.contacts || {})[seat];
+  const shown = mailState(seat);
+  const address = contact
+    ? t("archive.mail_address", { email: contact.email, language: languageName(contact.language) })
+    : t("archive.mail_no_address");
+  return el("li", { className: "mail-item", dataset: { seat, mail: shown.state } }, [
+    el("strong", { text: personName(seat) }),
+    el("span", { className: "mail-address", text: address }),
+    el("span", { className: "mail-state", text: shown.text }),
+    el("button", {
+      className: "small",
+      text: t("archive.resend"),
+      attrs: {
+        type: "button",
+        disabled: !contact || !accessFile(),
+        "aria-label": t("archive.resend_label", { name: personName(seat) }),
+      },
+      on: { click: () => resend(seat, contact) },
+    }),
+  ]);
+}
+
+async function resend(seat, contact) {
+  const name = personName(seat);
+  const ok = await confirmDialog({
+    title: t("archive.resend_title", { name }),
+    body: t("archive.resend_body", { name, email: contact.email }),
+    confirm: t("archive.resend_confirm"),
+  });
+  if (!ok) {
+    return;
+  }
+  const status = $("#mail-status");
+  status.textContent = t("common.saving");
+  const result = await api("POST", `/api/recordings/${encodeURIComponent(RECORDING_ID)}/copies/${seat}/send`);
+  if (result.status !== 201) {
+    const error = result.body && result.body.error;
+    const known = { no_copies_consent: "archive.copies_need_consent", no_contact: "archive.mail_no_address" };
+    status.textContent = error && known[error.code] ? t(known[error.code]) : apiError(result);
+    return;
+  }
+  await load();
+  status.textContent = t("archive.resent", { name, email: contact.email });
+}
+
+function renderMailAndClips() {
+  $("#mail-list").replaceChildren(...PARTICIPANTS.map(mailItem));
+  const ready = Boolean(accessFile());
+  $("#clip-card").hidden = !ready;
+  $("#clip-intro").textContent = t("archive.clip_intro", { max: 3 });
+}
+
+/** "1:05", "65" or "1:02:05" as seconds; NaN for anything else. */
+function parseClock(text) {
+  const match = /^\s*(?:(?:(\d+):)?(\d+):)?(\d+(?:\.\d+)?)\s*$/.exec(text);
+  if (!match) {
+    return Number.NaN;
+  }
+  return Number(match[1] || 0) * 3600 + Number(match[2] || 0) * 60 + Number(match[3]);
+}
+
+async function cutClip(event) {
+  event.preventDefault();
+  const status = $("#clip-status");
+  const start = parseClock($("#clip-start").value);
+  const length = Number($("#clip-length").value);
+  if (Number.isNaN(start) || !Number.isFinite(length) || length <= 0) {
+    status.textContent = t("archive.clip_bad");
+    return;
+  }
+  status.textContent = t("archive.clip_making");
+  const result = await apiFile(`/api/recordings/${encodeURIComponent(RECORDING_ID)}/clip`, {
+    start_s: start,
+    end_s: start + length,
+  });
+  if (!result.blob) {
+    const code = result.error ? result.error.code : "";
+    status.textContent = CLIP_REFUSALS[code]
+      ? t(CLIP_REFUSALS[code], { max: 3, length: formatClock(page.rec.duration_s || 0) })
+      : result.error && result.error.message
+        ? result.error.message
+        : t("archive.clip_failed");
+    return;
+  }
+  if (page.clipUrl) {
+    URL.revokeObjectURL(page.clipUrl);
+  }
+  page.clipUrl = URL.createObjectURL(result.blob);
+  const link = $("#clip-link");
+  link.href = page.clipUrl;
+  link.download = `clip-${RECORDING_ID}-${Math.floor(start)}.${result.blob.type === "audio/mpeg" ? "mp3" : "m4a"}`;
+  link.hidden = false;
+  status.textContent = t("archive.clip_ready", { start: formatClock(start), length: formatClock(length) });
+  link.click();
+}
+
+function startMailAndClips() {
+  $("#clip-form").addEventListener("submit", cutClip);
+  $("#clip-here").addEventListener("click", () => {
+    const time = page.player ? page.player.audio.currentTime || 0 : 0;
+    $("#clip-start").value = formatClock(time);
+  });
+}
+
 // -- files and exports ------------------------------------------------------------------------------
 
 function renderFiles() {
@@ -483,26 +543,12 @@ async function main() {
     return;
   }
   onLanguageChange(render);
-  $("#player").addEventListener("timeupdate", updateChapter);
-  $("#player").addEventListener("seeked", updateChapter);
-  $("#prev-chapter").addEventListener("click", () => {
-    const player = $("#player");
-    const index = currentChapter(player.currentTime || 0);
-    const start = chapters()[index] ? chapters()[index].start_s : 0;
-    // like a CD player: back to this chapter's start, or the one before when at it
-    seek(player.currentTime - start > 2 || index <= 0 ? Math.max(index, 0) : index - 1);
-  });
-  $("#next-chapter").addEventListener("click", () => {
-    const index = currentChapter($("#player").currentTime || 0);
-    if (index + 1 < chapters().length) {
-      seek(index + 1);
-    }
-  });
   $("#meta-form").addEventListener("submit", saveMetadata);
   $("#consent-form").addEventListener("submit", recordConsent);
   $("#issue-copies").addEventListener("click", issueCopies);
   $("#export").addEventListener("click", exportBag);
   $("#delete").addEventListener("click", deleteRecording);
+  startMailAndClips();
   await load();
 }
 

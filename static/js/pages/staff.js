@@ -5,7 +5,7 @@ import { linkItem } from "../lib/clipboard.js";
 import { formatDate, recordingLabel } from "../lib/format.js";
 import { languageName, onLanguageChange, t } from "../lib/i18n.js";
 import { api, apiError, startStaffPage } from "../lib/staff-session.js";
-import { $, el, show, tableHead } from "../lib/ui.js";
+import { $, confirmDialog, el, show, tableHead } from "../lib/ui.js";
 
 // The last created session's links: the server keeps only hashes of their tokens, so
 // they live in this tab until it is closed.
@@ -59,6 +59,7 @@ async function refresh() {
     page.listError = apiError(result);
   }
   renderSessions();
+  renderContactChoices();
   scheduleRefresh();
 }
 
@@ -167,6 +168,165 @@ function renderLinks() {
   $("#link-list").replaceChildren(...items);
 }
 
+// -- where copies go ---------------------------------------------------------------------
+// Each participant's email address and language for their copy of the recording: chosen
+// per session, entered, changed or removed. Staff-only; matching fills them in from the
+// application, and the copy goes by itself once the recording is ready.
+
+const PARTICIPANTS = ["a", "b"];
+const contacts = { sessionId: "", names: {}, found: {}, choices: "" };
+
+function renderContactChoices() {
+  const select = $("#contacts-session");
+  const sessions = (page.sessions || []).slice().sort((x, y) => y.created_at - x.created_at);
+  const choices = `${document.documentElement.lang} ${sessions.map((session) => session.id).join(" ")}`;
+  if (choices === contacts.choices) {
+    return; // rebuilt only when the sessions change, not while someone is choosing
+  }
+  contacts.choices = choices;
+  select.replaceChildren(
+    el("option", { text: t("staff.contacts_choose"), attrs: { value: "" } }),
+    ...sessions.map((session) =>
+      el("option", {
+        text: `${session.title} · ${formatDate(session.created_at)}`,
+        attrs: { value: session.id },
+      }),
+    ),
+  );
+  select.value = sessions.some((session) => session.id === contacts.sessionId) ? contacts.sessionId : "";
+}
+
+async function chooseContactSession() {
+  contacts.sessionId = $("#contacts-session").value;
+  const status = $("#contacts-status");
+  contacts.found = {};
+  contacts.names = {};
+  renderContactForms();
+  if (!contacts.sessionId) {
+    status.textContent = "";
+    return;
+  }
+  status.textContent = t("staff.contacts_loading");
+  const id = encodeURIComponent(contacts.sessionId);
+  const [session, found] = await Promise.all([
+    api("GET", `/api/sessions/${id}`),
+    api("GET", `/api/sessions/${id}/contacts`),
+  ]);
+  if (session.status !== 200 || found.status !== 200) {
+    status.textContent = apiError(session.status !== 200 ? session : found);
+    return;
+  }
+  contacts.names = Object.fromEntries(PARTICIPANTS.map((seat) => [seat, (session.body.seats[seat] || {}).name || ""]));
+  contacts.found = found.body.contacts;
+  status.textContent = "";
+  renderContactForms();
+}
+
+function contactWho(seat) {
+  return t("staff.contact_who", { seat: t(`seat.${seat}`), name: contacts.names[seat] || "" });
+}
+
+function contactForm(seat) {
+  const contact = contacts.found[seat];
+  const email = el("input", {
+    attrs: { type: "email", id: `contact-${seat}-email`, maxlength: "254", autocomplete: "off", required: true },
+  });
+  email.value = contact ? contact.email : "";
+  const language = el(
+    "select",
+    { attrs: { id: `contact-${seat}-language` } },
+    ["en", "es"].map((code) => el("option", { text: languageName(code), attrs: { value: code } })),
+  );
+  language.value = contact ? contact.language : "en";
+  const source = contact
+    ? t(contact.source === "application" ? "staff.contact_from_application" : "staff.contact_from_staff", {
+        date: formatDate(contact.updated_at),
+      })
+    : t("staff.contact_none");
+  const form = el("form", { className: "contact-form", dataset: { seat } }, [
+    el("fieldset", {}, [
+      el("legend", { text: contactWho(seat) }),
+      el("div", { className: "field" }, [
+        el("label", { text: t("staff.contact_email"), attrs: { for: email.id } }),
+        email,
+      ]),
+      el("div", { className: "field" }, [
+        el("label", { text: t("staff.contact_language"), attrs: { for: language.id } }),
+        language,
+      ]),
+      el("p", { className: "hint contact-source", text: source }),
+      el("div", { className: "button-row" }, [
+        el("button", { className: "primary", text: t("staff.contact_save"), attrs: { type: "submit" } }),
+        el("button", {
+          className: "quiet",
+          text: t("staff.contact_remove"),
+          attrs: {
+            type: "button",
+            disabled: !contact,
+            "aria-label": t("staff.contact_remove_label", { who: contactWho(seat) }),
+          },
+          on: { click: () => removeContact(seat) },
+        }),
+      ]),
+    ]),
+  ]);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    saveContact(seat, email.value.trim(), language.value);
+  });
+  return form;
+}
+
+function renderContactForms() {
+  const forms = $("#contact-forms");
+  forms.replaceChildren(...(contacts.sessionId && contacts.names.a !== undefined ? PARTICIPANTS.map(contactForm) : []));
+}
+
+async function saveContact(seat, email, language) {
+  const status = $("#contacts-status");
+  status.textContent = t("common.saving");
+  const path = `/api/sessions/${encodeURIComponent(contacts.sessionId)}/contacts/${seat}`;
+  const result = await api("PUT", path, { email, language });
+  if (result.status !== 200) {
+    const error = result.body && result.body.error;
+    status.textContent = error && error.code === "invalid_email" ? t("staff.contact_bad_email") : apiError(result);
+    return;
+  }
+  contacts.found[seat] = result.body.contact;
+  renderContactForms();
+  status.textContent = t("staff.contact_saved", { who: contactWho(seat) });
+}
+
+async function removeContact(seat) {
+  const ok = await confirmDialog({
+    title: t("staff.contact_remove_title", { who: contactWho(seat) }),
+    body: t("staff.contact_remove_body"),
+    confirm: t("staff.contact_remove"),
+    danger: true,
+  });
+  if (!ok) {
+    return;
+  }
+  const status = $("#contacts-status");
+  const path = `/api/sessions/${encodeURIComponent(contacts.sessionId)}/contacts/${seat}`;
+  const result = await api("DELETE", path);
+  if (result.status !== 200) {
+    status.textContent = apiError(result);
+    return;
+  }
+  delete contacts.found[seat];
+  renderContactForms();
+  status.textContent = t("staff.contact_removed", { who: contactWho(seat) });
+}
+
+function startContacts() {
+  $("#contacts-session").addEventListener("change", chooseContactSession);
+  onLanguageChange(() => {
+    renderContactChoices();
+    renderContactForms();
+  });
+}
+
 // -- page ------------------------------------------------------------------------------
 
 function render() {
@@ -189,6 +349,7 @@ async function main() {
   $("#create-form").addEventListener("submit", createSession);
   page.created = storedCreated();
   render();
+  startContacts();
   await refresh();
 }
 
