@@ -46,6 +46,7 @@ import profile_stacks
 import seat_load
 
 from storyroom.__main__ import demo_session
+from storyroom.media.metrics import histogram_quantile
 from storyroom.netns import isolate_network
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -218,6 +219,8 @@ class Phase:
     stem_bytes: int = 0
     recordings_stopped: int = 0
     server_exit: int | None = None
+    latency_ms: tuple[float | None, float | None] = (None, None)
+    """p50 and p99 of a forwarded packet's time in the server over the window."""
     threads: int = 0
     """The server's threads when the window opened."""
     profile: list[str] = field(default_factory=list)
@@ -300,7 +303,7 @@ class Phase:
 
 def start_storyroom(
     tmp: Path, rooms: int, children: Children, pythonpath: Path | None = None
-) -> tuple[subprocess.Popen[bytes], str, list[dict[str, str]], Path]:
+) -> tuple[subprocess.Popen[bytes], str, list[dict[str, str]], Path, str | None]:
     """The server of this checkout, or with `pythonpath` the `storyroom` package there."""
     port = free_port()
     data_dir = tmp / "storyroom-data"
@@ -321,18 +324,18 @@ def start_storyroom(
         if status != 201:
             raise BenchError(f"POST /api/sessions: {status} {created}")
         tokens.append({seat: created["seats"][seat]["token"] for seat in seat_load.SEATS})
-    return server, url, tokens, data_dir
+    return server, url, tokens, data_dir, staff_token
 
 
 def start_baseline(
     tmp: Path, rooms: int, children: Children, pythonpath: Path | None = None
-) -> tuple[subprocess.Popen[bytes], str, list[dict[str, str]], Path]:
+) -> tuple[subprocess.Popen[bytes], str, list[dict[str, str]], Path, str | None]:
     port = free_port()
     command = [sys.executable, str(BENCH_DIR / "relay_baseline.py"), "--host", HOST]
     command += ["--port", str(port)]
     server, url, _ = _launch(command, dict(os.environ), tmp / "baseline.log", port, children)
     tokens = [{seat: f"room{i}:{seat}" for seat in seat_load.SEATS} for i in range(rooms)]
-    return server, url, tokens, tmp
+    return server, url, tokens, tmp, None
 
 
 def _launch(
@@ -414,7 +417,7 @@ def run_phase(
     phase_dir = tmp / f"{name}-{rooms}"
     phase_dir.mkdir()
     progress(f"{name}: starting the server ({rooms} rooms)")
-    server, url, tokens, data_dir = start(phase_dir, rooms, children, pythonpath)
+    server, url, tokens, data_dir, staff_token = start(phase_dir, rooms, children, pythonpath)
     phase = Phase(name, rooms, rooms * 3, float(args.seconds))
     phase.rss_idle_mb = process_rss_mb(server.pid)
 
@@ -450,6 +453,7 @@ def run_phase(
     progress(f"{name}: all seats connected; {args.warmup:.0f}s warm-up, {args.seconds:.0f}s window")
     sleep_until(t0)
     cpu0, busy0, workers0 = sample(server.pid, processes)
+    latency0 = forward_latency(url, staff_token)
     phase.rss_start_mb = process_rss_mb(server.pid)
     phase.threads = len(list(Path(f"/proc/{server.pid}/task").iterdir()))
     sampler = None
@@ -457,6 +461,10 @@ def run_phase(
         sampler = profile_stacks.start_sampler(server.pid, args.seconds, args.profile, name)
     sleep_until(t1)
     cpu1, busy1, workers1 = sample(server.pid, processes)
+    latency1 = forward_latency(url, staff_token)
+    if latency0 and latency1:
+        counts = [b - a for a, b in zip(latency0, latency1, strict=True)]
+        phase.latency_ms = (histogram_quantile(counts, 0.5), histogram_quantile(counts, 0.99))
     if sampler is not None and sampler.wait(60) != 0:
         phase.notes.append(f"py-spy exited with {sampler.returncode}: see {args.profile}")
     phase.rss_end_mb = process_rss_mb(server.pid)
@@ -535,6 +543,14 @@ def warn(phase: Phase) -> None:
         )
     if phase.client_late_s > 0.2:
         phase.notes.append(f"client event loops lagged {phase.client_late_s:.2f}s")
+
+
+def forward_latency(url: str, staff_token: str | None) -> list[int] | None:
+    """The server's histogram of forwarded packets' time in it (storyroom only)."""
+    if staff_token is None:
+        return None
+    _, body = http_json(f"{url}/api/metrics", token=staff_token)
+    return list(body["media"]["forward_latency"]["counts"])
 
 
 def sample(pid: int, workers: list[BaseProcess]) -> tuple[float, tuple[int, int], list[float]]:
@@ -652,6 +668,10 @@ def report(phases: list[Phase], args: argparse.Namespace, took_s: float) -> str:
     add(
         "delay at window end ms",
         lambda p: "{:.0f} (max {:.0f})".format(*p.backlog_ms),
+    )
+    add(
+        "forward latency p50/p99 ms",
+        lambda p: "/".join("-" if v is None else f"{v:.2f}" for v in p.latency_ms),
     )
     add("seats connected at end", lambda p: f"{p.connected_end}/{p.seats}")
     add("received tracks (live)", lambda p: f"{len(p.tracks)} ({p.live_tracks})")
