@@ -7,7 +7,10 @@ packets instead, so this module:
 - replaces one receiver's RTP handler (:func:`tap_receiver`) so each audio
   packet goes to a callback and never to aiortc's jitter buffer or decoder,
 - supplies :class:`EncodedAudioTrack`, which an ``RTCRtpSender`` sends without
-  re-encoding (aiortc packs non-``Frame`` data it gets from a track as-is),
+  re-encoding (aiortc packs non-``Frame`` data it gets from a track as-is), or which,
+  given the transceiver (:meth:`EncodedAudioTrack.send_directly`), writes each packet's
+  RTP header itself and hands it to SRTP and the ICE socket at once: no aiortc packet
+  objects and no hop through a queue and the sender's task per packet,
 - and checks (:func:`check_internals`) that everything relied on is still there.
 """
 
@@ -19,6 +22,8 @@ import errno
 import fractions
 import inspect
 import logging
+import random
+import struct
 import types
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,7 +32,17 @@ from typing import TYPE_CHECKING, Any, Final
 
 import av
 from aioice import ice as aioice_ice
-from aiortc import RTCRtpReceiver, clock, codecs, rtcdtlstransport, rtcrtpreceiver, rtcrtpsender
+from aiortc import (
+    RTCRtpReceiver,
+    RTCRtpTransceiver,
+    clock,
+    codecs,
+    rtcdtlstransport,
+    rtcicetransport,
+    rtcrtpreceiver,
+    rtcrtpsender,
+    rtcrtptransceiver,
+)
 from aiortc import rtp as aiortc_rtp
 from aiortc.codecs import opus
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
@@ -56,6 +71,14 @@ OPUS_TIME_BASE: Final = fractions.Fraction(1, OPUS_SAMPLE_RATE)
 _CODECS: Final = "_RTCRtpReceiver__codecs"
 _REMOTE_STREAMS: Final = "_RTCRtpReceiver__remote_streams"
 _ACTIVE_SSRC: Final = "_RTCRtpReceiver__active_ssrc"
+_DECODER_THREAD: Final = "_RTCRtpReceiver__decoder_thread"
+_DECODER_QUEUE: Final = "_RTCRtpReceiver__decoder_queue"
+# ... and of RTCRtpSender, which its RTCP sender reports and getStats() read.
+_EXTENSIONS_MAP: Final = "_RTCRtpSender__rtp_header_extensions_map"
+_SENT_PACKETS: Final = "_RTCRtpSender__packet_count"
+_SENT_OCTETS: Final = "_RTCRtpSender__octet_count"
+_SENT_NTP: Final = "_RTCRtpSender__ntp_timestamp"
+_SENT_RTP: Final = "_RTCRtpSender__rtp_timestamp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +137,14 @@ def check_internals() -> None:
     )
     # The attributes the tap feeds must still be created and still be read by
     # the RTCP receiver reports, getStats() and getSynchronizationSources().
-    for name in (_CODECS, _REMOTE_STREAMS, _ACTIVE_SSRC, "_enabled"):
+    for name in (
+        _CODECS,
+        _REMOTE_STREAMS,
+        _ACTIVE_SSRC,
+        _DECODER_THREAD,
+        _DECODER_QUEUE,
+        "_enabled",
+    ):
         require_uses(receiver_cls.__init__, name, "RTCRtpReceiver.__init__")
     for method, name in (
         ("_run_rtcp", _REMOTE_STREAMS),
@@ -124,6 +154,13 @@ def check_internals() -> None:
         require_uses(
             require(receiver_cls, method, "RTCRtpReceiver"), name, f"RTCRtpReceiver.{method}"
         )
+    for name in (_DECODER_THREAD, _DECODER_QUEUE):
+        require_uses(receiver_cls.receive, name, "RTCRtpReceiver.receive")
+    require_uses(
+        require(receiver_cls, "_RTCRtpReceiver__stop_decoder", "RTCRtpReceiver"),
+        _DECODER_THREAD,
+        "RTCRtpReceiver.__stop_decoder",
+    )
     stream_statistics = require(rtcrtpreceiver, "StreamStatistics", "aiortc.rtcrtpreceiver")
     require(stream_statistics, "add", "StreamStatistics")
     require(codecs, "is_rtx", "aiortc.codecs")
@@ -148,6 +185,19 @@ def check_internals() -> None:
         )
     for name in ("pts", "time_base"):
         require_uses(pack, name, "OpusEncoder.pack")
+    # What _DirectSender reads and feeds, on the way from a sender to the socket.
+    for name in ("_ssrc", _EXTENSIONS_MAP, _SENT_PACKETS, _SENT_OCTETS, _SENT_NTP, _SENT_RTP):
+        require_uses(sender_cls.__init__, name, "RTCRtpSender.__init__")
+    for name in (_SENT_PACKETS, _SENT_OCTETS, _SENT_NTP, _SENT_RTP):
+        require_uses(sender_cls._run_rtcp, name, "RTCRtpSender._run_rtcp")
+    require_uses(rtcrtptransceiver.RTCRtpTransceiver.__init__, "_codecs", "RTCRtpTransceiver")
+    require_uses(rtcdtlstransport.RTCDtlsTransport._send_rtp, "_tx_srtp", "_send_rtp")
+    require_uses(rtcdtlstransport.RTCDtlsTransport._send_rtp, "protect", "_send_rtp")
+    require_uses(rtcicetransport.RTCIceGatherer.__init__, "_connection", "RTCIceGatherer")
+    require_uses(aioice_ice.Connection.sendto, "_nominated", "aioice Connection.sendto")
+    require_uses(aioice_ice.Connection.sendto, "send_data", "aioice Connection.sendto")
+    for name in ("transport", "sendto"):
+        require_uses(aioice_ice.StunProtocol.send_data, name, "aioice StunProtocol.send_data")
 
 
 def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[RtpAudioPacket], None]) -> None:
@@ -157,8 +207,9 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[RtpAudioPacket],
     ``on_packet`` runs synchronously on the event loop for each packet, in arrival
     order. Packets still feed the per-SSRC statistics behind RTCP receiver reports
     and ``getStats()``; packets with a payload type that was not negotiated are
-    dropped. Nothing is decoded, so ``receiver.track`` never yields a frame.
-    Works whether called before or after the receiver has started.
+    dropped. Nothing is decoded, so ``receiver.track`` never yields a frame, and the
+    decoder thread aiortc starts with the receiver is ended at once (it would idle for
+    the connection's life). Call it before the receiver starts.
     """
     try:
         negotiated = getattr(receiver, _CODECS)
@@ -197,8 +248,90 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[RtpAudioPacket],
             # whole connection; one faulty subscriber must not cut the seat off.
             logger.exception("RTP packet callback failed (ssrc %d)", packet.ssrc)
 
-    # The instance attribute shadows the class method for this receiver only.
+    # The instance attributes shadow the class methods for this receiver only.
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
+    receive = receiver.receive
+
+    async def receive_without_decoder(parameters: Any) -> None:
+        await receive(parameters)
+        if getattr(receiver, _DECODER_THREAD) is not None:
+            # The thread ends on None (and ends the unread track); stop() and a
+            # disconnect then have no thread to stop.
+            getattr(receiver, _DECODER_QUEUE).put(None)
+            setattr(receiver, _DECODER_THREAD, None)
+
+    receiver.receive = receive_without_decoder  # type: ignore[method-assign]
+
+
+_RTP_HEADER: Final = struct.Struct("!BBHII")
+_DTLS_CONNECTED: Final = "connected"
+_SYNC_EVERY: Final = 10
+"""Packets between updates of the (NTP, RTP) time pair the sender's reports carry."""
+
+
+class _DirectSender:
+    """Sends encoded packets as one transceiver's RTP stream, as aiortc's sender would
+    (its SSRC, payload type and mid extension; its packet and octet counts and
+    time pair for RTCP sender reports), from the caller: write the 12-byte header and
+    the extensions, SRTP-protect once, `sendto` on the nominated ICE pair (host or
+    TURN: aioice's StunProtocol.send_data does just that). Audio is not retransmitted
+    (aiortc negotiates no NACK for audio), so no history is kept."""
+
+    def __init__(self, transceiver: RTCRtpTransceiver) -> None:
+        self._transceiver = transceiver
+        self._sender = transceiver.sender
+        self._sequence = random.randrange(1 << 16)
+        self._origin = random.randrange(1 << 32)
+        self._first_byte = 0x80
+        self._payload_type = -1
+        self._extensions = b""
+        self._unsynced = _SYNC_EVERY
+
+    def _prepare(self) -> bool:
+        """Read the negotiated payload type and header extensions once the sender runs."""
+        codecs_ = getattr(self._transceiver, "_codecs", None)
+        extensions_map = getattr(self._sender, _EXTENSIONS_MAP)
+        if not codecs_:
+            return False
+        template = aiortc_rtp.RtpPacket(payload_type=codecs_[0].payloadType)
+        template.extensions.mid = self._transceiver.mid
+        header = template.serialize(extensions_map)
+        self._extensions = header[_RTP_HEADER.size :]
+        self._first_byte = header[0]
+        self._payload_type = codecs_[0].payloadType
+        return True
+
+    def send(self, payload: bytes, pts: int, marker: bool) -> bool:
+        """Send one packet whose timestamp is `pts` on this stream's timeline; False
+        when the connection is not (or no longer) up, nothing sent."""
+        sender = self._sender
+        dtls = sender.transport
+        srtp = dtls._tx_srtp
+        if srtp is None or dtls.state != _DTLS_CONNECTED:
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or (self._payload_type < 0 and not self._prepare()):
+            return False
+        timestamp = (self._origin + pts) & 0xFFFFFFFF
+        header = _RTP_HEADER.pack(
+            self._first_byte,
+            self._payload_type | (0x80 if marker else 0),
+            self._sequence,
+            timestamp,
+            sender._ssrc,
+        )
+        pair.protocol.transport.sendto(
+            srtp.protect(header + self._extensions + payload), pair.remote_addr
+        )
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        setattr(sender, _SENT_PACKETS, getattr(sender, _SENT_PACKETS) + 1)
+        setattr(sender, _SENT_OCTETS, getattr(sender, _SENT_OCTETS) + len(payload))
+        self._unsynced += 1
+        if self._unsynced >= _SYNC_EVERY:
+            self._unsynced = 0
+            setattr(sender, _SENT_NTP, clock.current_ntp_time())
+            setattr(sender, _SENT_RTP, timestamp)
+        return True
 
 
 def _signed32(value: int) -> int:
@@ -242,6 +375,13 @@ class EncodedAudioTrack(MediaStreamTrack):
         """Packets discarded because the queue was full or they came late."""
         self.dropped_late = 0
         """Of those, the late or duplicate ones."""
+        self._direct: _DirectSender | None = None
+
+    def send_directly(self, transceiver: RTCRtpTransceiver) -> None:
+        """From now on :meth:`push` sends each packet itself as `transceiver`'s RTP
+        stream (this track must be its sender's track, which then stays idle), or drops
+        it while the connection is not up; nothing is queued."""
+        self._direct = _DirectSender(transceiver)
 
     @property
     def queued(self) -> int:
@@ -256,6 +396,12 @@ class EncodedAudioTrack(MediaStreamTrack):
         if pts is None:
             self.dropped += 1
             self.dropped_late += 1
+            return
+        if self._direct is not None:
+            if not self._direct.send(packet.payload, pts, packet.marker):
+                self.dropped += 1
+            elif self._on_sent is not None:
+                self._on_sent(steady() - packet.arrival)  # arrival is on the steady clock
             return
         outgoing = av.Packet(packet.payload)
         outgoing.pts = pts

@@ -302,7 +302,8 @@ class MediaPlane:
         mids: dict[str, str] = {}
         for transceiver, other in zip(receive, others, strict=True):
             track = EncodedAudioTrack(on_sent=self.latency.add)
-            transceiver.sender.replaceTrack(track)
+            transceiver.sender.replaceTrack(track)  # keeps aiortc's sender task idle
+            track.send_directly(transceiver)
             transceiver.direction = "sendonly"
             outgoing[other] = track
         seat_media = SeatMedia(seat, conn_id, pc, mic, outgoing, mids)

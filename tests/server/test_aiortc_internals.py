@@ -75,8 +75,12 @@ def test_check_internals_names_what_moved(
         check_internals()
 
 
-async def test_tap_forward_and_decode_end_to_end(caplog: pytest.LogCaptureFixture) -> None:
-    """Seat -> server (tap) -> EncodedAudioTrack -> listener, which decodes the tone."""
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "through-aiortc-sender"])
+async def test_tap_forward_and_decode_end_to_end(
+    caplog: pytest.LogCaptureFixture, direct: bool
+) -> None:
+    """Seat -> server (tap) -> EncodedAudioTrack -> listener, which decodes the tone;
+    the track sends either itself (`send_directly`) or through aiortc's sender task."""
     check_internals()
     peers: list[RTCPeerConnection] = []
     listener_frames: list[av.AudioFrame] = []
@@ -102,7 +106,10 @@ async def test_tap_forward_and_decode_end_to_end(caplog: pytest.LogCaptureFixtur
             tap_receiver(transceiver.receiver, on_packet)
 
         await negotiate(seat, server_in, on_offer_applied=tap)
-        server_out.addTrack(relay)
+        out_sender = server_out.addTrack(relay)
+        if direct:
+            (out_transceiver,) = server_out.getTransceivers()
+            relay.send_directly(out_transceiver)
         await negotiate(server_out, listener)
 
         await wait_for(lambda: len(tapped) >= 50, timeout=30, what="a second of tapped packets")
@@ -131,8 +138,10 @@ async def test_tap_forward_and_decode_end_to_end(caplog: pytest.LogCaptureFixtur
         assert inbound.packetsLost == 0
         assert inbound.jitter >= 0
         assert [s.source for s in server_receiver.getSynchronizationSources()] == [first.ssrc]
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(server_receiver.track.recv(), 0.2)
+        # ... nor does it keep a decoder thread: the thread is ended, so is the track.
+        with pytest.raises(MediaStreamError):
+            await asyncio.wait_for(server_receiver.track.recv(), 5)
+        assert server_receiver._RTCRtpReceiver__decoder_thread is None
 
         # The seat's sender gets RTCP receiver reports built from those statistics.
         async def seat_got_receiver_report() -> bool:
@@ -163,6 +172,19 @@ async def test_tap_forward_and_decode_end_to_end(caplog: pytest.LogCaptureFixtur
             [f.to_ndarray().reshape(-1)[:: len(f.layout.channels)] for f in listener_frames[25:]]
         ).astype(np.float64)
         assert dominant_frequency(left[:RATE]) == pytest.approx(TONE_HZ, abs=3)
+
+        # Sent as one stream: no gaps, and the sender's counts (behind its RTCP sender
+        # reports and getStats) and the listener's agree.
+        (inbound,) = [
+            s for s in (await listener_receiver.getStats()).values() if s.type == "inbound-rtp"
+        ]
+        assert inbound.packetsLost == 0
+        (outbound,) = [
+            s for s in (await out_sender.getStats()).values() if s.type == "outbound-rtp"
+        ]
+        assert outbound.packetsSent >= inbound.packetsReceived > 75
+        if direct:
+            assert relay.queued == 0
     finally:
         if reader is not None:
             reader.cancel()
