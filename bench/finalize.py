@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from revisions import extract_revision
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -276,18 +278,6 @@ def measured(args: list[str], package: Path | None = None) -> tuple[float, float
     lines = output.strip().splitlines()
     rss = float(lines[-1]) if lines else usage.ru_maxrss / 1024
     return wall, rss, usage.ru_utime + usage.ru_stime, "\n".join(lines[:-1])
-
-
-def extract_revision(revision: str, into: Path) -> Path:
-    """`server/` of git `revision` as the package `storyroom` under `into`; returns the
-    directory to put on PYTHONPATH (it wins over the editable install's finder)."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", revision, "server"], cwd=ROOT, check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    (into / "server").rename(into / "storyroom")
-    return into
 
 
 def _load() -> str:

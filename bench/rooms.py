@@ -44,6 +44,7 @@ from typing import Any
 
 import profile_stacks
 import seat_load
+from revisions import extract_revision
 
 from storyroom.__main__ import demo_session
 from storyroom.media.metrics import histogram_quantile
@@ -383,21 +384,6 @@ def receive(conns: list[Connection], kind: str, timeout: float) -> list[dict[str
 def phase_budget(rooms: int, args: argparse.Namespace) -> float:
     """Seconds one phase may take before the hard timeout."""
     return 150 + 4 * rooms + args.warmup + args.seconds
-
-
-def extract_revision(revision: str, into: Path) -> Path:
-    """`server/` of git `revision` as the package `storyroom` under `into`; returns the
-    directory to put on PYTHONPATH."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", revision, "server"],
-        cwd=BENCH_DIR.parent,
-        check=True,
-        capture_output=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    (into / "server").rename(into / "storyroom")
-    return into
 
 
 def run_phase(
