@@ -75,13 +75,16 @@ async def new_seat_links(
 ) -> dict[str, SeatLink]:
     """New links for `seats` of a session (reissued, or for a new start): the old tokens
     stop opening the seats at once; expiry follows `starts_at`, else the session's own
-    scheduled start, else today's rule."""
+    scheduled start (and never comes sooner than the grace from now), else today's rule."""
     session = await store.get_session(session_id)
     if session is None:
         raise NotFound("no such session")
     now = time.time()
     start = starts_at if starts_at is not None else session.starts_at
     expires = seat_link_expiry(settings, now, start)
+    if start is not None:
+        # a link reissued after the start (someone joins late) still gets the grace
+        expires = max(expires, now + settings.token_grace_hours * 3600)
     links = {}
     for seat in seats:
         token = new_token()
