@@ -213,18 +213,22 @@ async def _three(
     return proposal, a, b, facilitator
 
 
-async def confirm(
-    store: Store,
-    applications: ApplicationStore,
-    settings: Settings,
-    mailer: Mailer,
-    schedule: ScheduleRow,
-    now: datetime,
-) -> Confirmed:
+@dataclass(frozen=True, slots=True)
+class Desk:
+    """What changing a schedule touches: the rooms' store (sessions and their links), the
+    matching wing's store, the settings and the mailer."""
+
+    store: Store
+    applications: ApplicationStore
+    settings: Settings
+    mailer: Mailer
+
+
+async def confirm(desk: Desk, schedule: ScheduleRow, now: datetime) -> Confirmed:
     """Create the session and send the three invitations."""
     if schedule.status != "planned":
         raise InvalidState("this session is already confirmed")
-    proposal, a, b, facilitator = await _three(applications, schedule)
+    proposal, a, b, facilitator = await _three(desk.applications, schedule)
     if proposal.status != "accepted":
         raise InvalidState("the pair is no longer accepted")
     if a.status != Status.MATCHED or b.status != Status.MATCHED:
@@ -243,18 +247,16 @@ async def confirm(
             "starts_at": datetime.fromtimestamp(schedule.starts_at, UTC).isoformat(),
         }
     )
-    created = await create_session(store, settings, spec)
-    await applications.confirm(schedule, proposal, created.id, now=now.timestamp())
+    created = await create_session(desk.store, desk.settings, spec)
+    await desk.applications.confirm(schedule, proposal, created.id, now=now.timestamp())
     log.info("schedule %s confirmed as session %s", schedule.id, created.id)
-    sent = await _notify(applications, settings, mailer, schedule, created.urls, Revision(), now)
-    await applications.record_invitations(schedule.id, sent)
+    sent = await _notify(desk, schedule, created.urls, Revision(), now)
+    await desk.applications.record_invitations(schedule.id, sent)
     return Confirmed(created.id, sent)
 
 
 async def _notify(
-    applications: ApplicationStore,
-    settings: Settings,
-    mailer: Mailer,
+    desk: Desk,
     schedule: ScheduleRow,
     urls: Mapping[str, str],
     revision: Revision,
@@ -262,21 +264,21 @@ async def _notify(
 ) -> list[dict[str, Any]]:
     """Send the three people their notice about `schedule` (each with their own link in
     `urls`); what was sent, for the schedule's record."""
-    _, a, b, facilitator = await _three(applications, schedule)
+    _, a, b, facilitator = await _three(desk.applications, schedule)
     meeting = Meeting(
         schedule_id=schedule.id,
         starts_at=datetime.fromtimestamp(schedule.starts_at, UTC),
         minutes=schedule.minutes,
         target_minutes=TARGET_MINUTES,
         language=schedule.language,
-        host=urlsplit(settings.base_url).hostname or "storyroom.invalid",
+        host=urlsplit(desk.settings.base_url).hostname or "storyroom.invalid",
     )
     pa = Person(a.first_name, a.email, a.language, a.time_zone, a.bio)
     pb = Person(b.first_name, b.email, b.language, b.time_zone, b.bio)
     pf = Person(
         facilitator.first_name, facilitator.email, facilitator.language, facilitator.time_zone
     )
-    sender = settings.mail_from
+    sender = desk.settings.mail_from
     messages = [
         (
             "a",
@@ -304,7 +306,7 @@ async def _notify(
                 "role": role,
                 "notice": revision.notice.value,
                 "sequence": revision.sequence,
-                **await _deliver(mailer, settings, message),
+                **await _deliver(desk.mailer, desk.settings, message),
             }
         )
     return sent
@@ -320,51 +322,38 @@ async def _confirmed_not_recorded(store: Store, schedule: ScheduleRow) -> str:
 
 
 async def reschedule(
-    store: Store,
-    applications: ApplicationStore,
-    settings: Settings,
-    mailer: Mailer,
-    schedule: ScheduleRow,
-    starts_at: datetime,
-    now: datetime,
+    desk: Desk, schedule: ScheduleRow, starts_at: datetime, now: datetime
 ) -> ScheduleRow:
     """Move a confirmed session to `starts_at` (when the pair and its facilitator are all
     free then): new links for the three seats, expiring after the new start, and updated
     invitations whose calendar entries replace the earlier ones."""
-    session_id = await _confirmed_not_recorded(store, schedule)
-    _, a, b, facilitator = await _three(applications, schedule)
-    busy = await busy_spans(applications, [facilitator], schedule.id)
+    session_id = await _confirmed_not_recorded(desk.store, schedule)
+    _, a, b, facilitator = await _three(desk.applications, schedule)
+    busy = await busy_spans(desk.applications, [facilitator], schedule.id)
     plan(a, b, [facilitator], busy, now, ScheduleIn(facilitator.id, starts_at))
-    moved = await applications.revise(schedule, starts_at.timestamp(), cancel=False)
-    links = await new_seat_links(store, settings, session_id, SEATS, moved.starts_at)
+    moved = await desk.applications.revise(schedule, starts_at.timestamp(), cancel=False)
+    links = await new_seat_links(desk.store, desk.settings, session_id, SEATS, moved.starts_at)
     urls = {seat: link.url for seat, link in links.items()}
     revision = Revision(Notice.UPDATE, moved.sequence)
-    sent = await _notify(applications, settings, mailer, moved, urls, revision, now)
-    await applications.record_invitations(moved.id, [*schedule.invitations, *sent])
+    sent = await _notify(desk, moved, urls, revision, now)
+    await desk.applications.record_invitations(moved.id, [*schedule.invitations, *sent])
     log.info("schedule %s moved (sequence %d)", moved.id, moved.sequence)
-    found = await applications.get_schedule(moved.id)
+    found = await desk.applications.get_schedule(moved.id)
     assert found is not None
     return found
 
 
-async def cancel(
-    store: Store,
-    applications: ApplicationStore,
-    settings: Settings,
-    mailer: Mailer,
-    schedule: ScheduleRow,
-    now: datetime,
-) -> ScheduleRow:
+async def cancel(desk: Desk, schedule: ScheduleRow, now: datetime) -> ScheduleRow:
     """Cancel a confirmed session: its links stop working now, and each person is sent a
     cancellation whose calendar entry removes the earlier one."""
-    session_id = await _confirmed_not_recorded(store, schedule)
-    cancelled = await applications.revise(schedule, None, cancel=True)
-    await store.expire_seat_tokens(session_id, now.timestamp())
+    session_id = await _confirmed_not_recorded(desk.store, schedule)
+    cancelled = await desk.applications.revise(schedule, None, cancel=True)
+    await desk.store.expire_seat_tokens(session_id, now.timestamp())
     revision = Revision(Notice.CANCELLATION, cancelled.sequence)
-    sent = await _notify(applications, settings, mailer, cancelled, {}, revision, now)
-    await applications.record_invitations(cancelled.id, [*schedule.invitations, *sent])
+    sent = await _notify(desk, cancelled, {}, revision, now)
+    await desk.applications.record_invitations(cancelled.id, [*schedule.invitations, *sent])
     log.info("schedule %s cancelled (sequence %d)", cancelled.id, cancelled.sequence)
-    found = await applications.get_schedule(cancelled.id)
+    found = await desk.applications.get_schedule(cancelled.id)
     assert found is not None
     return found
 

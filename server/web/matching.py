@@ -31,7 +31,7 @@ from storyroom.matching.availability import in_zone, week_start
 from storyroom.matching.engine import Policy, match
 from storyroom.matching.outbox import describe
 from storyroom.matching.regions import regions
-from storyroom.matching.scheduling import cancel, confirm, plan_proposal, reschedule
+from storyroom.matching.scheduling import Desk, cancel, confirm, plan_proposal, reschedule
 from storyroom.matching.store import ApplicationRow, ApplicationStore, ProposalRow, ScheduleRow
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.web.middleware import read_json
@@ -69,6 +69,12 @@ class MatchingRoutes(RouteGroup):
     @property
     def store(self) -> ApplicationStore:
         return self.services.applications
+
+    @property
+    def desk(self) -> Desk:
+        """What a schedule change touches."""
+        s = self.services
+        return Desk(s.store, s.applications, s.settings, s.mailer)
 
     # -- public ---------------------------------------------------------------------
 
@@ -300,14 +306,7 @@ class MatchingRoutes(RouteGroup):
         """Create the session and send the three invitations."""
         async with self._lock:
             schedule = await lookup(request, "schedule", self.store.get_schedule)
-            done = await confirm(
-                self.services.store,
-                self.store,
-                self.services.settings,
-                self.services.mailer,
-                schedule,
-                datetime.now(UTC),
-            )
+            done = await confirm(self.desk, schedule, datetime.now(UTC))
             confirmed = await self.store.get_schedule(schedule.id)
         assert confirmed is not None
         await self.audit(
@@ -327,15 +326,7 @@ class MatchingRoutes(RouteGroup):
         starts_at = parse_reschedule(await read_json(request))
         async with self._lock:
             schedule = await lookup(request, "schedule", self.store.get_schedule)
-            moved = await reschedule(
-                self.services.store,
-                self.store,
-                self.services.settings,
-                self.services.mailer,
-                schedule,
-                starts_at,
-                datetime.now(UTC),
-            )
+            moved = await reschedule(self.desk, schedule, starts_at, datetime.now(UTC))
         await self.audit(
             request,
             who,
@@ -356,14 +347,7 @@ class MatchingRoutes(RouteGroup):
             fields.obj(await read_json(request), set(), set(), "cancel")
         async with self._lock:
             schedule = await lookup(request, "schedule", self.store.get_schedule)
-            cancelled = await cancel(
-                self.services.store,
-                self.store,
-                self.services.settings,
-                self.services.mailer,
-                schedule,
-                datetime.now(UTC),
-            )
+            cancelled = await cancel(self.desk, schedule, datetime.now(UTC))
         await self.audit(
             request, who, "schedule_cancelled", schedule.id, {"sequence": cancelled.sequence}
         )

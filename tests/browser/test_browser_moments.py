@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -374,3 +375,48 @@ async def test_staff_lists_follow_a_take_by_themselves_and_agree(
                     if text.startswith(preparing)
                 ), seen
             staff.watch.assert_clean()
+
+
+async def test_staff_reissue_an_expired_link_from_the_sessions_list(
+    server: RunningServer, browser: Browser
+) -> None:
+    await add_staff(server)
+    # its conversation was three days ago: the links have run out
+    past = datetime.now(UTC) - timedelta(days=3)
+    created = await create_session(server.url, starts_at=past.isoformat())
+    old_link = created["seats"]["a"]["url"]
+    async with seat_page(browser, old_link, "a", PHONE_390) as seat:
+        await expect(seat.page.locator("#banner-text")).to_have_text(
+            words("en", "refused.token_expired"), timeout=EXPECT_MS
+        )
+
+    async with seat_page(browser, f"{server.url}/staff", "staff", LAPTOP) as staff:
+        page = staff.page
+        await sign_in_as_staff(page)
+        row = page.locator(f'#sessions-body tr[data-session="{created["id"]}"]')
+        await row.get_by_role(
+            "button",
+            name=words(
+                "en", "staff.reissue_label", seat=words("en", "seat.a"), title="Demo conversation"
+            ),
+        ).click()
+        await page.get_by_role("button", name=words("en", "staff.reissue_confirm")).click()
+        new_link = await page.locator("#link-a").input_value()
+        assert new_link.startswith(f"{server.url}/room/{created['id']}#token=")
+        assert new_link != old_link
+        await expect(page.locator("#sessions-status")).to_have_text(
+            words("en", "staff.reissued", seat=words("en", "seat.a"), title="Demo conversation")
+        )
+        staff.watch.assert_clean()
+
+    # the old link is refused as unknown now; the new one opens the seat
+    async with seat_page(browser, old_link, "a", PHONE_390) as seat:
+        await expect(seat.page.locator("#banner-text")).to_have_text(
+            words("en", "refused.token_invalid"), timeout=EXPECT_MS
+        )
+    async with seat_page(browser, new_link, "a", PHONE_390) as seat:
+        await expect(seat.page.locator("#conn-indicator")).to_have_attribute(
+            "data-state", "connected", timeout=EXPECT_MS
+        )
+        await expect(seat.page.locator("#welcome-title")).to_contain_text("Rosa")
+        seat.watch.assert_clean()

@@ -532,12 +532,7 @@ async def test_smtp_failure_keeps_the_invitations_in_the_outbox(tmp_path: Path) 
         aiohttp.ClientSession() as http,
     ):
         url = running.url
-        await submit(http, running, ROSA, DALE)
-        await call(http, "POST", f"{url}/api/facilitators", FACILITATOR, expect=201)
-        [proposal] = (await call(http, "POST", f"{url}/api/matching/run"))["proposals"]
-        await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/accept")
-        planned = await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/schedule")
-        confirmed = await call(http, "POST", f"{url}/api/schedules/{planned['id']}/confirm")
+        confirmed = await confirmed_pair(http, running)
         assert {(i["via"], i["error"]) for i in confirmed["invitations"]} == {
             ("outbox", "smtp_failed")
         }
