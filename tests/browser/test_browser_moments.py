@@ -118,8 +118,19 @@ async def test_a_participant_is_told_each_moment_on_a_phone(
         # consent and one question: everything done, so "you're all set"
         await page.locator("#consent-record").check()
         await page.locator("#consent-form button[type=submit]").click()
+        done = page.locator("#choose-done")
+        await expect(done).to_be_disabled()
+        await expect(page.locator("#choose-done-reason")).to_have_text(
+            words(lang, "questions.done_reason_none")
+        )
         await page.locator(f"#choose-{question['id']}").check()
+        # marking a question folds nothing under the person's finger
+        await expect(done).to_be_enabled(timeout=EXPECT_MS)
+        await expect(page.locator("#question-groups")).to_be_visible()
+        await expect(all_set).to_be_hidden()
+        await done.click()
         await expect(all_set).to_be_visible(timeout=EXPECT_MS)
+        await expect(all_set).to_be_focused()
         await expect(page.locator("#all-set-title")).to_have_text(
             words(lang, "allset.title", facilitator="Sam")
         )

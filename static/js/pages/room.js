@@ -22,7 +22,11 @@ const page = {
   meters: {},
   allSet: false,
   finalizeNodes: null,
+  doneChoosing: false, // the person said their questions are marked ("Done")
 };
+
+// "Done choosing" outlives a reload of this seat's page (this tab only).
+const DONE_KEY = `storyroom.doneChoosing.${location.pathname}`;
 
 function me() {
   return view.snapshot.you;
@@ -84,19 +88,69 @@ function renderPage() {
 
   renderConsent();
   renderQuestions();
+  renderDone();
   renderCue();
   renderPaused();
   renderEnded();
 }
 
 /** Everything a participant can do before the recording is done: the microphone is on,
- * the consent to record is saved, and at least one question is marked. */
+ * the consent to record is saved, and they said they are done marking questions (with
+ * at least one marked). The steps fold only then, never under their finger. */
 function isAllSet() {
   const mine = view.snapshot.seats[me()];
   const consented = Boolean(mine.consent && mine.consent.record) && !page.consentDirty;
-  const marked = (mine.chosen || []).length > 0;
   const micOn = Boolean(view.mic && view.mic.state === "on");
-  return consented && marked && micOn;
+  return consented && page.doneChoosing && markedCount() > 0 && micOn;
+}
+
+function markedCount() {
+  return (view.snapshot.seats[me()].chosen || []).length;
+}
+
+function rememberDone(done) {
+  page.doneChoosing = done;
+  try {
+    if (done) {
+      sessionStorage.setItem(DONE_KEY, "1");
+    } else {
+      sessionStorage.removeItem(DONE_KEY);
+    }
+  } catch {
+    // without storage it lasts as long as this page
+  }
+}
+
+function doneChoosing() {
+  if (markedCount() === 0) {
+    return;
+  }
+  rememberDone(true);
+  view.render();
+  const card = $("#all-set");
+  if (!card.hidden) {
+    card.scrollIntoView({ block: "start" });
+    card.focus();
+  }
+}
+
+/** The "Done" button under the questions, and why it cannot be pressed yet. */
+function renderDone() {
+  const button = $("#choose-done");
+  const marked = markedCount();
+  button.disabled = marked === 0 || !view.takeOpen;
+  if (marked === 0 && page.doneChoosing) {
+    rememberDone(false);
+  }
+  let reason = "";
+  if (marked === 0) {
+    reason = t("questions.done_reason_none");
+  } else if (page.allSet) {
+    reason = t("questions.done_already");
+  } else if (page.doneChoosing) {
+    reason = t("questions.done_waiting");
+  }
+  setText($("#choose-done-reason"), view.takeOpen ? reason : "");
 }
 
 function renderPaused() {
@@ -387,6 +441,12 @@ async function main() {
     }
   });
   $("#leave-button").addEventListener("click", leave);
+  $("#choose-done").addEventListener("click", doneChoosing);
+  try {
+    page.doneChoosing = sessionStorage.getItem(DONE_KEY) === "1";
+  } catch {
+    page.doneChoosing = false;
+  }
   requestAnimationFrame(tickLevels);
   view.start();
 }
