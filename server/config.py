@@ -57,6 +57,8 @@ class Settings:
     # Staff bearer token; when empty one is generated on first start into data_dir.
     staff_token: str = ""
     token_ttl_days: float = 14.0
+    # A scheduled session's seat links work until this long after its start.
+    token_grace_hours: float = 48.0
     max_request_bytes: int = 64 * 1024
     warning_minutes: tuple[float, ...] = (5.0, 1.0)
     reconnect_grace_s: float = 10.0
@@ -233,6 +235,7 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             return int(raw)
         if name in (
             "token_ttl_days",
+            "token_grace_hours",
             "reconnect_grace_s",
             "staff_session_hours",
             "copy_link_days",
@@ -281,6 +284,8 @@ def _validated(s: Settings) -> Settings:
         raise SettingsError(f"port {s.port} is not between 0 and 65535")
     if not 0 < s.token_ttl_days <= 365:
         raise SettingsError("token_ttl_days must be more than 0 and at most 365")
+    if not 0 < s.token_grace_hours <= 24 * 30:
+        raise SettingsError("token_grace_hours must be more than 0 and at most 720 (30 days)")
     if not 1024 <= s.max_request_bytes <= 16 * 1024 * 1024:
         raise SettingsError("max_request_bytes must be between 1 KiB and 16 MiB")
     if any(m <= 0 or m > 600 for m in s.warning_minutes):

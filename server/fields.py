@@ -9,6 +9,7 @@ every bad field at once (the application form) keep the code and drop the messag
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
 from storyroom.errors import InvalidInput
@@ -92,6 +93,21 @@ def identifier(value: Any, field: str, what: str = "an id") -> str:
     if not isinstance(value, str) or not ID_RE.match(value):
         raise InvalidInput(f"{field} must be {what}", code="invalid_value")
     return value
+
+
+def moment(value: Any, field: str) -> datetime:
+    """A moment in ISO 8601 with its offset (`2026-12-10T18:00:00-05:00`), in UTC."""
+    try:
+        if not isinstance(value, str) or len(value) > 64:
+            raise ValueError(value)
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(
+            f"{field} must be a date and time in ISO 8601 with its offset", code="invalid_time"
+        ) from None
+    if parsed.tzinfo is None:
+        raise InvalidInput(f"{field} must say its offset from UTC", code="invalid_time")
+    return parsed.astimezone(UTC)
 
 
 def language(value: Any) -> str:

@@ -38,6 +38,19 @@ class FinalizeStatus(StrEnum):
     FAILED = "failed"
 
 
+class FinalizeStage(StrEnum):
+    """What the finalizer is doing (its progress file's `stage`; the snapshot's
+    `finalize.stage`, which the pages put in words)."""
+
+    READING = "reading"
+    ANALYSING = "analysing"
+    CALIBRATING = "calibrating"
+    ENCODING = "encoding"
+    ENCODING_ACCESS = "encoding_access"
+    WRITING_METADATA = "writing_metadata"
+    DONE = "done"
+
+
 # A take whose voices are being written right now.
 LIVE_STATES: tuple[RecordingState, ...] = (RecordingState.RECORDING, RecordingState.PAUSED)
 

@@ -129,6 +129,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX notes_by_session ON notes(session_id, id);
     """,
+    # 5: a session's scheduled start (seat links expire after it), the finalization stage
+    """
+    ALTER TABLE sessions ADD COLUMN starts_at REAL;
+    ALTER TABLE recordings ADD COLUMN finalize_stage TEXT;
+    """,
 )
 
 
@@ -181,6 +186,7 @@ class SessionRow:
     questions: list[dict[str, Any]]
     agreed: list[str]
     created_at: float
+    starts_at: float | None = None  # the scheduled start, when the session has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +211,7 @@ class RecordingRow:
     finalize_status: FinalizeStatus | None = None
     finalize_percent: float = 0.0
     finalize_reason: str | None = None
+    finalize_stage: str | None = None  # the worker's stage (finalize/progress), while it runs
     finalized: Finalized | None = None
     finalized_at: float | None = None
 
@@ -326,7 +333,7 @@ class Store:
         try:
             await self._db.execute(
                 "INSERT INTO sessions (id, title, language, target_minutes, questions, agreed,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " created_at, starts_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     session.id,
                     session.title,
@@ -335,6 +342,7 @@ class Store:
                     json.dumps(session.questions),
                     json.dumps(session.agreed),
                     session.created_at,
+                    session.starts_at,
                 ),
             )
             await self._db.executemany(
@@ -373,6 +381,38 @@ class Store:
             (token_hash,),
         )
         return SeatRow(r[0], r[1], r[2], r[3], r[4]) if r else None
+
+    async def replace_seat_tokens(
+        self,
+        session_id: str,
+        tokens: Sequence[tuple[str, str, float]],
+        starts_at: float | None = None,
+    ) -> None:
+        """New (seat, token_hash, expires_at) for seats of a session, atomically; the old
+        tokens stop opening anything. With `starts_at`, the session's start moves too."""
+        await self._db.execute("BEGIN")
+        try:
+            if starts_at is not None:
+                await self._db.execute(
+                    "UPDATE sessions SET starts_at = ? WHERE id = ?", (starts_at, session_id)
+                )
+            await self._db.executemany(
+                "UPDATE seats SET token_hash = ?, token_expires_at = ?"
+                " WHERE session_id = ? AND seat = ?",
+                [(token_hash, expires, session_id, seat) for seat, token_hash, expires in tokens],
+            )
+            await self._db.commit()
+        except BaseException:
+            await self._db.rollback()
+            raise
+
+    async def expire_seat_tokens(self, session_id: str, at: float) -> None:
+        """Every seat link of the session stops working at `at` (a cancelled session)."""
+        await self._db.execute(
+            "UPDATE seats SET token_expires_at = MIN(token_expires_at, ?) WHERE session_id = ?",
+            (at, session_id),
+        )
+        await self._db.commit()
 
     async def set_agreed(self, session_id: str, question_ids: Sequence[str]) -> None:
         await self._db.execute(
@@ -533,15 +573,18 @@ class Store:
         percent: float = 0.0,
         reason: str | None = None,
         result: Finalized | None = None,
+        stage: str | None = None,
     ) -> None:
         await self._db.execute(
             "UPDATE recordings SET finalize_status = ?, finalize_percent = ?, finalize_reason = ?,"
+            " finalize_stage = ?,"
             " finalized = COALESCE(?, finalized), finalized_at = CASE WHEN ? = 'ready' THEN ?"
             " ELSE finalized_at END WHERE id = ?",
             (
                 status,
                 percent,
                 reason,
+                stage,
                 json.dumps(result.to_json()) if result is not None else None,
                 status,
                 time.time(),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from storyroom import __version__
 from storyroom.finalize.contracts import ConsentFlags, Cue, Finalized, FinalizeInput, Marker
-from storyroom.finalize.progress import read_percent
+from storyroom.finalize.progress import read_progress
 from storyroom.histogram import Histogram
 from storyroom.recording import layout
 from storyroom.recording.layout import PROGRESS_FILE, recording_dir
@@ -241,15 +241,18 @@ class FinalizeJobs:
         proc.start()
         sender.close()
         percent = 0.0
+        stage: str | None = None
         outcome: Finalized | JobFailed | None = None
         while proc.is_alive():
             await asyncio.sleep(POLL_INTERVAL)
             if outcome is None and results.poll():
                 outcome = _receive(results)
-            now_percent = read_percent(progress_path)
-            if now_percent is not None and now_percent >= percent + 1:
-                percent = now_percent
-                await self.store.set_finalize(rec.id, FinalizeStatus.FINALIZING, percent)
+            written = read_progress(progress_path)
+            if written is not None and (written[0] >= percent + 1 or written[1] != stage):
+                percent, stage = written
+                await self.store.set_finalize(
+                    rec.id, FinalizeStatus.FINALIZING, percent, stage=stage
+                )
                 await self._announce(rec.id)
         proc.join()
         self._process = None
@@ -266,7 +269,9 @@ class FinalizeJobs:
             await self.store.set_finalize(rec.id, FinalizeStatus.READY, 100.0, None, outcome)
             log.info("recording %s ready in %.1f s", rec.id, took)
         else:
-            await self.store.set_finalize(rec.id, FinalizeStatus.FAILED, percent, outcome.reason)
+            await self.store.set_finalize(
+                rec.id, FinalizeStatus.FAILED, percent, outcome.reason, stage=stage
+            )
             log.error("recording %s failed: %s", rec.id, outcome.reason)
         await self._announce(rec.id)
 

@@ -38,6 +38,7 @@ from storyroom.finalize.progress import ProgressFile
 from storyroom.finalize.waveform import WaveformPeaks
 from storyroom.recording import layout
 from storyroom.recording.timeline import SAMPLE_RATE
+from storyroom.status import FinalizeStage
 
 MasterChunks = tuple[Bext, dict[str, str], list[CuePoint]]
 
@@ -110,7 +111,7 @@ def analyse(
             master_peak = max(master_peak, float(np.abs(mixed).max()))
             meter.push(mixed)
             excerpts.add(index, mixed)
-            progress("analysing", 0.01 + 0.14 * (index + 1) / plan.blocks)
+            progress(FinalizeStage.ANALYSING, 0.01 + 0.14 * (index + 1) / plan.blocks)
 
     run_stages(stages, mixing)
     return Analysis(voices, master_peak, meter.finish(), excerpts.chosen)
@@ -185,7 +186,7 @@ def write_master_and_access(
                 wav.write(pcm24(scaled))
                 waveform.add(scaled)
                 access.add(mixed)
-                progress("encoding", 0.17 + 0.78 * (index + 1) / plan.blocks)
+                progress(FinalizeStage.ENCODING, 0.17 + 0.78 * (index + 1) / plan.blocks)
         access.end()
 
     run_stages(stages, mixing)
@@ -222,7 +223,7 @@ def rewrite_access(
         for index, blocks in enumerate(zip(*readers, strict=True)):
             n = min(BLOCK, plan.total - index * BLOCK)
             access.add(mix(blocks, plan.seats, n))
-            progress("encoding access copy", 0.94)
+            progress(FinalizeStage.ENCODING_ACCESS, 0.94)
         access.end()
 
     run_stages(stages, mixing)

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Final
 
+from storyroom.status import FinalizeStage
+
 INTERVAL_S: Final = 0.5
 """The worker writes at most this often (unless a stage changes or it is forced)."""
 REPLACING_SUFFIX: Final = ".tmp"
@@ -24,7 +26,7 @@ class ProgressFile:
         self.last = 0.0
         self.state: tuple[int, str] | None = None
 
-    def __call__(self, stage: str, fraction: float, force: bool = False) -> None:
+    def __call__(self, stage: FinalizeStage, fraction: float, force: bool = False) -> None:
         if self.path is None:
             return
         percent = max(0, min(100, int(fraction * 100)))
@@ -42,9 +44,10 @@ class ProgressFile:
         os.replace(temp, self.path)
 
 
-def read_percent(path: Path) -> float | None:
-    """The percent last written, or None (no file yet, or one being replaced)."""
+def read_progress(path: Path) -> tuple[float, str] | None:
+    """(percent, stage) last written, or None (no file yet, or one being replaced)."""
     try:
-        return float(json.loads(path.read_text("utf-8"))["percent"])
+        written = json.loads(path.read_text("utf-8"))
+        return float(written["percent"]), str(written["stage"])
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -54,6 +54,7 @@ from storyroom.finalize.progress import ProgressFile
 from storyroom.finalize.waveform import WaveformPeaks, waveform_json, waveform_svg
 from storyroom.recording import layout
 from storyroom.recording.timeline import SAMPLE_RATE
+from storyroom.status import FinalizeStage
 
 __all__ = ["finalize_recording"]
 
@@ -81,7 +82,7 @@ def finalize_recording(
     """
     root = Path(recording_dir)
     progress = ProgressFile(progress_path)
-    progress("reading", 0.0, force=True)
+    progress(FinalizeStage.READING, 0.0, force=True)
     for leftover in root.rglob(f"*{layout.PART_SUFFIX}"):
         leftover.unlink()
     plan = make_plan(root, job)
@@ -117,7 +118,7 @@ def _finalize(
     waveform, access_loudness = _master_and_access(
         plan, job, analysis, temp, outline, master_loudness, progress
     )
-    progress("writing metadata", 0.96, force=True)
+    progress(FinalizeStage.WRITING_METADATA, 0.96, force=True)
     outputs.write_chapter_files(temp, outline.chapters)
     _write_waveform(temp, waveform, duration, outline)
     loudness = LoudnessReport(master_loudness, access_loudness)
@@ -127,7 +128,7 @@ def _finalize(
     outputs.write_json(temp[layout.METADATA], document)
     files.append(outputs.file_entry(root, layout.METADATA, temp[layout.METADATA]))
     files.append(outputs.publish(root, temp, files))
-    progress("done", 1.0, force=True)
+    progress(FinalizeStage.DONE, 1.0, force=True)
     return Finalized(
         duration_s=round(duration, 3),
         files=tuple(files),
@@ -174,7 +175,7 @@ def _master_and_access(
     """Calibrate the access copy on the programme's sample, run pass 2, and make the
     access copy again (rarely) until it is on target."""
     chunks = outputs.master_metadata(job, plan, outline, master_loudness)
-    progress("calibrating the access copy", 0.2, force=True)
+    progress(FinalizeStage.CALIBRATING, 0.2, force=True)
     calibration = access.calibrate(analysis.excerpts, analysis.loudness.integrated_lufs)
     analysis.excerpts.clear()
     waveform, result = write_master_and_access(

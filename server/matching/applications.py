@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from functools import cache
 from typing import Any
@@ -390,17 +390,23 @@ def parse_schedule(payload: Any) -> ScheduleIn:
     return ScheduleIn(**values)
 
 
+def parse_reschedule(payload: Any) -> datetime:
+    """A confirmed session's new start: `{"starts_at"}` (ISO 8601 with an offset, on a
+    slot boundary); its facilitator stays."""
+    obj = _object(payload, ("starts_at",))
+    values, errors = _collect(obj, {"starts_at": _slot_start})
+    if errors:
+        raise FieldErrors(errors)
+    starts: datetime = values["starts_at"]
+    return starts
+
+
 def _slot_start(value: Any) -> datetime:
     """ISO 8601 with an offset, on a slot boundary; in UTC."""
     try:
-        if not isinstance(value, str):
-            raise ValueError(value)
-        starts = datetime.fromisoformat(value)
-        if starts.tzinfo is None:
-            raise ValueError(value)
-        starts = starts.astimezone(UTC)
-        if starts.minute % SLOT_MINUTES or starts.second or starts.microsecond:
-            raise ValueError(value)
-    except ValueError:
+        starts = fields.moment(value, "starts_at")
+    except InvalidInput:
         raise _Bad("invalid_time") from None
+    if starts.minute % SLOT_MINUTES or starts.second or starts.microsecond:
+        raise _Bad("invalid_time")
     return starts

@@ -17,7 +17,14 @@ from storyroom.config import Settings
 from storyroom.errors import InvalidState, NotFound, PreconditionFailed
 from storyroom.matching.applications import ScheduleIn, Status
 from storyroom.matching.availability import SLOT_MINUTES, intersect, intervals
-from storyroom.matching.invitations import Meeting, Person, facilitator_message, participant_message
+from storyroom.matching.invitations import (
+    Meeting,
+    Notice,
+    Person,
+    Revision,
+    facilitator_message,
+    participant_message,
+)
 from storyroom.matching.outbox import Mailer, deliver
 from storyroom.matching.store import (
     ApplicationRow,
@@ -27,7 +34,8 @@ from storyroom.matching.store import (
     ScheduleRow,
 )
 from storyroom.room import protocol
-from storyroom.room.sessions import create_session
+from storyroom.room.sessions import create_session, new_seat_links
+from storyroom.seats import SEATS
 from storyroom.store import Store
 
 log = logging.getLogger(__name__)
@@ -190,27 +198,40 @@ class Confirmed:
     invitations: list[dict[str, Any]]
 
 
-async def confirm(
-    store: Store,
-    applications: ApplicationStore,
-    settings: Settings,
-    mailer: Mailer,
-    schedule: ScheduleRow,
-    now: datetime,
-    copies: Copies,
-) -> Confirmed:
-    """Create the session, note where each participant's copy will go (their application's
-    email and language), and send the three invitations."""
-    if schedule.status != "planned":
-        raise InvalidState("this session is already confirmed")
+async def _three(
+    applications: ApplicationStore, schedule: ScheduleRow
+) -> tuple[ProposalRow, ApplicationRow, ApplicationRow, FacilitatorRow]:
+    """The pair and the facilitator of a schedule."""
     proposal = await applications.get_proposal(schedule.proposal_id)
-    if proposal is None or proposal.status != "accepted":
-        raise InvalidState("the pair is no longer accepted")
+    if proposal is None:
+        raise NotFound("the pair no longer exists")
     people = await applications.applications([proposal.a_id, proposal.b_id])
     a, b = people.get(proposal.a_id), people.get(proposal.b_id)
     facilitator = await applications.get_facilitator(schedule.facilitator_id)
     if a is None or b is None or facilitator is None:
         raise NotFound("one of the three people no longer exists")
+    return proposal, a, b, facilitator
+
+
+@dataclass(frozen=True, slots=True)
+class Desk:
+    """What changing a schedule touches: the rooms' store (sessions and their links), the
+    matching wing's store, the settings, the mailer and the copies' contacts."""
+
+    store: Store
+    applications: ApplicationStore
+    settings: Settings
+    mailer: Mailer
+    copies: Copies
+
+
+async def confirm(desk: Desk, schedule: ScheduleRow, now: datetime) -> Confirmed:
+    """Create the session and send the three invitations."""
+    if schedule.status != "planned":
+        raise InvalidState("this session is already confirmed")
+    proposal, a, b, facilitator = await _three(desk.applications, schedule)
+    if proposal.status != "accepted":
+        raise InvalidState("the pair is no longer accepted")
     if a.status != Status.MATCHED or b.status != Status.MATCHED:
         raise InvalidState("both people must still be matched")
     # Through the same boundary as any session request: first names and bios only.
@@ -224,50 +245,121 @@ async def confirm(
                 {"name": b.first_name, "bio": b.bio},
             ],
             "facilitator": {"name": facilitator.first_name},
+            "starts_at": datetime.fromtimestamp(schedule.starts_at, UTC).isoformat(),
         }
     )
-    created = await create_session(store, settings, spec)
-    await applications.confirm(schedule, proposal, created.id, now=now.timestamp())
+    created = await create_session(desk.store, desk.settings, spec)
+    await desk.applications.confirm(schedule, proposal, created.id, now=now.timestamp())
+    # where each participant's copy will go: their application's email and language
     for seat, person in (("a", a), ("b", b)):
-        await copies.set_contact(
+        await desk.copies.set_contact(
             created.id, seat, person.email, person.language, ContactSource.APPLICATION
         )
     log.info("schedule %s confirmed as session %s", schedule.id, created.id)
+    sent = await _notify(desk, schedule, created.urls, Revision(), now)
+    await desk.applications.record_invitations(schedule.id, sent)
+    return Confirmed(created.id, sent)
 
+
+async def _notify(
+    desk: Desk,
+    schedule: ScheduleRow,
+    urls: Mapping[str, str],
+    revision: Revision,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Send the three people their notice about `schedule` (each with their own link in
+    `urls`); what was sent, for the schedule's record."""
+    _, a, b, facilitator = await _three(desk.applications, schedule)
     meeting = Meeting(
         schedule_id=schedule.id,
         starts_at=datetime.fromtimestamp(schedule.starts_at, UTC),
         minutes=schedule.minutes,
         target_minutes=TARGET_MINUTES,
         language=schedule.language,
-        host=urlsplit(settings.base_url).hostname or "storyroom.invalid",
+        host=urlsplit(desk.settings.base_url).hostname or "storyroom.invalid",
     )
     pa = Person(a.first_name, a.email, a.language, a.time_zone, a.bio)
     pb = Person(b.first_name, b.email, b.language, b.time_zone, b.bio)
     pf = Person(
         facilitator.first_name, facilitator.email, facilitator.language, facilitator.time_zone
     )
-    sender = settings.mail_from
+    sender = desk.settings.mail_from
     messages = [
         (
             "a",
             participant_message(
-                sender, meeting, "a", pa, pb, pf.first_name, created.urls["a"], now
+                sender, meeting, "a", pa, pb, pf.first_name, urls.get("a", ""), now, revision
             ),
         ),
         (
             "b",
             participant_message(
-                sender, meeting, "b", pb, pa, pf.first_name, created.urls["b"], now
+                sender, meeting, "b", pb, pa, pf.first_name, urls.get("b", ""), now, revision
             ),
         ),
         (
             "facilitator",
-            facilitator_message(sender, meeting, pf, pa, pb, created.urls["facilitator"], now),
+            facilitator_message(
+                sender, meeting, pf, pa, pb, urls.get("facilitator", ""), now, revision
+            ),
         ),
     ]
     sent = []
     for role, message in messages:
-        sent.append({"role": role, **await deliver(mailer, settings, message)})
-    await applications.record_invitations(schedule.id, sent)
-    return Confirmed(created.id, sent)
+        sent.append(
+            {
+                "role": role,
+                "notice": revision.notice.value,
+                "sequence": revision.sequence,
+                **await deliver(desk.mailer, desk.settings, message),
+            }
+        )
+    return sent
+
+
+async def _confirmed_not_recorded(store: Store, schedule: ScheduleRow) -> str:
+    """The session of a confirmed schedule whose conversation has not been recorded."""
+    if schedule.status != "confirmed" or schedule.session_id is None:
+        raise InvalidState("only a confirmed session can be moved or cancelled")
+    if await store.recordings_for(schedule.session_id):
+        raise InvalidState("this conversation has already been recorded")
+    return schedule.session_id
+
+
+async def reschedule(
+    desk: Desk, schedule: ScheduleRow, starts_at: datetime, now: datetime
+) -> ScheduleRow:
+    """Move a confirmed session to `starts_at` (when the pair and its facilitator are all
+    free then): new links for the three seats, expiring after the new start, and updated
+    invitations whose calendar entries replace the earlier ones."""
+    session_id = await _confirmed_not_recorded(desk.store, schedule)
+    _, a, b, facilitator = await _three(desk.applications, schedule)
+    busy = await busy_spans(desk.applications, [facilitator], schedule.id)
+    plan(a, b, [facilitator], busy, now, ScheduleIn(facilitator.id, starts_at))
+    moved = await desk.applications.revise(schedule, starts_at.timestamp(), cancel=False)
+    links = await new_seat_links(desk.store, desk.settings, session_id, SEATS, moved.starts_at)
+    urls = {seat: link.url for seat, link in links.items()}
+    revision = Revision(Notice.UPDATE, moved.sequence)
+    sent = await _notify(desk, moved, urls, revision, now)
+    await desk.applications.record_invitations(moved.id, [*schedule.invitations, *sent])
+    log.info("schedule %s moved (sequence %d)", moved.id, moved.sequence)
+    found = await desk.applications.get_schedule(moved.id)
+    assert found is not None
+    return found
+
+
+async def cancel(desk: Desk, schedule: ScheduleRow, now: datetime) -> ScheduleRow:
+    """Cancel a confirmed session: its links stop working now, and each person is sent a
+    cancellation whose calendar entry removes the earlier one."""
+    session_id = await _confirmed_not_recorded(desk.store, schedule)
+    cancelled = await desk.applications.revise(schedule, None, cancel=True)
+    await desk.store.expire_seat_tokens(session_id, now.timestamp())
+    revision = Revision(Notice.CANCELLATION, cancelled.sequence)
+    sent = await _notify(desk, cancelled, {}, revision, now)
+    await desk.applications.record_invitations(cancelled.id, [*schedule.invitations, *sent])
+    log.info("schedule %s cancelled (sequence %d)", cancelled.id, cancelled.sequence)
+    found = await desk.applications.get_schedule(cancelled.id)
+    assert found is not None
+    return found
+

@@ -81,13 +81,17 @@ TABLES = ModuleMigrations(
             language TEXT NOT NULL,
             starts_at REAL NOT NULL,
             minutes INTEGER NOT NULL,
-            status TEXT NOT NULL,            -- planned | confirmed
+            status TEXT NOT NULL,            -- planned | confirmed | cancelled
             session_id TEXT,                 -- the core session, once confirmed
             invitations TEXT NOT NULL DEFAULT '[]',  -- JSON: [{"role", "message", "via"}]
             created_at REAL NOT NULL,
             confirmed_at REAL
         );
         CREATE INDEX schedules_by_facilitator ON schedules(facilitator_id, starts_at);
+        """,
+        # 2: a confirmed session moved or cancelled: its invitations' calendar SEQUENCE
+        """
+        ALTER TABLE schedules ADD COLUMN sequence INTEGER NOT NULL DEFAULT 0;
         """,
     ),
 )
@@ -208,6 +212,7 @@ class ScheduleRow:
     invitations: list[dict[str, Any]]
     created_at: float
     confirmed_at: float | None
+    sequence: int = 0  # the calendar SEQUENCE of the last invitations sent
 
 
 def _application(r: aiosqlite.Row) -> ApplicationRow:
@@ -522,7 +527,8 @@ class ApplicationStore:
         """The facilitator's planned and confirmed sessions (but `exclude`)."""
         rows = await fetch_all(
             self._db,
-            "SELECT * FROM schedules WHERE facilitator_id = ? AND id != ?",
+            "SELECT * FROM schedules WHERE facilitator_id = ? AND id != ?"
+            " AND status != 'cancelled'",
             (facilitator_id, exclude or ""),
         )
         return [_schedule(r) for r in rows]
@@ -545,6 +551,21 @@ class ApplicationStore:
         )
         await self._set_status([proposal.a_id, proposal.b_id], Status.SCHEDULED, now)
         await self._db.commit()
+
+    async def revise(
+        self, schedule: ScheduleRow, starts_at: float | None, cancel: bool
+    ) -> ScheduleRow:
+        """A confirmed session moved to `starts_at`, or cancelled: the next SEQUENCE."""
+        await self._db.execute(
+            "UPDATE schedules SET starts_at = COALESCE(?, starts_at), sequence = sequence + 1,"
+            " status = CASE WHEN ? THEN 'cancelled' ELSE status END"
+            " WHERE id = ? AND status = 'confirmed'",
+            (starts_at, cancel, schedule.id),
+        )
+        await self._db.commit()
+        found = await self.get_schedule(schedule.id)
+        assert found is not None
+        return found
 
     async def record_invitations(self, schedule_id: str, sent: list[dict[str, Any]]) -> None:
         await self._db.execute(

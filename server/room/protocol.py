@@ -53,6 +53,7 @@ class SessionIn:
     participants: tuple[PersonIn, PersonIn]
     facilitator: PersonIn
     questions: tuple[str, ...] | None
+    starts_at: float | None = None  # the scheduled start (epoch seconds), if any
 
 
 def _person(value: Any, where: str, *, bio: bool) -> PersonIn:
@@ -65,7 +66,15 @@ def _person(value: Any, where: str, *, bio: bool) -> PersonIn:
 def parse_session_create(payload: Any) -> SessionIn:
     obj = fields.obj(
         payload,
-        {"title", "language", "target_minutes", "participants", "facilitator", "questions"},
+        {
+            "title",
+            "language",
+            "target_minutes",
+            "participants",
+            "facilitator",
+            "questions",
+            "starts_at",
+        },
         {"title", "participants", "facilitator"},
         "session",
     )
@@ -95,7 +104,10 @@ def parse_session_create(payload: Any) -> SessionIn:
         questions = tuple(
             fields.text(q, f"questions[{i}]", QUESTION_MAX) for i, q in enumerate(raw)
         )
-    return SessionIn(title, language, target, (a, b), facilitator, questions)
+    starts_at = None
+    if obj.get("starts_at") is not None:
+        starts_at = fields.moment(obj["starts_at"], "starts_at").timestamp()
+    return SessionIn(title, language, target, (a, b), facilitator, questions, starts_at)
 
 
 # -- Socket.IO events ------------------------------------------------------------

@@ -172,6 +172,7 @@ class Room:
                         "status": self.recording.finalize_status,
                         "percent": self.recording.finalize_percent,
                         "reason": self.recording.finalize_reason,
+                        "stage": self.recording.finalize_stage,
                     }
                     if self.recording and self.recording.finalize_status
                     else None

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from storyroom.config import Settings
-from storyroom.errors import NotFound
+from storyroom.errors import InvalidInput, NotFound
 from storyroom.ids import hash_token, new_id, new_token
 from storyroom.room.protocol import SessionIn
 from storyroom.room.questions import session_questions
 from storyroom.room.rooms import Rooms
-from storyroom.seats import SEATS, join_url
+from storyroom.seats import SEATS, SeatName, join_url
 from storyroom.store import SessionRow, Store
 
 
@@ -29,9 +29,79 @@ class CreatedSession:
         }
 
 
-async def create_session(store: Store, settings: Settings, spec: SessionIn) -> CreatedSession:
+def seat_link_expiry(settings: Settings, now: float, starts_at: float | None) -> float:
+    """When a seat link stops working: `token_grace_hours` after the scheduled start, so
+    a link always outlives its conversation; without a schedule, `token_ttl_days` after
+    `now` (its creation or reissue)."""
+    if starts_at is not None:
+        return starts_at + settings.token_grace_hours * 3600
+    return now + settings.token_ttl_days * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class SeatLink:
+    """A seat's new join link (its token is shown once, here, and stored hashed)."""
+
+    seat: str
+    token: str
+    url: str
+    expires_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seat": self.seat,
+            "token": self.token,
+            "url": self.url,
+            "expires_at": self.expires_at,
+        }
+
+
+def parse_seat(value: str) -> SeatName:
+    """A seat named in a path: `a`, `b` or `facilitator`."""
+    try:
+        return SeatName(value)
+    except ValueError:
+        raise InvalidInput(
+            "seat must be one of " + ", ".join(SEATS), code="invalid_value"
+        ) from None
+
+
+async def new_seat_links(
+    store: Store,
+    settings: Settings,
+    session_id: str,
+    seats: tuple[str, ...],
+    starts_at: float | None = None,
+) -> dict[str, SeatLink]:
+    """New links for `seats` of a session (reissued, or for a new start): the old tokens
+    stop opening the seats at once; expiry follows `starts_at`, else the session's own
+    scheduled start (and never comes sooner than the grace from now), else today's rule."""
+    session = await store.get_session(session_id)
+    if session is None:
+        raise NotFound("no such session")
     now = time.time()
-    expires = now + settings.token_ttl_days * 86400
+    start = starts_at if starts_at is not None else session.starts_at
+    expires = seat_link_expiry(settings, now, start)
+    if start is not None:
+        # a link reissued after the start (someone joins late) still gets the grace
+        expires = max(expires, now + settings.token_grace_hours * 3600)
+    links = {}
+    for seat in seats:
+        token = new_token()
+        url = join_url(settings.base_url, session_id, seat, token)
+        links[seat] = SeatLink(seat, token, url, expires)
+    await store.replace_seat_tokens(
+        session_id,
+        [(seat, hash_token(link.token), link.expires_at) for seat, link in links.items()],
+        starts_at=starts_at,
+    )
+    return links
+
+
+async def create_session(store: Store, settings: Settings, spec: SessionIn) -> CreatedSession:
+    """A new session and its three seat links (expiring after its start, if scheduled)."""
+    now = time.time()
+    expires = seat_link_expiry(settings, now, spec.starts_at)
     session = SessionRow(
         id=new_id("ses"),
         title=spec.title,
@@ -40,6 +110,7 @@ async def create_session(store: Store, settings: Settings, spec: SessionIn) -> C
         questions=session_questions(spec.language, spec.questions),
         agreed=[],
         created_at=now,
+        starts_at=spec.starts_at,
     )
     people = {"a": spec.participants[0], "b": spec.participants[1], "facilitator": spec.facilitator}
     tokens = {seat: new_token() for seat in SEATS}
@@ -70,6 +141,7 @@ async def describe_session(store: Store, rooms: Rooms, session_id: str) -> dict[
         "language": session.language,
         "target_minutes": session.target_minutes,
         "created_at": session.created_at,
+        "starts_at": session.starts_at,
         "seats": {
             s.seat: {
                 "name": s.name,
@@ -87,6 +159,8 @@ async def describe_session(store: Store, rooms: Rooms, session_id: str) -> dict[
             "state": room.state.value if room else (latest.status if latest else "idle"),
             "id": latest.id if latest else None,
             "take": latest.take if latest else 0,
+            "status": latest.public_status if latest else "idle",
+            "percent": latest.finalize_percent if latest and latest.finalize_status else None,
             "status_reason": latest.status_reason if latest else None,
         },
         "cues": [

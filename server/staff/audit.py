@@ -68,6 +68,10 @@ ACTIONS = (
     "facilitator_activated",
     "facilitator_deactivated",
     "outbox_read",
+    # the room wing: a seat's link made again; the matching wing: a session moved or cancelled
+    "seat_link_reissued",
+    "schedule_moved",
+    "schedule_cancelled",
 )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from storyroom import fields
 from storyroom.config import Settings
 from storyroom.errors import InvalidInput, InvalidState
 from storyroom.limits import RateLimit
@@ -23,13 +24,14 @@ from storyroom.matching.applications import (
     parse_application,
     parse_facilitator,
     parse_filter,
+    parse_reschedule,
     parse_schedule,
 )
 from storyroom.matching.availability import in_zone, week_start
 from storyroom.matching.engine import Policy, match
 from storyroom.matching.outbox import describe
 from storyroom.matching.regions import regions
-from storyroom.matching.scheduling import confirm, plan_proposal
+from storyroom.matching.scheduling import Desk, cancel, confirm, plan_proposal, reschedule
 from storyroom.matching.store import ApplicationRow, ApplicationStore, ProposalRow, ScheduleRow
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.web.middleware import read_json
@@ -67,6 +69,12 @@ class MatchingRoutes(RouteGroup):
     @property
     def store(self) -> ApplicationStore:
         return self.services.applications
+
+    @property
+    def desk(self) -> Desk:
+        """What a schedule change touches."""
+        s = self.services
+        return Desk(s.store, s.applications, s.settings, s.mailer, s.copies)
 
     # -- public ---------------------------------------------------------------------
 
@@ -266,6 +274,7 @@ class MatchingRoutes(RouteGroup):
                 else None
             ),
             "session_id": schedule.session_id,
+            "sequence": schedule.sequence,
             "invitations": schedule.invitations,
         }
 
@@ -297,15 +306,7 @@ class MatchingRoutes(RouteGroup):
         """Create the session and send the three invitations."""
         async with self._lock:
             schedule = await lookup(request, "schedule", self.store.get_schedule)
-            done = await confirm(
-                self.services.store,
-                self.store,
-                self.services.settings,
-                self.services.mailer,
-                schedule,
-                datetime.now(UTC),
-                self.services.copies,
-            )
+            done = await confirm(self.desk, schedule, datetime.now(UTC))
             confirmed = await self.store.get_schedule(schedule.id)
         assert confirmed is not None
         await self.audit(
@@ -318,6 +319,39 @@ class MatchingRoutes(RouteGroup):
         return web.json_response(
             {**await self._schedule_json(confirmed), "session_id": done.session_id}
         )
+
+    async def reschedule(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        """Move a confirmed session: new links, and updated invitations that replace the
+        calendar entries sent before."""
+        starts_at = parse_reschedule(await read_json(request))
+        async with self._lock:
+            schedule = await lookup(request, "schedule", self.store.get_schedule)
+            moved = await reschedule(self.desk, schedule, starts_at, datetime.now(UTC))
+        await self.audit(
+            request,
+            who,
+            "schedule_moved",
+            schedule.id,
+            {
+                "from": _iso(schedule.starts_at),
+                "starts_at": _iso(moved.starts_at),
+                "sequence": moved.sequence,
+            },
+        )
+        return web.json_response(await self._schedule_json(moved))
+
+    async def cancel(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        """Cancel a confirmed session: its links stop working, and cancellations remove
+        the calendar entries sent before."""
+        if request.can_read_body:
+            fields.obj(await read_json(request), set(), set(), "cancel")
+        async with self._lock:
+            schedule = await lookup(request, "schedule", self.store.get_schedule)
+            cancelled = await cancel(self.desk, schedule, datetime.now(UTC))
+        await self.audit(
+            request, who, "schedule_cancelled", schedule.id, {"sequence": cancelled.sequence}
+        )
+        return web.json_response(await self._schedule_json(cancelled))
 
     # -- facilitators ---------------------------------------------------------------------
 
@@ -393,6 +427,8 @@ class MatchingRoutes(RouteGroup):
         routes.staff("POST", "/api/proposals/{proposal_id}/schedule", self.schedule)
         routes.staff("GET", "/api/schedules", self.list_schedules)
         routes.staff("POST", "/api/schedules/{schedule_id}/confirm", self.confirm)
+        routes.staff("POST", "/api/schedules/{schedule_id}/reschedule", self.reschedule)
+        routes.staff("POST", "/api/schedules/{schedule_id}/cancel", self.cancel)
         routes.staff("GET", "/api/facilitators", self.list_facilitators)
         routes.staff("POST", "/api/facilitators", self.add_facilitator)
         routes.staff("POST", "/api/facilitators/{facilitator_id}/deactivate", self.deactivate)

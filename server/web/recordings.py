@@ -63,6 +63,7 @@ def recording_json(rec: RecordingRow, title: str | None = None) -> dict[str, Any
         "status": rec.public_status,
         "status_reason": rec.finalize_reason or rec.status_reason,
         "percent": rec.finalize_percent if rec.finalize_status else None,
+        "stage": rec.finalize_stage if rec.finalize_status else None,
         "started_at": rec.started_at,
         "stopped_at": rec.stopped_at,
         "duration_s": result.duration_s if result else rec.elapsed_before,

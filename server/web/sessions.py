@@ -10,7 +10,7 @@ from aiohttp import web
 from storyroom import fields
 from storyroom.errors import NotFound
 from storyroom.room import protocol
-from storyroom.room.sessions import create_session, describe_session
+from storyroom.room.sessions import create_session, describe_session, new_seat_links, parse_seat
 from storyroom.seats import SEATS
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.web.middleware import read_json
@@ -34,12 +34,31 @@ class SessionRoutes(RouteGroup):
             await describe_session(self.services.store, self.services.rooms, session_id)
         )
 
+    async def reissue_seat(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        """A new join link for one seat: the old one stops opening it at once."""
+        session_id = request.match_info["session_id"]
+        if not fields.ID_RE.match(session_id):
+            raise NotFound("no such session")
+        seat = parse_seat(request.match_info["seat"])
+        if request.can_read_body:
+            fields.obj(await read_json(request), set(), set(), "reissue")
+        links = await new_seat_links(
+            self.services.store, self.services.settings, session_id, (seat.value,)
+        )
+        link = links[seat.value]
+        await self.audit(request, who, "seat_link_reissued", session_id, {"seat": seat.value})
+        log.info("session %s: seat %s has a new link", session_id, seat.value)
+        return web.json_response(link.to_json(), status=201)
+
     async def list_sessions(self, request: web.Request, who: StaffIdentity) -> web.Response:
         store, rooms = self.services.store, self.services.rooms
         out = []
         for s in await store.list_sessions():
             room = rooms.live(s.id)
             recordings = await store.recordings_for(s.id)
+            latest = room.recording if room and room.recording else None
+            if latest is None and recordings:
+                latest = recordings[-1]
             out.append(
                 {
                     "id": s.id,
@@ -48,11 +67,11 @@ class SessionRoutes(RouteGroup):
                     "target_minutes": s.target_minutes,
                     "created_at": s.created_at,
                     "connected": [seat for seat in SEATS if room and room.connected(seat)],
-                    "recording": (
-                        room.state.value
-                        if room
-                        else (recordings[-1].status if recordings else "idle")
-                    ),
+                    # the latest take as the recordings list words it (one status for both)
+                    "recording": latest.public_status if latest else "idle",
+                    "percent": latest.finalize_percent
+                    if latest and latest.finalize_status
+                    else None,
                 }
             )
         return web.json_response({"sessions": out})
@@ -62,4 +81,5 @@ class SessionRoutes(RouteGroup):
         routes.staff("POST", "/api/sessions", self.create_session)
         routes.staff("GET", "/api/sessions", self.list_sessions)
         routes.staff("GET", "/api/sessions/{session_id}", self.get_session)
+        routes.staff("POST", "/api/sessions/{session_id}/seats/{seat}/reissue", self.reissue_seat)
         return routes

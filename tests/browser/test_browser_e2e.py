@@ -206,9 +206,12 @@ async def conversation(server: RunningServer, session_id: str, a: Seat, b: Seat,
     await f.page.get_by_role("button", name="Stop recording").click()
     await f.page.get_by_role("dialog").get_by_role("button", name="Yes, stop recording").click()
     await expect_state(everyone, "stopped", "Recording finished")
-    for person in participants:
+    for person, first_name in zip(participants, ("Rosa", "Dale"), strict=True):
         await expect(person.page.locator("#ended")).to_be_visible()
-        await expect(person.page.locator("#ended-title")).to_have_text("Thank you")
+        await expect(person.page.locator("#ended-title")).to_have_text(f"Thank you, {first_name}")
+        # the end screen has no question and no timer left on it
+        await expect(person.page.locator("#cue-text")).to_be_hidden()
+        await expect(person.page.locator("#timer")).to_be_hidden()
 
     await screenshot(a.page, "room-a-end")
     await screenshot(b.page, "room-b-end")

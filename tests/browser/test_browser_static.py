@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from storyroom.room.questions import bank
+from storyroom.status import FinalizeStage
 from storyroom.web.pages import render_page
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
@@ -119,6 +120,16 @@ def _dynamic_keys() -> set[str]:
             for suffix in ("ok", "bad", "advice")
         ],
         "theme": [theme["id"] for theme in bank()["themes"]],
+        # where the files are after stop, in each page's words, and the finalizer's stage
+        "finalize": [
+            *(
+                f"{page}_{status}_{part}"
+                for page in ("console", "room")
+                for status in ("finalizing", "ready", "failed")
+                for part in ("title", "body")
+            ),
+            *(f"stage_{stage}" for stage in ("queued", *FinalizeStage)),
+        ],
     }
     return {f"{family}.{name}" for family, names in families.items() for name in names}
 

@@ -18,8 +18,16 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from support.apply import application, ics_properties
-from support.server import AUTH, RunningServer, SeatClient, call, free_port, serving
+from support.apply import application, calendar_of, ics_properties
+from support.server import (
+    AUTH,
+    RunningServer,
+    SeatClient,
+    call,
+    free_port,
+    refused_connect,
+    serving,
+)
 from support.staff import STAFF_EMAIL, add_staff, signed_in
 
 EVENINGS = [{"day": d, "start": "09:00", "end": "22:00"} for d in range(7)]
@@ -347,6 +355,186 @@ async def test_staff_can_choose_the_time_and_facilitator(server: RunningServer) 
         )
 
 
+async def confirmed_pair(http: aiohttp.ClientSession, server: RunningServer) -> dict[str, Any]:
+    """Rosa and Dale matched, accepted, scheduled with Sam and confirmed."""
+    url = server.url
+    await submit(http, server, ROSA, DALE)
+    await call(http, "POST", f"{url}/api/facilitators", FACILITATOR, expect=201)
+    [proposal] = (await call(http, "POST", f"{url}/api/matching/run"))["proposals"]
+    await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/accept")
+    planned = await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/schedule")
+    confirmed: dict[str, Any] = await call(
+        http, "POST", f"{url}/api/schedules/{planned['id']}/confirm"
+    )
+    return confirmed
+
+
+async def outbox_by_notice(
+    http: aiohttp.ClientSession, url: str
+) -> dict[tuple[str, int], EmailMessage]:
+    """Every message in the outbox by (recipient, calendar SEQUENCE)."""
+    out = {}
+    for entry in (await call(http, "GET", f"{url}/api/outbox"))["messages"]:
+        message = parse(await raw(http, f"{url}/api/outbox/{entry['name']}/raw"))
+        [event] = calendar_of(message).events
+        out[(message["To"].addresses[0].addr_spec, int(event["SEQUENCE"]))] = message
+    return out
+
+
+def seat_token(message: EmailMessage) -> str:
+    link = re.search(r"#token=([\w-]+)", message.get_body(("plain",)).get_content())
+    assert link is not None
+    return link.group(1)
+
+
+async def test_moved_and_cancelled_sessions_replace_the_calendar_entries(
+    server: RunningServer,
+) -> None:
+    url = server.url
+    people = ("rosa@example.org", "dale@example.org", "sam@example.org")
+    async with aiohttp.ClientSession() as http:
+        confirmed = await confirmed_pair(http, server)
+        schedule_id, session_id = confirmed["id"], confirmed["session_id"]
+        first = datetime.fromisoformat(confirmed["starts_at"])
+        sent = await outbox_by_notice(http, url)
+        assert set(sent) == {(who, 0) for who in people}
+        uids = {}
+        for who in people:
+            calendar = calendar_of(sent[(who, 0)])
+            [event] = calendar.events
+            assert str(calendar["METHOD"]) == "REQUEST" and str(event["STATUS"]) == "CONFIRMED"
+            assert event.decoded("DTSTART") == first
+            assert str(event["ATTENDEE"]) == f"mailto:{who}"
+            uids[who] = str(event["UID"])
+        assert len(set(uids.values())) == 3
+
+        # moved a week later: same UIDs, SEQUENCE 1, the new time, new links
+        later = first + timedelta(days=7)
+        moved = await call(
+            http,
+            "POST",
+            f"{url}/api/schedules/{schedule_id}/reschedule",
+            {"starts_at": later.isoformat()},
+        )
+        assert moved["status"] == "confirmed" and moved["sequence"] == 1
+        assert datetime.fromisoformat(moved["starts_at"]) == later
+        sent = await outbox_by_notice(http, url)
+        assert set(sent) == {(who, n) for who in people for n in (0, 1)}
+        for who in people:
+            update = sent[(who, 1)]
+            calendar = calendar_of(update)
+            [event] = calendar.events
+            assert str(calendar["METHOD"]) == "REQUEST" and str(event["STATUS"]) == "CONFIRMED"
+            assert str(event["UID"]) == uids[who]
+            assert event.decoded("DTSTART") == later
+            assert seat_token(update) != seat_token(sent[(who, 0)])
+            assert seat_token(update) in str(event["DESCRIPTION"])
+        rosa_update = sent[("rosa@example.org", 1)]
+        assert rosa_update["Subject"].startswith("Nueva hora: ")
+        assert "ha cambiado" in rosa_update.get_body(("plain",)).get_content()
+        session = await call(http, "GET", f"{url}/api/sessions/{session_id}")
+        assert session["starts_at"] == later.timestamp()
+        assert session["seats"]["a"]["token_expires_at"] == later.timestamp() + 48 * 3600
+        # the first links open nothing now; the new ones open their seats
+        old = await refused_connect(url, {"token": seat_token(sent[("sam@example.org", 0)])})
+        assert old["data"]["code"] == "token_invalid"
+        client = SeatClient(url, seat_token(sent[("sam@example.org", 1)]))
+        await client.connect()
+        assert client.last["you"] == "facilitator"
+        await client.close()
+
+        # cancelled: same UIDs, SEQUENCE 2, METHOD:CANCEL, and the links stop working
+        cancelled = await call(http, "POST", f"{url}/api/schedules/{schedule_id}/cancel")
+        assert cancelled["status"] == "cancelled" and cancelled["sequence"] == 2
+        sent = await outbox_by_notice(http, url)
+        assert len(sent) == 9
+        for who in people:
+            cancellation = sent[(who, 2)]
+            calendar = calendar_of(cancellation)
+            [event] = calendar.events
+            assert str(calendar["METHOD"]) == "CANCEL" and str(event["STATUS"]) == "CANCELLED"
+            assert str(event["UID"]) == uids[who]
+            assert "#token=" not in cancellation.as_string()
+        assert sent[("dale@example.org", 2)]["Subject"].startswith("Cancelled: ")
+        gone = await refused_connect(url, {"token": seat_token(sent[("rosa@example.org", 1)])})
+        assert gone["data"]["code"] == "token_expired"
+        # a cancelled session is neither moved nor cancelled again
+        for action, body in (("reschedule", {"starts_at": later.isoformat()}), ("cancel", None)):
+            refused = await call(
+                http, "POST", f"{url}/api/schedules/{schedule_id}/{action}", body, expect=409
+            )
+            assert refused["error"]["code"] == "invalid_state"
+        actions = [e["action"] for e in (await call(http, "GET", f"{url}/api/audit"))["entries"]]
+        assert "schedule_moved" in actions and "schedule_cancelled" in actions
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({}, 400, "invalid_fields"),
+        ({"starts_at": "next Tuesday"}, 400, "invalid_fields"),
+        ({"starts_at": "2030-01-01T18:00:00"}, 400, "invalid_fields"),  # no offset
+        ({"starts_at": "+7 days 00:07"}, 400, "invalid_fields"),  # off the slots
+        ({"starts_at": "+7 days", "facilitator_id": "fac_x"}, 400, "invalid_fields"),
+        (["+7 days"], 400, "invalid_type"),
+        ({"starts_at": "+7 days 05:00"}, 409, "no_time"),  # not free then
+    ],
+)
+async def test_reschedule_refuses_bad_input(
+    server: RunningServer, body: Any, status: int, code: str
+) -> None:
+    url = server.url
+    async with aiohttp.ClientSession() as http:
+        confirmed = await confirmed_pair(http, server)
+        first = datetime.fromisoformat(confirmed["starts_at"])
+
+        def fill(value: Any) -> Any:
+            if isinstance(value, str) and value.startswith("+7 days"):
+                shift = value.removeprefix("+7 days").strip()
+                h, m = (int(x) for x in shift.split(":")) if shift else (0, 0)
+                return (first + timedelta(days=7, hours=h, minutes=m)).isoformat()
+            return value
+
+        payload = (
+            {k: fill(v) for k, v in body.items()}
+            if isinstance(body, dict)
+            else [fill(v) for v in body]
+        )
+        answer = await call(
+            http,
+            "POST",
+            f"{url}/api/schedules/{confirmed['id']}/reschedule",
+            payload,
+            expect=status,
+        )
+        assert answer["error"]["code"] == code and answer["error"]["message"]
+        # nothing moved, nothing sent
+        assert len((await call(http, "GET", f"{url}/api/outbox"))["messages"]) == 3
+
+
+async def test_only_confirmed_sessions_move_or_cancel(server: RunningServer) -> None:
+    url = server.url
+    async with aiohttp.ClientSession() as http:
+        await submit(http, server, ROSA, DALE)
+        await call(http, "POST", f"{url}/api/facilitators", FACILITATOR, expect=201)
+        [proposal] = (await call(http, "POST", f"{url}/api/matching/run"))["proposals"]
+        await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/accept")
+        planned = await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/schedule")
+        later = (datetime.fromisoformat(planned["starts_at"]) + timedelta(days=7)).isoformat()
+        for schedule_id, action, body, status, code in (
+            (planned["id"], "reschedule", {"starts_at": later}, 409, "invalid_state"),
+            (planned["id"], "cancel", None, 409, "invalid_state"),
+            (planned["id"], "cancel", {"why": "x"}, 400, "unknown_field"),
+            ("sch_nosuch", "cancel", None, 404, "not_found"),
+            ("sch_nosuch", "reschedule", {"starts_at": later}, 404, "not_found"),
+        ):
+            answer = await call(
+                http, "POST", f"{url}/api/schedules/{schedule_id}/{action}", body, expect=status
+            )
+            assert answer["error"]["code"] == code, (action, body)
+        assert (await call(http, "GET", f"{url}/api/outbox"))["messages"] == []
+
+
 async def test_smtp_failure_keeps_the_invitations_in_the_outbox(tmp_path: Path) -> None:
     # nothing listens on this port: every SMTP attempt is refused
     async with (
@@ -356,12 +544,7 @@ async def test_smtp_failure_keeps_the_invitations_in_the_outbox(tmp_path: Path) 
         aiohttp.ClientSession() as http,
     ):
         url = running.url
-        await submit(http, running, ROSA, DALE)
-        await call(http, "POST", f"{url}/api/facilitators", FACILITATOR, expect=201)
-        [proposal] = (await call(http, "POST", f"{url}/api/matching/run"))["proposals"]
-        await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/accept")
-        planned = await call(http, "POST", f"{url}/api/proposals/{proposal['id']}/schedule")
-        confirmed = await call(http, "POST", f"{url}/api/schedules/{planned['id']}/confirm")
+        confirmed = await confirmed_pair(http, running)
         assert {(i["via"], i["error"]) for i in confirmed["invitations"]} == {
             ("outbox", "smtp_failed")
         }

@@ -1,8 +1,12 @@
-"""Shared by the applications tests: a valid application, a tiny .ics reader."""
+"""Shared by the applications tests: a valid application, a tiny .ics reader and the
+icalendar package's reading of an invitation."""
 
 from __future__ import annotations
 
+from email.message import EmailMessage
 from typing import Any
+
+import icalendar
 
 
 def application(**changes: Any) -> dict[str, Any]:
@@ -69,3 +73,14 @@ def ics_properties(ics: bytes) -> dict[str, str]:
                 .replace("\\\\", "\\")
             )
     return out
+
+
+def calendar_of(message: EmailMessage) -> icalendar.Calendar:
+    """The message's storyroom.ics, read by the icalendar package (not by our writer's
+    rules), with its MIME `method` parameter checked against the file's METHOD."""
+    [part] = [p for p in message.iter_attachments() if p.get_content_type() == "text/calendar"]
+    data = part.get_payload(decode=True)
+    assert isinstance(data, bytes)
+    calendar = icalendar.Calendar.from_ical(data)
+    assert part.get_param("method") == str(calendar["METHOD"])
+    return calendar

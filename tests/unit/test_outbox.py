@@ -58,6 +58,9 @@ def test_ics_folds_escapes_and_uses_utc() -> None:
         description="Línea uno\nsu enlace: " + URL + " " + "ñ" * 80,
         url=URL,
         stamp=NOW,
+        organizer="rooms@example.org",
+        attendee="rosa@example.org",
+        attendee_name='Rosa "R"',
     )
     data = ics.calendar(event)
     lines = unfold(data)  # checks CRLF and 75-octet physical lines

@@ -40,9 +40,15 @@ export function formatDate(epochSeconds, withTime = true) {
   return new Date(epochSeconds * 1000).toLocaleString(document.documentElement.lang, options);
 }
 
-/** A recording's state in words ("Recording ready"), else the state as it is. */
-export function recordingLabel(state) {
+/** A recording's state in words ("Recording ready"), else the state as it is; while its
+ * files are being prepared, with how far along ("Preparing the files · 42%"). The staff
+ * lists and the recording page all say it this way. */
+export function recordingLabel(state, percent = null) {
   const key = `rec.${state}`;
   const text = t(key);
-  return text === key ? state : text;
+  const label = text === key ? state : text;
+  if (state === "finalizing" && percent !== null && percent !== undefined) {
+    return t("rec.percent", { label, n: Math.round(percent) });
+  }
+  return label;
 }

@@ -9,7 +9,7 @@ import { chosenLanguage, language, onLanguageChange, setLanguage, t } from "./i1
 import { MicPanel, rawAudioRequested } from "./microphone.js";
 import { RoomClient, sessionIdFromLocation, timerAt, tokenFromLocation } from "./room-client.js";
 import { drawTopbar, startLanguage } from "./topbar.js";
-import { $, el, show } from "./ui.js";
+import { $, el, setText, show } from "./ui.js";
 
 const LEVELS_FRESH_S = 1.5;
 // Why the server may stop a recording by itself (snapshot recording.stop_reason), in
@@ -51,6 +51,22 @@ function drawHeader() {
       el("button", { attrs: { type: "button", id: "banner-action", hidden: true } }),
     ]),
   );
+}
+
+/** The box that says where the recording's files are (`.finalize`): a title, a progress
+ * bar with the stage while they are prepared, and a line on what it means. Filled by
+ * RoomView.renderFinalize(). */
+export function drawFinalize(container) {
+  const nodes = {
+    box: container,
+    title: el("p", { className: "finalize-title", attrs: { role: "status" } }),
+    progress: el("progress", { className: "finalize-progress", attrs: { max: "100", value: "0" } }),
+    stage: el("p", { className: "finalize-stage" }),
+    body: el("p", { className: "finalize-body" }),
+    extra: el("p", { className: "finalize-extra" }),
+  };
+  container.replaceChildren(nodes.title, nodes.progress, nodes.stage, nodes.body, nodes.extra);
+  return nodes;
 }
 
 export class RoomView {
@@ -193,6 +209,51 @@ export class RoomView {
       kind: reason === RESTART ? "warning" : "error",
       stopReason: reason,
     };
+  }
+
+  /** Where the latest take's files are once it stopped: null before, else `{status}`
+   * ("finalizing", "ready" or "failed"; a queued job reads as "finalizing"), `percent`
+   * (0-100) and the finalizer's `stage`. */
+  get finalization() {
+    const rec = this.snapshot ? this.snapshot.recording : null;
+    if (!rec || !rec.finalize || this.takeOpen) {
+      return null;
+    }
+    const f = rec.finalize;
+    return {
+      status: f.status === "queued" ? "finalizing" : f.status,
+      percent: Math.max(0, Math.min(100, Math.round(f.percent || 0))),
+      stage: f.status === "queued" ? "queued" : f.stage || null,
+    };
+  }
+
+  /** Fill a drawFinalize() box in this page's words (`finalize.{page}_{status}_title`
+   * and `_body`); false (and hidden) while there is nothing to say. */
+  renderFinalize(nodes) {
+    const info = this.finalization;
+    show(nodes.box, Boolean(info));
+    if (!info) {
+      return false;
+    }
+    const prefix = `finalize.${this.page}_${info.status}`;
+    nodes.box.dataset.status = info.status;
+    setText(nodes.title, t(`${prefix}_title`));
+    setText(nodes.body, t(`${prefix}_body`));
+    const working = info.status === "finalizing";
+    show(nodes.progress, working);
+    show(nodes.stage, working);
+    if (working) {
+      nodes.progress.value = info.percent;
+      nodes.progress.setAttribute("aria-label", t("finalize.progress_label"));
+      nodes.progress.setAttribute("aria-valuetext", t("finalize.percent", { n: info.percent }));
+      const stageKey = `finalize.stage_${info.stage || "queued"}`;
+      const stage = t(stageKey);
+      setText(
+        nodes.stage,
+        t("finalize.stage_line", { stage: stage === stageKey ? t("finalize.stage_working") : stage, n: info.percent }),
+      );
+    }
+    return true;
   }
 
   /** No take is running and a new one may start: before the first, after an

@@ -56,6 +56,14 @@ export function tableHead(table, keys, { hidden = [] } = {}) {
   table.createTHead().replaceChildren(el("tr", {}, keys.map(heading)));
 }
 
+/** Set a node's text only when it changed (snapshots arrive often: screen readers and
+ * selections are left alone). */
+export function setText(node, text) {
+  if (node.textContent !== text) {
+    node.textContent = text;
+  }
+}
+
 export function show(node, visible) {
   node.hidden = !visible;
 }

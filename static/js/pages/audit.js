@@ -31,6 +31,9 @@ const ACTION_KEYS = {
   facilitator_activated: "audit.action_facilitator_activated",
   facilitator_deactivated: "audit.action_facilitator_deactivated",
   outbox_read: "audit.action_outbox_read",
+  seat_link_reissued: "audit.action_seat_link_reissued",
+  schedule_moved: "audit.action_schedule_moved",
+  schedule_cancelled: "audit.action_schedule_cancelled",
 };
 const PAGE_SIZE = 100;
 

@@ -5,8 +5,8 @@ import { connectionQuality, makeMeter, setMeter } from "../lib/audio.js";
 import { formatClock, formatTimeOfDay } from "../lib/format.js";
 import { t } from "../lib/i18n.js";
 import { questionText, themeGroups } from "../lib/questions.js";
-import { RoomView } from "../lib/room-view.js";
-import { $, confirmDialog, el, errorText, keepFocus, show } from "../lib/ui.js";
+import { RoomView, drawFinalize } from "../lib/room-view.js";
+import { $, confirmDialog, el, errorText, keepFocus, setText, show } from "../lib/ui.js";
 
 const SEATS = ["a", "b", "facilitator"];
 const PARTICIPANTS = ["a", "b"];
@@ -23,6 +23,7 @@ const page = {
   // so quick successive clicks do not undo each other.
   pendingAgreed: null,
   agreedRequests: 0,
+  finalizeNodes: null,
 };
 
 function agreedList() {
@@ -155,13 +156,59 @@ function renderRecording() {
     hint.textContent = startBlockers() || t("console.ready");
   } else if (state === "stopped") {
     hint.textContent = t("console.stopped_hint");
+  } else if (state === "paused") {
+    hint.textContent = t("console.paused_hint");
   } else {
     hint.textContent = "";
   }
+  hint.dataset.state = state;
+  renderFinalize();
   if (page.lastState !== null && page.lastState !== state) {
     $("#announcer").textContent = t(`rec.${state}`);
   }
   page.lastState = state;
+}
+
+/** Where the take's files are, with the recording's length and, once ready, its page
+ * for staff. */
+function renderFinalize() {
+  if (!page.finalizeNodes) {
+    page.finalizeNodes = drawFinalize($("#finalize-box"));
+  }
+  const nodes = page.finalizeNodes;
+  if (!view.renderFinalize(nodes)) {
+    return;
+  }
+  const info = view.finalization;
+  const recording = view.snapshot.recording;
+  const length = t("finalize.length", { time: formatClock(view.snapshot.timer.elapsed_s) });
+  if (info.status === "ready") {
+    const href = `/staff/recordings/${encodeURIComponent(recording.id)}`;
+    const link = nodes.extra.querySelector("a");
+    if (!link || link.getAttribute("href") !== href || link.textContent !== t("finalize.staff_link")) {
+      nodes.extra.replaceChildren(
+        el("span", { text: `${length} ` }),
+        el("a", { text: t("finalize.staff_link"), attrs: { href, target: "_blank", rel: "noopener" } }),
+      );
+    }
+  } else if (info.status === "failed") {
+    setText(nodes.extra, t("finalize.console_failed_id", { id: recording.id }));
+  } else {
+    setText(nodes.extra, length);
+  }
+}
+
+/** Why a control is not usable now, in the reason line it points to (aria-describedby);
+ * empty (and hidden) when it is. */
+function setReason(selector, text) {
+  setText($(selector), text || "");
+}
+
+function cueReason() {
+  if (isLive()) {
+    return "";
+  }
+  return view.takeOpen ? t("console.reason_cue_start") : t("console.reason_finished");
 }
 
 function renderCue() {
@@ -169,16 +216,20 @@ function renderCue() {
   const node = $("#cue-text");
   node.textContent = snap.cue ? textOf(snap.cue.question_id) : t("console.no_cue");
   node.dataset.empty = snap.cue ? "false" : "true";
-  const next = nextQuestionId();
+  const ended = !isLive() && !view.takeOpen;
+  const next = ended ? null : nextQuestionId();
   const button = $("#next-button");
   button.textContent = snap.cue ? t("console.next") : t("console.first");
   button.disabled = !isLive() || !next;
-  const preview = $("#next-preview");
-  if (next) {
-    preview.textContent = t("console.up_next", { question: textOf(next) });
-  } else {
-    preview.textContent = agreedList().length ? t("console.no_next") : "";
+  let reason = cueReason();
+  if (!reason && !next) {
+    reason = agreedList().length ? t("console.no_next") : t("console.reason_no_agreed");
   }
+  setReason("#next-reason", button.disabled ? reason : "");
+  // After stop there is nothing "up next": the conversation is over.
+  const preview = $("#next-preview");
+  show(preview, !ended && Boolean(next));
+  setText(preview, next && !ended ? t("console.up_next", { question: textOf(next) }) : "");
   preview.dataset.question = next || "";
   const seq = snap.cue ? snap.cue.seq : null;
   if (page.lastCueSeq !== undefined && seq !== page.lastCueSeq && snap.cue) {
@@ -198,18 +249,23 @@ function renderAgreed() {
   keepFocus(list, () => {
     const items = agreed.map((id, index) => {
       const text = textOf(id);
-      const button = (key, label, action, disabled = false, extra = "") =>
+      const button = (key, label, action, disabled = false, extra = "", describedBy = null) =>
         el("button", {
           text: t(key),
           className: `small ${extra}`.trim(),
-          attrs: { type: "button", "aria-label": t(label, { question: text }), disabled: disabled || !editable },
+          attrs: {
+            type: "button",
+            "aria-label": t(label, { question: text }),
+            "aria-describedby": describedBy,
+            disabled: disabled || !editable,
+          },
           dataset: { focusKey: `${key}:${id}` },
           on: { click: action },
         });
       const item = el("li", { className: "agreed-item", dataset: { question: id } }, [
         el("span", { className: "agreed-text", text }),
         el("span", { className: "agreed-buttons" }, [
-          button("console.cue", "console.cue_label", () => cue(id), !isLive(), "primary"),
+          button("console.cue", "console.cue_label", () => cue(id), !isLive(), "primary", "cue-reason"),
           button("console.up", "console.up_label", () => move(index, -1), index === 0),
           button("console.down", "console.down_label", () => move(index, 1), index === agreed.length - 1),
           button("console.remove", "console.remove_label", () => remove(id)),
@@ -226,7 +282,19 @@ function renderAgreed() {
     list.replaceChildren(...items);
   });
   show($("#agreed-empty"), agreed.length === 0);
-  $("#use-picks").disabled = !editable || bothPicked().every((id) => agreed.includes(id));
+  setReason("#cue-reason", agreed.length ? cueReason() : "");
+  const picked = bothPicked();
+  const usePicks = $("#use-picks");
+  usePicks.disabled = !editable || picked.every((id) => agreed.includes(id));
+  let picksReason = "";
+  if (!editable) {
+    picksReason = t("console.reason_finished");
+  } else if (picked.length === 0) {
+    picksReason = t("console.reason_no_picks");
+  } else if (usePicks.disabled) {
+    picksReason = t("console.reason_picks_in");
+  }
+  setReason("#picks-reason", picksReason);
 }
 
 function bothPicked() {
@@ -273,6 +341,7 @@ function renderBank() {
             attrs: {
               type: "button",
               "aria-label": t("console.cue_label", { question: text }),
+              "aria-describedby": "cue-reason",
               disabled: !isLive(),
             },
             dataset: { focusKey: `bankcue:${id}` },
@@ -289,6 +358,10 @@ function renderMarkers() {
   const snap = view.snapshot;
   $("#marker-button").disabled = !isLive();
   $("#marker-label").disabled = !isLive();
+  setReason(
+    "#marker-reason",
+    isLive() ? "" : t(view.takeOpen ? "markers.reason_start" : "markers.reason_finished"),
+  );
   const items = snap.markers
     .slice()
     .reverse()
@@ -461,7 +534,12 @@ function waitForState(action) {
 }
 
 async function addMarker(event) {
-  event.preventDefault();
+  if (event) {
+    event.preventDefault();
+  }
+  if (!isLive()) {
+    return;
+  }
   const input = $("#marker-label");
   const label = input.value.trim() || t("markers.default_label");
   const ack = await client.marker(label);
@@ -496,8 +574,13 @@ function timerElapsed(now) {
   return timer.elapsed_s + (timer.running ? Math.max(0, now - timer.server_time) : 0);
 }
 
+// Keys that act without leaving the conversation: N cues the next question, M places a
+// marker (with the label typed, else the default one).
+const KEYS = { n: () => cueNext(), m: () => addMarker() };
+
 function onKey(event) {
-  if (event.key !== "n" && event.key !== "N") {
+  const action = KEYS[(event.key || "").toLowerCase()];
+  if (!action) {
     return;
   }
   if (event.ctrlKey || event.metaKey || event.altKey || event.repeat) {
@@ -513,7 +596,7 @@ function onKey(event) {
     return;
   }
   event.preventDefault();
-  cueNext();
+  action();
 }
 
 // -- start ----------------------------------------------------------------------------

@@ -38,7 +38,18 @@ const KIND_KEYS = {
   source: "archive.kind_source",
 };
 
-const page = { rec: null, newLinks: null, player: null, playerFor: null, clipUrl: null };
+const page = {
+  rec: null,
+  newLinks: null,
+  player: null,
+  playerFor: null,
+  clipUrl: null,
+  refreshTimer: null,
+};
+// While a recording is still being made or its files prepared, the page asks again this
+// often and follows it by itself.
+const REFRESH_MS = 2000;
+const SETTLED = ["ready", "failed", "stopped", "interrupted"];
 
 function yesNo(value) {
   return value ? t("common.yes") : t("common.no");
@@ -62,7 +73,36 @@ async function load() {
   $("#load-status").textContent = "";
   $("#recording").hidden = false;
   render();
+  followStatus();
   return true;
+}
+
+/** Until the recording settles: the status tag follows the percentage, and the whole
+ * page is drawn again once the status itself changes (the files appear when ready). */
+function followStatus() {
+  clearTimeout(page.refreshTimer);
+  if (!page.rec || SETTLED.includes(page.rec.status)) {
+    return;
+  }
+  page.refreshTimer = setTimeout(async () => {
+    const result = await api("GET", `/api/recordings/${encodeURIComponent(RECORDING_ID)}`);
+    if (result.status === 200) {
+      if (result.body.status !== page.rec.status) {
+        page.rec = result.body;
+        render();
+      } else {
+        page.rec.percent = result.body.percent;
+        renderState();
+      }
+    }
+    followStatus();
+  }, REFRESH_MS);
+}
+
+function renderState() {
+  const state = $("#rec-state");
+  state.textContent = recordingLabel(page.rec.status, page.rec.percent);
+  state.dataset.state = page.rec.status;
 }
 
 function render() {
@@ -82,9 +122,7 @@ function render() {
     parts.push(formatClock(rec.duration_s));
   }
   $("#rec-summary").textContent = parts.join(" · ");
-  const state = $("#rec-state");
-  state.textContent = recordingLabel(rec.status);
-  state.dataset.state = rec.status;
+  renderState();
   renderPlayer();
   renderMetadata();
   renderConsent();

@@ -23,7 +23,10 @@ const CONSENT_KEYS = {
   copies: "archive.consent_copies",
 };
 
-const page = { recordings: null, error: null };
+const page = { recordings: null, error: null, refreshTimer: null, query: null };
+// While a listed recording is being made or its files prepared, the list asks again.
+const REFRESH_MS = 3000;
+const MOVING = ["recording", "paused", "finalizing"];
 
 function filtersFromForm() {
   const query = new URLSearchParams();
@@ -42,11 +45,16 @@ function formFromQuery(query) {
   }
 }
 
-async function search() {
-  const query = filtersFromForm();
+async function search({ quiet = false } = {}) {
+  clearTimeout(page.refreshTimer);
+  // a refresh repeats the last search, whatever is being typed in the form meanwhile
+  const query = quiet && page.query ? page.query : filtersFromForm();
+  page.query = query;
   const text = query.toString();
   history.replaceState(null, "", text ? `?${text}` : location.pathname);
-  $("#results-status").textContent = t("archive.searching");
+  if (!quiet) {
+    $("#results-status").textContent = t("archive.searching");
+  }
   const result = await api("GET", `/api/recordings${text ? `?${text}` : ""}`);
   if (result.status === 200) {
     page.recordings = result.body.recordings;
@@ -56,6 +64,9 @@ async function search() {
     page.error = apiError(result);
   }
   render();
+  if (page.recordings.some((recording) => MOVING.includes(recording.status))) {
+    page.refreshTimer = setTimeout(() => search({ quiet: true }), REFRESH_MS);
+  }
 }
 
 function people(recording) {
@@ -86,7 +97,7 @@ function render() {
       el("td", {}, [
         el("span", {
           className: "state-tag",
-          text: recordingLabel(recording.status),
+          text: recordingLabel(recording.status, recording.percent),
           dataset: { state: recording.status },
         }),
       ]),

@@ -4,8 +4,8 @@ import { makeMeter, setMeter } from "../lib/audio.js";
 import { language, onLanguageChange, t } from "../lib/i18n.js";
 import { browserSupport } from "../lib/microphone.js";
 import { questionText, themeGroups } from "../lib/questions.js";
-import { RoomView } from "../lib/room-view.js";
-import { $, confirmDialog, el, errorText, keepFocus, show } from "../lib/ui.js";
+import { RoomView, drawFinalize } from "../lib/room-view.js";
+import { $, confirmDialog, el, errorText, keepFocus, setText, show } from "../lib/ui.js";
 
 const CHOOSE_DELAY_MS = 400;
 
@@ -20,7 +20,13 @@ const page = {
   chooseTimer: null,
   builtQuestionsFor: null,
   meters: {},
+  allSet: false,
+  finalizeNodes: null,
+  doneChoosing: false, // the person said their questions are marked ("Done")
 };
+
+// "Done choosing" outlives a reload of this seat's page (this tab only).
+const DONE_KEY = `storyroom.doneChoosing.${location.pathname}`;
 
 function me() {
   return view.snapshot.you;
@@ -62,21 +68,117 @@ function renderPage() {
   renderPresence($("#facilitator-presence"), facilitator.connected);
 
   const phase = phaseFor(view.state);
-  if (phase !== page.phase) {
-    // During the conversation the setup steps fold away (still there to open).
-    const setup = phase === "setup";
-    $("#check-step").open = setup;
-    $("#consent-step").open = setup;
-    $("#questions-step").open = setup;
+  const allSet = phase === "setup" && isAllSet();
+  if (phase !== page.phase || allSet !== page.allSet) {
+    // Once everything is done, and during the conversation, the setup steps fold away
+    // (still there to open).
+    const open = phase === "setup" && !allSet;
+    $("#check-step").open = open;
+    $("#consent-step").open = open;
+    $("#questions-step").open = open;
     page.phase = phase;
+    page.allSet = allSet;
   }
   document.body.dataset.phase = phase;
-  show($("#live"), phase !== "setup");
+  document.body.dataset.allSet = allSet ? "true" : "false";
+  show($("#all-set"), allSet);
+  setText($("#all-set-title"), t("allset.title", { facilitator: facilitator.name }));
+  show($("#live"), phase === "live");
   show($("#ended"), phase === "ended");
 
   renderConsent();
   renderQuestions();
+  renderDone();
   renderCue();
+  renderPaused();
+  renderEnded();
+}
+
+/** Everything a participant can do before the recording is done: the microphone is on,
+ * the consent to record is saved, and they said they are done marking questions (with
+ * at least one marked). The steps fold only then, never under their finger. */
+function isAllSet() {
+  const mine = view.snapshot.seats[me()];
+  const consented = Boolean(mine.consent && mine.consent.record) && !page.consentDirty;
+  const micOn = Boolean(view.mic && view.mic.state === "on");
+  return consented && page.doneChoosing && markedCount() > 0 && micOn;
+}
+
+function markedCount() {
+  return (view.snapshot.seats[me()].chosen || []).length;
+}
+
+function rememberDone(done) {
+  page.doneChoosing = done;
+  try {
+    if (done) {
+      sessionStorage.setItem(DONE_KEY, "1");
+    } else {
+      sessionStorage.removeItem(DONE_KEY);
+    }
+  } catch {
+    // without storage it lasts as long as this page
+  }
+}
+
+function doneChoosing() {
+  if (markedCount() === 0) {
+    return;
+  }
+  rememberDone(true);
+  view.render();
+  const card = $("#all-set");
+  if (!card.hidden) {
+    card.scrollIntoView({ block: "start" });
+    card.focus();
+  }
+}
+
+/** The "Done" button under the questions, and why it cannot be pressed yet. */
+function renderDone() {
+  const button = $("#choose-done");
+  const marked = markedCount();
+  button.disabled = marked === 0 || !view.takeOpen;
+  if (marked === 0 && page.doneChoosing) {
+    rememberDone(false);
+  }
+  let reason = "";
+  if (marked === 0) {
+    reason = t("questions.done_reason_none");
+  } else if (page.allSet) {
+    reason = t("questions.done_already");
+  } else if (page.doneChoosing) {
+    reason = t("questions.done_waiting");
+  }
+  setText($("#choose-done-reason"), view.takeOpen ? reason : "");
+}
+
+function renderPaused() {
+  const paused = view.state === "paused";
+  $("#live").dataset.state = paused ? "paused" : "recording";
+  show($("#paused-notice"), paused);
+  setText($("#paused-notice"), paused ? t("live.paused_notice") : "");
+}
+
+/** The end screen: thanks, where the files are, and what happens next. */
+function renderEnded() {
+  if (page.phase !== "ended") {
+    return;
+  }
+  const mine = view.snapshot.seats[me()];
+  setText($("#ended-title"), t("ended.title_name", { name: mine.name }));
+  if (!page.finalizeNodes) {
+    page.finalizeNodes = drawFinalize($("#ended-files"));
+  }
+  view.renderFinalize(page.finalizeNodes);
+  const consent = mine.consent;
+  const yesNo = (value) => t(value ? "common.yes" : "common.no");
+  setText(
+    $("#ended-choices"),
+    consent
+      ? t("ended.next_choices", { archive: yesNo(consent.archive), public: yesNo(consent.public) })
+      : t("ended.next_choices_none"),
+  );
 }
 
 function renderPresence(node, connected) {
@@ -339,6 +441,12 @@ async function main() {
     }
   });
   $("#leave-button").addEventListener("click", leave);
+  $("#choose-done").addEventListener("click", doneChoosing);
+  try {
+    page.doneChoosing = sessionStorage.getItem(DONE_KEY) === "1";
+  } catch {
+    page.doneChoosing = false;
+  }
   requestAnimationFrame(tickLevels);
   view.start();
 }

@@ -88,10 +88,26 @@ function renderSessions() {
         el("td", {}, [
           el("span", {
             className: "state-tag",
-            text: recordingLabel(session.recording),
+            text: recordingLabel(session.recording, session.percent),
             dataset: { state: session.recording },
           }),
         ]),
+        el(
+          "td",
+          { className: "reissue-cell" },
+          SEATS.map((seat) =>
+            el("button", {
+              text: t(`seat.${seat}`),
+              className: "small",
+              attrs: {
+                type: "button",
+                "aria-label": t("staff.reissue_label", { seat: t(`seat.${seat}`), title: session.title }),
+              },
+              dataset: { reissue: seat },
+              on: { click: () => reissue(session, seat) },
+            }),
+          ),
+        ),
       ]);
     });
   $("#sessions-body").replaceChildren(...rows);
@@ -104,6 +120,34 @@ function renderSessions() {
     const key = sessions.length === 1 ? "staff.sessions_count_one" : "staff.sessions_count_other";
     status.textContent = t(key, { n: sessions.length });
   }
+}
+
+/** A new join link for one seat of a session (after confirming): the old link stops
+ * working at once; the new one is shown with the copy button. */
+async function reissue(session, seat) {
+  const ok = await confirmDialog({
+    title: t("staff.reissue_title", { seat: t(`seat.${seat}`) }),
+    body: t("staff.reissue_body", { title: session.title }),
+    confirm: t("staff.reissue_confirm"),
+  });
+  if (!ok) {
+    return;
+  }
+  const status = $("#sessions-status");
+  const result = await api("POST", `/api/sessions/${encodeURIComponent(session.id)}/seats/${seat}/reissue`);
+  if (result.status !== 201) {
+    status.textContent = apiError(result);
+    return;
+  }
+  status.textContent = t("staff.reissued", { seat: t(`seat.${seat}`), title: session.title });
+  page.created = {
+    response: { id: session.id, seats: { [seat]: { url: result.body.url } } },
+    names: { [seat]: t(`seat.${seat}`) },
+    title: session.title,
+  };
+  store(CREATED_KEY, JSON.stringify(page.created));
+  renderLinks();
+  $("#links").focus();
 }
 
 // -- create ----------------------------------------------------------------------------
@@ -153,7 +197,7 @@ function renderLinks() {
     return;
   }
   const { response, names } = page.created;
-  const items = SEATS.map((seat) =>
+  const items = SEATS.filter((seat) => response.seats[seat]).map((seat) =>
     linkItem({
       id: `link-${seat}`,
       url: response.seats[seat].url,
@@ -341,6 +385,7 @@ async function main() {
     "staff.col_language",
     "staff.col_people",
     "staff.col_recording",
+    "staff.col_reissue",
   ]);
   if (!(await startStaffPage("sessions"))) {
     return;
