@@ -89,6 +89,7 @@ def _dynamic_keys() -> set[str]:
             "replaced",
             "invalid_state",
             "unknown_question",
+            "server_restarting",
         ],
         "conn": [
             "idle",
