@@ -33,7 +33,10 @@ from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
 from storyroom.status import StopReason
-from storyroom.store import Store
+from storyroom.store import RecordingRow, Store
+from storyroom.transcribe import store as transcripts_module
+from storyroom.transcribe.jobs import TranscribeJobs
+from storyroom.transcribe.store import TranscriptStore
 from storyroom.web.edge import add_http_edge
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ STORE_MODULES = (
     archive_module.TABLES,
     copies_module.TABLES,
     readiness.TABLES,
+    transcripts_module.TABLES,
 )
 
 
@@ -85,7 +89,19 @@ def create_app(settings: Settings) -> web.Application:
         rooms = Rooms(settings, store)
         recorder = Recorder(settings.recordings_dir)
         media = MediaPlane(settings, subscribers=[recorder])
-        finalize_jobs = FinalizeJobs(store, settings.recordings_dir, rooms.recording_updated)
+        transcribe_jobs = TranscribeJobs(
+            store,
+            TranscriptStore(store.db),
+            settings.recordings_dir,
+            settings.data_dir / "models",
+            rooms.transcript_updated,
+        )
+
+        async def finalize_updated(rec: RecordingRow) -> None:
+            await rooms.recording_updated(rec)
+            await transcribe_jobs.finalize_updated(rec)
+
+        finalize_jobs = FinalizeJobs(store, settings.recordings_dir, finalize_updated)
         rooms.follow(recorder)
         rooms.follow(finalize_jobs)  # after the recorder: stems are closed first
         signaling = Signaling(sio, settings, store, rooms, media, accounts.tokens)
@@ -102,7 +118,8 @@ def create_app(settings: Settings) -> web.Application:
             accounts=accounts,
             audit=Audit(store),
             copies=copies,
-            archive=Archive(store, settings, copies),
+            archive=Archive(store, settings, copies, transcribe_jobs),
+            transcribe_jobs=transcribe_jobs,
             bags=bags,
             applications=ApplicationStore(store.db),
             outbox=Outbox(settings.outbox_dir),
@@ -112,9 +129,11 @@ def create_app(settings: Settings) -> web.Application:
         media.start()
         signaling.start()
         await finalize_jobs.start()
+        await transcribe_jobs.start()
         try:
             yield
         finally:
+            await transcribe_jobs.close()
             await finalize_jobs.close()
             await asyncio.to_thread(bags.close)
             await signaling.close()

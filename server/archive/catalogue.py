@@ -36,6 +36,7 @@ from storyroom.recording.layout import WAVEFORM, recording_dir
 from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.status import LIVE_STATES, FinalizeStatus
 from storyroom.store import Consent, ModuleMigrations, RecordingRow, Store, fetch_all, fetch_one
+from storyroom.transcribe.jobs import TranscribeJobs
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,15 @@ def consent_flags(
 class Archive:
     """Owner: app.py (`Services.archive`); the CLI makes its own for `export-bag`."""
 
-    def __init__(self, store: Store, settings: Settings, copies: Copies) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        copies: Copies,
+        transcripts: TranscribeJobs | None = None,
+    ) -> None:
         self.store = store
+        self.transcripts = transcripts
         self.settings = settings
         self.copies = copies
         self.busy: set[str] = set()
@@ -304,6 +312,11 @@ class Archive:
         if not flags["archive"]:
             ids = [r.id for r in await self.store.recordings_for(rec.session_id)]
             await self.remove_exports(ids, "archive consent withdrawn")
+        if archive is False and self.transcripts is not None:
+            # a participant withdrew: the transcripts go, as the bags do, and are not made again
+            await self.transcripts.withdraw(
+                r.id for r in await self.store.recordings_for(rec.session_id)
+            )
         return flags
 
     # -- exports ----------------------------------------------------------------------------
