@@ -188,10 +188,17 @@ class Archive:
         consent = await self._consent()
         copies = await self._copies_consent()
         metadata = await self._all_metadata()
+        said: dict[str, list[int]] | None = None
+        if filters.said:
+            said = (
+                await self.transcripts.transcripts.search(filters.said)
+                if self.transcripts is not None
+                else {}
+            )
         out = []
         for rec in recordings:
             session = sessions.get(rec.session_id)
-            if session is None:
+            if session is None or (said is not None and rec.id not in said):
                 continue
             meta = _metadata(metadata.get(rec.id), session.title)
             people = names.get(rec.session_id, {})
@@ -208,6 +215,7 @@ class Archive:
                         "people": people,
                         "metadata": meta,
                         "consent": flags,
+                        **({"said_in_turns": said[rec.id]} if said is not None else {}),
                     },
                 )
             )

@@ -53,6 +53,7 @@ ACTIONS = (
     "copy_revoked",
     "export",
     "delete",
+    "transcript_corrected",
     # the matching wing: applications, proposals, scheduling, facilitators, the outbox
     "application_withdrawn",
     "application_deleted",

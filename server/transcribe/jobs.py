@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from storyroom.errors import NotFound, PreconditionFailed
 from storyroom.finalize import outputs
 from storyroom.finalize.contracts import FileKind
 from storyroom.recording import layout
@@ -43,10 +44,6 @@ from storyroom.transcribe.turns import merge
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class TranscriptGone(LookupError):
-    """The recording has no transcript (yet, or any more)."""
 
 
 class TranscribeJobs:
@@ -126,6 +123,9 @@ class TranscribeJobs:
             self.current = recording_id
             try:
                 await self.run(recording_id)
+            except Exception:
+                # e.g. the recording was deleted while it ran: its state cannot be written
+                log.exception("transcription job for %s ended badly", recording_id)
             finally:
                 self.current = None
                 if self.queue.empty():
@@ -240,10 +240,10 @@ class TranscribeJobs:
         async with self._lock:
             transcript = await self.transcript(rec)
             if transcript is None:
-                raise TranscriptGone("this recording has no transcript")
+                raise PreconditionFailed("this recording has no transcript", code="no_transcript")
             turn = next((t for t in transcript.turns if t.index == turn_index), None)
             if turn is None:
-                raise LookupError(f"the transcript has no turn {turn_index}")
+                raise NotFound("no such turn")
             await self.transcripts.add_correction(
                 rec.id, turn, Correction(text, actor, time.time())
             )
