@@ -58,10 +58,14 @@ def decode(path: Path) -> np.ndarray:
 
     if not path.exists():
         raise TranscribeError(f"{path.name} is missing")
+    if path.stat().st_size == 0:
+        raise TranscribeError(f"{path.name} is empty")
     try:
         audio: np.ndarray = decode_audio(str(path), sampling_rate=SAMPLE_RATE)
     except Exception as exc:  # PyAV's errors for a damaged or foreign file
-        raise TranscribeError(f"{path.name} could not be decoded: {exc}") from exc
+        # its message names the full path: the reason is shown to staff
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        raise TranscribeError(f"{path.name} could not be decoded ({why})") from exc
     return audio.astype(np.float32, copy=False)
 
 

