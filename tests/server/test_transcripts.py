@@ -6,6 +6,8 @@ check out."""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,8 +15,9 @@ import pytest
 
 from storyroom.recording import layout
 from storyroom.transcribe import documents
+from support.archive import Finished, copy_of
 from support.polling import wait_for
-from support.server import AUTH, RunningServer, call
+from support.server import AUTH, RunningServer, call, serving
 from support.speech import ENGLISH, SPANISH, clip, wer, words
 from support.transcripts import SpokenRecording, record_speech, transcript_of
 
@@ -224,3 +227,26 @@ async def test_bad_search_filter_refused(server: RunningServer) -> None:
         # FTS5 syntax is read as words, never as a query
         body = await call(http, "GET", f'{server.url}/api/recordings?said="NEAR(a b)" OR *')
         assert body["recordings"] == []
+
+
+async def test_a_job_cut_off_by_a_stop_resumes_at_the_next_start(
+    finished: Finished, tmp_path: Path
+) -> None:
+    """The state is in the store: a transcript left `transcribing` (the server stopped
+    mid-job) with no files is made at the next start without anyone acting."""
+    data = copy_of(finished, tmp_path / "data")
+    rec_dir = data / "recordings" / finished.recording_id
+    documents.remove(rec_dir)
+    db = sqlite3.connect(data / "storyroom.sqlite3")
+    with db:
+        db.execute(
+            "UPDATE transcripts SET status = 'transcribing', voices_done = 1"
+            " WHERE recording_id = ?",
+            (finished.recording_id,),
+        )
+    db.close()
+    async with serving(data) as server:
+        body = await transcript_of(server, finished.recording_id)
+        assert body["status"]["status"] == "ready", body["status"]
+        assert body["status"]["voices_done"] == body["status"]["voices_total"] == 3
+        assert (rec_dir / layout.TRANSCRIPT_JSON).exists()
