@@ -14,6 +14,7 @@ import asyncio
 import logging
 import multiprocessing
 import multiprocessing.pool
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
@@ -44,6 +45,8 @@ from storyroom.transcribe.turns import merge
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+WATCH_INTERVAL_S = 2.0
+"""How often a running voice checks that its worker process is still alive."""
 
 
 class TranscribeJobs:
@@ -66,6 +69,8 @@ class TranscribeJobs:
         self.queued: set[str] = set()
         self.current: str | None = None
         self._pool: multiprocessing.pool.Pool | None = None
+        self.worker_pid = 0
+        """The worker process while one is running (else 0)."""
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         """Held while a recording's transcript files are rewritten (a job's end, a
@@ -83,6 +88,7 @@ class TranscribeJobs:
 
     def _end_pool(self) -> None:
         pool, self._pool = self._pool, None
+        self.worker_pid = 0
         if pool is not None:
             pool.terminate()
             pool.join()
@@ -211,7 +217,23 @@ class TranscribeJobs:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
             self._pool = context.Pool(1, initializer=prepare_worker)
-        return await _apply(self._pool, transcribe_voice, voice, str(self.cache_root))
+            self.worker_pid = await _apply(self._pool, os.getpid)
+        work = asyncio.ensure_future(
+            _apply(self._pool, transcribe_voice, voice, str(self.cache_root))
+        )
+        try:
+            while True:
+                done, _ = await asyncio.wait({work}, timeout=WATCH_INTERVAL_S)
+                if done:
+                    return work.result()
+                if not _alive(self.worker_pid):
+                    # a pool replaces a dead worker but never answers for its task
+                    await asyncio.to_thread(self._end_pool)
+                    raise TranscribeError(
+                        f"{voice.seat}: the transcription worker ended unexpectedly"
+                    )
+        finally:
+            work.cancel()
 
     async def _publish(self, rec: RecordingRow, transcript: Transcript) -> None:
         """Corrections kept from before applied, the files written, listed in the
@@ -299,6 +321,11 @@ async def _apply(pool: multiprocessing.pool.Pool, func: Callable[..., T], *args:
 
     pool.apply_async(func, args, callback=done, error_callback=failed)
     return await future
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a live child of this process (reaping any that ended)."""
+    return any(child.pid == pid for child in multiprocessing.active_children())
 
 
 def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:

@@ -6,6 +6,9 @@ check out."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -250,3 +253,22 @@ async def test_a_job_cut_off_by_a_stop_resumes_at_the_next_start(
         assert body["status"]["status"] == "ready", body["status"]
         assert body["status"]["voices_done"] == body["status"]["voices_total"] == 3
         assert (rec_dir / layout.TRANSCRIPT_JSON).exists()
+
+
+async def test_a_worker_killed_mid_voice_is_reported_and_the_rest_goes_on(
+    archive: RunningServer,
+) -> None:
+    jobs = archive.services.transcribe_jobs
+    rec_id = (await archive.services.store.list_recordings(limit=1))[0].id
+    await wait_for(
+        lambda: jobs.current is None and not jobs.queued, timeout=120, what="the first job"
+    )
+    run = asyncio.create_task(jobs.run(rec_id))
+    try:
+        pid = await wait_for(lambda: jobs.worker_pid or None, timeout=60, what="a worker")
+        os.kill(pid, signal.SIGKILL)
+        state = await asyncio.wait_for(run, 120)
+    finally:
+        run.cancel()
+    assert state is not None and state.status == "ready", state
+    assert state.reason == "a: the transcription worker ended unexpectedly"
