@@ -229,9 +229,7 @@ class TranscribeJobs:
                 if not _alive(self.worker_pid):
                     # a pool replaces a dead worker but never answers for its task
                     await asyncio.to_thread(self._end_pool)
-                    raise TranscribeError(
-                        f"{voice.seat}: the transcription worker ended unexpectedly"
-                    )
+                    raise TranscribeError("the transcription worker ended unexpectedly")
         finally:
             work.cancel()
 
