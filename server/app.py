@@ -98,8 +98,9 @@ def create_app(settings: Settings) -> web.Application:
         )
 
         async def finalize_updated(rec: RecordingRow) -> None:
-            await rooms.recording_updated(rec)
+            # queued before the room hears `ready`: whoever sees it also sees the job
             await transcribe_jobs.finalize_updated(rec)
+            await rooms.recording_updated(rec)
 
         finalize_jobs = FinalizeJobs(store, settings.recordings_dir, finalize_updated)
         rooms.follow(recorder)

@@ -73,10 +73,13 @@ async def record_and_finalize(data_dir: Path, seconds: float = 3.0) -> Finished:
             )
             assert last["recording"]["status"] == "ready", last["recording"]
         # and its transcript is made here once, not by every server on a copy of it
-        jobs = server.services.transcribe_jobs
-        await wait_for(
-            lambda: jobs.current is None and not jobs.queued, timeout=180, what="transcription"
-        )
+        transcripts = server.services.transcribe_jobs.transcripts
+
+        async def transcribed() -> bool:
+            state = await transcripts.state(start["recording"]["id"])
+            return state is not None and state.status not in ("queued", "transcribing")
+
+        await wait_for(transcribed, timeout=180, what="transcription")
     return Finished(
         data_dir,
         start["recording"]["id"],
