@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -91,9 +92,17 @@ def read_only(voice: VoiceInput, cache_root: str) -> int:
     return 0 if audio is None else len(audio)
 
 
-def in_worker(
-    func: object, voices: list[VoiceInput], cache: str
-) -> tuple[list, float, float, float]:
+def measured(func: Any, voice: VoiceInput, cache: str) -> tuple[Any, float]:
+    """In the worker: `func`'s result and the worker's own peak RSS in MB (VmHWM, which
+    starts again at exec; getrusage's maxrss would count the parent's pages at fork)."""
+    result = func(voice, cache)
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return result, int(line.split()[1]) / 1024
+    return result, float("nan")
+
+
+def in_worker(func: Any, voices: list[VoiceInput], cache: str) -> tuple[list, float, float, float]:
     """Run `func` on each voice in one spawned low-priority worker, as the server does;
     the results, wall seconds, the worker's CPU seconds and its peak RSS (MB)."""
     from storyroom.transcribe.engine import prepare_worker
@@ -101,13 +110,13 @@ def in_worker(
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     with multiprocessing.get_context("spawn").Pool(1, initializer=prepare_worker) as pool:
-        results = [pool.apply(func, (voice, cache)) for voice in voices]  # type: ignore[arg-type]
+        outcomes = [pool.apply(measured, (func, voice, cache)) for voice in voices]
         pool.close()
         pool.join()
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return results, wall, cpu, after.ru_maxrss / 1024
+    return [r for r, _ in outcomes], wall, cpu, max(peak for _, peak in outcomes)
 
 
 def error_rates(names: tuple[str, ...], directory: Path, cache: str) -> None:
