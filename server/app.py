@@ -37,6 +37,9 @@ from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
 from storyroom.status import StopReason
 from storyroom.store import RecordingRow, Store
+from storyroom.transcribe import store as transcripts_module
+from storyroom.transcribe.jobs import TranscribeJobs
+from storyroom.transcribe.store import TranscriptStore
 from storyroom.web.edge import add_http_edge
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ STORE_MODULES = (
     archive_module.TABLES,
     copies_module.TABLES,
     readiness.TABLES,
+    transcripts_module.TABLES,
 )
 
 
@@ -90,8 +94,18 @@ def create_app(settings: Settings) -> web.Application:
         media = MediaPlane(settings, subscribers=[recorder])
         sender = mailer(settings)
         delivery = CopyDelivery(store, settings, copies, sender)
+        transcribe_jobs = TranscribeJobs(
+            store,
+            TranscriptStore(store.db),
+            settings.recordings_dir,
+            settings.data_dir / "models",
+            rooms.transcript_updated,
+        )
 
         async def recording_updated(rec: RecordingRow) -> None:
+            # transcription queued before the room hears `ready`: whoever sees it also
+            # sees the job
+            await transcribe_jobs.finalize_updated(rec)
             await rooms.recording_updated(rec)
             await delivery.recording_updated(rec)  # a ready recording's copies go out
 
@@ -112,7 +126,8 @@ def create_app(settings: Settings) -> web.Application:
             accounts=accounts,
             audit=Audit(store),
             copies=copies,
-            archive=Archive(store, settings, copies),
+            archive=Archive(store, settings, copies, transcribe_jobs),
+            transcribe_jobs=transcribe_jobs,
             bags=bags,
             applications=ApplicationStore(store.db),
             outbox=Outbox(settings.outbox_dir),
@@ -126,9 +141,11 @@ def create_app(settings: Settings) -> web.Application:
         signaling.start()
         await delivery.start()
         await finalize_jobs.start()
+        await transcribe_jobs.start()
         try:
             yield
         finally:
+            await transcribe_jobs.close()
             await finalize_jobs.close()
             await delivery.close()
             await asyncio.to_thread(bags.close)

@@ -28,6 +28,7 @@ from storyroom.room.signaling import Signaling
 from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit
 from storyroom.store import Store
+from storyroom.transcribe.jobs import TranscribeJobs
 
 
 @dataclass(slots=True)
@@ -41,6 +42,7 @@ class Services:
     media: MediaPlane
     recorder: Recorder
     finalize_jobs: FinalizeJobs
+    transcribe_jobs: TranscribeJobs
     accounts: Accounts
     audit: Audit
     copies: Copies

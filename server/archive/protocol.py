@@ -146,6 +146,8 @@ class SearchIn:
     """Recording list filters; every one optional, all must match."""
 
     text: str = ""
+    said: str = ""
+    """Words said in the recording (its transcript; every word, in one turn)."""
     name: str = ""
     keyword: str = ""
     language: str = ""
@@ -168,7 +170,7 @@ def _date(value: str, field: str, end: bool) -> float:
 
 
 def parse_search(query: Mapping[str, str]) -> SearchIn:
-    allowed = {"q", "name", "keyword", "language", "status", "consent", "from", "to"}
+    allowed = {"q", "said", "name", "keyword", "language", "status", "consent", "from", "to"}
     fields.known_keys(query, allowed, "filter")
 
     def text(key: str, limit: int = QUERY_MAX) -> str:
@@ -187,6 +189,7 @@ def parse_search(query: Mapping[str, str]) -> SearchIn:
         raise InvalidInput("consent must be archive, public or copies", code="invalid_value")
     return SearchIn(
         text=text("q"),
+        said=text("said"),
         name=text("name", NAME_MAX),
         keyword=text("keyword", KEYWORD_MAX),
         language=language,

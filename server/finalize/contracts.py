@@ -184,6 +184,8 @@ class FileKind(StrEnum):
     WAVEFORM = "waveform"
     METADATA = "metadata"
     MANIFEST = "manifest"
+    TRANSCRIPT = "transcript"
+    """The machine transcript (JSON, WebVTT captions, text), made after finalization."""
     SOURCE = "source"
     """A raw input kept beside the outputs: a stem segment, a timing log, the event log."""
 

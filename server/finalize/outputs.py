@@ -8,6 +8,7 @@ bookkeeping files (such as the job's progress file), is written last.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fractions
 import hashlib
@@ -24,6 +25,7 @@ from storyroom.finalize.contracts import (
     Cue,
     Damage,
     FileKind,
+    Finalized,
     FinalizedFile,
     FinalizeInput,
     LoudnessReport,
@@ -51,6 +53,9 @@ _KINDS: Final = {
     layout.MANIFEST: FileKind.MANIFEST,
     layout.WAVEFORM: FileKind.WAVEFORM,
     layout.WAVEFORM_LEVELS: FileKind.WAVEFORM,
+    layout.TRANSCRIPT_JSON: FileKind.TRANSCRIPT,
+    layout.TRANSCRIPT_VTT: FileKind.TRANSCRIPT,
+    layout.TRANSCRIPT_TXT: FileKind.TRANSCRIPT,
 }
 
 
@@ -390,11 +395,28 @@ def publish(root: Path, temp: Mapping[str, Path], files: list[FinalizedFile]) ->
     for stale in (root / layout.STEMS).glob("*.flac"):
         if f"{layout.STEMS}/{stale.name}" not in temp:
             stale.unlink()
+    return write_manifest(root, files)
+
+
+def write_manifest(root: Path, files: Iterable[FinalizedFile]) -> FinalizedFile:
+    """Write the sha256 manifest of `files` (the manifest itself left out), by rename;
+    returns the manifest's own entry."""
     manifest = root / layout.MANIFEST
     manifest_temp = root / (layout.MANIFEST + layout.PART_SUFFIX)
-    manifest_temp.write_text(
-        "".join(f"{f.sha256}  {f.name}\n" for f in sorted(files, key=lambda f: f.name)),
-        encoding="utf-8",
-    )
+    listed = sorted((f for f in files if f.name != layout.MANIFEST), key=lambda f: f.name)
+    manifest_temp.write_text("".join(f"{f.sha256}  {f.name}\n" for f in listed), encoding="utf-8")
     os.replace(manifest_temp, manifest)
     return file_entry(root, layout.MANIFEST)
+
+
+def relist(
+    root: Path, finalized: Finalized, added: Iterable[str] = (), removed: Iterable[str] = ()
+) -> Finalized:
+    """`finalized` with the files `added` (written since, or rewritten) listed anew and
+    `removed` left out, and the manifest rewritten to match: how files made after
+    finalization (the transcript) join the recording's list, manifest and bag."""
+    changed = set(added) | set(removed)
+    kept = [f for f in finalized.files if f.name not in changed and f.name != layout.MANIFEST]
+    kept += [file_entry(root, name) for name in added]
+    kept.append(write_manifest(root, kept))
+    return dataclasses.replace(finalized, files=tuple(kept))

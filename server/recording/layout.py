@@ -10,6 +10,7 @@ of its logs, and reads those logs back.
 │   └── <seat>.flac                      finalized: the voice alone
 ├── master.wav, access.mp3, chapters.vtt, chapters.json, waveform.svg,
 │   waveform.json, metadata.json, manifest-sha256.txt   finalized
+├── transcript.json, .vtt, .txt          transcribed, after finalization
 ├── .finalize-progress.json              while a finalization job runs
 └── .waveform.json                       levels made later from the access copy, for
                                          recordings finalized before waveform.json
@@ -47,6 +48,10 @@ WAVEFORM: Final = "waveform.svg"
 WAVEFORM_LEVELS: Final = "waveform.json"
 METADATA: Final = "metadata.json"
 MANIFEST: Final = "manifest-sha256.txt"
+TRANSCRIPT_JSON: Final = "transcript.json"
+TRANSCRIPT_VTT: Final = "transcript.vtt"
+TRANSCRIPT_TXT: Final = "transcript.txt"
+TRANSCRIPT_FILES: Final = (TRANSCRIPT_JSON, TRANSCRIPT_VTT, TRANSCRIPT_TXT)
 PART_SUFFIX: Final = ".part"
 """A finalized file being written; renamed when the whole set is complete."""
 

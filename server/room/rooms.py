@@ -34,6 +34,7 @@ from storyroom.store import (
     Store,
 )
 from storyroom.tasks import cancel_and_wait
+from storyroom.transcribe.store import TranscriptState
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class Room:
     on_change: Callable[[Room], Awaitable[None]]
     presence: dict[str, Presence] = field(default_factory=lambda: {s: Presence() for s in SEATS})
     notice: dict[str, Any] | None = None
+    transcript: TranscriptState | None = None
+    """The latest recording's transcription, once finalization handed it over."""
     listeners: list[RoomListener] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     run_started: float | None = None  # steady clock when the current run began
@@ -175,6 +178,13 @@ class Room:
                         "stage": self.recording.finalize_stage,
                     }
                     if self.recording and self.recording.finalize_status
+                    else None
+                ),
+                "transcript": (
+                    self.transcript.to_json()
+                    if self.transcript is not None
+                    and self.recording is not None
+                    and self.transcript.recording_id == self.recording.id
                     else None
                 ),
             },
@@ -471,6 +481,12 @@ class Room:
             self.notice = {"type": "finalize", "status": rec.finalize_status, "at": time.time()}
             await self._changed()
 
+    async def transcript_updated(self, state: TranscriptState) -> None:
+        """Transcription progress for this room's latest recording."""
+        if self.recording is not None and self.recording.id == state.recording_id:
+            self.transcript = state
+            await self._changed()
+
     # -- timer warnings --------------------------------------------------------------------
 
     def _schedule_warning(self) -> None:
@@ -552,6 +568,11 @@ class Rooms:
         room = self._rooms.get(rec.session_id)
         if room is not None:
             await room.recording_updated(rec)
+
+    async def transcript_updated(self, recording_id: str, state: TranscriptState) -> None:
+        """Transcription progress reaches the recording's room, when it is live."""
+        for room in self._rooms.values():
+            await room.transcript_updated(state)
 
     def live(self, session_id: str) -> Room | None:
         return self._rooms.get(session_id)

@@ -56,6 +56,7 @@ ACTIONS = (
     "clip",
     "export",
     "delete",
+    "transcript_corrected",
     # the matching wing: applications, proposals, scheduling, facilitators, the outbox
     "application_withdrawn",
     "application_deleted",

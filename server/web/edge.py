@@ -16,6 +16,7 @@ from storyroom.web.recordings import RecordingRoutes
 from storyroom.web.request_ids import request_id_header, request_ids
 from storyroom.web.sessions import SessionRoutes
 from storyroom.web.staff import StaffRoutes
+from storyroom.web.transcripts import TranscriptRoutes
 
 
 def add_http_edge(app: web.Application, settings: Settings) -> None:
@@ -30,6 +31,7 @@ def add_http_edge(app: web.Application, settings: Settings) -> None:
         HealthRoutes(app, settings),
         SessionRoutes(app),
         RecordingRoutes(app),
+        TranscriptRoutes(app),
         CopyLinkRoutes(app),
         StaffRoutes(app),
         MatchingRoutes(app, settings),

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from support.media import tone_room
-from support.polling import wait_until
+from support.polling import wait_for, wait_until
 from support.server import RunningServer, create_session, give_consent, serving
 from support.staff import StaffBrowser, add_staff
 
@@ -72,6 +72,14 @@ async def record_and_finalize(data_dir: Path, seconds: float = 3.0) -> Finished:
                 timeout=120,
             )
             assert last["recording"]["status"] == "ready", last["recording"]
+        # and its transcript is made here once, not by every server on a copy of it
+        transcripts = server.services.transcribe_jobs.transcripts
+
+        async def transcribed() -> bool:
+            state = await transcripts.state(start["recording"]["id"])
+            return state is not None and state.status not in ("queued", "transcribing")
+
+        await wait_for(transcribed, timeout=180, what="transcription")
     return Finished(
         data_dir,
         start["recording"]["id"],
@@ -113,7 +121,8 @@ def finished_recording(root: Path) -> Finished:
 
 def copy_of(finished: Finished, target: Path) -> Path:
     """A private copy of the finished data directory for one test."""
-    shutil.copytree(finished.data_dir, target)
+    # not the assembled speech model (~140 MB): a server puts it together when it needs it
+    shutil.copytree(finished.data_dir, target, ignore=shutil.ignore_patterns("models"))
     return target
 
 

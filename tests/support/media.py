@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import fractions
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,12 +70,7 @@ class ToneTrack(MediaStreamTrack):
             wait = self._start + self._samples / RATE - time.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-        n = np.arange(self._samples, self._samples + FRAME)
-        wall = self._start + n / RATE
-        amplitude = np.full(FRAME, self.level)
-        for burst in self.bursts:
-            amplitude[(wall >= burst) & (wall < burst + 0.1)] = self.burst_level
-        signal = amplitude * np.sin(2 * np.pi * self.freq * n / RATE)
+        signal = self.signal(np.arange(self._samples, self._samples + FRAME))
         frame = av.AudioFrame.from_ndarray(
             (signal * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono"
         )
@@ -85,6 +80,15 @@ class ToneTrack(MediaStreamTrack):
         self._samples += FRAME
         self.sent_frames += 1
         return frame
+
+    def signal(self, n: np.ndarray) -> np.ndarray:
+        """The samples numbered `n` (from the first one sent), in [-1, 1]."""
+        assert self._start is not None
+        wall = self._start + n / RATE
+        amplitude = np.full(FRAME, self.level)
+        for burst in self.bursts:
+            amplitude[(wall >= burst) & (wall < burst + 0.1)] = self.burst_level
+        return amplitude * np.sin(2 * np.pi * self.freq * n / RATE)
 
 
 @dataclass
@@ -194,16 +198,18 @@ async def tone_room(
     created: dict[str, Any] | None = None,
     seats: tuple[str, ...] = tuple(TONES),
     configure: Callable[[SeatClient], RTCConfiguration] | None = None,
+    tracks: Mapping[str, ToneTrack] | None = None,
 ) -> AsyncIterator[tuple[dict[str, SeatClient], dict[str, SeatPeer]]]:
     """A session of the server at `url` (new unless `created`) whose `seats` are aiortc
-    peers, each sending its tone from `TONES`, configured by `configure` from its seat
-    client (only loopback host candidates without it); all closed on exit."""
+    peers, each sending its tone from `TONES` (or its track from `tracks`), configured by
+    `configure` from its seat client (only loopback host candidates without it); all
+    closed on exit."""
     created = created or await create_session(url)
     clients = await seat_clients(url, created, seats)
     peers = {
         seat: SeatPeer(
             clients[seat],
-            ToneTrack(TONES[seat]),
+            tracks[seat] if tracks else ToneTrack(TONES[seat]),
             RTCPeerConnection(configure(clients[seat]) if configure else NO_ICE_SERVERS),
         )
         for seat in seats

@@ -17,6 +17,7 @@ import pytest
 
 from storyroom.__main__ import main
 from storyroom.archive.bagit import validate_bag
+from storyroom.recording import layout
 from support.archive import TITLE, Finished, copy_of
 from support.server import RunningServer
 from support.staff import StaffBrowser
@@ -151,6 +152,10 @@ def test_export_bag_command(
     files["manifest-sha256.txt"] = hashlib.sha256(
         (data / "recordings" / finished.recording_id / "manifest-sha256.txt").read_bytes()
     ).hexdigest()
+    # the transcript, made after metadata.json, is in the bag too
+    for name in layout.TRANSCRIPT_FILES:
+        path = data / "recordings" / finished.recording_id / name
+        files[name] = hashlib.sha256(path.read_bytes()).hexdigest()
     check_bag(bag_dir, finished, files)
     # the same destination again: refused, nothing overwritten
     assert main(argv) == 2

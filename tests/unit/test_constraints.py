@@ -34,7 +34,8 @@ def pins() -> dict[str, Version]:
 
 def requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    listed = [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    extras = project["optional-dependencies"]
+    listed = [*project["dependencies"], *extras["test"], *extras["transcribe"]]
     return [Requirement(text) for text in listed]
 
 

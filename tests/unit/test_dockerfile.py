@@ -81,7 +81,9 @@ def test_dockerfile_installs_and_runs_the_project() -> None:
 
     installs = [run for run in _args(stage, "RUN") if "pip install" in run]
     assert installs, "the image must install the project with pip install"
-    assert any(re.search(r"pip install (?:--?\S+ )*\.(?:\s|$)", run) for run in installs), installs
+    # the project itself, with the transcription extra
+    project = r"pip install (?:--?\S+ )*(?:\.|'\.\[transcribe\]')(?:\s|$)"
+    assert any(re.search(project, run) for run in installs), installs
 
     users = _args(stage, "USER")
     assert users, "the image must drop root with USER"

@@ -6,6 +6,7 @@ import { formatClock, formatTimeOfDay } from "../lib/format.js";
 import { t } from "../lib/i18n.js";
 import { questionText, themeGroups } from "../lib/questions.js";
 import { RoomView, drawFinalize } from "../lib/room-view.js";
+import { transcriptStatusText } from "../lib/transcript.js";
 import { $, confirmDialog, el, errorText, keepFocus, setText, show } from "../lib/ui.js";
 
 const SEATS = ["a", "b", "facilitator"];
@@ -163,6 +164,10 @@ function renderRecording() {
   }
   hint.dataset.state = state;
   renderFinalize();
+  const transcript = view.snapshot.recording.transcript;
+  const progress = transcript ? transcriptStatusText(transcript) : "";
+  show($("#transcript-progress"), Boolean(progress));
+  $("#transcript-progress").textContent = progress ? t("console.transcript", { state: progress }) : "";
   if (page.lastState !== null && page.lastState !== state) {
     $("#announcer").textContent = t(`rec.${state}`);
   }

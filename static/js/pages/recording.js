@@ -1,4 +1,5 @@
-// Staff: one recording. Listen by chapter (the waveform shows the cues), edit the
+// Staff: one recording. Listen by chapter (the waveform shows the cues) and along the
+// transcript (click a line to play from there, search it, correct a turn), edit the
 // catalogue fields, read and record consent, hand out copy links, download every file,
 // export a BagIt bag, delete.
 
@@ -7,6 +8,7 @@ import { buildPlayer } from "../lib/player.js";
 import { formatBytes, formatClock, formatDate, recordingLabel } from "../lib/format.js";
 import { languageName, onLanguageChange, t } from "../lib/i18n.js";
 import { api, apiError, apiFile, startStaffPage } from "../lib/staff-session.js";
+import { transcriptStatusText } from "../lib/transcript.js";
 import { $, confirmDialog, el, tableHead } from "../lib/ui.js";
 
 const RECORDING_ID = decodeURIComponent(location.pathname.split("/").pop() || "");
@@ -36,6 +38,7 @@ const KIND_KEYS = {
   manifest: "archive.kind_manifest",
   waveform: "archive.kind_waveform",
   source: "archive.kind_source",
+  transcript: "archive.kind_transcript",
 };
 
 const page = {
@@ -45,6 +48,9 @@ const page = {
   playerFor: null,
   clipUrl: null,
   refreshTimer: null,
+  transcript: null,
+  turn: -1,
+  editing: -1,
 };
 // While a recording is still being made or its files prepared, the page asks again this
 // often and follows it by itself.
@@ -124,6 +130,7 @@ function render() {
   $("#rec-summary").textContent = parts.join(" · ");
   renderState();
   renderPlayer();
+  renderTranscript();
   renderMetadata();
   renderConsent();
   renderCopies();
@@ -163,6 +170,188 @@ function renderPlayer() {
     steps: true,
     ids: { audio: "player", chapters: "chapters" },
   });
+  // the transcript's line being played follows the (new) player
+  page.player.audio.addEventListener("timeupdate", updateTurn);
+  page.player.audio.addEventListener("seeked", updateTurn);
+  page.turn = -2;
+  updateTurn();
+}
+
+// -- transcript ------------------------------------------------------------------------------
+
+function transcriptUrl() {
+  return `/api/recordings/${encodeURIComponent(RECORDING_ID)}/transcript`;
+}
+
+async function loadTranscript() {
+  const result = await api("GET", transcriptUrl());
+  if (result.status !== 200) {
+    $("#transcript-status").textContent = apiError(result);
+    return;
+  }
+  page.transcript = result.body;
+  renderTranscript();
+}
+
+function turns() {
+  return (page.transcript && page.transcript.transcript && page.transcript.transcript.turns) || [];
+}
+
+function normalised(text) {
+  return text.normalize("NFKD").replace(/[\u0300-\u036f]/g, "").toLowerCase();
+}
+
+function turnMatches(turn, words) {
+  const text = normalised(turn.text);
+  return words.every((word) => text.includes(word));
+}
+
+function seekTo(seconds) {
+  const player = $("#player");
+  player.currentTime = Math.max(0, seconds);
+  player.play().catch(() => {});
+  updateTurn();
+}
+
+function renderTranscript() {
+  const body = page.transcript;
+  const transcript = body && body.transcript;
+  $("#transcript-status").textContent = body ? transcriptStatusText(body.status) : "";
+  $("#transcript-notice").textContent = transcript
+    ? t(turns().some((turn) => turn.corrected) ? "transcript.notice_corrected" : "transcript.notice")
+    : "";
+  $("#transcript-search-field").hidden = !transcript;
+  const words = normalised($("#transcript-search").value.trim()).split(/\s+/).filter(Boolean);
+  let matches = 0;
+  const items = turns().map((turn, index) => {
+    const speaker = t("transcript.turn_speaker", { name: turn.name, seat: t(`seat.${turn.seat}`) });
+    const hit = words.length > 0 && turnMatches(turn, words);
+    matches += hit ? 1 : 0;
+    const line = el(
+      "button",
+      {
+        className: "link-button transcript-line",
+        attrs: {
+          type: "button",
+          "aria-label": t("transcript.play_from", { time: formatClock(turn.start), name: speaker }),
+        },
+        on: { click: () => seekTo(turn.start) },
+      },
+      [
+        el("span", { className: "transcript-time", text: formatClock(turn.start) }),
+        el("span", { className: "transcript-speaker", text: speaker }),
+        el("span", { className: "transcript-text", text: turn.text }),
+      ],
+    );
+    const children = [line];
+    if (turn.corrected) {
+      children.push(
+        el("p", {
+          className: "hint",
+          text: t("transcript.corrected", { by: turn.corrected.by, date: formatDate(turn.corrected.at) }),
+        }),
+      );
+    }
+    children.push(...(page.editing === index ? [correctionForm(turn, speaker)] : [editButton(index)]));
+    return el("li", { className: hit ? "transcript-turn match" : "transcript-turn", dataset: { turn: String(index) } }, children);
+  });
+  $("#transcript-turns").replaceChildren(...items);
+  $("#transcript-matches").textContent = !words.length
+    ? ""
+    : matches === 0
+      ? t("transcript.matches_none")
+      : matches === 1
+        ? t("transcript.matches_one")
+        : t("transcript.matches_other", { n: matches });
+  page.turn = -2;
+  updateTurn();
+}
+
+function editButton(index) {
+  return el("button", {
+    className: "quiet small",
+    text: t("transcript.edit"),
+    attrs: { type: "button" },
+    on: {
+      click: () => {
+        page.editing = index;
+        renderTranscript();
+        const area = $("#transcript-edit");
+        if (area) {
+          area.focus();
+        }
+      },
+    },
+  });
+}
+
+function correctionForm(turn, speaker) {
+  const area = el("textarea", {
+    attrs: {
+      id: "transcript-edit",
+      rows: "3",
+      maxlength: "10000",
+      "aria-label": t("transcript.edit_label", { name: speaker, time: formatClock(turn.start) }),
+    },
+  });
+  area.value = turn.text;
+  const status = el("p", { className: "status", attrs: { role: "status" } });
+  const form = el("form", { className: "transcript-edit" }, [
+    area,
+    el("div", { className: "button-row" }, [
+      el("button", { className: "primary small", text: t("transcript.save"), attrs: { type: "submit" } }),
+      el("button", {
+        className: "quiet small",
+        text: t("transcript.cancel"),
+        attrs: { type: "button" },
+        on: {
+          click: () => {
+            page.editing = -1;
+            renderTranscript();
+          },
+        },
+      }),
+    ]),
+    status,
+  ]);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const result = await api("PUT", `${transcriptUrl()}/turns/${turn.index}`, { text: area.value });
+    if (result.status !== 200) {
+      status.textContent = apiError(result);
+      return;
+    }
+    page.transcript = { ...page.transcript, transcript: result.body.transcript };
+    page.editing = -1;
+    renderTranscript();
+    $("#transcript-status").textContent = t("transcript.saved");
+  });
+  return form;
+}
+
+function currentTurn(time) {
+  let current = -1;
+  turns().forEach((turn, index) => {
+    if (time + 0.05 >= turn.start) {
+      current = index;
+    }
+  });
+  return current;
+}
+
+function updateTurn() {
+  const index = currentTurn($("#player").currentTime || 0);
+  if (index === page.turn) {
+    return;
+  }
+  page.turn = index;
+  for (const item of $("#transcript-turns").children) {
+    if (Number(item.dataset.turn) === index) {
+      item.setAttribute("aria-current", "true");
+    } else {
+      item.removeAttribute("aria-current");
+    }
+  }
 }
 
 // -- metadata --------------------------------------------------------------------------------
@@ -581,13 +770,16 @@ async function main() {
     return;
   }
   onLanguageChange(render);
+  $("#transcript-search").addEventListener("input", renderTranscript);
   $("#meta-form").addEventListener("submit", saveMetadata);
   $("#consent-form").addEventListener("submit", recordConsent);
   $("#issue-copies").addEventListener("click", issueCopies);
   $("#export").addEventListener("click", exportBag);
   $("#delete").addEventListener("click", deleteRecording);
   startMailAndClips();
-  await load();
+  if (await load()) {
+    await loadTranscript();
+  }
 }
 
 main();

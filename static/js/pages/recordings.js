@@ -1,4 +1,4 @@
-// Staff: find recordings by words, first names, keywords, language, status, consent and
+// Staff: find recordings by words, words said (the transcripts), first names, keywords, language, status, consent and
 // date. The filters live in the page's query string, so a search can be bookmarked.
 
 import { formatClock, formatDate, recordingLabel } from "../lib/format.js";
@@ -8,6 +8,7 @@ import { $, el, tableHead } from "../lib/ui.js";
 
 const FIELDS = {
   q: "#q",
+  said: "#f-said",
   name: "#f-name",
   keyword: "#f-keyword",
   language: "#f-language",

@@ -1,0 +1,69 @@
+"""Recording real speech through real seats, and waiting for its transcript."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from support.media import start_recording, stop_recording, tone_room
+from support.polling import wait_for
+from support.server import CONSENT, RunningServer, call, create_session, finalized
+from support.speech import Clip, ClipTrack, programme
+
+
+@dataclass(frozen=True)
+class SpokenRecording:
+    recording_id: str
+    rec_dir: Path
+    placed: dict[str, list[tuple[float, Clip]]]
+    late_s: float
+    """How late each clip can have begun on the recording clock: from just before the
+    start was asked to just after the seats began playing."""
+    names: dict[str, str]
+
+
+async def record_speech(
+    server: RunningServer,
+    placed: dict[str, list[tuple[float, Clip]]],
+    seconds: float,
+    language: str = "en",
+    consent: dict[str, bool] = CONSENT,
+) -> SpokenRecording:
+    """A session whose seats (every seat, silent where nothing is placed) play `placed`
+    clips from the start of the take for `seconds`; returns once it is finalized."""
+    created = await create_session(server.url, language=language)
+    seats = ("a", "b", "facilitator")
+    tracks = {seat: ClipTrack(programme(placed.get(seat, []), seconds)) for seat in seats}
+    async with tone_room(server.url, created, tracks=tracks) as (clients, _peers):
+        before = time.monotonic()
+        rec_dir = await start_recording(server.settings.recordings_dir, clients, consent)
+        for track in tracks.values():
+            track.play()
+        late = time.monotonic() - before
+
+        def played() -> bool:
+            return all(t.played_s > seconds + 0.3 for t in tracks.values())
+
+        await wait_for(played, timeout=seconds * 4 + 30, what="the seats to play their clips")
+        await stop_recording(clients, rec_dir)
+    await finalized(server.url, rec_dir.name, timeout=180)
+    names = {"a": "Rosa", "b": "Dale", "facilitator": "Sam"}
+    return SpokenRecording(rec_dir.name, rec_dir, placed, late, names)
+
+
+async def transcript_of(server: RunningServer, recording_id: str, timeout: float = 300) -> Any:
+    """The transcript call's answer once transcription has ended (any way)."""
+
+    async def ended() -> Any:
+        async with aiohttp.ClientSession() as http:
+            body = await call(http, "GET", f"{server.url}/api/recordings/{recording_id}/transcript")
+        status = body["status"]
+        if status and status["status"] not in ("queued", "transcribing"):
+            return body
+        return None
+
+    return await wait_for(ended, timeout=timeout, interval=0.5, what="the transcript")
