@@ -207,7 +207,10 @@ function turnMatches(turn, words) {
 }
 
 function seekTo(seconds) {
-  const player = $("#player");
+  if (!page.player) {
+    return;
+  }
+  const player = page.player.audio;
   player.currentTime = Math.max(0, seconds);
   player.play().catch(() => {});
   updateTurn();
@@ -340,7 +343,10 @@ function currentTurn(time) {
 }
 
 function updateTurn() {
-  const index = currentTurn($("#player").currentTime || 0);
+  if (!page.player) {
+    return; // no access copy yet: nothing plays
+  }
+  const index = currentTurn(page.player.audio.currentTime || 0);
   if (index === page.turn) {
     return;
   }
