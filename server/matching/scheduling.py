@@ -362,4 +362,3 @@ async def cancel(desk: Desk, schedule: ScheduleRow, now: datetime) -> ScheduleRo
     found = await desk.applications.get_schedule(cancelled.id)
     assert found is not None
     return found
-

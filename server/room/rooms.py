@@ -44,6 +44,7 @@ class CloseReason(StrEnum):
 
     CLIENT_LEFT = "client_left"
     REPLACED = "replaced"
+    LINK_REISSUED = "link_reissued"
     SERVER_SHUTDOWN = "server_shutdown"
     GRACE_EXPIRED = "grace_expired"
 

@@ -147,6 +147,29 @@ class Signaling:
             if transport is not None:
                 transport.close()
 
+    async def close_seat(self, session_id: str, seat: str) -> int:
+        """A seat's link was reissued: whoever is in the room on the old one is told and
+        disconnected now (the old token would not seat them again); how many were."""
+        gone = [
+            sid
+            for sid, conn in list(self.conns.items())
+            if conn.session_id == session_id and conn.seat == seat
+        ]
+        for sid in gone:
+            try:
+                await self.sio.emit(
+                    "closed",
+                    {
+                        "reason": CloseReason.LINK_REISSUED.value,
+                        "message": "This link was replaced by a new one.",
+                    },
+                    to=sid,
+                )
+                await self.sio.disconnect(sid)
+            except Exception:
+                log.warning("seat %s/%s: could not close %s", session_id, seat, sid, exc_info=True)
+        return len(gone)
+
     async def _levels_loop(self) -> None:
         """About four times a second, each live room's levels and link stats, to its facilitator."""
         while True:

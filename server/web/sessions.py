@@ -35,7 +35,8 @@ class SessionRoutes(RouteGroup):
         )
 
     async def reissue_seat(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        """A new join link for one seat: the old one stops opening it at once."""
+        """A new join link for one seat: the old one stops opening it at once, and a
+        connection made with it is closed."""
         session_id = request.match_info["session_id"]
         if not fields.ID_RE.match(session_id):
             raise NotFound("no such session")
@@ -46,7 +47,10 @@ class SessionRoutes(RouteGroup):
             self.services.store, self.services.settings, session_id, (seat.value,)
         )
         link = links[seat.value]
-        await self.audit(request, who, "seat_link_reissued", session_id, {"seat": seat.value})
+        closed = await self.services.signaling.close_seat(session_id, seat.value)
+        await self.audit(
+            request, who, "seat_link_reissued", session_id, {"seat": seat.value, "closed": closed}
+        )
         log.info("session %s: seat %s has a new link", session_id, seat.value)
         return web.json_response(link.to_json(), status=201)
 

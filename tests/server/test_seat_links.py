@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from storyroom.__main__ import demo_session
-from support.polling import wait_until
+from support.polling import wait_for, wait_until
 from support.server import (
     RunningServer,
     SeatClient,
@@ -72,7 +72,9 @@ async def test_expired_link_is_refused_and_a_reissued_one_works(server: RunningS
         # reissued after the start: still a full grace from now
         assert fresh["expires_at"] >= before + GRACE_HOURS * 3600
         entries = (await call(http, "GET", f"{url}/api/audit?action=seat_link_reissued"))["entries"]
-        assert [(e["target"], e["detail"]) for e in entries] == [(created["id"], {"seat": "b"})]
+        assert [(e["target"], e["detail"]) for e in entries] == [
+            (created["id"], {"seat": "b", "closed": 0})
+        ]
 
     client = SeatClient(url, fresh["token"])
     await client.connect()
@@ -91,15 +93,22 @@ async def test_a_working_link_stops_at_once_when_reissued(server: RunningServer)
     old = created["seats"]["facilitator"]["token"]
     first = SeatClient(url, old)
     await first.connect()
-    await first.close()
-    async with aiohttp.ClientSession() as http:
-        fresh = await call(
-            http,
-            "POST",
-            f"{url}/api/sessions/{created['id']}/seats/facilitator/reissue",
-            {},
-            expect=201,
-        )
+    try:
+        async with aiohttp.ClientSession() as http:
+            fresh = await call(
+                http,
+                "POST",
+                f"{url}/api/sessions/{created['id']}/seats/facilitator/reissue",
+                {},
+                expect=201,
+            )
+            entries = await call(http, "GET", f"{url}/api/audit?action=seat_link_reissued")
+        # whoever was in the room on the old link is told why and let go
+        await wait_for(lambda: not first.sio.connected, what="the old link's connection closed")
+        assert [c["reason"] for c in first.closed] == ["link_reissued"]
+        assert entries["entries"][0]["detail"] == {"seat": "facilitator", "closed": 1}
+    finally:
+        await first.close()
     assert "/console/" in fresh["url"]
     error = await refused_connect(url, {"token": old})
     assert error["data"]["code"] == "token_invalid"

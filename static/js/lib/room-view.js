@@ -139,6 +139,12 @@ export class RoomView {
       };
     };
     client.onClosed = (info) => {
+      if (info.reason === "link_reissued") {
+        // the old link opens nothing any more: no way back from this window
+        this.banner = { key: "closed.link_reissued", kind: "warning" };
+        this.render();
+        return;
+      }
       const key = info.reason === "replaced" ? "closed.replaced" : "closed.other";
       this.banner = {
         key,
