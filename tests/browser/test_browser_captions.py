@@ -14,9 +14,8 @@ from support.archive import issue_copy_links
 from support.browser import screenshot, watched_page
 from support.polling import wait_for
 from support.server import RunningServer
-from support.speech import ENGLISH, clip
 from support.staff import add_staff, signed_in
-from support.transcripts import record_speech, transcript_of
+from support.transcripts import rosa_then_dale
 
 pytestmark = pytest.mark.slow
 
@@ -51,14 +50,7 @@ async def caption_of(page: Page, turn: dict[str, Any]) -> str:
 async def test_the_copy_page_shows_who_says_what_while_it_plays(
     server: RunningServer, browser: Browser
 ) -> None:
-    # the clips and length of the staff transcript test: no more speech is transcribed
-    rosa, dale = clip(ENGLISH[2]), clip(ENGLISH[3])  # 6.0 s and 3.0 s
-    placed = {"a": [(0.5, rosa)], "b": [(rosa.seconds + 2.0, dale)]}
-    spoken = await record_speech(server, placed, rosa.seconds + dale.seconds + 3.0)
-    body = await transcript_of(server, spoken.recording_id)
-    assert body["status"]["status"] == "ready", body["status"]
-    turns: list[dict[str, Any]] = body["transcript"]["turns"]
-    assert [t["name"] for t in turns] == ["Rosa", "Dale"]
+    spoken, turns = await rosa_then_dale(server)  # as the staff transcript test's
     await add_staff(server)
     async with signed_in(server) as staff:
         link = (await issue_copy_links(staff, spoken.recording_id))[0]
