@@ -36,7 +36,7 @@ from storyroom.recording.layout import WAVEFORM, recording_dir
 from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.status import LIVE_STATES, FinalizeStatus
 from storyroom.store import Consent, ModuleMigrations, RecordingRow, Store, fetch_all, fetch_one
-from storyroom.transcribe.jobs import TranscribeJobs
+from storyroom.transcribe.jobs import TranscribeJobs, captions_entry
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +310,7 @@ class Archive:
                     ],
                     "audio_url": f"{base}/audio",
                     "waveform_url": f"{base}/waveform",  # listed or made on request
+                    "captions_url": f"{base}/captions" if captions_entry(rec) else None,
                 }
             )
         return out

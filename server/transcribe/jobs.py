@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from storyroom.errors import NotFound, PreconditionFailed
 from storyroom.finalize import outputs
-from storyroom.finalize.contracts import FileKind
+from storyroom.finalize.contracts import FileKind, FinalizedFile
 from storyroom.recording import layout
 from storyroom.recording.layout import recording_dir
 from storyroom.status import FinalizeStatus
@@ -253,6 +253,20 @@ class TranscribeJobs:
         directory = recording_dir(self.root, rec.id)
         return await asyncio.to_thread(documents.read, directory)
 
+    async def captions(self, rec: RecordingRow) -> FinalizedFile:
+        """The listing of `rec`'s `transcript.vtt`, for a player's captions;
+        `NotFound` (`transcript_withdrawn`, `no_transcript`) when there is none to show."""
+        state = await self.transcripts.state(rec.id)
+        if state is not None and state.status is TranscriptStatus.WITHDRAWN:
+            raise NotFound(
+                "the transcript was removed when consent to archive was withdrawn",
+                code="transcript_withdrawn",
+            )
+        entry = captions_entry(rec)
+        if entry is None:
+            raise NotFound("this recording has no transcript", code="no_transcript")
+        return entry
+
     async def correct(
         self, rec: RecordingRow, turn_index: int, text: str, actor: str
     ) -> Transcript:
@@ -297,6 +311,13 @@ class TranscribeJobs:
             state = await self.transcripts.state(recording_id)
             if state is not None and self.on_update is not None:
                 await self.on_update(recording_id, state)
+
+
+def captions_entry(rec: RecordingRow) -> FinalizedFile | None:
+    """The listing of a ready recording's captions (`transcript.vtt`), if it has them."""
+    if rec.finalize_status is not FinalizeStatus.READY or rec.finalized is None:
+        return None
+    return rec.finalized.file(layout.TRANSCRIPT_VTT)
 
 
 def _corrected(transcript: Transcript, corrections: dict[int, Correction]) -> Transcript:

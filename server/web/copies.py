@@ -7,7 +7,7 @@ tokens count against the client address like wrong staff tokens.
 
 So that the page's `<audio>` can stream the copy (with `Range`) and a plain link can
 save it, `GET /api/copy` also puts the token in an HttpOnly, SameSite=Strict cookie
-scoped to `/api/copy/`; only the two reading routes (`file`, `waveform`) accept it, so
+scoped to `/api/copy/`; only the reading routes (`file`, `waveform`, `captions`) accept it, so
 nothing that changes anything can be done by a cookie alone. The token still never
 appears in a URL.
 """
@@ -26,11 +26,13 @@ from storyroom.errors import AuthError, Forbidden, NotFound
 from storyroom.finalize.contracts import chapters_json
 from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.store import RecordingRow
+from storyroom.transcribe.jobs import captions_entry
 from storyroom.web.downloads import (
     recording_file,
     send_clip,
     send_file,
     send_levels,
+    send_listed,
     whole_download,
 )
 from storyroom.web.middleware import read_json
@@ -107,6 +109,7 @@ class CopyLinkRoutes(RouteGroup):
                 ),
                 # listed, or made from the access copy on first request
                 "waveform_url": "/api/copy/waveform" if entry is not None else None,
+                "captions_url": "/api/copy/captions" if captions_entry(rec) else None,
                 "clip_max_s": CLIP_MAX_S,
             },
             headers={"Cache-Control": "no-store"},
@@ -136,13 +139,19 @@ class CopyLinkRoutes(RouteGroup):
         log.info("copy link %s: consent changed by the participant", link.id)
         return web.json_response({"consent": {"archive": change.archive, "public": change.public}})
 
-    async def copy_file(self, request: web.Request) -> web.StreamResponse:
+    async def _shared(self, request: web.Request) -> tuple[CopyLink, RecordingRow]:
+        """As `_copy` (cookie allowed), for what is shared only while both participants
+        agree to copies: the conversation and its words."""
         link, rec = await self._copy(request, cookie=True)
-        copies = self.services.copies
-        if not await copies.both_agree(rec.session_id):
+        if not await self.services.copies.both_agree(rec.session_id):
             raise Forbidden(
                 "copies are shared only while both participants agree", code="no_copies_consent"
             )
+        return link, rec
+
+    async def copy_file(self, request: web.Request) -> web.StreamResponse:
+        link, rec = await self._shared(request)
+        copies = self.services.copies
         entry = access_entry(rec)
         if entry is None:
             raise NotFound("the copy is not ready")
@@ -159,6 +168,13 @@ class CopyLinkRoutes(RouteGroup):
     async def copy_waveform(self, request: web.Request) -> web.StreamResponse:
         _, rec = await self._copy(request, cookie=True)
         return await send_levels(request, self.services.waveforms, rec)
+
+    async def copy_captions(self, request: web.Request) -> web.StreamResponse:
+        """The copy's captions (`transcript.vtt`), while there is a transcript."""
+        _, rec = await self._shared(request)
+        entry = await self.services.transcribe_jobs.captions(rec)
+        recordings_dir = self.services.settings.recordings_dir
+        return await send_listed(request, recordings_dir, rec, entry, f"conversation-{rec.id}.vtt")
 
     async def copy_clip(self, request: web.Request) -> web.Response:
         """A participant's clip, only of a conversation both made public."""
@@ -180,5 +196,6 @@ class CopyLinkRoutes(RouteGroup):
         routes.public("PUT", "/api/copy/consent", self.copy_consent)
         routes.public("GET", "/api/copy/file", self.copy_file)
         routes.public("GET", "/api/copy/waveform", self.copy_waveform)
+        routes.public("GET", "/api/copy/captions", self.copy_captions)
         routes.public("POST", "/api/copy/clip", self.copy_clip)
         return routes

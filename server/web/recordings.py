@@ -138,6 +138,13 @@ class RecordingRoutes(RouteGroup):
         rec = await self._public(request)
         return await send_levels(request, self.services.waveforms, rec)
 
+    async def public_captions(self, request: web.Request) -> web.StreamResponse:
+        """The captions (`transcript.vtt`) of a recording both made public, as of now."""
+        rec = await self._public(request)
+        entry = await self.services.transcribe_jobs.captions(rec)
+        recordings_dir = self.services.settings.recordings_dir
+        return await send_listed(request, recordings_dir, rec, entry, f"conversation-{rec.id}.vtt")
+
     # -- the catalogue, consent, deletion --------------------------------------------------
 
     async def edit_metadata(self, request: web.Request, who: StaffIdentity) -> web.Response:
@@ -316,4 +323,5 @@ class RecordingRoutes(RouteGroup):
         routes.public("GET", "/api/public/recordings", self.public_recordings)
         routes.public("GET", f"{PUBLIC}/audio", self.public_audio)
         routes.public("GET", f"{PUBLIC}/waveform", self.public_waveform)
+        routes.public("GET", f"{PUBLIC}/captions", self.public_captions)
         return routes

@@ -5,8 +5,6 @@ archive by a word said."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import aiohttp
 import pytest
 from playwright.async_api import Browser, expect
@@ -14,9 +12,8 @@ from playwright.async_api import Browser, expect
 from support.browser import screenshot, sign_in_as_staff, watched_page
 from support.polling import wait_for
 from support.server import RunningServer, call
-from support.speech import ENGLISH, clip
 from support.staff import add_staff
-from support.transcripts import record_speech, transcript_of
+from support.transcripts import rosa_then_dale
 
 pytestmark = pytest.mark.slow
 
@@ -24,13 +21,7 @@ pytestmark = pytest.mark.slow
 async def test_staff_read_play_search_and_correct_a_transcript(
     server: RunningServer, browser: Browser
 ) -> None:
-    rosa, dale = clip(ENGLISH[2]), clip(ENGLISH[3])  # 6.0 s and 3.0 s
-    placed = {"a": [(0.5, rosa)], "b": [(rosa.seconds + 2.0, dale)]}
-    spoken = await record_speech(server, placed, rosa.seconds + dale.seconds + 3.0)
-    body = await transcript_of(server, spoken.recording_id)
-    assert body["status"]["status"] == "ready", body["status"]
-    turns: list[dict[str, Any]] = body["transcript"]["turns"]
-    assert [t["seat"] for t in turns] == ["a", "b"]
+    spoken, turns = await rosa_then_dale(server)
     await add_staff(server)
 
     url = f"{server.url}/staff/recordings?said=amiable"

@@ -12,7 +12,7 @@ import aiohttp
 from support.media import start_recording, stop_recording, tone_room
 from support.polling import wait_for
 from support.server import CONSENT, RunningServer, call, create_session, finalized
-from support.speech import Clip, ClipTrack, programme
+from support.speech import ENGLISH, Clip, ClipTrack, clip, programme
 
 
 @dataclass(frozen=True)
@@ -67,3 +67,16 @@ async def transcript_of(server: RunningServer, recording_id: str, timeout: float
         return None
 
     return await wait_for(ended, timeout=timeout, interval=0.5, what="the transcript")
+
+
+async def rosa_then_dale(server: RunningServer) -> tuple[SpokenRecording, list[dict[str, Any]]]:
+    """The browser tests' transcribed recording: Rosa (seat a) reads 6 s of LibriVox,
+    then Dale (seat b) 3 s; returns it with its transcript's turns, one per speaker."""
+    rosa, dale = clip(ENGLISH[2]), clip(ENGLISH[3])  # 6.0 s and 3.0 s
+    placed = {"a": [(0.5, rosa)], "b": [(rosa.seconds + 2.0, dale)]}
+    spoken = await record_speech(server, placed, rosa.seconds + dale.seconds + 3.0)
+    body = await transcript_of(server, spoken.recording_id)
+    assert body["status"]["status"] == "ready", body["status"]
+    turns: list[dict[str, Any]] = body["transcript"]["turns"]
+    assert [(t["seat"], t["name"]) for t in turns] == [("a", "Rosa"), ("b", "Dale")], turns
+    return spoken, turns

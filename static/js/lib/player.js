@@ -4,7 +4,8 @@
 // forty minutes of audio to draw it), and the cued questions as chapters to jump to.
 // Clicking the waveform seeks too; the chapter buttons and the audio controls are the
 // keyboard's way; with `marks`, numbered buttons on the waveform at each question, and
-// with `steps`, buttons to the previous and next question.
+// with `steps`, buttons to the previous and next question; with `captionsUrl` (a WebVTT
+// transcript), the line being said under the player, which a toggle turns off and on.
 
 import { formatClock } from "./format.js";
 import { t } from "./i18n.js";
@@ -13,6 +14,42 @@ import { el } from "./ui.js";
 const WAVE_COLOUR = "#3b6ea5";
 const PLAYED_COLOUR = "#1d3f66";
 const CUE_COLOUR = "#c0392b";
+
+const CUE_TIMES = /^\s*((?:\d+:)?\d{2}:\d{2}\.\d{3})\s+-->\s+((?:\d+:)?\d{2}:\d{2}\.\d{3})/;
+const ENTITIES = { "&amp;": "&", "&lt;": "<", "&gt;": ">", "&nbsp;": "\u00a0" };
+
+function vttSeconds(stamp) {
+  return stamp.split(":").reduce((total, part) => total * 60 + Number(part), 0);
+}
+
+/** A cue's text as plain words: `<v Name>` voices become "Name: ", other tags go. */
+function cueText(lines) {
+  return lines
+    .join(" ")
+    .replace(/<v(?:\.[^ >]*)?\s+([^>]*)>/g, "$1: ")
+    .replace(/<[^>]*>/g, "")
+    .replace(/&(?:amp|lt|gt|nbsp);/g, (entity) => ENTITIES[entity])
+    .trim();
+}
+
+/** The cues of a WebVTT file as [{start, end, text}], in order. */
+export function parseVtt(source) {
+  const cues = [];
+  const blocks = source.replace(/\r\n?/g, "\n").split(/\n{2,}/);
+  for (const block of blocks) {
+    const lines = block.split("\n");
+    const at = lines.findIndex((line) => CUE_TIMES.test(line));
+    if (at < 0) {
+      continue; // the header, a NOTE or a STYLE block
+    }
+    const [, start, end] = CUE_TIMES.exec(lines[at]);
+    const text = cueText(lines.slice(at + 1));
+    if (text) {
+      cues.push({ start: vttSeconds(start), end: vttSeconds(end), text });
+    }
+  }
+  return cues;
+}
 
 function draw(canvas, levels, chapters, duration, position) {
   const ratio = window.devicePixelRatio || 1;
@@ -47,12 +84,23 @@ function draw(canvas, levels, chapters, duration, position) {
 /**
  * Build a player into `root` for audio at `src` (a URL the page may fetch), with
  * `chapters` ([{start_s, title}]), the recording's `duration` and, if there is one, the
- * waveform's `waveformUrl`; `ids` ({audio, chapters}) names its parts for the page.
+ * waveform's `waveformUrl` and the captions' `captionsUrl`; `ids` ({audio, chapters})
+ * names its parts for the page.
  * Returns {audio, redraw}.
  */
 export function buildPlayer(
   root,
-  { src, chapters = [], duration = 0, waveformUrl = null, label = "", marks = false, steps = false, ids = {} },
+  {
+    src,
+    chapters = [],
+    duration = 0,
+    waveformUrl = null,
+    captionsUrl = null,
+    label = "",
+    marks = false,
+    steps = false,
+    ids = {},
+  },
 ) {
   const audio = el("audio", {
     className: "player",
@@ -161,7 +209,8 @@ export function buildPlayer(
         ])
       : null;
   const heading = chapters.length ? el("h3", { className: "chapters-heading", text: t("player.chapters") }) : null;
-  root.replaceChildren(...[audio, wave, stepRow, heading, list].filter(Boolean));
+  const captions = captionsUrl ? buildCaptions(audio, captionsUrl) : null;
+  root.replaceChildren(...[audio, wave, captions, stepRow, heading, list].filter(Boolean));
 
   canvas.addEventListener("click", (event) => {
     const length = duration || audio.duration || 0;
@@ -201,4 +250,48 @@ export function buildPlayer(
       .catch(() => {}); // no waveform: the player and chapters still work
   }
   return { audio, redraw };
+}
+
+/**
+ * The captions under a player: the cue being said at the audio's time, in an element
+ * that screen readers do not announce (aria-live="off": the audio is already heard),
+ * with a "Captions" toggle. Hidden until the file is fetched and has cues.
+ */
+function buildCaptions(audio, captionsUrl) {
+  const line = el("p", { className: "caption-line", attrs: { "aria-live": "off" } });
+  const state = { cues: [], shown: true, current: null };
+  const toggle = el("button", {
+    className: "quiet small caption-toggle",
+    text: t("player.captions"),
+    attrs: { type: "button", "aria-pressed": "true" },
+    on: {
+      click: () => {
+        state.shown = !state.shown;
+        toggle.setAttribute("aria-pressed", String(state.shown));
+        line.hidden = !state.shown;
+      },
+    },
+  });
+  const box = el("div", { className: "player-captions" }, [toggle, line]);
+  box.hidden = true;
+  const follow = () => {
+    const now = audio.currentTime || 0;
+    const cue = state.cues.find((c) => c.start <= now && now < c.end) || null;
+    if (cue !== state.current) {
+      state.current = cue;
+      line.textContent = cue ? cue.text : "";
+    }
+  };
+  audio.addEventListener("timeupdate", follow);
+  audio.addEventListener("seeked", follow);
+  fetch(captionsUrl, { credentials: "same-origin", cache: "no-store" })
+    .then((response) => (response.ok ? response.text() : ""))
+    .then((source) => {
+      state.cues = parseVtt(source);
+      box.hidden = state.cues.length === 0;
+      box.dataset.cues = String(state.cues.length);
+      follow();
+    })
+    .catch(() => {}); // no captions: the player works without them
+  return box;
 }

@@ -74,6 +74,7 @@ function render() {
       chapters: copy.chapters || [],
       duration: copy.duration_s || 0,
       waveformUrl: copy.waveform_url,
+      captionsUrl: copy.captions_url,
       label: t("copy.player"),
     });
   }

@@ -48,6 +48,7 @@ function conversation(rec, index) {
     chapters: rec.chapters || [],
     duration: rec.duration_s || 0,
     waveformUrl: rec.waveform_url,
+    captionsUrl: rec.captions_url,
     label: t("listen.player", { title: rec.title }),
   });
   return card;
