@@ -32,11 +32,13 @@ PUBLIC = {
     ("GET", "/api/public/recordings"),
     ("GET", "/api/public/recordings/{recording_id}/audio"),
     ("GET", "/api/public/recordings/{recording_id}/waveform"),
+    ("GET", "/api/public/recordings/{recording_id}/captions"),
     # a participant's copy link (its token is checked by the copy routes)
     ("GET", "/api/copy"),
     ("PUT", "/api/copy/consent"),
     ("GET", "/api/copy/file"),
     ("GET", "/api/copy/waveform"),
+    ("GET", "/api/copy/captions"),
     ("POST", "/api/copy/clip"),
     # Socket.IO (seat tokens are checked at connect)
     ("GET", "/socket.io/"),
