@@ -141,8 +141,11 @@ async def test_a_full_server_says_audio_is_unavailable_and_connects_once_a_room_
     async with serving(tmp_path / "data", max_rooms=1) as server:
         created = await create_session(server.url, language="es")
         link = with_raw_audio(created["seats"]["a"]["url"])
-        async with seat_page(browser, link, "a", PHONE) as seat:
-            async with tone_room(server.url):
+        async with contextlib.AsyncExitStack() as first_room:
+            # the one room the server has audio for, its seats connected before the
+            # second room's page opens (a page may offer as soon as it loads)
+            await first_room.enter_async_context(tone_room(server.url))
+            async with seat_page(browser, link, "a", PHONE) as seat:
                 await turn_on_microphone(seat.page)
                 state = await wait_for(
                     lambda: settled_audio(seat.page), timeout=30, what="a's audio"
@@ -151,8 +154,9 @@ async def test_a_full_server_says_audio_is_unavailable_and_connects_once_a_room_
                 await expect(seat.page.locator("#audio-status")).to_have_text(
                     SPANISH["audio.unavailable"], timeout=EXPECT_MS
                 )
-            # the first room's peers have closed: the next retry finds room
-            state = await wait_for(
-                lambda: audio_state_is(seat.page, "connected"), timeout=60, what="a connected"
-            )
-            assert state[0] == "connected"
+                await first_room.aclose()  # the first room's seats leave
+                # the next retry finds room
+                state = await wait_for(
+                    lambda: audio_state_is(seat.page, "connected"), timeout=60, what="a connected"
+                )
+                assert state[0] == "connected"
