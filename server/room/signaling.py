@@ -156,19 +156,19 @@ class Signaling:
             if conn.session_id == session_id and conn.seat == seat
         ]
         for sid in gone:
-            try:
-                await self.sio.emit(
-                    "closed",
-                    {
-                        "reason": CloseReason.LINK_REISSUED.value,
-                        "message": "This link was replaced by a new one.",
-                    },
-                    to=sid,
-                )
-                await self.sio.disconnect(sid)
-            except Exception:
-                log.warning("seat %s/%s: could not close %s", session_id, seat, sid, exc_info=True)
+            await self._close(
+                sid, CloseReason.LINK_REISSUED, "This link was replaced by a new one.", seat
+            )
         return len(gone)
+
+    async def _close(self, sid: str, reason: CloseReason, message: str, seat: str) -> None:
+        """Tell connection `sid` why it is closed (`closed`), then disconnect it."""
+        try:
+            await self.sio.emit("closed", {"reason": reason.value, "message": message}, to=sid)
+            await self.sio.disconnect(sid)
+        except Exception:
+            # the window may already be gone; closing it is all that was wanted
+            log.warning("seat %s: could not close %s", seat, sid, exc_info=True)
 
     async def _levels_loop(self) -> None:
         """About four times a second, each live room's levels and link stats, to its facilitator."""
@@ -283,21 +283,9 @@ class Signaling:
             log.info("seat %s/%s: connection %s replaced by %s", room.id, conn.seat, old, sid)
             self.conns.pop(old, None)
             await self.media.seat_replaced(room, conn.seat, old)
-            try:
-                await self.sio.emit(
-                    "closed",
-                    {
-                        "reason": CloseReason.REPLACED.value,
-                        "message": "You joined from another window.",
-                    },
-                    to=old,
-                )
-                await self.sio.disconnect(old)
-            except Exception:
-                # the old window may already be gone; the new one is seated either way
-                log.warning(
-                    "seat %s/%s: could not close %s", room.id, conn.seat, old, exc_info=True
-                )
+            await self._close(
+                old, CloseReason.REPLACED, "You joined from another window.", conn.seat
+            )
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self.conns.pop(sid, None)
