@@ -1,0 +1,129 @@
+"""A browser capture on disk: the one module that names its files and reads its index.
+
+```
+<recording dir>/capture/<seat>/
+├── <NN>.<ext>        one capture run: what one MediaRecorder produced, from its start
+│                     to its stop (a page reload starts run NN+1), its chunks appended in
+│                     sequence order; ext from the recorder's MIME type (webm, ogg, mp4)
+└── <NN>.jsonl        the run's index, one JSON object per line:
+                        {"type": "open", "mime": ..., "rec_start": s, "server_start": t, "at": t}
+                        {"type": "chunk", "seq": k, "offset": bytes, "size": n,
+                         "sha256": hex, "at": t}           (seq 0, 1, 2 ... in order)
+                        {"type": "close", "chunks": n, "bytes": b, "at": t}
+```
+`rec_start` is the browser's estimate of the recording-clock second of the run's first
+sample (the room timer's elapsed time, from the clock offset it measures over Socket.IO);
+`server_start` is the same instant in server wall-clock seconds. Both are hints: the
+merge aligns the audio itself. A run without `close` is incomplete (the page went away);
+its chunks are still usable. Names are server-generated: seats and run numbers only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from storyroom.recording.layout import JsonLines
+
+CAPTURE: Final = "capture"
+
+MIME_SUFFIXES: Final = {"audio/webm": ".webm", "audio/ogg": ".ogg", "audio/mp4": ".mp4"}
+"""The containers a capture may use (the part of the MIME type before any `;`)."""
+
+INDEX_SUFFIX: Final = ".jsonl"
+
+_RUN_INDEX: Final = re.compile(r"^(?P<run>\d+)\.jsonl$")
+
+
+def capture_dir(recording_dir: Path, seat: str) -> Path:
+    """One seat's captures in a recording's folder."""
+    return recording_dir / CAPTURE / seat
+
+
+def container_suffix(mime: str) -> str | None:
+    """The file suffix for a recorder MIME type (`audio/webm;codecs=opus`), or None."""
+    return MIME_SUFFIXES.get(mime.split(";", 1)[0].strip().lower())
+
+
+def run_media(recording_dir: Path, seat: str, run: int, mime: str) -> Path:
+    suffix = container_suffix(mime)
+    if suffix is None:
+        raise ValueError(f"unsupported capture type {mime!r}")
+    return capture_dir(recording_dir, seat) / f"{run:02d}{suffix}"
+
+
+def run_index(recording_dir: Path, seat: str, run: int) -> Path:
+    return capture_dir(recording_dir, seat) / f"{run:02d}{INDEX_SUFFIX}"
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRun:
+    """What a run's index says: where its audio is and how far it got."""
+
+    seat: str
+    run: int
+    mime: str
+    media: Path
+    rec_start: float
+    server_start: float
+    chunks: int
+    """Chunks stored (0..chunks-1, contiguous)."""
+    bytes: int
+    """Bytes of `media` that the index vouches for (a torn tail beyond them is ignored)."""
+    closed: bool
+
+
+def read_run(recording_dir: Path, seat: str, run: int) -> CaptureRun | None:
+    """A run as its index records it, or None when there is no usable `open` line."""
+    opened: dict[str, Any] | None = None
+    chunks = 0
+    size = 0
+    closed = False
+    for line in JsonLines(run_index(recording_dir, seat, run)):
+        if not isinstance(line, dict):
+            continue
+        kind = line.get("type")
+        if kind == "open" and opened is None:
+            opened = line
+        elif kind == "chunk" and opened is not None and line.get("seq") == chunks:
+            if line.get("offset") != size:
+                break
+            chunks += 1
+            size += int(line.get("size", 0))
+        elif kind == "close" and opened is not None:
+            closed = True
+    if opened is None or container_suffix(str(opened.get("mime", ""))) is None:
+        return None
+    mime = str(opened["mime"])
+    return CaptureRun(
+        seat=seat,
+        run=run,
+        mime=mime,
+        media=run_media(recording_dir, seat, run, mime),
+        rec_start=float(opened.get("rec_start", 0.0)),
+        server_start=float(opened.get("server_start", 0.0)),
+        chunks=chunks,
+        bytes=size,
+        closed=closed,
+    )
+
+
+def read_runs(recording_dir: Path, seat: str) -> list[CaptureRun]:
+    """A seat's capture runs in order (empty when its browser uploaded nothing)."""
+    folder = capture_dir(recording_dir, seat)
+    if not folder.is_dir():
+        return []
+    numbers = sorted(
+        int(match["run"]) for p in folder.iterdir() if (match := _RUN_INDEX.match(p.name))
+    )
+    return [run for n in numbers if (run := read_run(recording_dir, seat, n)) is not None]
+
+
+def captured_seats(recording_dir: Path) -> list[str]:
+    """The seats that uploaded any capture for a recording."""
+    folder = recording_dir / CAPTURE
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir())
