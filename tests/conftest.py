@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import ctypes
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from storyroom.netns import in_loopback_only_namespace, isolate_network
 from support.archive import Finished, archive_server, finished_recording
 from support.browser import EXPECT_MS, launch, write_tone
 from support.media import TONES
+from support.postgres import Postgres, running_postgres
 from support.server import RunningServer, serving
 from support.staff import StaffBrowser, signed_in
 
@@ -53,6 +54,25 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     """A server on an empty data directory."""
     async with serving(tmp_path / "data") as running:
         yield running
+
+
+# -- the two database engines --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """The run's private PostgreSQL cluster (started on first use, stopped by pid)."""
+    with running_postgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each engine: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "storyroom.sqlite3")
+    cluster: Postgres = request.getfixturevalue("postgres")
+    return cluster.new_database()
 
 
 # -- the staff archive: one finished recording per run, a private copy per test --------
