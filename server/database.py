@@ -73,7 +73,7 @@ class Row:
         self._index = index
         self._values = tuple(values)
 
-    def __getitem__(self, key: int | str) -> Any:
+    def __getitem__(self, key: int | str | slice) -> Any:
         if isinstance(key, str):
             return self._values[self._index[key]]
         return self._values[key]
@@ -238,6 +238,9 @@ class PostgresDatabase(Database):
         return cls(connection)
 
     async def _run(self, sql: str, params: Sequence[Any]) -> Cursor:
+        if sql.strip().upper() == "BEGIN":
+            # psycopg opens the transaction itself, before the next statement
+            return Cursor([], -1)
         async with self._db.cursor() as cursor:
             if params:
                 await cursor.execute(postgres_sql(sql), tuple(params))

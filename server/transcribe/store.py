@@ -12,8 +12,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import aiosqlite
-
+from storyroom.database import Database
 from storyroom.store import ModuleMigrations, fetch_all, fetch_one
 from storyroom.transcribe.contracts import Correction, Transcript, TranscriptStatus, Turn
 
@@ -75,7 +74,7 @@ class TranscriptState:
 class TranscriptStore:
     """Reads and writes the transcript tables on the server's one database connection."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     async def state(self, recording_id: str) -> TranscriptState | None:
