@@ -61,6 +61,10 @@ class Settings:
     token_grace_hours: float = 48.0
     max_request_bytes: int = 64 * 1024
     warning_minutes: tuple[float, ...] = (5.0, 1.0)
+    # A self-guided conversation's recording stops by itself after this many recorded
+    # minutes (pauses excluded). One setting for the whole server until partner
+    # organisations can set their own.
+    self_guided_limit_minutes: float = 60.0
     reconnect_grace_s: float = 10.0
     ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
     # Addresses the server offers as ICE host candidates; empty: every interface.
@@ -236,6 +240,7 @@ def _parse(name: str, raw: Any, source: str) -> Any:
         if name in (
             "token_ttl_days",
             "token_grace_hours",
+            "self_guided_limit_minutes",
             "reconnect_grace_s",
             "staff_session_hours",
             "copy_link_days",
@@ -290,6 +295,8 @@ def _validated(s: Settings) -> Settings:
         raise SettingsError("max_request_bytes must be between 1 KiB and 16 MiB")
     if any(m <= 0 or m > 600 for m in s.warning_minutes):
         raise SettingsError("warning_minutes must be positive minutes, e.g. 5,1")
+    if not 0 < s.self_guided_limit_minutes <= 600:
+        raise SettingsError("self_guided_limit_minutes must be more than 0 and at most 600")
     if not 0 <= s.reconnect_grace_s <= 300:
         raise SettingsError("reconnect_grace_s must be between 0 and 300")
     if not 6000 <= s.opus_max_average_bitrate <= 510_000:
