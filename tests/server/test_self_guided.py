@@ -15,6 +15,8 @@ import pytest
 
 from storyroom.__main__ import demo_session
 from storyroom.ids import hash_token, new_token
+from storyroom.seats import SessionKind
+from storyroom.store import MIGRATIONS, Store
 from support.media import dominant_frequency, tone_room
 from support.polling import wait_for, wait_until
 from support.server import (
@@ -79,6 +81,8 @@ async def test_two_seats_run_the_whole_conversation_and_it_is_finalized(
             assert done["markers"][0]["seat"] == "a"
 
     rec = await finalized(server.url, rec_id)
+    assert rec["kind"] == "self_guided"
+    assert set(rec["people"]) == {"a", "b"}
     names = {f["name"] for f in rec["files"]}
     assert {"stems/a.flac", "stems/b.flac", "master.wav", "metadata.json"} <= names
     assert "stems/facilitator.flac" not in names
@@ -322,3 +326,22 @@ async def test_a_missing_facilitator_is_refused_for_a_facilitated_session(
         "code": "missing_field",
         "message": "missing field 'facilitator' in session",
     }
+
+
+async def test_sessions_of_an_older_database_stay_facilitated(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    before = next(i for i, script in enumerate(MIGRATIONS) if "ADD COLUMN kind" in script)
+    with sqlite3.connect(path) as db:
+        for number, script in enumerate(MIGRATIONS[:before], start=1):
+            db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+        db.execute(
+            "INSERT INTO sessions (id, title, language, target_minutes, questions, agreed,"
+            " created_at) VALUES ('ses_0123456789abcdef', 'Old', 'en', 40, '[]', '[]', 1.0)"
+        )
+    store = await Store.open(path)
+    try:
+        old = await store.get_session("ses_0123456789abcdef")
+        assert old is not None and old.kind is SessionKind.FACILITATED
+        assert await store.schema_version() == len(MIGRATIONS)
+    finally:
+        await store.close()
