@@ -11,7 +11,6 @@ import json
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from playwright.async_api import Page, expect
@@ -24,6 +23,7 @@ from support.browser import (
     bank_text,
     screenshot,
     sign_in_as_staff,
+    token_of,
     turn_on_microphone,
     watched_page,
     with_raw_audio,
@@ -38,10 +38,6 @@ pytestmark = pytest.mark.slow
 STATIC = Path(__file__).resolve().parents[2] / "static"
 LOCALES = {"en": "en-US", "es": "es-ES"}
 TALK_S = 4.0
-
-
-def token_of(link: str) -> str:
-    return urlsplit(link).fragment.removeprefix("token=")
 
 
 def say(lang: str, key: str, **values: Any) -> str:

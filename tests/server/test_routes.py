@@ -47,6 +47,7 @@ PUBLIC = {
     # pages for participants and the sign-in page, and their files
     ("GET", "/"),
     ("GET", "/room/{session_id}"),
+    ("GET", "/together/{session_id}"),  # a self-guided seat's link: the same room page
     ("GET", "/console/{session_id}"),
     ("GET", "/copy"),
     ("GET", "/listen"),
