@@ -24,7 +24,7 @@ from typing import Any
 
 from storyroom import fields
 from storyroom.config import Settings
-from storyroom.errors import InvalidInput, InvalidState
+from storyroom.errors import AuthError, InvalidInput, InvalidState
 from storyroom.ids import hash_token, new_id, new_token
 from storyroom.room.protocol import NAME_MAX, PersonIn, SessionIn
 from storyroom.room.sessions import CreatedSession, create_session
@@ -162,7 +162,10 @@ class PartnerInvites:
         if invite.confirmed_at is not None:
             raise InvalidState("this invitation was confirmed already", code="already_confirmed")
         if time.time() > invite.created_at + CONFIRM_HOURS * 3600:
-            raise InvalidState("this confirmation link has expired", code="link_expired")
+            raise AuthError(
+                "this confirmation link has expired; please send the invitation again",
+                code="link_expired",
+            )
         # claimed first, so two openings of one link can never make two sessions
         cursor = await self.store.db.execute(
             "UPDATE partner_invites SET confirmed_at = ? WHERE id = ? AND confirmed_at IS NULL",

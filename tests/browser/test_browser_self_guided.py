@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ from support.browser import (
     watched_page,
     with_raw_audio,
 )
+from support.mail import outbox_messages, plain_text
 from support.media import TONES
 from support.polling import wait_for
-from support.server import RunningServer, SeatClient, create_self_guided, finalized
+from support.server import RunningServer, SeatClient, create_self_guided, finalized, serving
 from support.staff import add_staff
 
 pytestmark = pytest.mark.slow
@@ -250,3 +252,51 @@ async def test_staff_create_a_self_guided_session(server: RunningServer, chromiu
             await participant.close()
         await screenshot(page, "staff-self-guided")
         watch.assert_clean()
+
+
+async def test_an_invitation_from_the_published_page_opens_a_room(
+    tmp_path: Path, chromium: Any
+) -> None:
+    browser = await chromium(523.0)
+    async with serving(tmp_path / "data", self_guided_invites="on") as srv:
+        async with watched_page(browser, f"{srv.url}/invitar", PHONE) as (page, watch):
+            await expect(page.locator("html")).to_have_attribute("lang", "es")
+            you = page.get_by_role("group", name=say("es", "invite.you"))
+            await you.get_by_label(say("es", "invite.first_name")).fill("Rosa")
+            await you.get_by_label(say("es", "invite.email")).fill("rosa@example.org")
+            partner = page.get_by_role("group", name=say("es", "invite.partner"))
+            await partner.get_by_label(say("es", "invite.first_name")).fill("Lupe")
+            await partner.get_by_label(say("es", "invite.email")).fill("ROSA@example.org")
+            await page.get_by_role("button", name=say("es", "invite.send")).click()
+            await expect(page.locator("#invite-status")).to_have_text(say("es", "error.same_email"))
+            # Chromium logs that refused request (400) as a console error: it was expected
+            assert [e for e in watch.errors if "status of 400" not in e] == []
+            watch.errors.clear()
+            await partner.get_by_label(say("es", "invite.email")).fill("lupe@example.org")
+            await page.get_by_role("button", name=say("es", "invite.send")).click()
+            await expect(page.locator("#invite-status")).to_have_text(
+                say("es", "invite.check_email", email="rosa@example.org")
+            )
+            await expect(page.locator("#invite-form")).to_be_hidden()
+            await screenshot(page, "invite-sent-es")
+            watch.assert_clean()
+
+        sent = await wait_for(
+            lambda: outbox_messages(srv.settings.outbox_dir), what="the confirmation"
+        )
+        confirm = re.search(r"http://\S+/invite#token=[A-Za-z0-9_-]+", plain_text(sent[0]))
+        assert confirm is not None
+        async with watched_page(browser, confirm.group(0), PHONE, locale="es-ES") as (page, watch):
+            await expect(page.locator("#invite-status")).to_have_text(say("es", "invite.confirmed"))
+            assert "token" not in page.url  # taken out of the address bar
+            await page.get_by_role("link", name=say("es", "invite.open_room")).click()
+            await expect(page).to_have_url(re.compile(r"/together/ses_[0-9a-f]+"))
+            await expect(page.locator("#guided-intro-title")).to_have_text(
+                say("es", "guided.intro_title")
+            )
+            await page.get_by_role("button", name=say("es", "guided.join")).click()
+            await expect(page.locator("#welcome-title")).to_have_text(
+                say("es", "welcome.hello", name="Rosa")
+            )
+            await expect(page.locator("#partner-name")).to_have_text("Lupe")
+            watch.assert_clean()

@@ -4,18 +4,17 @@ real Socket.IO clients, the outbox folder as the mail."""
 
 from __future__ import annotations
 
-import email.policy
 import re
 import sqlite3
 import time
 from email.message import EmailMessage
-from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from support.mail import outbox_messages, plain_text
 from support.polling import wait_for
 from support.server import RunningServer, SeatClient, call, serving
 
@@ -31,17 +30,7 @@ SEAT_LINK = re.compile(r"(http://\S+/together/(ses_[0-9a-f]+)#token=([A-Za-z0-9_
 
 
 def mail(server: RunningServer) -> list[EmailMessage]:
-    """Every message in the outbox (in no particular order within one second)."""
-    folder = server.settings.outbox_dir
-    paths = sorted(folder.glob("*.eml")) if folder.is_dir() else []
-    parser = BytesParser(policy=email.policy.default)
-    return [parser.parsebytes(path.read_bytes()) for path in paths]  # type: ignore[misc]
-
-
-def text_of(message: EmailMessage) -> str:
-    body = message.get_body(preferencelist=("plain",))
-    assert isinstance(body, EmailMessage)
-    return str(body.get_content())
+    return outbox_messages(server.settings.outbox_dir)
 
 
 async def post(url: str, path: str, body: Any, expect: int) -> Any:
@@ -71,7 +60,7 @@ async def test_an_invitation_becomes_a_self_guided_room_for_both(tmp_path: Path)
         [confirmation] = await wait_for(lambda: mail(server), what="the confirmation")
         assert confirmation["To"].addresses[0].addr_spec == "rosa@example.org"
         assert "Lupe" in confirmation["Subject"]
-        found = TOKEN.search(text_of(confirmation))
+        found = TOKEN.search(plain_text(confirmation))
         assert found is not None
         assert server.services.store is not None
         assert await server.services.store.list_sessions() == []
@@ -82,9 +71,9 @@ async def test_an_invitation_becomes_a_self_guided_room_for_both(tmp_path: Path)
             lambda: mail(server) if len(mail(server)) == 3 else None, what="both links"
         )
         links = {}
-        for message in (m for m in messages if "/together/" in text_of(m)):
+        for message in (m for m in messages if "/together/" in plain_text(m)):
             to = message["To"].addresses[0].addr_spec
-            [(_link, session_id, token)] = SEAT_LINK.findall(text_of(message))
+            [(_link, session_id, token)] = SEAT_LINK.findall(plain_text(message))
             assert session_id == confirmed["session_id"]
             links[to] = token
         assert set(links) == {"rosa@example.org", "lupe@example.org"}
@@ -92,7 +81,7 @@ async def test_an_invitation_becomes_a_self_guided_room_for_both(tmp_path: Path)
         # the partner's message names the sender, never the sender's address
         partner_mail = next(m for m in messages if "lupe@" in str(m["To"]))
         assert "Rosa" in str(partner_mail["Subject"])
-        assert "rosa@example.org" not in text_of(partner_mail)
+        assert "rosa@example.org" not in plain_text(partner_mail)
 
         for address, seat, name in (
             ("rosa@example.org", "a", "Rosa"),
@@ -161,11 +150,11 @@ async def test_an_old_confirmation_link_has_expired(tmp_path: Path) -> None:
     async with serving(tmp_path, self_guided_invites="on") as server:
         await post(server.url, "/api/invites", INVITE, 202)
         [confirmation] = await wait_for(lambda: mail(server), what="the confirmation")
-        found = TOKEN.search(text_of(confirmation))
+        found = TOKEN.search(plain_text(confirmation))
         assert found is not None
         with sqlite3.connect(server.settings.database_path) as db:
             db.execute("UPDATE partner_invites SET created_at = ?", (time.time() - 49 * 3600,))
-        refused = await post(server.url, "/api/invites/confirm", {"token": found.group(1)}, 409)
+        refused = await post(server.url, "/api/invites/confirm", {"token": found.group(1)}, 401)
         assert refused["error"]["code"] == "link_expired"
         assert await server.services.store.list_sessions() == []
 
