@@ -103,6 +103,13 @@ async def test_two_seats_run_the_whole_conversation_and_it_is_finalized(
         export = await call(
             http, "POST", f"{server.url}/api/recordings/{rec_id}/exports", expect=201
         )
+        # a copy for each of the two, once both agree to copies
+        path = f"{server.url}/api/recordings/{rec_id}"
+        for seat in ("a", "b"):
+            body = {"seat": seat, "copies": True, "note": "yes"}
+            await call(http, "PUT", f"{path}/consent", body)
+        copies = await call(http, "POST", f"{path}/copies", expect=201)
+        assert sorted(link["seat"] for link in copies["links"]) == ["a", "b"]
     bag_info = next((server.settings.data_dir / "exports").rglob("bag-info.txt")).read_text()
     assert "Conversation-Kind: self_guided" in bag_info
     assert "self-guided One Small Step conversation" in bag_info
