@@ -32,6 +32,7 @@ from storyroom.logs import configure_logging
 from storyroom.recording.layout import recording_dir
 from storyroom.room.protocol import parse_session_create
 from storyroom.room.sessions import CreatedSession, create_session
+from storyroom.seats import SessionKind
 from storyroom.staff.accounts import Accounts, normalize_email
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
@@ -87,7 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--a-bio", default="")
     create.add_argument("--b-name", required=True, help="second participant's first name")
     create.add_argument("--b-bio", default="")
-    create.add_argument("--facilitator-name", required=True)
+    create.add_argument(
+        "--facilitator-name", help="the facilitator's first name (not with --self-guided)"
+    )
+    create.add_argument(
+        "--self-guided",
+        action="store_true",
+        help="two people who know each other, no facilitator: either of them runs the room",
+    )
 
     recording = _group(sub, "recording", "manage recordings")
     finalize = _command(recording, "finalize", "(re)make a recording's archival files")
@@ -244,9 +252,10 @@ def _check(settings: Settings) -> int:
 
 def print_links(created: CreatedSession, out: object = None) -> None:
     labels = {"a": "Participant A", "b": "Participant B", "facilitator": "Facilitator"}
-    print(f"Session {created.id}")
-    for seat, label in labels.items():
-        print(f"  {label:<14} {created.urls[seat]}")
+    kind = " (self-guided)" if created.kind is SessionKind.SELF_GUIDED else ""
+    print(f"Session {created.id}{kind}")
+    for seat, url in created.urls.items():
+        print(f"  {labels[seat]:<14} {url}")
     sys.stdout.flush()
 
 
@@ -313,8 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     {"name": args.a_name, "bio": args.a_bio},
                     {"name": args.b_name, "bio": args.b_bio},
                 ],
-                "facilitator": {"name": args.facilitator_name},
             }
+            if args.self_guided:
+                payload["kind"] = SessionKind.SELF_GUIDED.value
+            if args.facilitator_name is not None:
+                payload["facilitator"] = {"name": args.facilitator_name}
             print_links(asyncio.run(_create(settings, payload)))
             return 0
         settings.data_dir.mkdir(parents=True, exist_ok=True)

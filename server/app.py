@@ -22,6 +22,7 @@ from storyroom.config import Settings
 from storyroom.finalize import mp3_encoder
 from storyroom.finalize.jobs import FinalizeJobs
 from storyroom.finalize.mp3_encoder import Mp3Encoder
+from storyroom.matching import partner_invites
 from storyroom.matching.outbox import Outbox, mailer
 from storyroom.matching.store import TABLES as APPLICATION_TABLES
 from storyroom.matching.store import ApplicationStore
@@ -53,6 +54,7 @@ STORE_MODULES = (
     copies_module.TABLES,
     readiness.TABLES,
     transcripts_module.TABLES,
+    partner_invites.TABLES,
 )
 
 

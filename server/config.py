@@ -61,6 +61,15 @@ class Settings:
     token_grace_hours: float = 48.0
     max_request_bytes: int = 64 * 1024
     warning_minutes: tuple[float, ...] = (5.0, 1.0)
+    # A self-guided conversation's recording stops by itself after this many recorded
+    # minutes (pauses excluded). One setting for the whole server until partner
+    # organisations can set their own.
+    self_guided_limit_minutes: float = 60.0
+    # The published invitation page (/invite): a person invites someone they know to a
+    # self-guided conversation, confirming their email first; requests per client
+    # address an hour. Off unless turned on (one setting until organisations have theirs).
+    self_guided_invites: bool = False
+    invite_rate_limit: int = 5
     reconnect_grace_s: float = 10.0
     ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
     # Addresses the server offers as ICE host candidates; empty: every interface.
@@ -237,6 +246,7 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             "smtp_port",
             "matching_min_distance",
             "apply_rate_limit",
+            "invite_rate_limit",
             "signin_rate_limit",
             "bad_token_limit",
             "turn_ttl_s",
@@ -245,6 +255,7 @@ def _parse(name: str, raw: Any, source: str) -> Any:
         if name in (
             "token_ttl_days",
             "token_grace_hours",
+            "self_guided_limit_minutes",
             "reconnect_grace_s",
             "staff_session_hours",
             "copy_link_days",
@@ -253,6 +264,8 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             return float(raw)
         if name in ("data_dir", "static_dir"):
             return Path(raw)
+        if name == "self_guided_invites":
+            return _switch(raw)
         if name == "warning_minutes":
             return tuple(float(x) for x in raw.split(",") if x.strip())
         if name == "ice_servers":
@@ -264,6 +277,16 @@ def _parse(name: str, raw: Any, source: str) -> Any:
     except (ValueError, TypeError) as exc:
         raise SettingsError(f"{source}: cannot read {raw!r}: {exc}") from None
     return raw
+
+
+def _switch(raw: str) -> bool:
+    """`on`/`off` (also true/false, yes/no, 1/0), any case."""
+    value = raw.strip().lower()
+    if value in ("on", "true", "yes", "1"):
+        return True
+    if value in ("off", "false", "no", "0", ""):
+        return False
+    raise ValueError("expected on or off")
 
 
 def _parse_ice_servers(raw: str) -> tuple[IceServer, ...]:
@@ -299,6 +322,8 @@ def _validated(s: Settings) -> Settings:
         raise SettingsError("max_request_bytes must be between 1 KiB and 16 MiB")
     if any(m <= 0 or m > 600 for m in s.warning_minutes):
         raise SettingsError("warning_minutes must be positive minutes, e.g. 5,1")
+    if not 0 < s.self_guided_limit_minutes <= 600:
+        raise SettingsError("self_guided_limit_minutes must be more than 0 and at most 600")
     if not 0 <= s.reconnect_grace_s <= 300:
         raise SettingsError("reconnect_grace_s must be between 0 and 300")
     if not 6000 <= s.opus_max_average_bitrate <= 510_000:
@@ -311,6 +336,8 @@ def _validated(s: Settings) -> Settings:
         raise SettingsError("smtp_security must be starttls, ssl or none")
     if not 0 <= s.matching_min_distance <= 6:
         raise SettingsError("matching_min_distance must be between 0 and 6")
+    if not 1 <= s.invite_rate_limit <= 10_000:
+        raise SettingsError("invite_rate_limit must be between 1 and 10000")
     if not 1 <= s.apply_rate_limit <= 100_000:
         raise SettingsError("apply_rate_limit must be between 1 and 100000")
     if not 0 < s.staff_session_hours <= 24 * 30:

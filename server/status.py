@@ -27,6 +27,8 @@ class StopReason(StrEnum):
     SERVER_RESTART = "server_restart"
     """The server was shut down (SIGTERM): the take was stopped and kept whole, and the
     session may go on with a new take once the server is back."""
+    TIME_LIMIT = "time_limit"
+    """A self-guided conversation reached its hard limit (`self_guided_limit_minutes`)."""
 
 
 class FinalizeStatus(StrEnum):

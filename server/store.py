@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from storyroom.database import Database, PerDialect, Row, Script, open_database, postgres_ddl
 from storyroom.finalize.contracts import Finalized
 from storyroom.records import FieldsRecord
+from storyroom.seats import SessionKind
 from storyroom.status import LIVE_STATES, FinalizeStatus
 
 if TYPE_CHECKING:
@@ -134,6 +135,10 @@ MIGRATIONS: tuple[Script, ...] = (
     ALTER TABLE sessions ADD COLUMN starts_at REAL;
     ALTER TABLE recordings ADD COLUMN finalize_stage TEXT;
     """,
+    # 6: how a session is run (seats.SessionKind): every existing session had a facilitator
+    """
+    ALTER TABLE sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'facilitated';
+    """,
 )
 
 
@@ -196,6 +201,7 @@ class SessionRow:
     agreed: list[str]
     created_at: float
     starts_at: float | None = None  # the scheduled start, when the session has one
+    kind: SessionKind = SessionKind.FACILITATED
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +352,7 @@ class Store:
         try:
             await self._db.execute(
                 "INSERT INTO sessions (id, title, language, target_minutes, questions, agreed,"
-                " created_at, starts_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, starts_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     session.id,
                     session.title,
@@ -356,6 +362,7 @@ class Store:
                     json.dumps(session.agreed),
                     session.created_at,
                     session.starts_at,
+                    session.kind.value,
                 ),
             )
             await self._db.executemany(
@@ -703,7 +710,11 @@ class Store:
 
 def _session(row: Row) -> SessionRow:
     return from_row(
-        SessionRow, row, questions=json.loads(row["questions"]), agreed=json.loads(row["agreed"])
+        SessionRow,
+        row,
+        questions=json.loads(row["questions"]),
+        agreed=json.loads(row["agreed"]),
+        kind=SessionKind(row["kind"]),
     )
 
 

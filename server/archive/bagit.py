@@ -6,7 +6,7 @@ logs) plus `storyroom-catalogue.json` (the edited catalogue fields and the conse
 with its history). Manifests and tag manifests are sha256 and sha512; bag-info.txt has
 Source-Organization, Organization-Address and Contact-* from settings,
 External-Identifier (the recording id), External-Description, Bag-Group-Identifier (the
-session id), and bagit-python's Bagging-Date, Payload-Oxum and Bag-Software-Agent.
+session id), Conversation-Kind (`facilitated` or `self_guided`), and bagit-python's Bagging-Date, Payload-Oxum and Bag-Software-Agent.
 Every bag is validated (all checksums re-read) before it is handed out.
 
 Payload files are hard links to the recording's files where the file system allows
@@ -31,6 +31,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from storyroom.seats import SessionKind
 
 CHECKSUMS = ("sha256", "sha512")
 CATALOGUE = "storyroom-catalogue.json"
@@ -69,8 +71,10 @@ def bag_info(
     recording_id: str,
     session_id: str,
     description: str,
+    kind: SessionKind,
 ) -> dict[str, str]:
-    """bag-info.txt fields; empty settings are left out."""
+    """bag-info.txt fields; empty settings are left out. `Conversation-Kind` (ours, as
+    BagIt allows) says whether a facilitator ran the conversation."""
     info = {
         "Source-Organization": organization,
         "Organization-Address": address,
@@ -80,6 +84,7 @@ def bag_info(
         "External-Identifier": recording_id,
         "External-Description": " ".join(description.split()),
         "Bag-Group-Identifier": session_id,
+        "Conversation-Kind": kind.value,
     }
     return {key: value for key, value in info.items() if value}
 

@@ -33,7 +33,7 @@ from storyroom.errors import Busy, PreconditionFailed
 from storyroom.finalize.contracts import chapters_json
 from storyroom.ids import new_id
 from storyroom.recording.layout import WAVEFORM, recording_dir
-from storyroom.seats import PARTICIPANT_SEATS
+from storyroom.seats import PARTICIPANT_SEATS, SessionKind
 from storyroom.status import LIVE_STATES, FinalizeStatus
 from storyroom.store import Consent, ModuleMigrations, RecordingRow, Store, fetch_all, fetch_one
 from storyroom.transcribe.jobs import TranscribeJobs, captions_entry
@@ -236,6 +236,7 @@ class Archive:
         return {
             "title": (await self.metadata(rec, session.title if session else None))["title"],
             "session_title": session.title if session else None,
+            "kind": (session.kind if session else SessionKind.FACILITATED).value,
             "language": session.language if session else None,
             "metadata": await self.metadata(rec, session.title if session else None),
             "people": {s.seat: s.name for s in seats},
@@ -423,12 +424,14 @@ class Archive:
         duration = rec.finalized.duration_s
         recorded = time.strftime("%Y-%m-%d", time.gmtime(rec.started_at))
         language = {"en": "English", "es": "Spanish"}.get(detail["language"] or "", "")
+        kind = SessionKind(detail["kind"])
+        guided = " self-guided" if kind is SessionKind.SELF_GUIDED else ""
         description = " ".join(
             part
             for part in (
                 f"{meta['title']}.",
                 meta["description"],
-                f"A recorded One Small Step conversation in {language}, {recorded},"
+                f"A recorded{guided} One Small Step conversation in {language}, {recorded},"
                 f" {int(duration // 60)} min {int(duration % 60)} s.",
                 f"Location: {meta['location']}." if meta["location"] else "",
                 f"Keywords: {', '.join(meta['keywords'])}." if meta["keywords"] else "",
@@ -449,6 +452,7 @@ class Archive:
                 recording_id=rec.id,
                 session_id=rec.session_id,
                 description=description,
+                kind=kind,
             ),
             catalogue=catalogue(
                 recording={

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from storyroom.records import FieldsRecord
+from storyroom.seats import SessionKind
 from storyroom.status import RecordingState
 
 __all__ = [
@@ -94,6 +95,8 @@ class FinalizeInput(FieldsRecord):
     """Recorded seconds by the room clock; None if unknown (then the stems decide)."""
     software: str
     originator: str = "storyroom"
+    kind: SessionKind = SessionKind.FACILITATED
+    """How the conversation was run: a self-guided one had no facilitator seat."""
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> FinalizeInput:
@@ -112,6 +115,7 @@ class FinalizeInput(FieldsRecord):
             duration_s=value["duration_s"],
             software=value["software"],
             originator=value.get("originator", "storyroom"),
+            kind=SessionKind(value.get("kind", SessionKind.FACILITATED.value)),
         )
 
 

@@ -88,6 +88,7 @@ async def finalize_input(store: Store, rec: RecordingRow) -> FinalizeInput:
         markers=tuple(markers),
         duration_s=rec.elapsed_before if status is RecordingState.STOPPED else None,
         software=f"storyroom {__version__}",
+        kind=session.kind,
     )
 
 

@@ -302,6 +302,7 @@ def metadata(
         "recording_id": job.recording_id,
         "session_id": job.session_id,
         "title": job.title,
+        "kind": job.kind.value,
         "language": job.language,
         "take": job.take,
         "status": job.status.value,

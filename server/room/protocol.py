@@ -12,6 +12,7 @@ from typing import Any
 
 from storyroom import fields
 from storyroom.errors import InvalidInput, PayloadTooLarge
+from storyroom.seats import SessionKind
 
 NAME_MAX = 40
 BIO_MAX = 500
@@ -51,9 +52,11 @@ class SessionIn:
     language: str
     target_minutes: int
     participants: tuple[PersonIn, PersonIn]
-    facilitator: PersonIn
+    facilitator: PersonIn | None
+    """None exactly when `kind` is self-guided."""
     questions: tuple[str, ...] | None
     starts_at: float | None = None  # the scheduled start (epoch seconds), if any
+    kind: SessionKind = SessionKind.FACILITATED
 
 
 def _person(value: Any, where: str, *, bio: bool) -> PersonIn:
@@ -74,10 +77,12 @@ def parse_session_create(payload: Any) -> SessionIn:
             "facilitator",
             "questions",
             "starts_at",
+            "kind",
         },
-        {"title", "participants", "facilitator"},
+        {"title", "participants"},
         "session",
     )
+    kind = parse_kind(obj.get("kind", SessionKind.FACILITATED.value))
     title = fields.text(obj["title"], "title", TITLE_MAX)
     language = fields.language(obj.get("language", "en"))
     target = fields.whole_number(obj.get("target_minutes", 40), "target_minutes")
@@ -93,7 +98,17 @@ def parse_session_create(payload: Any) -> SessionIn:
         )
     a = _person(people[0], "participants[0]", bio=True)
     b = _person(people[1], "participants[1]", bio=True)
-    facilitator = _person(obj["facilitator"], "facilitator", bio=False)
+    facilitator: PersonIn | None = None
+    if kind is SessionKind.SELF_GUIDED:
+        if obj.get("facilitator") is not None:
+            raise InvalidInput(
+                "a self-guided session has no facilitator; leave facilitator out",
+                code="invalid_value",
+            )
+    elif "facilitator" not in obj:
+        raise InvalidInput("missing field 'facilitator' in session", code="missing_field")
+    else:
+        facilitator = _person(obj["facilitator"], "facilitator", bio=False)
     questions: tuple[str, ...] | None = None
     if obj.get("questions") is not None:
         raw = obj["questions"]
@@ -107,7 +122,18 @@ def parse_session_create(payload: Any) -> SessionIn:
     starts_at = None
     if obj.get("starts_at") is not None:
         starts_at = fields.moment(obj["starts_at"], "starts_at").timestamp()
-    return SessionIn(title, language, target, (a, b), facilitator, questions, starts_at)
+    return SessionIn(title, language, target, (a, b), facilitator, questions, starts_at, kind)
+
+
+def parse_kind(value: Any) -> SessionKind:
+    """A session's kind: `facilitated` (the default) or `self_guided`."""
+    if not isinstance(value, str):
+        raise InvalidInput("kind must be text", code="invalid_type")
+    try:
+        return SessionKind(value)
+    except ValueError:
+        kinds = ", ".join(k.value for k in SessionKind)
+        raise InvalidInput(f"kind must be one of {kinds}", code="invalid_value") from None
 
 
 # -- Socket.IO events ------------------------------------------------------------

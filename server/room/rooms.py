@@ -20,8 +20,9 @@ from storyroom.clock import steady
 from storyroom.config import Settings
 from storyroom.errors import Forbidden, InvalidInput, InvalidState, NotFound, PreconditionFailed
 from storyroom.ids import new_id
+from storyroom.room.permissions import Action, require
 from storyroom.room.protocol import ChooseIn, ConsentIn
-from storyroom.seats import PARTICIPANT_SEATS, SEATS, SeatName
+from storyroom.seats import PARTICIPANT_SEATS, SEATS, SeatName, SessionKind
 from storyroom.status import LIVE_STATES, RecordingState, StopReason
 from storyroom.store import (
     Consent,
@@ -94,6 +95,18 @@ class Room:
         return self.session.id
 
     @property
+    def kind(self) -> SessionKind:
+        return self.session.kind
+
+    @property
+    def limit_s(self) -> float | None:
+        """The hard limit on recorded seconds (pauses excluded), self-guided rooms only:
+        nobody is there to end a conversation that runs on."""
+        if self.kind is SessionKind.SELF_GUIDED:
+            return self.settings.self_guided_limit_minutes * 60.0
+        return None
+
+    @property
     def state(self) -> RecordingState:
         if self.recording is None:
             return RecordingState.IDLE
@@ -136,7 +149,7 @@ class Room:
         not jump when the host's wall clock is stepped."""
         now = steady()
         seats: dict[str, Any] = {}
-        for name in SEATS:
+        for name in self.kind.seats:
             row = self.seats[name]
             p = self.presence[name]
             entry: dict[str, Any] = {
@@ -155,6 +168,7 @@ class Room:
         return {
             "session": {
                 "id": self.session.id,
+                "kind": self.kind.value,
                 "title": self.session.title,
                 "language": self.session.language,
                 "target_minutes": self.session.target_minutes,
@@ -220,6 +234,7 @@ class Room:
             "warnings_min": list(self.settings.warning_minutes),
             "warning_min": warning,
             "overtime": remaining < 0,
+            "limit_s": self.limit_s,
         }
 
     # -- presence -------------------------------------------------------------------
@@ -296,7 +311,7 @@ class Room:
         return self.recording.id, time.time(), self.elapsed()
 
     async def cue(self, seat: str, question_id: str) -> CueRow:
-        _facilitator_only(seat)
+        require(self.kind, seat, Action.CUE)
         if question_id not in self._question_ids():
             raise InvalidInput(f"unknown question id {question_id!r}", code="unknown_question")
         async with self.lock:
@@ -311,7 +326,7 @@ class Room:
         return row
 
     async def marker(self, seat: str, label: str) -> MarkerRow:
-        _facilitator_only(seat)
+        require(self.kind, seat, Action.MARKER)
         async with self.lock:
             recording_id, now, rec_time = self._recording_moment(
                 "markers are placed while recording"
@@ -327,7 +342,7 @@ class Room:
 
     async def note(self, seat: str, text: str) -> NoteRow:
         """A private note of the facilitator's, kept with its time (seen by them only)."""
-        _facilitator_only(seat)
+        require(self.kind, seat, Action.NOTE)
         async with self.lock:
             now = time.time()
             live = self.state in (RecordingState.RECORDING, RecordingState.PAUSED)
@@ -354,12 +369,12 @@ class Room:
     # -- recording state machine -----------------------------------------------------------
 
     async def start(self, seat: str) -> RecordingRow:
-        _facilitator_only(seat)
+        require(self.kind, seat, Action.START)
         async with self.lock:
             previous = self.state
             if not self.open_for_take:
                 raise InvalidState(f"recording cannot start: it is {previous.value}")
-            missing = [s for s in SEATS if not self.connected(s)]
+            missing = [s for s in self.kind.seats if not self.connected(s)]
             if missing:
                 names = ", ".join(self.seats[s].name for s in missing)
                 raise PreconditionFailed(f"everyone must be in the room first; waiting for {names}")
@@ -393,18 +408,20 @@ class Room:
         return rec
 
     async def pause(self, seat: str) -> None:
-        await self._transition(seat, RecordingState.RECORDING, RecordingState.PAUSED, "pause")
+        require(self.kind, seat, Action.PAUSE)
+        await self._transition(RecordingState.RECORDING, RecordingState.PAUSED, "pause")
 
     async def resume(self, seat: str) -> None:
-        await self._transition(seat, RecordingState.PAUSED, RecordingState.RECORDING, "resume")
+        require(self.kind, seat, Action.RESUME)
+        await self._transition(RecordingState.PAUSED, RecordingState.RECORDING, "resume")
 
     async def stop(self, seat: str) -> None:
-        await self._transition(seat, None, RecordingState.STOPPED, "stop")
+        require(self.kind, seat, Action.STOP)
+        await self._transition(None, RecordingState.STOPPED, "stop")
 
     async def _transition(
-        self, seat: str, source: RecordingState | None, target: RecordingState, event: str
+        self, source: RecordingState | None, target: RecordingState, event: str
     ) -> None:
-        _facilitator_only(seat)
         async with self.lock:
             previous = self.state
             allowed = (source,) if source else (RecordingState.RECORDING, RecordingState.PAUSED)
@@ -491,22 +508,33 @@ class Room:
     # -- timer warnings --------------------------------------------------------------------
 
     def _schedule_warning(self) -> None:
-        """Push a snapshot when the next timer warning is due (owner: this room)."""
+        """Push a snapshot when the next timer warning is due, and stop the recording at
+        the hard limit of a self-guided room (owner: this room)."""
         if self._warning_task is not None:
             self._warning_task.cancel()
             self._warning_task = None
         if self.state is not RecordingState.RECORDING or self._closed:
             return
-        remaining = self.session.target_minutes * 60.0 - self.elapsed()
+        elapsed = self.elapsed()
+        remaining = self.session.target_minutes * 60.0 - elapsed
         due = [remaining - m * 60 for m in self.settings.warning_minutes] + [remaining]
+        if self.limit_s is not None:
+            due.append(self.limit_s - elapsed)
         upcoming = [d for d in due if d > 0]
+        if self.limit_s is not None and elapsed >= self.limit_s:
+            upcoming = [0.0]  # resumed at or past the limit: stop at once
         if upcoming:
             self._warning_task = asyncio.create_task(self._warn_after(min(upcoming)))
 
     async def _warn_after(self, delay: float) -> None:
         await asyncio.sleep(delay + 0.05)
+        self._warning_task = None  # this task ends here: nothing below may cancel it
+        rec = self.recording
+        if self.limit_s is not None and rec is not None and self.elapsed() >= self.limit_s:
+            log.info("room %s: take %s reached the %.0f s limit", self.id, rec.id, self.limit_s)
+            await self.stop_for(StopReason.TIME_LIMIT, rec.id)
+            return
         self.notice = {"type": "timer", "at": time.time()}
-        self._warning_task = None
         self._schedule_warning()
         await self._changed()
 
@@ -522,11 +550,6 @@ class Room:
         log.info("room %s closed: %s", self.id, reason.value)
         task, self._warning_task = self._warning_task, None
         await cancel_and_wait(task)
-
-
-def _facilitator_only(seat: str) -> None:
-    if seat != SeatName.FACILITATOR.value:
-        raise Forbidden("only the facilitator can do that")
 
 
 def _cue_json(c: CueRow) -> dict[str, Any]:

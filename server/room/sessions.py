@@ -12,7 +12,7 @@ from storyroom.ids import hash_token, new_id, new_token
 from storyroom.room.protocol import SessionIn
 from storyroom.room.questions import session_questions
 from storyroom.room.rooms import Rooms
-from storyroom.seats import SEATS, SeatName, join_url
+from storyroom.seats import SEATS, SeatName, SessionKind, join_url
 from storyroom.store import SessionRow, Store
 
 
@@ -21,11 +21,13 @@ class CreatedSession:
     id: str
     tokens: dict[str, str]
     urls: dict[str, str]
+    kind: SessionKind = SessionKind.FACILITATED
 
     def to_json(self) -> dict[str, Any]:
         return {
             "id": self.id,
-            "seats": {s: {"token": self.tokens[s], "url": self.urls[s]} for s in SEATS},
+            "kind": self.kind.value,
+            "seats": {s: {"token": self.tokens[s], "url": self.urls[s]} for s in self.kind.seats},
         }
 
 
@@ -57,7 +59,8 @@ class SeatLink:
 
 
 def parse_seat(value: str) -> SeatName:
-    """A seat named in a path: `a`, `b` or `facilitator`."""
+    """A seat named in a path: `a`, `b` or `facilitator` (whether the session has that
+    seat is `new_seat_links`' question)."""
     try:
         return SeatName(value)
     except ValueError:
@@ -85,10 +88,15 @@ async def new_seat_links(
     if start is not None:
         # a link reissued after the start (someone joins late) still gets the grace
         expires = max(expires, now + settings.token_grace_hours * 3600)
+    absent = [seat for seat in seats if seat not in session.kind.seats]
+    if absent:
+        raise InvalidInput(
+            f"a {session.kind.value} session has no seat {absent[0]!r}", code="invalid_value"
+        )
     links = {}
     for seat in seats:
         token = new_token()
-        url = join_url(settings.base_url, session_id, seat, token)
+        url = join_url(settings.base_url, session_id, seat, token, session.kind)
         links[seat] = SeatLink(seat, token, url, expires)
     await store.replace_seat_tokens(
         session_id,
@@ -99,7 +107,8 @@ async def new_seat_links(
 
 
 async def create_session(store: Store, settings: Settings, spec: SessionIn) -> CreatedSession:
-    """A new session and its three seat links (expiring after its start, if scheduled)."""
+    """A new session and its seat links, three or (self-guided) two, expiring after its
+    start if it is scheduled."""
     now = time.time()
     expires = seat_link_expiry(settings, now, spec.starts_at)
     session = SessionRow(
@@ -111,18 +120,25 @@ async def create_session(store: Store, settings: Settings, spec: SessionIn) -> C
         agreed=[],
         created_at=now,
         starts_at=spec.starts_at,
+        kind=spec.kind,
     )
-    people = {"a": spec.participants[0], "b": spec.participants[1], "facilitator": spec.facilitator}
-    tokens = {seat: new_token() for seat in SEATS}
+    people = {"a": spec.participants[0], "b": spec.participants[1]}
+    if spec.facilitator is not None:
+        people["facilitator"] = spec.facilitator
+    seats = spec.kind.seats
+    tokens = {seat: new_token() for seat in seats}
     await store.create_session(
         session,
         [
             (seat, people[seat].name, people[seat].bio, hash_token(tokens[seat]), expires)
-            for seat in SEATS
+            for seat in seats
         ],
     )
-    urls = {seat: join_url(settings.base_url, session.id, seat, tokens[seat]) for seat in SEATS}
-    return CreatedSession(session.id, tokens, urls)
+    urls = {
+        seat: join_url(settings.base_url, session.id, seat, tokens[seat], spec.kind)
+        for seat in seats
+    }
+    return CreatedSession(session.id, tokens, urls, spec.kind)
 
 
 async def describe_session(store: Store, rooms: Rooms, session_id: str) -> dict[str, Any]:
@@ -137,6 +153,7 @@ async def describe_session(store: Store, rooms: Rooms, session_id: str) -> dict[
     latest = recordings[-1] if recordings else None
     return {
         "id": session.id,
+        "kind": session.kind.value,
         "title": session.title,
         "language": session.language,
         "target_minutes": session.target_minutes,

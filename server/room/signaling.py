@@ -258,6 +258,19 @@ class Signaling:
                 "This link has expired. Please ask the organisers for a new one.",
                 code="token_expired",
             )
+        session = await self.store.get_session(seat_row.session_id)
+        if session is None or seat_row.seat not in session.kind.seats:
+            # a seat the session's kind does not have (a facilitator's row left in a
+            # self-guided session) never opens its room
+            log.warning(
+                "refused connect %s: %s/%s is not a seat of that room",
+                sid,
+                seat_row.session_id,
+                seat_row.seat,
+            )
+            raise AuthError(
+                "This link does not open a seat in this conversation.", code="seat_not_in_room"
+            )
         return seat_row
 
     async def _welcome_loop(self) -> None:

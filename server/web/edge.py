@@ -8,6 +8,7 @@ from aiohttp import web
 from storyroom.config import Settings
 from storyroom.web.copies import CopyLinkRoutes
 from storyroom.web.health import HealthRoutes
+from storyroom.web.invites import PartnerInviteRoutes
 from storyroom.web.matching import MatchingRoutes
 from storyroom.web.middleware import errors_middleware, security_headers
 from storyroom.web.pages import add_page_routes
@@ -35,6 +36,7 @@ def add_http_edge(app: web.Application, settings: Settings) -> None:
         CopyLinkRoutes(app),
         StaffRoutes(app),
         MatchingRoutes(app, settings),
+        PartnerInviteRoutes(app, settings),
     ):
         app.add_routes(group.routes().defs)
     add_page_routes(app, settings)

@@ -71,6 +71,8 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
 
     app.router.add_get("/", page("index"))
     app.router.add_get("/room/{session_id}", page("room"))
+    # a self-guided seat's link: the same page, which shows its guided introduction first
+    app.router.add_get("/together/{session_id}", page("room"))
     app.router.add_get("/console/{session_id}", page("console"))
     app.router.add_get("/staff", page("staff", staff=True))
     app.router.add_get("/staff/signin", page("signin"))
@@ -82,6 +84,8 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/escuchar", page("listen"))  # the same page, in Spanish
     app.router.add_get("/apply", page("apply"))
     app.router.add_get("/solicitar", page("apply"))  # the same form, in Spanish
+    app.router.add_get("/invite", page("invite"))
+    app.router.add_get("/invitar", page("invite"))  # the same page, in Spanish
     app.router.add_get("/staff/applications", page("applications", staff=True))
     app.router.add_get("/vendor/socket.io.esm.min.js", socketio_client)
     if static.is_dir():

@@ -11,7 +11,6 @@ from storyroom import fields
 from storyroom.errors import NotFound
 from storyroom.room import protocol
 from storyroom.room.sessions import create_session, describe_session, new_seat_links, parse_seat
-from storyroom.seats import SEATS
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.web.middleware import read_json
 from storyroom.web.routes import RouteGroup, Routes
@@ -66,11 +65,12 @@ class SessionRoutes(RouteGroup):
             out.append(
                 {
                     "id": s.id,
+                    "kind": s.kind.value,
                     "title": s.title,
                     "language": s.language,
                     "target_minutes": s.target_minutes,
                     "created_at": s.created_at,
-                    "connected": [seat for seat in SEATS if room and room.connected(seat)],
+                    "connected": [seat for seat in s.kind.seats if room and room.connected(seat)],
                     # the latest take as the recordings list words it (one status for both)
                     "recording": latest.public_status if latest else "idle",
                     "percent": latest.finalize_percent

@@ -21,6 +21,7 @@ from support.browser import (
     screenshot,
     seat_page,
     sign_in_as_staff,
+    token_of,
     turn_on_microphone,
     with_raw_audio,
 )
@@ -36,10 +37,6 @@ from support.server import (
 from support.staff import add_staff
 
 pytestmark = pytest.mark.slow
-
-
-def token_of(link: str) -> str:
-    return urlsplit(link).fragment.removeprefix("token=")
 
 
 async def test_spanish_session_speaks_spanish_and_switches(

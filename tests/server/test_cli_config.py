@@ -16,7 +16,7 @@ from storyroom.store import MIGRATIONS, Store
 from support.polling import wait_for_sync
 from support.server import SeatClient, create_session, free_port, serving
 
-LINK = re.compile(r"(http://\S+/(room|console)/(ses_[0-9a-f]+)#token=(\S+))")
+LINK = re.compile(r"(http://\S+/(room|console|together)/(ses_[0-9a-f]+)#token=(\S+))")
 
 
 def run_cli(
@@ -64,6 +64,30 @@ async def test_session_create_prints_three_working_links(tmp_path: Path) -> None
             assert client.last["session"]["id"] == session_id
             assert client.last["session"]["language"] == "es"
             await client.close()
+
+
+async def test_session_create_self_guided_prints_two_working_links(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port = free_port()
+    args = ("session", "create", "--title", "Kitchen", "--a-name", "Rosa", "--b-name", "Lupe")
+    url = ("--public-url", f"http://127.0.0.1:{port}")
+    result = run_cli(*args, "--self-guided", *url, data_dir=data)
+    assert result.returncode == 0, result.stderr
+    assert "(self-guided)" in result.stdout
+    links = LINK.findall(result.stdout)
+    assert [page for _, page, _, _ in links] == ["together", "together"]
+    async with serving(data, port=port) as srv:
+        for (_url, _page, _session, token), seat in zip(links, ("a", "b"), strict=True):
+            client = SeatClient(srv.url, token)
+            await client.connect()
+            assert client.last["you"] == seat
+            assert client.last["session"]["kind"] == "self_guided"
+            await client.close()
+    # a facilitator for a self-guided session, or none for a facilitated one: refused
+    both = run_cli(*args, "--self-guided", "--facilitator-name", "Sam", data_dir=data)
+    assert both.returncode == 2 and "no facilitator" in both.stderr
+    neither = run_cli(*args, data_dir=data)
+    assert neither.returncode == 2 and "'facilitator'" in neither.stderr
 
 
 def test_session_create_rejects_bad_values(tmp_path: Path) -> None:
@@ -153,6 +177,9 @@ TURN_SECRET = {"STORYROOM_TURN_SECRET": "a-long-shared-secret"}
         ({"STORYROOM_TOKEN_GRACE_HOURS": "721"}, "token_grace_hours"),
         ({"STORYROOM_TOKEN_GRACE_HOURS": "soon"}, "STORYROOM_TOKEN_GRACE_HOURS"),
         ({"STORYROOM_WARNING_MINUTES": "5,-1"}, "warning_minutes"),
+        ({"STORYROOM_SELF_GUIDED_LIMIT_MINUTES": "0"}, "self_guided_limit_minutes"),
+        ({"STORYROOM_SELF_GUIDED_LIMIT_MINUTES": "601"}, "self_guided_limit_minutes"),
+        ({"STORYROOM_SELF_GUIDED_LIMIT_MINUTES": "hour"}, "STORYROOM_SELF_GUIDED_LIMIT_MINUTES"),
         ({"STORYROOM_ICE_SERVERS": '[{"url": "stun:x"}]'}, "STORYROOM_ICE_SERVERS"),
         ({"STORYROOM_ICE_SERVERS": "http://not-ice"}, "ICE server URL"),
         ({"STORYROOM_PUBLIC_URL": "ftp://x"}, "public_url"),

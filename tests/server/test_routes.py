@@ -28,6 +28,12 @@ PUBLIC = {
     # the application form
     ("GET", "/api/regions"),
     ("POST", "/api/applications"),
+    # the published invitation page (off unless turned on; rate-limited, email-checked)
+    ("GET", "/invite"),
+    ("GET", "/invitar"),
+    ("GET", "/api/invites"),
+    ("POST", "/api/invites"),
+    ("POST", "/api/invites/confirm"),
     # what participants agreed to make public
     ("GET", "/api/public/recordings"),
     ("GET", "/api/public/recordings/{recording_id}/audio"),
@@ -47,6 +53,7 @@ PUBLIC = {
     # pages for participants and the sign-in page, and their files
     ("GET", "/"),
     ("GET", "/room/{session_id}"),
+    ("GET", "/together/{session_id}"),  # a self-guided seat's link: the same room page
     ("GET", "/console/{session_id}"),
     ("GET", "/copy"),
     ("GET", "/listen"),

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from playwright.async_api import Browser, ConsoleMessage, Page, Playwright
@@ -82,6 +83,11 @@ def bank_text(index: int, lang: str = "en") -> str:
     """The text of the question bank's question `index`, as a page shows it in `lang`."""
     text: str = bank()["questions"][index]["text"][lang]
     return text
+
+
+def token_of(link: str) -> str:
+    """The seat token in a join link's fragment."""
+    return urlsplit(link).fragment.removeprefix("token=")
 
 
 def with_raw_audio(link: str) -> str:

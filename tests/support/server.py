@@ -153,6 +153,15 @@ async def create_session(url: str, **changes: Any) -> dict[str, Any]:
         return body
 
 
+async def create_self_guided(url: str, **changes: Any) -> dict[str, Any]:
+    """A self-guided session (seats `a` and `b`, no facilitator) of the demo's people."""
+    payload = {**demo_session(**changes), "kind": "self_guided"}
+    payload.pop("facilitator")
+    async with aiohttp.ClientSession() as http:
+        body: dict[str, Any] = await call(http, "POST", f"{url}/api/sessions", payload, expect=201)
+        return body
+
+
 @dataclass
 class SeatClient:
     """A real socketio.AsyncClient seated with a token, recording every snapshot."""

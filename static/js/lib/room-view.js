@@ -19,6 +19,7 @@ const STOP_REASON_KEYS = {
     disk_full: "stopped.room_disk_full",
     write_failed: "stopped.room_write_failed",
     server_restart: "stopped.room_server_restart",
+    time_limit: "stopped.room_time_limit",
   },
   console: {
     disk_full: "stopped.console_disk_full",

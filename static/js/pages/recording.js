@@ -120,7 +120,9 @@ function render() {
   $("#rec-title").textContent = rec.title || rec.id;
   const names = rec.people || {};
   const parts = [
-    t("archive.summary_people", { a: names.a || "", b: names.b || "", facilitator: names.facilitator || "" }),
+    rec.kind === "self_guided"
+      ? t("archive.summary_people_self_guided", { a: names.a || "", b: names.b || "" })
+      : t("archive.summary_people", { a: names.a || "", b: names.b || "", facilitator: names.facilitator || "" }),
     languageName(rec.language),
     t("archive.summary_recorded", { date: formatDate(rec.started_at) }),
   ];

@@ -1,6 +1,9 @@
-// The participant page: checks, consent, question agreement and the conversation.
+// The participant page: checks, consent, question agreement and the conversation. In a
+// self-guided room (no facilitator) it also shows the guided introduction and the
+// controls either person uses to run the conversation (lib/guided.js).
 
 import { makeMeter, setMeter } from "../lib/audio.js";
+import { GuidedControls, guidedIntro } from "../lib/guided.js";
 import { language, onLanguageChange, t } from "../lib/i18n.js";
 import { browserSupport } from "../lib/microphone.js";
 import { questionText, themeGroups } from "../lib/questions.js";
@@ -23,6 +26,7 @@ const page = {
   allSet: false,
   finalizeNodes: null,
   doneChoosing: false, // the person said their questions are marked ("Done")
+  guided: null, // GuidedControls, once the page is built
 };
 
 // "Done choosing" outlives a reload of this seat's page (this tab only).
@@ -34,6 +38,11 @@ function me() {
 
 function partnerSeat() {
   return me() === "a" ? "b" : "a";
+}
+
+/** A self-guided room: two people who know each other, no facilitator. */
+function isGuided() {
+  return view.snapshot.session.kind === "self_guided";
 }
 
 function phaseFor(state) {
@@ -51,21 +60,27 @@ function renderPage() {
   }
   const snap = view.snapshot;
   const partner = snap.seats[partnerSeat()];
-  const facilitator = snap.seats.facilitator;
+  const guided = isGuided();
+  const facilitator = snap.seats.facilitator || { name: "", connected: false };
   const mine = snap.seats[me()];
 
   $("#welcome-title").textContent = t("welcome.hello", { name: mine.name });
-  $("#welcome-intro").textContent = t("welcome.intro", {
-    partner: partner.name,
-    facilitator: facilitator.name,
-    minutes: snap.session.target_minutes,
-  });
+  $("#welcome-intro").textContent = guided
+    ? t("welcome.intro_guided", { partner: partner.name, minutes: snap.session.target_minutes })
+    : t("welcome.intro", {
+        partner: partner.name,
+        facilitator: facilitator.name,
+        minutes: snap.session.target_minutes,
+      });
   $("#partner-label").textContent = t("people.partner");
   $("#partner-name").textContent = partner.name;
   $("#partner-bio").textContent = partner.bio || "";
   $("#facilitator-name").textContent = facilitator.name;
   renderPresence($("#partner-presence"), partner.connected);
   renderPresence($("#facilitator-presence"), facilitator.connected);
+  show($("#facilitator"), !guided);
+  show($("#questions-step"), !guided);
+  show($(".agreed-live"), !guided); // no agreed list: the whole bank is in the controls
 
   const phase = phaseFor(view.state);
   const allSet = phase === "setup" && isAllSet();
@@ -75,14 +90,17 @@ function renderPage() {
     const open = phase === "setup" && !allSet;
     $("#check-step").open = open;
     $("#consent-step").open = open;
-    $("#questions-step").open = open;
+    $("#questions-step").open = open && !guided;
     page.phase = phase;
     page.allSet = allSet;
   }
   document.body.dataset.phase = phase;
   document.body.dataset.allSet = allSet ? "true" : "false";
   show($("#all-set"), allSet);
-  setText($("#all-set-title"), t("allset.title", { facilitator: facilitator.name }));
+  setText(
+    $("#all-set-title"),
+    guided ? t("allset.title_guided") : t("allset.title", { facilitator: facilitator.name }),
+  );
   show($("#live"), phase === "live");
   show($("#ended"), phase === "ended");
 
@@ -92,6 +110,9 @@ function renderPage() {
   renderCue();
   renderPaused();
   renderEnded();
+  if (guided) {
+    page.guided.render();
+  }
 }
 
 /** Everything a participant can do before the recording is done: the microphone is on,
@@ -101,7 +122,9 @@ function isAllSet() {
   const mine = view.snapshot.seats[me()];
   const consented = Boolean(mine.consent && mine.consent.record) && !page.consentDirty;
   const micOn = Boolean(view.mic && view.mic.state === "on");
-  return consented && page.doneChoosing && markedCount() > 0 && micOn;
+  // a self-guided room marks no questions: both see the whole bank and either asks
+  const chosen = isGuided() || (page.doneChoosing && markedCount() > 0);
+  return consented && chosen && micOn;
 }
 
 function markedCount() {
@@ -303,7 +326,7 @@ function renderCue() {
   const cue = snap.cue;
   const text = cue ? questionText(questionsById().get(cue.question_id), snap.session.language) : "";
   const node = $("#cue-text");
-  node.textContent = text || t("live.no_cue");
+  node.textContent = text || t(isGuided() ? "guided.no_cue" : "live.no_cue");
   node.dataset.empty = text ? "false" : "true";
   const seq = cue ? cue.seq : null;
   if (page.lastCueSeq !== undefined && seq !== page.lastCueSeq && text) {
@@ -358,6 +381,9 @@ function tickLevels() {
       ["partner", partnerSeat()],
       ["facilitator", "facilitator"],
     ]) {
+      if (!seats[seat]) {
+        continue; // a self-guided room has no facilitator
+      }
       const { meter, label } = page.meters[who];
       const text = t("people.level", { name: seats[seat].name });
       if (label.textContent !== text) {
@@ -428,6 +454,8 @@ async function leave() {
 
 async function main() {
   await view.init();
+  await guidedIntro();
+  page.guided = new GuidedControls(view);
   onLanguageChange(renderBrowserChecks);
   renderBrowserChecks();
   setupMeters();

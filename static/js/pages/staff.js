@@ -75,11 +75,15 @@ function renderSessions() {
           ? t("staff.nobody")
           : t("staff.connected", {
               n: connected.length,
+              total: session.kind === "self_guided" ? 2 : 3,
               seats: connected.map((seat) => t(`seat.${seat}`)).join(", "),
             });
       return el("tr", { dataset: { session: session.id } }, [
         el("th", { attrs: { scope: "row" } }, [
           el("span", { className: "row-title", text: session.title }),
+          session.kind === "self_guided"
+            ? el("span", { className: "tag", text: t("staff.kind_tag_self_guided") })
+            : null,
           el("span", { className: "row-id", text: session.id }),
         ]),
         el("td", { text: formatDate(session.created_at) }),
@@ -95,7 +99,7 @@ function renderSessions() {
         el(
           "td",
           { className: "reissue-cell" },
-          SEATS.map((seat) =>
+          SEATS.filter((seat) => seat !== "facilitator" || session.kind !== "self_guided").map((seat) =>
             el("button", {
               text: t(`seat.${seat}`),
               className: "small",
@@ -156,8 +160,16 @@ function formValue(id) {
   return $(id).value.trim();
 }
 
+/** A self-guided session has no facilitator: the form asks for none. */
+function renderKind() {
+  const guided = $("#f-kind").value === "self_guided";
+  show($("#f-facilitator"), !guided);
+  $("#f-f-name").required = !guided;
+}
+
 async function createSession(event) {
   event.preventDefault();
+  const kind = $("#f-kind").value;
   const names = {
     a: formValue("#f-a-name"),
     b: formValue("#f-b-name"),
@@ -171,8 +183,11 @@ async function createSession(event) {
       { name: names.a, bio: formValue("#f-a-bio") },
       { name: names.b, bio: formValue("#f-b-bio") },
     ],
-    facilitator: { name: names.facilitator },
+    kind,
   };
+  if (kind !== "self_guided") {
+    payload.facilitator = { name: names.facilitator };
+  }
   const status = $("#create-status");
   status.textContent = t("common.saving");
   const result = await api("POST", "/api/sessions", payload);
@@ -184,6 +199,7 @@ async function createSession(event) {
   page.created = { response: result.body, names, title: payload.title };
   store(CREATED_KEY, JSON.stringify(page.created));
   $("#create-form").reset();
+  renderKind();
   renderLinks();
   const links = $("#links");
   links.focus();
@@ -392,6 +408,7 @@ async function main() {
   }
   onLanguageChange(render);
   $("#create-form").addEventListener("submit", createSession);
+  $("#f-kind").addEventListener("change", renderKind);
   page.created = storedCreated();
   render();
   startContacts();
