@@ -16,6 +16,7 @@ from pathlib import Path
 
 from storyroom.capture import layout
 from storyroom.capture.layout import CaptureRun
+from storyroom.recording.oggopus import fsync_directory
 
 
 def create_run(
@@ -40,7 +41,7 @@ def create_run(
         f.write(layout.open_line(mime, rec_start, server_start, key, at))
         f.flush()
         os.fsync(f.fileno())
-    _fsync_dir(folder)
+    fsync_directory(folder)
     return CaptureRun(
         seat=seat,
         run=number,
@@ -115,11 +116,3 @@ def _append_index(recording_dir: Path, run: CaptureRun, line: bytes) -> None:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

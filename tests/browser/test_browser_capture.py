@@ -147,6 +147,13 @@ async def recording_for(room: Room, seconds: float) -> None:
     await wait_for(lambda: elapsed_now(room) >= seconds, timeout=60, what=f"{seconds} s recorded")
 
 
+async def start(room: Room) -> Path:
+    """Start a take; its recording folder."""
+    ack = await room.facilitator.call("recording:start")
+    assert ack["ok"], ack
+    return room.server.settings.recordings_dir / ack["recording"]["id"]
+
+
 async def stop(room: Room) -> float:
     """Stop the take; its recorded length (pauses excluded) as the server counts it."""
     assert (await room.facilitator.call("recording:stop"))["ok"]
@@ -158,9 +165,7 @@ async def stop(room: Room) -> float:
 
 async def test_a_take_is_captured_saved_after_stop_and_matches_the_microphone(room: Room) -> None:
     f = room.facilitator
-    start = await f.call("recording:start")
-    assert start["ok"], start
-    rec_dir = room.server.settings.recordings_dir / start["recording"]["id"]
+    rec_dir = await start(room)
     await recording_for(room, 4.0)
     assert (await f.call("recording:pause"))["ok"]
     # a paused take records nothing: the page's recorder pauses with the room
@@ -209,10 +214,7 @@ async def test_a_take_is_captured_saved_after_stop_and_matches_the_microphone(ro
 
 
 async def test_a_reload_mid_take_starts_a_second_run_and_loses_nothing(room: Room) -> None:
-    f = room.facilitator
-    start = await f.call("recording:start")
-    assert start["ok"], start
-    rec_dir = room.server.settings.recordings_dir / start["recording"]["id"]
+    rec_dir = await start(room)
     await recording_for(room, 5.0)
     # what the first page keeps for the server when it goes away
     kept = await room.page.evaluate(
