@@ -116,6 +116,7 @@ def create_app(settings: Settings) -> web.Application:
         signaling = Signaling(sio, settings, store, rooms, media, accounts.tokens)
         captures = Captures(store, settings.recordings_dir)
         captures.on_progress(signaling.capture_progress)
+        rooms.on_change(captures.room_changed)  # after signaling: the snapshot goes first
         # on_run_closed: nothing follows closed runs yet (the merge at finalization will)
         app[SERVICES] = Services(
             settings=settings,

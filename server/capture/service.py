@@ -31,6 +31,8 @@ from storyroom.capture.protocol import (
 )
 from storyroom.errors import InvalidInput, InvalidState, NotFound, PayloadTooLarge
 from storyroom.recording.layout import recording_dir
+from storyroom.room.rooms import Room
+from storyroom.seats import SEATS, SeatName
 from storyroom.status import LIVE_STATES
 from storyroom.store import RecordingRow, SeatRow, Store
 
@@ -274,6 +276,22 @@ class Captures:
         return run
 
     # -- progress -----------------------------------------------------------------------
+
+    async def room_changed(self, room: Room) -> None:
+        """Rooms.on_change: a facilitator who (re)joins hears how far the latest take's
+        captures got, without waiting for the next chunk."""
+        notice = room.notice or {}
+        joined = notice.get("type") in ("seat_joined", "seat_replaced")
+        if not joined or notice.get("seat") != SeatName.FACILITATOR.value:
+            return
+        rec = room.recording
+        if rec is None:
+            return
+        for seat in SEATS:
+            async with self._lock(rec.id, seat):
+                await self._seat_progress(rec.id, seat)
+        if any(self._progress[(rec.id, seat)].runs for seat in SEATS):
+            await self._announce(rec)
 
     def progress_json(self, recording_id: str) -> dict[str, Any]:
         """`{"recording_id", "seats": {seat: {runs, chunks, recorded, bytes, closed,

@@ -154,6 +154,34 @@ async def test_chunks_are_stored_in_order_with_an_index_the_merge_reads(take: Ta
     }
 
 
+async def test_a_closed_run_is_told_to_its_followers_and_a_returning_console_hears_progress(
+    take: Take,
+) -> None:
+    closed: list[str] = []
+
+    async def follower(recording_id: str) -> None:
+        closed.append(recording_id)
+
+    take.server.services.captures.on_run_closed(follower)
+    run = await take.open(seat="b")
+    assert (await take.put(run, 0, chunk(0), seat="b"))[0] == 201
+    assert closed == []
+    status, _ = await take.request("POST", f"/{run}/close", "b", json={"chunks": 1})
+    assert (status, closed) == (200, [take.recording_id])
+
+    # the facilitator's console reloads: it hears the figures without a new chunk
+    await take.clients["facilitator"].close()
+    console = SeatClient(take.server.url, take.token("facilitator"))
+    take.clients["facilitator"] = console
+    await console.connect()
+    progress = await wait_for(
+        lambda: next((d for e, d in console.events if e == "capture:progress"), None),
+        what="capture progress on joining",
+    )
+    assert progress["seats"]["b"]["closed"] is True
+    assert "a" not in progress["seats"]
+
+
 async def test_a_retried_open_finds_its_run_and_a_reload_starts_the_next(take: Take) -> None:
     first = await take.open(key="page1")
     status, body = await take.request("POST", "", json={"mime": WEBM, "key": "page1"})
