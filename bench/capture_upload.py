@@ -17,7 +17,7 @@ facilitator are Socket.IO clients). Configurations:
 
 Figures per minute of take: live audio sent (WebRTC outbound bytes), capture bytes
 stored by the server and capture requests, the page's JS heap growth (CDP
-`Performance.getMetrics`), and IndexedDB usage (`navigator.storage.estimate()`).
+`Performance.getMetrics` after a garbage collection), and IndexedDB usage (`navigator.storage.estimate()`).
 The live audio's loss with and without uploads on a constrained link is not measured
 here (loopback does not lose packets); see the merge's bench for that.
 """
@@ -72,6 +72,7 @@ class Figures:
 
 async def heap_used(page: Page) -> float:
     session = await page.context.new_cdp_session(page)
+    await session.send("HeapProfiler.collectGarbage")  # what is kept, not what awaits GC
     await session.send("Performance.enable")
     metrics = await session.send("Performance.getMetrics")
     await session.detach()
