@@ -26,11 +26,13 @@ _MIME_RE: Final = re.compile(
     r'^[a-z0-9]+/[a-z0-9.+-]+( ?; ?[a-z0-9-]+=("[a-z0-9.,+ -]*"|[a-z0-9.,+-]+))*$'
 )
 _SHA256_RE: Final = re.compile(r"^[0-9a-f]{64}$")
-# What each container's first bytes are (a run's chunk 0 starts the file).
-_MAGIC: Final = {
-    ".webm": lambda head: head.startswith(b"\x1a\x45\xdf\xa3"),
-    ".ogg": lambda head: head.startswith(b"OggS"),
-    ".mp4": lambda head: head[4:8] == b"ftyp",
+HEAD_BYTES: Final = 8
+"""How much of a run's start `check_head` needs to know its container."""
+# Each container's first bytes: (offset, signature). MP4 starts with a box size.
+_SIGNATURES: Final = {
+    ".webm": (0, b"\x1a\x45\xdf\xa3"),
+    ".ogg": (0, b"OggS"),
+    ".mp4": (4, b"ftyp"),
 }
 
 
@@ -96,11 +98,25 @@ def parse_close(payload: Any) -> int:
     return chunks
 
 
-def parse_chunk(
-    seq: int, data: bytes, sha256: str | None, recorded: str | None, mime: str, first: bool
-) -> ChunkIn:
-    """A chunk's body and headers: not empty, its digest as claimed, its container's
-    first bytes when it starts the run."""
+def check_head(mime: str, head: bytes) -> None:
+    """Refuse a run whose first bytes (`head`: as many as have come, up to `HEAD_BYTES`)
+    cannot start a file of its type. A recorder's first chunk may be a single byte, so
+    the check waits for the bytes it needs and refuses only what contradicts them."""
+    suffix = layout.container_suffix(mime)
+    if suffix is None:
+        raise InvalidInput(
+            "the capture must be audio/webm, audio/ogg or audio/mp4", code="unsupported_mime"
+        )
+    offset, signature = _SIGNATURES[suffix]
+    seen = head[offset : offset + len(signature)]
+    if not signature.startswith(seen):
+        raise InvalidInput(
+            f"the capture does not start a {mime.split(';')[0]} file", code="not_audio"
+        )
+
+
+def parse_chunk(seq: int, data: bytes, sha256: str | None, recorded: str | None) -> ChunkIn:
+    """A chunk's body and headers: not empty, not too large, its digest well-formed."""
     if not data:
         raise InvalidInput("the chunk is empty", code="empty_chunk")
     if len(data) > CHUNK_MAX_BYTES:
@@ -113,10 +129,4 @@ def parse_chunk(
         if not recorded.isdigit() or len(recorded) > 7:
             raise InvalidInput("X-Capture-Recorded must be a whole number", code="invalid_value")
         count = max(count, int(recorded))
-    if first:
-        suffix = layout.container_suffix(mime)
-        if suffix is None or not _MAGIC[suffix](data[:16]):
-            raise InvalidInput(
-                f"the first chunk does not start a {mime.split(';')[0]} file", code="not_audio"
-            )
     return ChunkIn(seq=seq, data=data, sha256=claimed, recorded=count)

@@ -23,10 +23,12 @@ from typing import Any, Final
 from storyroom.capture import store
 from storyroom.capture.layout import CaptureRun
 from storyroom.capture.protocol import (
+    HEAD_BYTES,
     RUN_MAX_BYTES,
     RUNS_MAX,
     ChunkIn,
     RunOpenIn,
+    check_head,
     parse_chunk,
 )
 from storyroom.errors import InvalidInput, InvalidState, NotFound, PayloadTooLarge
@@ -206,7 +208,10 @@ class Captures:
                     code="unsupported_media_type",
                     status=415,
                 )
-            chunk = parse_chunk(seq, body, sha256, recorded, run.mime, first=seq == 0)
+            chunk = parse_chunk(seq, body, sha256, recorded)
+            if seq == run.chunks and run.bytes < HEAD_BYTES:
+                head = await asyncio.to_thread(store.read_head, run, HEAD_BYTES)
+                check_head(run.mime, (head + chunk.data)[:HEAD_BYTES])
             actual = await asyncio.to_thread(_sha256, chunk.data)
             if actual != chunk.sha256:
                 raise InvalidInput(

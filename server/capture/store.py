@@ -105,6 +105,12 @@ def append_chunk(
     )
 
 
+def read_head(run: CaptureRun, size: int) -> bytes:
+    """The first bytes of the run's media that its index vouches for (at most `size`)."""
+    with open(run.media, "rb") as f:
+        return f.read(min(size, run.bytes))
+
+
 def close_run(recording_dir: Path, run: CaptureRun, at: float) -> CaptureRun:
     """The run's `close` line: the browser says it has sent every chunk."""
     _append_index(recording_dir, run, layout.close_line(run.chunks, run.bytes, at))

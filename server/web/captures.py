@@ -17,7 +17,7 @@ from aiohttp import web
 
 from storyroom.capture.layout import CaptureRun
 from storyroom.capture.protocol import CHUNK_MAX_BYTES, parse_close, parse_open
-from storyroom.errors import AuthError, NotFound, PayloadTooLarge
+from storyroom.errors import AuthError, InvalidInput, NotFound, PayloadTooLarge
 from storyroom.fields import ID_RE
 from storyroom.ids import hash_token
 from storyroom.store import SeatRow
@@ -103,8 +103,13 @@ async def _read_capped(request: web.Request, cap: int) -> bytes:
     if request.content_length is not None and request.content_length > cap:
         raise PayloadTooLarge(f"a chunk may have at most {cap} bytes")
     data = bytearray()
-    while piece := await request.content.read(64 * 1024):
-        data += piece
-        if len(data) > cap:
-            raise PayloadTooLarge(f"a chunk may have at most {cap} bytes")
+    try:
+        while piece := await request.content.read(64 * 1024):
+            data += piece
+            if len(data) > cap:
+                raise PayloadTooLarge(f"a chunk may have at most {cap} bytes")
+    except ConnectionResetError:
+        # the browser gave up on this upload (its timeout) or went away; it sends the
+        # chunk again, and nothing of this one was stored
+        raise InvalidInput("the upload was cut off", code="incomplete_body") from None
     return bytes(data)

@@ -330,10 +330,14 @@ async def test_bad_uploads_are_refused_and_disturb_nothing(
         status, body = await call
         assert (status, body["error"]["code"]) == (bad.status, bad.code), (bad.name, body)
 
-    # a first chunk that is not the run's container
+    # a run that does not start its container; a recorder's first chunk may be one byte
     fresh = await take.open(key="fresh")
     status, body = await take.put(fresh, 0, b"<html>" + os.urandom(100))
     assert (status, body["error"]["code"]) == (400, "not_audio")
+    assert (await take.put(fresh, 0, MAGIC[:1]))[0] == 201
+    status, body = await take.put(fresh, 1, b"\x45\x00" + os.urandom(100))
+    assert (status, body["error"]["code"]) == (400, "not_audio")
+    assert (await take.put(fresh, 1, MAGIC[1:] + os.urandom(100)))[0] == 201
 
     # after close: nothing more, but the same close again is fine
     assert (await take.request("POST", f"/{run}/close", json={"chunks": 2}))[0] == 200

@@ -13,6 +13,7 @@ const TIMESLICE_MS = 1000;
 const BACKOFF_MS = [1000, 2000, 5000, 10000, 30000];
 const DB_NAME = "storyroom-capture";
 const KEEP_CLOSED_MS = 24 * 3600 * 1000;
+const REQUEST_TIMEOUT_MS = 30000;
 /** Answers after which retrying the same request cannot help. */
 const RETRY_STATUSES = new Set([0, 408, 425, 429, 500, 502, 503, 504]);
 
@@ -95,9 +96,9 @@ export class Capture {
     }
     try {
       this.owner = (await sha256(new TextEncoder().encode(this.token))).slice(0, 32);
-      this.db = await openDb();
+      const db = await openDb();
       const now = Date.now();
-      await transaction(this.db, ["runs", "chunks"], "readwrite", async ({ runs, chunks }) => {
+      await transaction(db, ["runs", "chunks"], "readwrite", async ({ runs, chunks }) => {
         for (const run of await done(runs.getAll())) {
           if (run.owner !== this.owner) {
             continue;
@@ -110,6 +111,7 @@ export class Capture {
           }
         }
       });
+      this.db = db; // only now: a run this page starts is never taken for an earlier page's
       await this._reload();
     } catch {
       this.db = null; // no storage (a private window, say): the server's recording stands
@@ -192,19 +194,23 @@ export class Capture {
       abandoned: false,
     };
     const live = { key: run.key, recordingId: run.recordingId, stream, recorder, seq: 0 };
-    // every write waits for the one before: the run is stored before its chunks
-    live.writes = this._save(run);
+    live.writes = Promise.resolve();
+    // every write waits for the one before (the run is stored before its chunks), and
+    // one that fails does not stop the ones after it
+    const queue = (write) => {
+      live.writes = live.writes.then(write).catch((err) => console.warn("capture: not stored", err));
+    };
+    live.queue = queue;
+    queue(() => this._save(run));
     recorder.ondataavailable = (event) => {
       if (!event.data || !event.data.size) {
         return;
       }
       const seq = live.seq;
       live.seq += 1;
-      live.writes = live.writes.then(() => this._addChunk(run.key, seq, event.data));
+      queue(() => this._addChunk(run.key, seq, event.data));
     };
-    recorder.onstop = () => {
-      live.writes = live.writes.then(() => this._update(run.key, { ended: true }));
-    };
+    recorder.onstop = () => queue(() => this._update(run.key, { ended: true }));
     recorder.start(TIMESLICE_MS);
     this.live = live;
   }
@@ -214,7 +220,7 @@ export class Capture {
     if (live.recorder.state !== "inactive") {
       live.recorder.stop(); // the last chunk comes, then onstop
     } else {
-      live.writes = live.writes.then(() => this._update(live.key, { ended: true }));
+      live.queue(() => this._update(live.key, { ended: true }));
     }
   }
 
@@ -247,7 +253,12 @@ export class Capture {
   async _reload() {
     const all = await transaction(this.db, ["runs"], "readonly", ({ runs }) => done(runs.getAll()));
     this.runs = all.filter((run) => run.owner === this.owner).sort((x, y) => x.createdAt - y.createdAt);
-    this.onChange();
+    try {
+      this.onChange();
+    } catch (err) {
+      // the page failed to show it; recording and uploading must go on all the same
+      console.warn("capture: the page could not show its progress", err);
+    }
   }
 
   // -- uploading ------------------------------------------------------------------------
@@ -308,12 +319,17 @@ export class Capture {
       sent["Content-Type"] = "application/octet-stream";
       body = blob;
     }
+    // a request that hangs (a dead network that never says so) is given up and retried
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), REQUEST_TIMEOUT_MS);
     try {
-      const response = await fetch(path, { method, headers: sent, body, cache: "no-store" });
+      const response = await fetch(path, { method, headers: sent, body, cache: "no-store", signal: abort.signal });
       const answer = await response.json().catch(() => null);
       return { status: response.status, body: answer };
     } catch {
       return { status: 0, body: null };
+    } finally {
+      clearTimeout(timer);
     }
   }
 
