@@ -322,3 +322,27 @@ async def test_a_take_past_its_upload_window_says_the_copy_could_not_be_sent(roo
         "Part of this browser's copy could not be sent. The server's recording is kept."
     )
     assert layout.read_runs(rec_dir, "a") == []
+
+
+async def test_a_page_that_leaves_the_room_stops_recording_and_sends_what_it_has(
+    room: Room,
+) -> None:
+    rec_dir = await start(room)
+    await room.release()
+    await recording_for(room, 3.0)
+    assert await room.page.evaluate("() => Boolean(window.storyroom.capture.live)")
+    # the person leaves: nothing more is recorded, and what was is sent and closed
+    await room.page.evaluate("() => window.storyroom.view.leave()")
+    await wait_for(
+        lambda: room.page.evaluate("() => window.storyroom.capture.live === null"),
+        what="the page's recorder stopped",
+    )
+    assert room_state(room) == "recording"  # the others go on
+    await wait_for(
+        lambda: [r.closed for r in layout.read_runs(rec_dir, "a")] == [True],
+        timeout=SAVED_MS / 1000,
+        what="the run sent and closed",
+    )
+    (run,) = layout.read_runs(rec_dir, "a")
+    assert run.chunks >= 2
+    room.watch.assert_clean()

@@ -120,9 +120,16 @@ export class Capture {
   }
 
   /** Follow the room: record while it records, pause with it, stop at stop (or when
-   * the microphone's stream changes: a new run then). */
+   * the microphone's stream changes: a new run then). A null snapshot means this page
+   * is out of the room (it left, or another window took the seat): no recording. */
   follow(snapshot, stream) {
-    if (!this.db || !snapshot) {
+    if (!this.db) {
+      return;
+    }
+    if (!snapshot) {
+      if (this.live) {
+        this._end(this.live);
+      }
       return;
     }
     const rec = snapshot.recording;

@@ -351,7 +351,10 @@ export class RoomView {
    * of it the server has ("Saving your recording: 80%"), then that it is saved. */
   syncCapture() {
     const snapshot = this.snapshot;
-    this.capture.follow(snapshot, this.client.micStream);
+    // out of the room, the page records nothing; a dropped network is not out: the
+    // capture is what keeps the voice while the live audio cannot
+    const away = ["left", "closed", "refused"].includes(this.client.connectionState);
+    this.capture.follow(away ? null : snapshot, this.client.micStream);
     const node = $("#capture-status");
     const rec = snapshot ? snapshot.recording : null;
     const live = rec && (rec.state === "recording" || rec.state === "paused");
