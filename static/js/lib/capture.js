@@ -208,7 +208,6 @@ export class Capture {
       live.writes = live.writes.then(write).catch((err) => console.warn("capture: not stored", err));
     };
     live.queue = queue;
-    queue(() => this._save(run));
     recorder.ondataavailable = (event) => {
       if (!event.data || !event.data.size) {
         return;
@@ -218,7 +217,12 @@ export class Capture {
       queue(() => this._addChunk(run.key, seq, event.data));
     };
     recorder.onstop = () => queue(() => this._update(run.key, { ended: true }));
-    recorder.start(TIMESLICE_MS);
+    try {
+      recorder.start(TIMESLICE_MS); // its first chunk comes a timeslice later, after the save
+    } catch {
+      return; // a stream it cannot record (its track ended): the next stream starts a run
+    }
+    queue(() => this._save(run));
     this.live = live;
   }
 
