@@ -20,7 +20,14 @@ from playwright.async_api import Browser, BrowserContext, Page, Playwright, Rout
 from playwright.async_api import Error as PlaywrightError
 
 from storyroom.capture import layout
-from support.browser import PageWatch, launch, turn_on_microphone, with_raw_audio, write_speech
+from support.browser import (
+    PageWatch,
+    launch,
+    screenshot,
+    turn_on_microphone,
+    with_raw_audio,
+    write_speech,
+)
 from support.media import RATE, decode_ogg
 from support.server import (
     CONSENT,
@@ -200,9 +207,11 @@ async def test_a_take_is_captured_saved_after_stop_and_matches_the_microphone(ro
     await expect(status).to_have_attribute("data-state", "saving")
     await expect(status).to_contain_text(re.compile(r"Saving your recording: \d+%"))
     assert room.gate.held >= 1
+    await screenshot(room.page, "capture-saving")
     await room.release()
     await expect(status).to_have_attribute("data-state", "saved", timeout=SAVED_MS)
     await expect(status).to_have_text("Your recording is saved.", timeout=SAVED_MS)
+    await screenshot(room.page, "capture-saved")
 
     # the facilitator saw the backup arrive, all of it
     await wait_for(
