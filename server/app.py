@@ -18,6 +18,7 @@ from storyroom.archive.clips import Clipper
 from storyroom.archive.copies import Copies
 from storyroom.archive.delivery import CopyDelivery
 from storyroom.archive.waveforms import WaveformLevels
+from storyroom.capture.service import Captures
 from storyroom.config import Settings
 from storyroom.finalize import mp3_encoder
 from storyroom.finalize.jobs import FinalizeJobs
@@ -115,6 +116,10 @@ def create_app(settings: Settings) -> web.Application:
         rooms.follow(recorder)
         rooms.follow(finalize_jobs)  # after the recorder: stems are closed first
         signaling = Signaling(sio, settings, store, rooms, media, accounts.tokens)
+        captures = Captures(store, settings.recordings_dir)
+        captures.on_progress(signaling.capture_progress)
+        rooms.on_change(captures.room_changed)  # after signaling: the snapshot goes first
+        # on_run_closed: nothing follows closed runs yet (the merge at finalization will)
         app[SERVICES] = Services(
             settings=settings,
             sio=sio,
@@ -137,6 +142,7 @@ def create_app(settings: Settings) -> web.Application:
             delivery=delivery,
             clipper=Clipper(),
             waveforms=WaveformLevels(settings.recordings_dir),
+            captures=captures,
         )
         recorder.start()
         media.start()

@@ -17,6 +17,7 @@ from storyroom.archive.clips import Clipper
 from storyroom.archive.copies import Copies
 from storyroom.archive.delivery import CopyDelivery
 from storyroom.archive.waveforms import WaveformLevels
+from storyroom.capture.service import Captures
 from storyroom.config import Settings
 from storyroom.finalize.jobs import FinalizeJobs
 from storyroom.matching.outbox import Mailer, Outbox
@@ -57,6 +58,8 @@ class Services:
     clipper: Clipper
     waveforms: WaveformLevels
     """The players' waveform levels, made from the access copy for older recordings."""
+    captures: Captures
+    """The browsers' own recordings of their microphones, uploaded as they go."""
 
 
 SERVICES = web.AppKey("services", Services)

@@ -6,20 +6,24 @@
 │                     to its stop (a page reload starts run NN+1), its chunks appended in
 │                     sequence order; ext from the recorder's MIME type (webm, ogg, mp4)
 └── <NN>.jsonl        the run's index, one JSON object per line:
-                        {"type": "open", "mime": ..., "rec_start": s, "server_start": t, "at": t}
+                        {"type": "open", "mime": ..., "rec_start": s, "server_start": t,
+                         "key": k, "at": t}
                         {"type": "chunk", "seq": k, "offset": bytes, "size": n,
                          "sha256": hex, "at": t}           (seq 0, 1, 2 ... in order)
                         {"type": "close", "chunks": n, "bytes": b, "at": t}
 ```
 `rec_start` is the browser's estimate of the recording-clock second of the run's first
 sample (the room timer's elapsed time, from the clock offset it measures over Socket.IO);
-`server_start` is the same instant in server wall-clock seconds. Both are hints: the
-merge aligns the audio itself. A run without `close` is incomplete (the page went away);
+`server_start` is the same instant in server clock seconds (the steady clock the
+snapshots' `server_time` carries). Both are hints: the merge aligns the audio itself.
+`key` is the browser's own name for the run (so a retried open finds the run it made);
+`at` is when the server wrote the line (wall clock). A run without `close` is incomplete (the page went away);
 its chunks are still usable. Names are server-generated: seats and run numbers only.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +77,10 @@ class CaptureRun:
     bytes: int
     """Bytes of `media` that the index vouches for (a torn tail beyond them is ignored)."""
     closed: bool
+    key: str = ""
+    """The browser's name for the run (its retried open finds this run)."""
+    chunk_sha256: tuple[str, ...] = ()
+    """The stored chunks' sha256 (hex), by seq."""
 
 
 def read_run(recording_dir: Path, seat: str, run: int) -> CaptureRun | None:
@@ -81,6 +89,7 @@ def read_run(recording_dir: Path, seat: str, run: int) -> CaptureRun | None:
     chunks = 0
     size = 0
     closed = False
+    digests: list[str] = []
     for line in JsonLines(run_index(recording_dir, seat, run)):
         if not isinstance(line, dict):
             continue
@@ -92,6 +101,7 @@ def read_run(recording_dir: Path, seat: str, run: int) -> CaptureRun | None:
                 break
             chunks += 1
             size += int(line.get("size", 0))
+            digests.append(str(line.get("sha256", "")))
         elif kind == "close" and opened is not None:
             closed = True
     if opened is None or container_suffix(str(opened.get("mime", ""))) is None:
@@ -107,6 +117,8 @@ def read_run(recording_dir: Path, seat: str, run: int) -> CaptureRun | None:
         chunks=chunks,
         bytes=size,
         closed=closed,
+        key=str(opened.get("key", "")),
+        chunk_sha256=tuple(digests),
     )
 
 
@@ -127,3 +139,42 @@ def captured_seats(recording_dir: Path) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(p.name for p in folder.iterdir() if p.is_dir())
+
+
+# -- writing (owner: capture.store, which appends these lines crash-safely) -----------
+
+
+def open_line(mime: str, rec_start: float, server_start: float, key: str, at: float) -> bytes:
+    return _line(
+        {
+            "type": "open",
+            "mime": mime,
+            "rec_start": rec_start,
+            "server_start": server_start,
+            "key": key,
+            "at": at,
+        }
+    )
+
+
+def chunk_line(seq: int, offset: int, size: int, sha256: str, at: float) -> bytes:
+    return _line(
+        {"type": "chunk", "seq": seq, "offset": offset, "size": size, "sha256": sha256, "at": at}
+    )
+
+
+def close_line(chunks: int, size: int, at: float) -> bytes:
+    return _line({"type": "close", "chunks": chunks, "bytes": size, "at": at})
+
+
+def _line(value: dict[str, Any]) -> bytes:
+    return (json.dumps(value, separators=(",", ":")) + "\n").encode()
+
+
+def next_run_number(recording_dir: Path, seat: str) -> int:
+    """The number for a seat's next run: one more than any index on disk (1 for the first)."""
+    folder = capture_dir(recording_dir, seat)
+    if not folder.is_dir():
+        return 1
+    numbers = [int(m["run"]) for p in folder.iterdir() if (m := _RUN_INDEX.match(p.name))]
+    return max(numbers, default=0) + 1

@@ -226,7 +226,7 @@ class OggOpusWriter:
             self._write_pages([(_opus_head(), 0)], first_type=ogg.BOS)
             self._write_pages([(tags, 0)])
             self._sync()
-            _fsync_directory(path.parent)
+            fsync_directory(path.parent)
         except BaseException:
             self._file.close()
             raise
@@ -353,7 +353,7 @@ class OggOpusWriter:
         )
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     """Make a newly created file's directory entry durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:

@@ -189,6 +189,14 @@ class Signaling:
                     # that cannot take them now must not end the loop for every room
                     log.warning("room %s: levels not sent to %s", room.id, sid, exc_info=True)
 
+    async def capture_progress(self, session_id: str, progress: dict[str, Any]) -> None:
+        """How much of each seat's browser capture has arrived, to the session's
+        facilitator (`capture:progress`), after every chunk, run opened and run closed."""
+        room = self.rooms.live(session_id)
+        sid = room.presence[SeatName.FACILITATOR.value].sid if room is not None else None
+        if sid is not None:
+            await self.sio.emit("capture:progress", progress, to=sid)
+
     async def broadcast(self, room: Room) -> None:
         """Send the room snapshot to every seat connected to it (after each change)."""
         snapshot = room.snapshot()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from storyroom.config import Settings
+from storyroom.web.captures import CaptureRoutes
 from storyroom.web.copies import CopyLinkRoutes
 from storyroom.web.health import HealthRoutes
 from storyroom.web.invites import PartnerInviteRoutes
@@ -34,6 +35,7 @@ def add_http_edge(app: web.Application, settings: Settings) -> None:
         RecordingRoutes(app),
         TranscriptRoutes(app),
         CopyLinkRoutes(app),
+        CaptureRoutes(app),
         StaffRoutes(app),
         MatchingRoutes(app, settings),
         PartnerInviteRoutes(app, settings),

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import json
 import time
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from playwright.async_api import Playwright, Route, async_playwright
 
 from storyroom.finalize import libopus
 from storyroom.recording.oggopus import OggOpusReader, is_loss_filler
-from support.browser import launch, turn_on_microphone, with_raw_audio
+from support.browser import launch, turn_on_microphone, with_raw_audio, write_speech
 from support.netimpair import Impairment, Link, Relay, host_candidate, rewrite_candidates
-from support.recordings import speech_like
 from support.server import RunningServer, create_session, seat_clients, wait_for
 
 pytestmark = pytest.mark.slow
@@ -46,17 +43,6 @@ HOOKED = {
 async def pw() -> AsyncIterator[Playwright]:
     async with async_playwright() as playwright:
         yield playwright
-
-
-def write_speech(path: Path, seconds: float = 30.0) -> Path:
-    samples = speech_like(seconds, 3, [(0.0, seconds)])
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes(pcm.tobytes())
-    return path
 
 
 async def test_chromium_sends_fec_once_the_server_reports_loss(

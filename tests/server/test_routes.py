@@ -46,6 +46,11 @@ PUBLIC = {
     ("GET", "/api/copy/waveform"),
     ("GET", "/api/copy/captions"),
     ("POST", "/api/copy/clip"),
+    # a seat's own browser capture (its seat token is checked by the capture routes)
+    ("POST", "/api/capture/{recording_id}/runs"),
+    ("GET", "/api/capture/{recording_id}/runs/{run}"),
+    ("PUT", "/api/capture/{recording_id}/runs/{run}/chunks/{seq}"),
+    ("POST", "/api/capture/{recording_id}/runs/{run}/close"),
     # Socket.IO (seat tokens are checked at connect)
     ("GET", "/socket.io/"),
     ("POST", "/socket.io/"),

@@ -21,6 +21,7 @@ from playwright.async_api import Error as PlaywrightError
 from storyroom.room.questions import bank
 from support.media import RATE, TONES
 from support.polling import wait_for
+from support.recordings import speech_like
 from support.staff import STAFF_EMAIL, STAFF_PASSWORD
 
 CHROMIUM = os.environ.get("STORYROOM_CHROMIUM", "/usr/bin/chromium")
@@ -43,7 +44,18 @@ def write_tone(path: Path, frequency: float, seconds: float = 4.0, amplitude: fl
     cycles = round(frequency * seconds)
     samples = round(cycles * RATE / frequency)
     t = np.arange(samples) / RATE
-    pcm = (amplitude * 32767 * np.sin(2 * np.pi * frequency * t)).astype("<i2")
+    return write_wav(path, amplitude * np.sin(2 * np.pi * frequency * t))
+
+
+def write_speech(path: Path, seconds: float = 30.0, seed: int = 3) -> Path:
+    """Speech-like 16-bit 48 kHz mono for a fake microphone (support.recordings.speech_like,
+    talking throughout), so what a page sends or records can be matched to it."""
+    return write_wav(path, speech_like(seconds, seed, [(0.0, seconds)]))
+
+
+def write_wav(path: Path, samples: np.ndarray) -> Path:
+    """Float samples (-1..1) as a 16-bit 48 kHz mono WAV file."""
+    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
     with wave.open(str(path), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)

@@ -95,6 +95,7 @@ export class RoomClient {
     this.onRemoteTrack = () => {};
     this.onClosed = () => {};
     this.onRefused = () => {};
+    this.onCaptureProgress = () => {};
   }
 
   /** Server time now, in seconds, estimated from the snapshots' server_time. */
@@ -148,6 +149,7 @@ export class RoomClient {
       this.onClosed(this.closedInfo);
     });
     socket.on("media:levels", (levels) => this.onLevels(levels));
+    socket.on("capture:progress", (progress) => this.onCaptureProgress(progress));
   }
 
   /** Leave the room: no reconnecting until connect() is called again. */

@@ -4,6 +4,7 @@
 // own parts through render().
 
 import { StreamProbe } from "./audio.js";
+import { Capture } from "./capture.js";
 import { formatClock } from "./format.js";
 import { chosenLanguage, language, onLanguageChange, setLanguage, t } from "./i18n.js";
 import { MicPanel, rawAudioRequested } from "./microphone.js";
@@ -51,6 +52,8 @@ function drawHeader() {
       el("p", { attrs: { id: "banner-text" } }),
       el("button", { attrs: { type: "button", id: "banner-action", hidden: true } }),
     ]),
+    // how much of this browser's own copy of the take the server has, after stop
+    el("p", { className: "capture-status", attrs: { id: "capture-status", role: "status", hidden: true } }),
   );
 }
 
@@ -77,6 +80,7 @@ export class RoomView {
     this.sessionId = sessionIdFromLocation();
     this.token = tokenFromLocation();
     this.client = new RoomClient({ token: this.token });
+    this.capture = new Capture({ token: this.token, client: this.client });
     this.pageRender = render;
     this.snapshot = null;
     this.banner = null; // {key, vars, kind, actionKey, action}
@@ -88,7 +92,7 @@ export class RoomView {
     this.stopReasonShown = null; // recording id whose stop reason the banner told
     this.stopBanner = null; // that banner, while the reconnecting one stands in for it
     // For diagnostics from the browser console (and the tests).
-    window.storyroom = { client: this.client, view: this };
+    window.storyroom = { client: this.client, view: this, capture: this.capture };
   }
 
   get state() {
@@ -128,6 +132,9 @@ export class RoomView {
         this.banner = this.stopBanner;
         this.stopBanner = null;
       }
+      if (state === "connected") {
+        this.capture.wake(); // the network is back: uploads need not wait for their back-off
+      }
       this.render();
     };
     client.onAudioState = () => this.render();
@@ -157,6 +164,8 @@ export class RoomView {
     };
     client.onRefused = ({ code }) => this.refuse(code);
     setInterval(() => this.renderTimer(), 250);
+    this.capture.onChange = () => this.syncCapture();
+    this.capture.init(); // not awaited: the page does not wait for storage to open
   }
 
   /** A facilitator's link opened as /room/ (or the other way round): go to the right page. */
@@ -304,6 +313,7 @@ export class RoomView {
     this.renderHeader();
     this.renderBanner();
     this.renderAudio();
+    this.syncCapture();
     if (this.snapshot) {
       this.renderTimer();
     }
@@ -336,6 +346,32 @@ export class RoomView {
     const mute = $("#mute-button");
     mute.setAttribute("aria-pressed", this.muted ? "true" : "false");
     mute.disabled = !this.mic || this.mic.state !== "on";
+  }
+
+  /** The capture follows the room and the microphone; after stop, the page says how much
+   * of it the server has ("Saving your recording: 80%"), then that it is saved. */
+  syncCapture() {
+    const snapshot = this.snapshot;
+    // out of the room, the page records nothing; a dropped network is not out: the
+    // capture is what keeps the voice while the live audio cannot
+    const away = ["left", "closed", "refused"].includes(this.client.connectionState);
+    this.capture.follow(away ? null : snapshot, this.client.micStream);
+    const node = $("#capture-status");
+    const rec = snapshot ? snapshot.recording : null;
+    const live = rec && (rec.state === "recording" || rec.state === "paused");
+    const info = rec && rec.id && !live ? this.capture.progress(rec.id) : null;
+    show(node, Boolean(info));
+    if (!info) {
+      return;
+    }
+    let state = "saving";
+    let text = `${t("capture.saving", { n: info.percent })} ${t("capture.keep_open")}`;
+    if (info.saved) {
+      state = info.failed ? "failed" : "saved";
+      text = t(info.failed ? "capture.failed" : "capture.saved");
+    }
+    node.dataset.state = state;
+    setText(node, text);
   }
 
   renderBanner() {

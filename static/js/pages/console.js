@@ -25,6 +25,7 @@ const page = {
   pendingAgreed: null,
   agreedRequests: 0,
   finalizeNodes: null,
+  capture: null, // the latest capture:progress: how much of each seat's backup arrived
 };
 
 function agreedList() {
@@ -88,6 +89,7 @@ function buildSeatCards() {
       levelLabel: el("span", { className: "label", attrs: { id: labelId } }),
       meter: makeMeter(labelId),
       quality: el("p", { className: "quality" }),
+      backup: el("p", { className: "backup", attrs: { hidden: true } }),
     };
     nodes.card = el("li", { className: "seat-card", dataset: { seat } }, [
       el("h3", {}, [nodes.role, el("span", { text: " " }), nodes.name]),
@@ -96,6 +98,7 @@ function buildSeatCards() {
       seat === "facilitator" ? null : nodes.chosen,
       el("div", { className: "seat-level" }, [nodes.levelLabel, nodes.meter]),
       nodes.quality,
+      nodes.backup,
     ]);
     page.seatNodes[seat] = nodes;
     list.append(nodes.card);
@@ -114,6 +117,7 @@ function renderSeats() {
     nodes.presence.textContent = info.connected ? t("console.connected") : t("console.not_connected");
     nodes.presence.dataset.connected = info.connected ? "true" : "false";
     nodes.levelLabel.textContent = t("console.level");
+    renderBackup(seat, nodes.backup);
     if (seat !== "facilitator") {
       const consent = info.consent;
       const items = ["record", "archive", "public"].map((kind) => {
@@ -128,6 +132,19 @@ function renderSeats() {
       nodes.chosen.textContent = t("console.chosen_count", { n: (info.chosen || []).length });
     }
   }
+}
+
+/** How much of the seat's own browser copy of the take has arrived (capture:progress). */
+function renderBackup(seat, node) {
+  const rec = view.snapshot.recording;
+  const progress = page.capture && rec.id && page.capture.recording_id === rec.id ? page.capture.seats[seat] : null;
+  show(node, Boolean(progress));
+  if (!progress) {
+    return;
+  }
+  const complete = progress.closed && progress.percent >= 100;
+  node.dataset.state = complete ? "complete" : "arriving";
+  setText(node, complete ? t("console.backup_done") : t("console.backup", { n: progress.percent }));
 }
 
 function startBlockers() {
@@ -609,6 +626,12 @@ function onKey(event) {
 async function main() {
   await view.init();
   buildSeatCards();
+  client.onCaptureProgress = (progress) => {
+    page.capture = progress;
+    if (view.snapshot) {
+      renderSeats();
+    }
+  };
   view.startMicrophone();
 
   $("#start-button").addEventListener("click", () => recording("start"));
