@@ -10,6 +10,7 @@ from storyroom.web.copies import CopyLinkRoutes
 from storyroom.web.health import HealthRoutes
 from storyroom.web.matching import MatchingRoutes
 from storyroom.web.middleware import errors_middleware, security_headers
+from storyroom.web.organisations import OrganisationRoutes
 from storyroom.web.pages import add_page_routes
 from storyroom.web.proxies import proxy_middleware
 from storyroom.web.recordings import RecordingRoutes
@@ -35,6 +36,7 @@ def add_http_edge(app: web.Application, settings: Settings) -> None:
         CopyLinkRoutes(app),
         StaffRoutes(app),
         MatchingRoutes(app, settings),
+        OrganisationRoutes(app),
     ):
         app.add_routes(group.routes().defs)
     add_page_routes(app, settings)

@@ -82,6 +82,9 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/escuchar", page("listen"))  # the same page, in Spanish
     app.router.add_get("/apply", page("apply"))
     app.router.add_get("/solicitar", page("apply"))  # the same form, in Spanish
+    # an organisation's own form: the page reads its slug from the path
+    app.router.add_get("/apply/{organisation}", page("apply"))
+    app.router.add_get("/solicitar/{organisation}", page("apply"))
     app.router.add_get("/staff/applications", page("applications", staff=True))
     app.router.add_get("/vendor/socket.io.esm.min.js", socketio_client)
     if static.is_dir():

@@ -39,9 +39,10 @@ class StaffRoutes(RouteGroup):
                 who = normalize_email(body.email)
             except InvalidInput:
                 who = "unknown"
-            await audit.record(who, "sign_in_failed", None, {}, address(request))
+            # no organisation's: the person may have none here; platform admins read it
+            await audit.record(who, "sign_in_failed", None, {}, address(request), None)
             raise
-        await audit.record(session.email, "sign_in", None, {}, address(request))
+        await audit.record(session.email, "sign_in", None, {}, address(request), session.org_id)
         response = web.json_response({"email": session.email, "csrf": session.csrf})
         response.headers["Cache-Control"] = "no-store"
         accounts.set_session_cookie(request, response, token)
@@ -57,6 +58,7 @@ class StaffRoutes(RouteGroup):
         return response
 
     async def me(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        org = await self.services.store.organisation(who.org_id)
         response = web.json_response(
             {
                 "email": who.session.email if who.session else None,
@@ -64,6 +66,8 @@ class StaffRoutes(RouteGroup):
                 "via": who.via,
                 "csrf": who.session.csrf if who.session else None,
                 "expires_at": who.session.expires_at if who.session else None,
+                "role": who.role.value,
+                "organisation": org.public_json() if org else None,
             }
         )
         response.headers["Cache-Control"] = "no-store"
@@ -72,7 +76,11 @@ class StaffRoutes(RouteGroup):
     async def read_audit(self, request: web.Request, who: StaffIdentity) -> web.Response:
         query = parse_audit_query(request.query, ACTIONS)
         entries = await self.services.audit.entries(
-            limit=query.limit, before=query.before, action=query.action, target=query.target
+            who.scope,
+            limit=query.limit,
+            before=query.before,
+            action=query.action,
+            target=query.target,
         )
         return web.json_response({"entries": [e.to_json() for e in entries]})
 

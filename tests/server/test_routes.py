@@ -28,6 +28,9 @@ PUBLIC = {
     # the application form
     ("GET", "/api/regions"),
     ("POST", "/api/applications"),
+    ("POST", "/api/apply/{organisation}"),
+    # an organisation's public face (name, logo, contact) for the pages that show it
+    ("GET", "/api/public/organisations/{organisation}"),
     # what participants agreed to make public
     ("GET", "/api/public/recordings"),
     ("GET", "/api/public/recordings/{recording_id}/audio"),
@@ -53,6 +56,8 @@ PUBLIC = {
     ("GET", "/escuchar"),
     ("GET", "/apply"),
     ("GET", "/solicitar"),
+    ("GET", "/apply/{organisation}"),
+    ("GET", "/solicitar/{organisation}"),
     ("GET", "/staff/signin"),
     ("GET", "/vendor/socket.io.esm.min.js"),
     ("GET", "/static"),
