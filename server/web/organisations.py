@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from storyroom.errors import Forbidden, InvalidInput, InvalidState, NotFound
+from storyroom.errors import InvalidInput, InvalidState, NotFound
 from storyroom.orgs import Organisation, OrgScope
-from storyroom.staff.accounts import Role, StaffIdentity
+from storyroom.staff.accounts import StaffIdentity
 from storyroom.staff.protocol import parse_organisation, parse_staff_account, slug
 from storyroom.store import Store
 from storyroom.web.middleware import read_json
-from storyroom.web.routes import RouteGroup, Routes, address, require_admin
+from storyroom.web.routes import RouteGroup, Routes, address, require_admin, require_platform
 
 ACCOUNT_ID_MAX = 2**53
 
@@ -31,8 +31,7 @@ class OrganisationRoutes(RouteGroup):
         return web.json_response({"organisations": [o.to_json() for o in found]})
 
     async def create_organisation(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        if who.role is not Role.PLATFORM:
-            raise Forbidden("only platform admins create organisations", code="platform_only")
+        require_platform(who)
         spec = parse_organisation(await read_json(request))
         org = await self.services.store.add_organisation(
             spec.slug, spec.name, spec.logo_url, spec.contact, spec.settings

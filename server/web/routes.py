@@ -21,7 +21,7 @@ from storyroom.errors import Forbidden, NotFound
 from storyroom.fields import ID_RE
 from storyroom.orgs import OrgScope
 from storyroom.services import SERVICES, Services
-from storyroom.staff.accounts import StaffIdentity
+from storyroom.staff.accounts import Role, StaffIdentity
 from storyroom.staff.tokens import require_staff
 from storyroom.web.middleware import Handler
 from storyroom.web.proxies import trusted
@@ -45,13 +45,14 @@ def staff_only(handler: StaffHandler) -> Handler:
 
 def from_networks_or_staff(networks: Sequence[Network], handler: Handler) -> Handler:
     """`handler` for clients in `networks` (the address the proxies middleware settled
-    on), else behind the staff guard (401 without staff credentials)."""
+    on), else behind the staff guard (401 without staff credentials) for platform admins
+    (403 for anyone else: what it shows spans every organisation)."""
 
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
         if not trusted(request.remote, networks):
             services = request.app[SERVICES]
-            require_staff(request, services.staff_token, services.accounts)
+            require_platform(require_staff(request, services.staff_token, services.accounts))
         return await handler(request)
 
     return guarded
@@ -114,6 +115,13 @@ def require_admin(who: StaffIdentity, org_id: int) -> None:
     already had `NotFound`, so a 403 here tells them nothing they may not know."""
     if not who.admin_of(org_id):
         raise Forbidden("only the organisation's admins can do this", code="admin_only")
+
+
+def require_platform(who: StaffIdentity) -> None:
+    """Only platform admins (and the operator's staff token) go on: what they do or see
+    spans every organisation (creating one, the server's own figures)."""
+    if who.role is not Role.PLATFORM:
+        raise Forbidden("only platform admins can do this", code="platform_only")
 
 
 def address(request: web.Request) -> str:
