@@ -79,6 +79,8 @@ class World:
     b_session: dict[str, Any]
     said: str
     """A word A's transcript says."""
+    copy_token: str
+    """A participant's copy link of A's recording."""
 
 
 def fill(path: str, values: dict[str, str]) -> str:
@@ -193,7 +195,7 @@ async def world(archive: RunningServer, finished: Finished) -> AsyncIterator[Wor
         *people,
         said,
     ]
-    yield World(server, a, secrets, org["id"], b_session, said)
+    yield World(server, a, secrets, org["id"], b_session, said, links[0]["token"])
 
 
 def create_payload() -> dict[str, Any]:
@@ -452,6 +454,18 @@ async def test_the_organisations_name_is_on_its_pages_invitations_and_bags(world
                 await answer(http, f"{server.url}/api/public/organisations/{bad}", "GET", {})
             )[0]
             assert status == 404, bad
+        # the copy page of A's recording: the default organisation, with no name to show
+        async with http.get(
+            f"{server.url}/api/copy", headers={"Authorization": f"Bearer {world.copy_token}"}
+        ) as resp:
+            assert resp.status == 200
+            copy = await resp.json()
+        assert copy["organisation"] == {
+            "slug": "default",
+            "name": "",
+            "logo_url": None,
+            "contact": None,
+        }
     bag_info = next(server.services.settings.data_dir.glob("exports/*/*/bag-info.txt"))
     assert "Source-Organization: storyroom" in bag_info.read_text("utf-8")
     store = server.services.store
