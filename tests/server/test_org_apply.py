@@ -12,7 +12,7 @@ import pytest
 
 from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.staff.accounts import Role
-from support.apply import application
+from support.apply import DALE, FACILITATOR, ROSA, application
 from support.server import RunningServer, call
 from support.staff import StaffBrowser, cookie_session
 
@@ -205,3 +205,54 @@ async def test_admins_add_and_remove_their_own_staff(server: RunningServer) -> N
     finally:
         await admin.http.close()
         await helper.http.close()
+
+
+async def test_matching_and_invitations_run_within_the_organisation(
+    server: RunningServer,
+) -> None:
+    """Riverside's applicants are paired by Riverside's run with Riverside's facilitator,
+    and their invitations end with Riverside's name and contact line; the default
+    organisation's run, facilitators and outbox never see them."""
+    store = server.services.store
+    org = await store.add_organisation(
+        "riverside", "Riverside Public Radio", None, "oss@riverside.example.org", {}
+    )
+    await server.services.accounts.add_user("admin@riverside.example.org", PASSWORD, org.id)
+    await server.services.accounts.add_user("admin@default.example.org", PASSWORD)
+    async with aiohttp.ClientSession() as http:
+        for person in (ROSA, DALE):
+            await call(
+                http, "POST", f"{server.url}/api/apply/riverside", person, staff=False, expect=201
+            )
+    default = StaffBrowser(cookie_session(), server.url)
+    riverside = StaffBrowser(cookie_session(), server.url)
+    try:
+        assert (await default.sign_in("admin@default.example.org", PASSWORD))[0] == 200
+        assert (await riverside.sign_in("admin@riverside.example.org", PASSWORD))[0] == 200
+        # the default organisation's facilitator and run: nobody of Riverside's
+        await default.call("POST", "/api/facilitators", FACILITATOR, expect=201)
+        run = await default.call("POST", "/api/matching/run")
+        assert run == {"waiting": 0, "unmatched": 0, "proposals": []}
+        # Riverside has no facilitator of its own yet: the default one is not offered
+        [proposal] = (await riverside.call("POST", "/api/matching/run"))["proposals"]
+        await riverside.call("POST", f"/api/proposals/{proposal['id']}/accept")
+        await riverside.call("POST", f"/api/proposals/{proposal['id']}/schedule", expect=409)
+        own = {**FACILITATOR, "first_name": "Rio", "email": "rio@riverside.example.org"}
+        await riverside.call("POST", "/api/facilitators", own, expect=201)
+        planned = await riverside.call("POST", f"/api/proposals/{proposal['id']}/schedule")
+        assert planned["facilitator"]["first_name"] == "Rio"
+        confirmed = await riverside.call("POST", f"/api/schedules/{planned['id']}/confirm")
+        assert (await store.session_organisation(confirmed["session_id"])).slug == "riverside"
+        messages = (await riverside.call("GET", "/api/outbox"))["messages"]
+        assert len(messages) == 3
+        for entry in messages:
+            shown = await riverside.call("GET", f"/api/outbox/{entry['name']}")
+            assert shown["text"].splitlines()[-2:] == [
+                "Riverside Public Radio",
+                "oss@riverside.example.org",
+            ], shown["text"]
+        assert (await default.call("GET", "/api/outbox"))["messages"] == []
+        assert (await default.call("GET", "/api/schedules"))["schedules"] == []
+    finally:
+        await default.http.close()
+        await riverside.http.close()

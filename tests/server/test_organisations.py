@@ -27,7 +27,7 @@ from storyroom.__main__ import demo_session
 from storyroom.archive.catalogue import bag_source
 from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.staff.accounts import Role
-from support.apply import application
+from support.apply import DALE, FACILITATOR, ROSA
 from support.archive import TITLE, Finished, issue_copy_links
 from support.routes import PARAMETER, guarded_routes
 from support.server import STAFF_TOKEN, RunningServer, SeatClient, call, refused_connect
@@ -41,29 +41,6 @@ B_ADMIN = "admin@riverside.example.org"
 PLATFORM = "platform@example.org"
 MADE_UP = "x_0000000000000000"
 
-EVENINGS = [{"day": d, "start": "09:00", "end": "22:00"} for d in range(7)]
-ROSA = application(time_zone="America/Chicago", language="es", bio="Enfermera y madre de dos.")
-DALE = application(
-    first_name="Dale",
-    last_name="Kowalski",
-    email="dale@example.org",
-    phone="+1 918 555 0199",
-    city="Tulsa",
-    region="OK",
-    time_zone="America/Chicago",
-    language="en",
-    speaks=["en"],
-    placement=6,
-    bio="Retired machinist who bakes bread.",
-)
-FACILITATOR = {
-    "first_name": "Samwise",
-    "email": "samwise@example.org",
-    "language": "en",
-    "speaks": ["en", "es"],
-    "time_zone": "America/New_York",
-    "availability": EVENINGS,
-}
 # the one route that ends the caller's own session, whatever its organisation
 OWN_SESSION = {("POST", "/api/staff/signout")}
 
@@ -188,7 +165,7 @@ async def world(archive: RunningServer, finished: Finished) -> AsyncIterator[Wor
         "Rosa",
         "Delgado",
         "Kowalski",
-        "Samwise",
+        "sam@example.org",
         "rosa@example.org",
         STAFF_EMAIL,
         TITLE,
