@@ -13,8 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
+from storyroom.database import Database, Row
 from storyroom.ids import new_id
 from storyroom.matching.applications import ApplicationFilter, ApplicationIn, FacilitatorIn, Status
 from storyroom.matching.availability import Window
@@ -229,7 +228,7 @@ class ScheduleRow:
     org_id: int = DEFAULT_ORG_ID
 
 
-def _application(r: aiosqlite.Row) -> ApplicationRow:
+def _application(r: Row) -> ApplicationRow:
     return from_row(
         ApplicationRow,
         r,
@@ -239,11 +238,11 @@ def _application(r: aiosqlite.Row) -> ApplicationRow:
     )
 
 
-def _proposal(r: aiosqlite.Row) -> ProposalRow:
+def _proposal(r: Row) -> ProposalRow:
     return from_row(ProposalRow, r, explanation=json.loads(r["explanation"]))
 
 
-def _facilitator(r: aiosqlite.Row) -> FacilitatorRow:
+def _facilitator(r: Row) -> FacilitatorRow:
     return from_row(
         FacilitatorRow,
         r,
@@ -253,14 +252,14 @@ def _facilitator(r: aiosqlite.Row) -> FacilitatorRow:
     )
 
 
-def _schedule(r: aiosqlite.Row) -> ScheduleRow:
+def _schedule(r: Row) -> ScheduleRow:
     return from_row(ScheduleRow, r, invitations=json.loads(r["invitations"]))
 
 
 class ApplicationStore:
     """The module's tables. Each method commits what it changed before returning."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     # -- applications -----------------------------------------------------------------
@@ -331,7 +330,7 @@ class ApplicationStore:
         row = await self._owned("applications", app_id, scope)
         return _application(row) if row else None
 
-    async def _owned(self, table: str, row_id: str, scope: OrgScope) -> aiosqlite.Row | None:
+    async def _owned(self, table: str, row_id: str, scope: OrgScope) -> Row | None:
         """A row of `table` (one of this module's) by id, if `scope` sees its organisation."""
         owned, args = scope.where("org_id")
         return await fetch_one(

@@ -270,13 +270,14 @@ class Accounts:
         now = time.time()
         if await self.user(email) is not None:
             raise InvalidInput(f"{email} already has an account", code="exists", status=409)
-        cur = await self.db.execute(
+        row = await self.db.fetch_one(
             "INSERT INTO staff_users (email, password_hash, created_at, password_changed_at,"
-            " org_id, role) VALUES (?, ?, ?, ?, ?, ?)",
+            " org_id, role) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (email, encoded, now, now, org_id, role.value),
         )
         await self.db.commit()
-        return StaffUser(int(cur.lastrowid or 0), email, now, org_id, role)
+        assert row is not None
+        return StaffUser(int(row["id"]), email, now, org_id, role)
 
     async def remove_user(self, user_id: int, scope: OrgScope) -> StaffUser:
         """Remove an account of an organisation `scope` sees; its sessions end at once."""

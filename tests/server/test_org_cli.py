@@ -12,6 +12,9 @@ import pytest
 from storyroom.__main__ import main
 from support.staff import STAFF_PASSWORD
 
+# about the embedded SQLite file itself (written and read here as a file)
+pytestmark = pytest.mark.embedded_database
+
 
 def test_staff_add_with_an_organisation_and_a_role(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

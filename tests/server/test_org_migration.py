@@ -11,7 +11,10 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from storyroom.app import STORE_MODULES
+from storyroom.database import PerDialect
 from storyroom.orgs import DEFAULT_ORG_ID
 from storyroom.staff.accounts import hash_password
 from storyroom.store import MIGRATIONS
@@ -23,6 +26,9 @@ CORE_BEFORE = 5
 MODULES_BEFORE = {"staff": 1, "audit": 1, "applications": 2}
 NOW = time.time()
 
+# about the embedded SQLite file itself (written and read here as a file)
+pytestmark = pytest.mark.embedded_database
+
 
 def old_database(path: Path) -> None:
     """The schema and rows of an install from before organisations."""
@@ -30,12 +36,14 @@ def old_database(path: Path) -> None:
     db = sqlite3.connect(path)
     try:
         for script in MIGRATIONS[:CORE_BEFORE]:
-            db.executescript(script)
+            db.executescript(script.body("sqlite") if isinstance(script, PerDialect) else script)
         db.execute(f"PRAGMA user_version = {CORE_BEFORE}")
         for module in STORE_MODULES:
             version = MODULES_BEFORE.get(module.name, len(module.scripts))
             for script in module.scripts[:version]:
-                db.executescript(script)
+                db.executescript(
+                    script.body("sqlite") if isinstance(script, PerDialect) else script
+                )
             db.execute("INSERT INTO module_versions VALUES (?, ?)", (module.name, version))
         db.execute(
             "INSERT INTO sessions (id, title, language, target_minutes, questions, created_at)"

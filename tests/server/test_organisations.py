@@ -14,7 +14,6 @@ and the database and A's files are as they were. A platform admin sees both."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -184,27 +183,40 @@ def create_payload() -> dict[str, Any]:
     )
 
 
-def db_state(server: RunningServer, b_org: int, b_session: str) -> dict[str, list[tuple[Any, ...]]]:
+async def db_state(
+    server: RunningServer, b_org: int, b_session: str
+) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table but B's own: its session's rows, its audit entries and
-    the staff's sign-in sessions (B signing in is B's business)."""
-    path = server.services.settings.database_path
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        tables = [
-            r[0]
-            for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if r[0] not in ("staff_sessions", "sqlite_sequence")
-        ]
-        state = {}
-        for table in tables:
-            columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-            where, args = "1 = 1", ()
-            if "session_id" in columns:
-                where, args = "session_id IS NOT ?", (b_session,)
-            elif table == "audit_log":
-                where, args = "org_id IS NOT ?", (b_org,)
-            rows = db.execute(f"SELECT * FROM {table} WHERE {where}", args).fetchall()
-            state[table] = sorted(rows, key=repr)
-        return state
+    the staff's sign-in sessions (B signing in is B's business). Read through the
+    store's engine-neutral interface, so the same check holds on PostgreSQL."""
+    db = server.services.store.db
+    if db.dialect == "sqlite":
+        listed = await db.fetch_all("SELECT name FROM sqlite_master WHERE type = 'table'")
+    else:
+        listed = await db.fetch_all(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
+        )
+    state = {}
+    for (table,) in listed:
+        if table in ("staff_sessions", "sqlite_sequence") or table.startswith("transcript_words_"):
+            continue
+        if db.dialect == "sqlite":
+            columns = {r[1] for r in await db.fetch_all(f"PRAGMA table_info({table})")}
+        else:
+            found = await db.fetch_all(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                (table,),
+            )
+            columns = {r[0] for r in found}
+        where, args = "1 = 1", ()
+        if "session_id" in columns:
+            where, args = "session_id IS NOT ?", (b_session,)
+        elif table == "audit_log":
+            where, args = "org_id IS NOT ?", (b_org,)
+        rows = await db.fetch_all(f"SELECT * FROM {table} WHERE {where}", args)
+        state[table] = sorted((tuple(r) for r in rows), key=repr)
+    return state
 
 
 def files(server: RunningServer) -> set[str]:
@@ -239,7 +251,7 @@ def leaked(body: bytes, secrets: list[str]) -> list[str]:
 async def test_another_organisations_staff_reach_nothing_of_a(world: World, who: str) -> None:
     server = world.server
     routes = [r for r in guarded_routes(server) if r not in OWN_SESSION]
-    before, before_files = db_state(server, world.b_org, world.b_session["id"]), files(server)
+    before, before_files = await db_state(server, world.b_org, world.b_session["id"]), files(server)
     email = B_STAFF if who == "B's staff" else B_ADMIN
     staff = await sign_in(server, email, PASSWORD)
     wrong: list[str] = []
@@ -274,7 +286,7 @@ async def test_another_organisations_staff_reach_nothing_of_a(world: World, who:
     finally:
         await staff.http.close()
     assert not wrong, f"{who} reached A:\n" + "\n".join(wrong)
-    assert db_state(server, world.b_org, world.b_session["id"]) == before
+    assert await db_state(server, world.b_org, world.b_session["id"]) == before
     assert files(server) == before_files
 
 
@@ -398,7 +410,7 @@ async def test_socketio_has_no_staff_events_and_refuses_staff(world: World) -> N
     finally:
         await staff.http.close()
     # B's facilitator's events reach B's room only
-    before = db_state(server, world.b_org, world.b_session["id"])
+    before = await db_state(server, world.b_org, world.b_session["id"])
     facilitator = SeatClient(server.url, world.b_session["seats"]["facilitator"]["token"])
     await facilitator.connect()
     try:
@@ -411,7 +423,7 @@ async def test_socketio_has_no_staff_events_and_refuses_staff(world: World) -> N
         assert not start["ok"], start
     finally:
         await facilitator.close()
-    assert db_state(server, world.b_org, world.b_session["id"]) == before
+    assert await db_state(server, world.b_org, world.b_session["id"]) == before
 
 
 async def test_the_organisations_name_is_on_its_pages_invitations_and_bags(world: World) -> None:
