@@ -55,8 +55,8 @@ TABLES = ModuleMigrations(
             FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
             """,
         ),
-        # 2: the organisation an entry belongs to (NULL: no organisation's, e.g. a failed
-        # sign-in with an unknown email; only platform admins read those)
+        # 2: the organisation an entry belongs to (NULL: no organisation's; only platform
+        # admins read those)
         """
         ALTER TABLE audit_log ADD COLUMN org_id INTEGER DEFAULT 1;
         CREATE INDEX audit_by_org ON audit_log(org_id, id);

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from storyroom.archive.protocol import parse_audit_query, parse_signin
 from storyroom.errors import AuthError, InvalidInput
+from storyroom.orgs import DEFAULT_ORG_ID
 from storyroom.staff.accounts import StaffIdentity, normalize_email
 from storyroom.staff.audit import ACTIONS
 from storyroom.web.middleware import read_json
@@ -39,8 +40,11 @@ class StaffRoutes(RouteGroup):
                 who = normalize_email(body.email)
             except InvalidInput:
                 who = "unknown"
-            # no organisation's: the person may have none here; platform admins read it
-            await audit.record(who, "sign_in_failed", None, {}, address(request), None)
+            # in the log of the account's organisation; an email with no account here goes
+            # to the default organisation's, where a single-team install always read it
+            account = await accounts.user(who) if who != "unknown" else None
+            org_id = account.org_id if account is not None else DEFAULT_ORG_ID
+            await audit.record(who, "sign_in_failed", None, {}, address(request), org_id)
             raise
         await audit.record(session.email, "sign_in", None, {}, address(request), session.org_id)
         response = web.json_response({"email": session.email, "csrf": session.csrf})
