@@ -417,8 +417,10 @@ class ApplicationStore:
             a, b = pair_key(pair.a, pair.b)
             proposal_id = new_id("prp")
             cur = await self._db.execute(
-                "INSERT OR IGNORE INTO proposals (id, a_id, b_id, status, weight, explanation,"
-                " created_at, org_id) VALUES (?, ?, ?, 'proposed', ?, ?, ?, ?)",
+                # ON CONFLICT, not SQLite's INSERT OR IGNORE: the same on PostgreSQL
+                "INSERT INTO proposals (id, a_id, b_id, status, weight, explanation,"
+                " created_at, org_id) VALUES (?, ?, ?, 'proposed', ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 (
                     proposal_id,
                     a,
