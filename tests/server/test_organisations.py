@@ -211,9 +211,9 @@ async def db_state(
             columns = {r[0] for r in found}
         where, args = "1 = 1", ()
         if "session_id" in columns:
-            where, args = "session_id IS NOT ?", (b_session,)
+            where, args = "(session_id IS NULL OR session_id != ?)", (b_session,)
         elif table == "audit_log":
-            where, args = "org_id IS NOT ?", (b_org,)
+            where, args = "(org_id IS NULL OR org_id != ?)", (b_org,)
         rows = await db.fetch_all(f"SELECT * FROM {table} WHERE {where}", args)
         state[table] = sorted((tuple(r) for r in rows), key=repr)
     return state
