@@ -29,11 +29,12 @@ from storyroom.errors import InvalidInput, StoryroomError
 from storyroom.fields import ID_RE
 from storyroom.finalize.jobs import FinalizeJobs
 from storyroom.logs import configure_logging
+from storyroom.orgs import DEFAULT_ORG_ID, DEFAULT_ORG_SLUG, EVERY_ORGANISATION
 from storyroom.recording.layout import recording_dir
 from storyroom.room.protocol import parse_session_create
 from storyroom.room.sessions import CreatedSession, create_session
 from storyroom.seats import SessionKind
-from storyroom.staff.accounts import Accounts, normalize_email
+from storyroom.staff.accounts import Accounts, Role, normalize_email
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
 from storyroom.status import FinalizeStatus, RecordingState
@@ -123,7 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     staff = _group(sub, "staff", "manage staff accounts")
-    _command(staff, "add", "add a staff member (asks for a password)").add_argument("email")
+    add = _command(staff, "add", "add a staff member (asks for a password)")
+    add.add_argument("email")
+    add.add_argument(
+        "--organisation",
+        default=DEFAULT_ORG_SLUG,
+        help="the slug of the organisation they work for (default: the default one)",
+    )
+    add.add_argument(
+        "--role",
+        choices=[r.value for r in Role],
+        default=Role.ADMIN.value,
+        help="staff; admin (adds and removes the organisation's staff and facilitators);"
+        " platform (creates organisations, sees across them). Default: admin",
+    )
     _command(
         staff, "password", "set a staff member's password (signs them out everywhere)"
     ).add_argument("email")
@@ -155,11 +169,15 @@ async def _opened_store(
         await store.close()
 
 
-async def _staff(settings: Settings, command: str, email: str, password: str) -> int:
+async def _staff(settings: Settings, args: argparse.Namespace, password: str) -> int:
+    command, email = args.staff_command, args.email
     async with _opened_store(settings, STORE_MODULES) as store:
         accounts = Accounts(store, settings)
         if command == "add":
-            user = await accounts.add_user(email, password)
+            org = await store.organisation_by_slug(args.organisation)
+            if org is None:
+                raise InvalidInput(f"there is no organisation {args.organisation!r}")
+            user = await accounts.add_user(email, password, org.id, Role(args.role))
             print(f"Staff member {user.email} added; they sign in at {settings.base_url}/staff")
         else:
             await accounts.set_password(email, password)
@@ -169,7 +187,11 @@ async def _staff(settings: Settings, command: str, email: str, password: str) ->
 
 async def _named_recording(store: Store, recording_id: str) -> RecordingRow | None:
     """The recording a command names; None, once said, when there is no such recording."""
-    rec = await store.get_recording(recording_id) if ID_RE.match(recording_id) else None
+    rec = (
+        await store.get_recording(recording_id, EVERY_ORGANISATION)
+        if ID_RE.match(recording_id)
+        else None
+    )
     if rec is None:
         print(f"storyroom: no recording {recording_id!r}", file=sys.stderr)
     return rec
@@ -261,7 +283,7 @@ def print_links(created: CreatedSession, out: object = None) -> None:
 
 async def _create(settings: Settings, payload: Mapping[str, Any]) -> CreatedSession:
     async with _opened_store(settings) as store:
-        return await create_session(store, settings, parse_session_create(payload))
+        return await create_session(store, settings, parse_session_create(payload), DEFAULT_ORG_ID)
 
 
 DEMO: Mapping[str, Any] = {
@@ -303,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _check(settings)
         if args.command == "staff":
-            return asyncio.run(_staff(settings, args.staff_command, args.email, _read_password()))
+            return asyncio.run(_staff(settings, args, _read_password()))
         if args.command == "recording" and args.recording_command == "export-bag":
             dest = Path(args.dest)
             bag_dir = (dest / args.recording_id if dest.is_dir() else dest).resolve()

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from storyroom.database import Database, PerDialect, Row, Script, open_database, postgres_ddl
+from storyroom.errors import InvalidInput, NotFound
 from storyroom.finalize.contracts import Finalized
+from storyroom.orgs import DEFAULT_ORG_ID, Organisation, OrgScope
 from storyroom.records import FieldsRecord
 from storyroom.seats import SessionKind
 from storyroom.status import LIVE_STATES, FinalizeStatus
@@ -139,6 +141,25 @@ MIGRATIONS: tuple[Script, ...] = (
     """
     ALTER TABLE sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'facilitated';
     """,
+    # 7: organisations; every session (and through it its recordings, copies and exports)
+    # belongs to one, and what existed before belongs to the default one (id 1), whose
+    # empty name shows nothing new to a single-team install
+    """
+    CREATE TABLE organisations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        slug TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        logo_url TEXT,
+        contact TEXT,
+        settings TEXT NOT NULL DEFAULT '{}',  -- JSON
+        created_at REAL NOT NULL
+    );
+    -- the first row of a new table: id 1 on both engines (no explicit id, so PostgreSQL's
+    -- identity sequence stays in step)
+    INSERT INTO organisations (slug, name, created_at) VALUES ('default', '', 0);
+    ALTER TABLE sessions ADD COLUMN org_id INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX sessions_by_org ON sessions(org_id, created_at);
+    """,
 )
 
 
@@ -202,6 +223,7 @@ class SessionRow:
     created_at: float
     starts_at: float | None = None  # the scheduled start, when the session has one
     kind: SessionKind = SessionKind.FACILITATED
+    org_id: int = DEFAULT_ORG_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,7 +374,7 @@ class Store:
         try:
             await self._db.execute(
                 "INSERT INTO sessions (id, title, language, target_minutes, questions, agreed,"
-                " created_at, starts_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, starts_at, kind, org_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     session.id,
                     session.title,
@@ -363,6 +385,7 @@ class Store:
                     session.created_at,
                     session.starts_at,
                     session.kind.value,
+                    session.org_id,
                 ),
             )
             await self._db.executemany(
@@ -375,15 +398,70 @@ class Store:
             await self._db.rollback()
             raise
 
-    async def get_session(self, session_id: str) -> SessionRow | None:
-        row = await fetch_one(self._db, "SELECT * FROM sessions WHERE id = ?", (session_id,))
+    async def get_session(self, session_id: str, scope: OrgScope) -> SessionRow | None:
+        """The session, if it belongs to an organisation `scope` sees."""
+        owned, args = scope.where("org_id")
+        row = await fetch_one(
+            self._db, f"SELECT * FROM sessions WHERE id = ? AND {owned}", (session_id, *args)
+        )
         return _session(row) if row else None
 
-    async def list_sessions(self, limit: int = 200) -> list[SessionRow]:
+    async def list_sessions(self, scope: OrgScope, limit: int = 200) -> list[SessionRow]:
+        owned, args = scope.where("org_id")
         rows = await fetch_all(
-            self._db, "SELECT * FROM sessions ORDER BY created_at DESC LIMIT ?", (limit,)
+            self._db,
+            f"SELECT * FROM sessions WHERE {owned} ORDER BY created_at DESC LIMIT ?",
+            (*args, limit),
         )
         return [_session(r) for r in rows]
+
+    # -- organisations ----------------------------------------------------------------
+
+    async def add_organisation(
+        self,
+        slug: str,
+        name: str,
+        logo_url: str | None,
+        contact: str | None,
+        settings: dict[str, Any],
+    ) -> Organisation:
+        cur = await self._db.execute(
+            "INSERT INTO organisations (slug, name, logo_url, contact, settings, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (slug) DO NOTHING",
+            (slug, name, logo_url, contact, json.dumps(settings), time.time()),
+        )
+        await self._db.commit()
+        if not cur.rowcount:
+            raise InvalidInput(f"{slug} is taken", code="exists", status=409)
+        found = await self.organisation_by_slug(slug)
+        assert found is not None
+        return found
+
+    async def organisation(self, org_id: int) -> Organisation | None:
+        row = await fetch_one(self._db, "SELECT * FROM organisations WHERE id = ?", (org_id,))
+        return _organisation(row) if row else None
+
+    async def organisation_by_slug(self, slug: str) -> Organisation | None:
+        row = await fetch_one(self._db, "SELECT * FROM organisations WHERE slug = ?", (slug,))
+        return _organisation(row) if row else None
+
+    async def organisations(self, scope: OrgScope) -> list[Organisation]:
+        owned, args = scope.where("id")
+        rows = await fetch_all(
+            self._db, f"SELECT * FROM organisations WHERE {owned} ORDER BY id", args
+        )
+        return [_organisation(r) for r in rows]
+
+    async def session_organisation(self, session_id: str) -> Organisation:
+        """The organisation a session belongs to (for participants' pages and bags)."""
+        row = await fetch_one(
+            self._db,
+            "SELECT o.* FROM organisations o JOIN sessions s ON s.org_id = o.id WHERE s.id = ?",
+            (session_id,),
+        )
+        if row is None:
+            raise NotFound("no such session")
+        return _organisation(row)
 
     async def seats(self, session_id: str) -> list[SeatRow]:
         rows = await fetch_all(
@@ -506,13 +584,24 @@ class Store:
         )
         return [_recording(r) for r in rows]
 
-    async def get_recording(self, recording_id: str) -> RecordingRow | None:
-        row = await fetch_one(self._db, "SELECT * FROM recordings WHERE id = ?", (recording_id,))
+    async def get_recording(self, recording_id: str, scope: OrgScope) -> RecordingRow | None:
+        """The recording, if its session belongs to an organisation `scope` sees."""
+        owned, args = scope.where("s.org_id")
+        row = await fetch_one(
+            self._db,
+            "SELECT r.* FROM recordings r JOIN sessions s ON s.id = r.session_id"
+            f" WHERE r.id = ? AND {owned}",
+            (recording_id, *args),
+        )
         return _recording(row) if row else None
 
-    async def list_recordings(self, limit: int = 500) -> list[RecordingRow]:
+    async def list_recordings(self, scope: OrgScope, limit: int = 500) -> list[RecordingRow]:
+        owned, args = scope.where("s.org_id")
         rows = await fetch_all(
-            self._db, "SELECT * FROM recordings ORDER BY started_at DESC LIMIT ?", (limit,)
+            self._db,
+            "SELECT r.* FROM recordings r JOIN sessions s ON s.id = r.session_id"
+            f" WHERE {owned} ORDER BY r.started_at DESC LIMIT ?",
+            (*args, limit),
         )
         return [_recording(r) for r in rows]
 
@@ -716,6 +805,10 @@ def _session(row: Row) -> SessionRow:
         agreed=json.loads(row["agreed"]),
         kind=SessionKind(row["kind"]),
     )
+
+
+def _organisation(row: Row) -> Organisation:
+    return from_row(Organisation, row, settings=json.loads(row["settings"]))
 
 
 def _recording(row: Row) -> RecordingRow:

@@ -32,6 +32,7 @@ from storyroom.config import Settings
 from storyroom.errors import Busy, PreconditionFailed
 from storyroom.finalize.contracts import chapters_json
 from storyroom.ids import new_id
+from storyroom.orgs import EVERY_ORGANISATION, Organisation, OrgScope
 from storyroom.recording.layout import WAVEFORM, recording_dir
 from storyroom.seats import PARTICIPANT_SEATS, SessionKind
 from storyroom.status import LIVE_STATES, FinalizeStatus
@@ -115,6 +116,39 @@ def consent_flags(
     }
 
 
+@dataclass(frozen=True, slots=True)
+class BagSource:
+    """Who a bag says it comes from (bag-info's Source-Organization, Organization-Address
+    and Contact-*)."""
+
+    organization: str
+    address: str
+    contact_name: str
+    contact_email: str
+    contact_phone: str
+
+
+def bag_source(settings: Settings, organisation: Organisation) -> BagSource:
+    """The recording's organisation; the default one, until it is given a name, says
+    what the settings say (as before organisations)."""
+    if not organisation.name:
+        return BagSource(
+            settings.bag_source_organization,
+            settings.bag_organization_address,
+            settings.bag_contact_name,
+            settings.bag_contact_email,
+            settings.bag_contact_phone,
+        )
+    given = organisation.settings
+    return BagSource(
+        organisation.name,
+        given.get("address", ""),
+        given.get("contact_name") or organisation.contact or "",
+        given.get("contact_email", ""),
+        given.get("contact_phone", ""),
+    )
+
+
 class Archive:
     """Owner: app.py (`Services.archive`); the CLI makes its own for `export-bag`."""
 
@@ -155,7 +189,7 @@ class Archive:
         return _metadata(row, session_title)
 
     async def edit(self, rec: RecordingRow, changes: MetadataIn, actor: str) -> dict[str, Any]:
-        session = await self.store.get_session(rec.session_id)
+        session = await self.store.get_session(rec.session_id, EVERY_ORGANISATION)
         current = await self.metadata(rec, session.title if session else None)
         merged = {**current, **changes.changed()}
         await self.db.execute(
@@ -180,10 +214,13 @@ class Archive:
 
     # -- listing and search -----------------------------------------------------------------
 
-    async def search(self, filters: SearchIn) -> list[tuple[RecordingRow, dict[str, Any]]]:
-        """Recordings matching every filter, newest first, each with its summary fields."""
-        recordings = await self.store.list_recordings(limit=100_000)
-        sessions = {s.id: s for s in await self.store.list_sessions(limit=100_000)}
+    async def search(
+        self, filters: SearchIn, scope: OrgScope
+    ) -> list[tuple[RecordingRow, dict[str, Any]]]:
+        """Recordings of the organisations `scope` sees matching every filter, newest
+        first, each with its summary fields."""
+        recordings = await self.store.list_recordings(scope, limit=100_000)
+        sessions = {s.id: s for s in await self.store.list_sessions(scope, limit=100_000)}
         names = await self._names()
         consent = await self._consent()
         copies = await self._copies_consent()
@@ -224,7 +261,7 @@ class Archive:
     async def describe(self, rec: RecordingRow) -> dict[str, Any]:
         """The detail page's extra fields: metadata, people, consent and its history,
         copy links, exports."""
-        session = await self.store.get_session(rec.session_id)
+        session = await self.store.get_session(rec.session_id, EVERY_ORGANISATION)
         consent = await self.store.current_consent(rec.session_id)
         copies = await self.copies.consent(rec.session_id)
         seats = await self.store.seats(rec.session_id)
@@ -277,7 +314,7 @@ class Archive:
     async def public_recording(self, recording_id: str) -> RecordingRow | None:
         """The recording if it is ready and both participants agree, as of now, that the
         public may listen to it; else None (the public cannot tell which it was)."""
-        rec = await self.store.get_recording(recording_id)
+        rec = await self.store.get_recording(recording_id, EVERY_ORGANISATION)
         if rec is None or rec.finalize_status is not FinalizeStatus.READY:
             return None
         return rec if (await self.flags(rec.session_id))["public"] else None
@@ -288,7 +325,7 @@ class Archive:
         about them), the questions as chapters, and where to hear it."""
         out = []
         for rec, extra in await self.search(
-            SearchIn(status=FinalizeStatus.READY, consent="public")
+            SearchIn(status=FinalizeStatus.READY, consent="public"), EVERY_ORGANISATION
         ):
             meta = extra["metadata"]
             seats = {s.seat: s for s in await self.store.seats(rec.session_id)}
@@ -369,12 +406,16 @@ class Archive:
         )
         return [BagExport(*r) for r in rows]
 
-    async def export(self, export_id: str) -> BagExport | None:
+    async def export(self, export_id: str, scope: OrgScope) -> BagExport | None:
+        """An export of a recording of an organisation `scope` sees."""
+        owned, args = scope.where("s.org_id")
         row = await fetch_one(
             self.db,
-            "SELECT id, recording_id, created_at, created_by, bytes, files, payload_oxum,"
-            " removed_at, removed_reason FROM bag_exports WHERE id = ?",
-            (export_id,),
+            "SELECT e.id, e.recording_id, e.created_at, e.created_by, e.bytes, e.files,"
+            " e.payload_oxum, e.removed_at, e.removed_reason FROM bag_exports e"
+            " JOIN recordings r ON r.id = e.recording_id JOIN sessions s ON s.id = r.session_id"
+            f" WHERE e.id = ? AND {owned}",
+            (export_id, *args),
         )
         return BagExport(*row) if row else None
 
@@ -439,16 +480,17 @@ class Archive:
             if part
         )
         s = self.settings
+        source = bag_source(s, await self.store.session_organisation(rec.session_id))
         return BagRequest(
             source_dir=str(recording_dir(s.recordings_dir, rec.id)),
             files=tuple(f.name for f in rec.finalized.files),
             bag_dir=str(bag_dir),
             bag_info=bag_info(
-                organization=s.bag_source_organization,
-                address=s.bag_organization_address,
-                contact_name=s.bag_contact_name,
-                contact_email=s.bag_contact_email,
-                contact_phone=s.bag_contact_phone,
+                organization=source.organization,
+                address=source.address,
+                contact_name=source.contact_name,
+                contact_email=source.contact_email,
+                contact_phone=source.contact_phone,
                 recording_id=rec.id,
                 session_id=rec.session_id,
                 description=description,

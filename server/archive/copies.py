@@ -33,6 +33,7 @@ from storyroom.config import Settings
 from storyroom.errors import NotFound, PreconditionFailed
 from storyroom.finalize.contracts import FileKind, FinalizedFile
 from storyroom.ids import hash_token, new_id, new_token
+from storyroom.orgs import OrgScope
 from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.status import FinalizeStatus
 from storyroom.store import ModuleMigrations, RecordingRow, Store, fetch_all, fetch_one
@@ -313,14 +314,20 @@ class Copies:
         )
         return [CopyLink(*r) for r in rows]
 
-    async def link(self, link_id: str) -> CopyLink | None:
+    async def link(self, link_id: str, scope: OrgScope) -> CopyLink | None:
+        """A copy link of a recording of an organisation `scope` sees."""
+        owned, args = scope.where("s.org_id")
+        columns = ", ".join(f"l.{c.strip()}" for c in _LINK_COLUMNS.split(","))
         row = await fetch_one(
-            self.db, f"SELECT {_LINK_COLUMNS} FROM copy_links WHERE id = ?", (link_id,)
+            self.db,
+            f"SELECT {columns} FROM copy_links l JOIN recordings r ON r.id = l.recording_id"
+            f" JOIN sessions s ON s.id = r.session_id WHERE l.id = ? AND {owned}",
+            (link_id, *args),
         )
         return CopyLink(*row) if row else None
 
-    async def revoke(self, link_id: str, actor: str) -> CopyLink:
-        link = await self.link(link_id)
+    async def revoke(self, link_id: str, scope: OrgScope, actor: str) -> CopyLink:
+        link = await self.link(link_id, scope)
         if link is None:
             raise NotFound("no such link")
         if link.revoked_at is None:
@@ -329,7 +336,7 @@ class Copies:
                 (time.time(), actor, link_id),
             )
             await self.db.commit()
-            link = await self.link(link_id)
+            link = await self.link(link_id, scope)
             assert link is not None
         return link
 

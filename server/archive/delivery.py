@@ -32,6 +32,7 @@ from storyroom.config import Settings
 from storyroom.errors import PreconditionFailed
 from storyroom.matching.invitations import when
 from storyroom.matching.outbox import Mailer, deliver
+from storyroom.orgs import EVERY_ORGANISATION, Organisation
 from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.status import FinalizeStatus
 from storyroom.store import RecordingRow, Store
@@ -51,13 +52,24 @@ def texts() -> dict[str, Any]:
 
 
 def copy_message(
-    settings: Settings, contact: SeatContact, name: str, partner: str, link: IssuedLink
+    settings: Settings,
+    contact: SeatContact,
+    name: str,
+    partner: str,
+    link: IssuedLink,
+    organisation: Organisation,
 ) -> EmailMessage:
     """The email that hands a participant their copy link, in their language. It names
     the partner by first name only, as everything else they were sent did."""
     t = texts()[contact.language]
     _, expires = when(datetime.fromtimestamp(link.expires_at, UTC), "UTC", contact.language)
-    fill = {"name": name, "partner": partner, "url": link.url, "expires": expires}
+    fill = {
+        "name": name,
+        "partner": partner,
+        "url": link.url,
+        "expires": expires,
+        "signature": organisation.signature,
+    }
     message = EmailMessage()
     sender_name, sender = parseaddr(settings.mail_from)
     message["From"] = Address(display_name=sender_name, addr_spec=sender) if sender_name else sender
@@ -122,7 +134,7 @@ class CopyDelivery:
     async def send_due(self, recording_id: str) -> list[str]:
         """Send each participant's copy email of this recording if it is due and was
         never sent; returns the seats sent to now."""
-        rec = await self.store.get_recording(recording_id)
+        rec = await self.store.get_recording(recording_id, EVERY_ORGANISATION)
         if rec is None or access_entry(rec) is None:
             return []
         if not await self.copies.both_agree(rec.session_id):
@@ -151,10 +163,16 @@ class CopyDelivery:
         link = await self.copies.issue_for(rec, contact.seat, actor)
         names = {s.seat: s.name for s in await self.store.seats(rec.session_id)}
         partner = next(s for s in PARTICIPANT_SEATS if s != contact.seat)
+        organisation = await self.store.session_organisation(rec.session_id)
         message = copy_message(
-            self.settings, contact, names.get(contact.seat, ""), names.get(partner, ""), link
+            self.settings,
+            contact,
+            names.get(contact.seat, ""),
+            names.get(partner, ""),
+            link,
+            organisation,
         )
-        sent = await deliver(self.mailer, self.settings, message)
+        sent = await deliver(self.mailer, self.settings, message, organisation.id)
         await self.copies.mailing_sent(
             rec.id, contact.seat, link.id, sent["via"], sent["ref"], sent.get("error")
         )

@@ -32,6 +32,7 @@ from storyroom.capture.protocol import (
     parse_chunk,
 )
 from storyroom.errors import InvalidInput, InvalidState, NotFound, PayloadTooLarge
+from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.recording.layout import recording_dir
 from storyroom.room.rooms import Room
 from storyroom.seats import SEATS, SeatName
@@ -105,7 +106,7 @@ class Captures:
 
     async def _take(self, seat: SeatRow, recording_id: str) -> RecordingRow:
         """The take `recording_id` of the seat's session, if it takes uploads now."""
-        rec = await self._store.get_recording(recording_id)
+        rec = await self._store.get_recording(recording_id, EVERY_ORGANISATION)  # seat-checked
         if rec is None or rec.session_id != seat.session_id:
             raise NotFound("no such recording")
         if rec.status in LIVE_STATES:
@@ -179,7 +180,7 @@ class Captures:
 
     async def run_state(self, seat: SeatRow, recording_id: str, number: int) -> CaptureRun:
         """A run of the seat's as the server has it (readable after the upload window)."""
-        rec = await self._store.get_recording(recording_id)
+        rec = await self._store.get_recording(recording_id, EVERY_ORGANISATION)  # seat-checked
         if rec is None or rec.session_id != seat.session_id:
             raise NotFound("no such recording")
         async with self._lock(rec.id, seat.seat):

@@ -29,6 +29,7 @@ from storyroom import __version__
 from storyroom.finalize.contracts import ConsentFlags, Cue, Finalized, FinalizeInput, Marker
 from storyroom.finalize.progress import read_progress
 from storyroom.histogram import Histogram
+from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.recording import layout
 from storyroom.recording.layout import PROGRESS_FILE, recording_dir
 from storyroom.room.rooms import Room
@@ -45,7 +46,7 @@ DURATION_BUCKETS_S = (5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1
 
 async def finalize_input(store: Store, rec: RecordingRow) -> FinalizeInput:
     """Everything the worker needs from the database (it has none)."""
-    session = await store.get_session(rec.session_id)
+    session = await store.get_session(rec.session_id, EVERY_ORGANISATION)
     if session is None:
         raise RuntimeError(f"recording {rec.id} has no session")
     seats = {s.seat: s.name for s in await store.seats(rec.session_id)}
@@ -183,7 +184,7 @@ class FinalizeJobs:
         self.queue.put_nowait(recording_id)
 
     async def _announce(self, recording_id: str) -> None:
-        rec = await self.store.get_recording(recording_id)
+        rec = await self.store.get_recording(recording_id, EVERY_ORGANISATION)
         if rec is not None and self.on_update is not None:
             await self.on_update(rec)
 
@@ -209,13 +210,13 @@ class FinalizeJobs:
             await self._announce(recording_id)
         finally:
             self.current = None
-        done = await self.store.get_recording(recording_id)
+        done = await self.store.get_recording(recording_id, EVERY_ORGANISATION)
         if done is not None and done.finalize_status is not None:
             self.outcomes[done.finalize_status] += 1
         return done
 
     async def _finalize(self, recording_id: str) -> None:
-        rec = await self.store.get_recording(recording_id)
+        rec = await self.store.get_recording(recording_id, EVERY_ORGANISATION)
         if rec is None:
             return
         directory = recording_dir(self.root, rec.id)

@@ -49,6 +49,7 @@ class Meeting:
     target_minutes: int  # the conversation
     language: str  # the session's language
     host: str  # for UIDs and Message-IDs
+    signature: str = "storyroom"  # the organisation's name and contact line (`Organisation`)
 
 
 class Notice(StrEnum):
@@ -148,6 +149,7 @@ def _invitation(
         "minutes": meeting.target_minutes,
         "language": t["languages"][meeting.language],
         "url": url,
+        "signature": meeting.signature,
     }
     name, address = parseaddr(sender)
     summary = t[f"{role}_summary"].format(**fill)

@@ -26,11 +26,20 @@ from typing import Any, Protocol
 from storyroom.config import Settings
 from storyroom.errors import NotFound
 from storyroom.ids import new_id
+from storyroom.orgs import DEFAULT_ORG_ID, OrgScope
 from storyroom.records import FieldsRecord
 
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^\d{8}T\d{6}Z-msg_[0-9a-f]{16}\.eml$")
+ORGANISATION_HEADER = "X-Storyroom-Organisation"
+"""The organisation a message was sent for (its id); staff read only their own. A message
+without it was sent before organisations, for the default one."""
+
+
+def _organisation(message: EmailMessage) -> int:
+    value = str(message.get(ORGANISATION_HEADER, DEFAULT_ORG_ID))
+    return int(value) if value.isdigit() else DEFAULT_ORG_ID
 
 
 class Mailer(Protocol):
@@ -82,10 +91,11 @@ class Outbox:
             os.close(directory)
         return name
 
-    async def entries(self) -> list[OutboxEntry]:
-        return await asyncio.to_thread(self._entries)
+    async def entries(self, scope: OrgScope) -> list[OutboxEntry]:
+        """The messages sent for the organisations `scope` sees, newest first."""
+        return await asyncio.to_thread(self._entries, scope)
 
-    def _entries(self) -> list[OutboxEntry]:
+    def _entries(self, scope: OrgScope) -> list[OutboxEntry]:
         if not self.folder.is_dir():
             return []
         out = []
@@ -93,6 +103,8 @@ class Outbox:
             if not NAME_RE.match(path.name) or not path.is_file():
                 continue
             message = _parse(path.read_bytes())
+            if not scope.sees(_organisation(message)):
+                continue
             out.append(
                 OutboxEntry(
                     path.name,
@@ -113,10 +125,14 @@ class Outbox:
             raise NotFound("no such message")
         return path
 
-    async def read(self, name: str) -> tuple[EmailMessage, bytes]:
+    async def read(self, name: str, scope: OrgScope) -> tuple[EmailMessage, bytes]:
+        """A listed message sent for an organisation `scope` sees; NotFound for any other."""
         path = self.path(name)
         data = await asyncio.to_thread(path.read_bytes)
-        return _parse(data), data
+        message = _parse(data)
+        if not scope.sees(_organisation(message)):
+            raise NotFound("no such message")
+        return message, data
 
 
 class Smtp:
@@ -154,9 +170,13 @@ def mailer(settings: Settings) -> Mailer:
     return Outbox(settings.outbox_dir)
 
 
-async def deliver(mailer: Mailer, settings: Settings, message: EmailMessage) -> dict[str, str]:
-    """Send `message`: `{"via", "ref"}`. When SMTP fails the message is kept in the outbox
-    (with `"error": "smtp_failed"`) so the link it carries is not lost."""
+async def deliver(
+    mailer: Mailer, settings: Settings, message: EmailMessage, org_id: int
+) -> dict[str, str]:
+    """Send `message`, for `org_id`: `{"via", "ref"}`. When SMTP fails the message is kept
+    in the outbox (with `"error": "smtp_failed"`) so the link it carries is not lost."""
+    del message[ORGANISATION_HEADER]
+    message[ORGANISATION_HEADER] = str(org_id)
     try:
         return {"via": mailer.via, "ref": await mailer.send(message)}
     except (OSError, smtplib.SMTPException) as exc:

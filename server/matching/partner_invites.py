@@ -26,6 +26,7 @@ from storyroom import fields
 from storyroom.config import Settings
 from storyroom.errors import AuthError, InvalidInput, InvalidState
 from storyroom.ids import hash_token, new_id, new_token
+from storyroom.orgs import DEFAULT_ORG_ID
 from storyroom.room.protocol import NAME_MAX, PersonIn, SessionIn
 from storyroom.room.sessions import CreatedSession, create_session
 from storyroom.seats import SessionKind
@@ -184,7 +185,8 @@ class PartnerInvites:
             questions=None,
             kind=SessionKind.SELF_GUIDED,
         )
-        created = await create_session(self.store, self.settings, spec)
+        # the published invitation page is the default organisation's for now
+        created = await create_session(self.store, self.settings, spec, DEFAULT_ORG_ID)
         await self.store.db.execute(
             "UPDATE partner_invites SET session_id = ? WHERE id = ?", (created.id, invite.id)
         )

@@ -33,6 +33,7 @@ from storyroom.matching.store import (
     ProposalRow,
     ScheduleRow,
 )
+from storyroom.orgs import OrgScope
 from storyroom.room import protocol
 from storyroom.room.sessions import create_session, new_seat_links
 from storyroom.seats import SEATS
@@ -179,7 +180,7 @@ async def plan_proposal(
     existing = await applications.schedule_for(proposal.id)
     if existing is not None and existing.status != "planned":
         raise InvalidState("this pair's session is already confirmed")
-    roster = await applications.facilitators(active_only=True)
+    roster = await applications.facilitators(OrgScope(proposal.org_id), active_only=True)
     busy = await busy_spans(applications, roster, existing.id if existing else None)
     chosen = plan(a, b, roster, busy, now, choice)
     return await applications.plan(
@@ -188,6 +189,7 @@ async def plan_proposal(
         chosen.language,
         chosen.starts_at.timestamp(),
         BLOCK_MINUTES,
+        proposal.org_id,
         now=now.timestamp(),
     )
 
@@ -201,13 +203,14 @@ class Confirmed:
 async def _three(
     applications: ApplicationStore, schedule: ScheduleRow
 ) -> tuple[ProposalRow, ApplicationRow, ApplicationRow, FacilitatorRow]:
-    """The pair and the facilitator of a schedule."""
-    proposal = await applications.get_proposal(schedule.proposal_id)
+    """The pair and the facilitator of a schedule (all of its organisation)."""
+    scope = OrgScope(schedule.org_id)
+    proposal = await applications.get_proposal(schedule.proposal_id, scope)
     if proposal is None:
         raise NotFound("the pair no longer exists")
     people = await applications.applications([proposal.a_id, proposal.b_id])
     a, b = people.get(proposal.a_id), people.get(proposal.b_id)
-    facilitator = await applications.get_facilitator(schedule.facilitator_id)
+    facilitator = await applications.get_facilitator(schedule.facilitator_id, scope)
     if a is None or b is None or facilitator is None:
         raise NotFound("one of the three people no longer exists")
     return proposal, a, b, facilitator
@@ -248,7 +251,7 @@ async def confirm(desk: Desk, schedule: ScheduleRow, now: datetime) -> Confirmed
             "starts_at": datetime.fromtimestamp(schedule.starts_at, UTC).isoformat(),
         }
     )
-    created = await create_session(desk.store, desk.settings, spec)
+    created = await create_session(desk.store, desk.settings, spec, schedule.org_id)
     await desk.applications.confirm(schedule, proposal, created.id, now=now.timestamp())
     # where each participant's copy will go: their application's email and language
     for seat, person in (("a", a), ("b", b)):
@@ -271,6 +274,8 @@ async def _notify(
     """Send the three people their notice about `schedule` (each with their own link in
     `urls`); what was sent, for the schedule's record."""
     _, a, b, facilitator = await _three(desk.applications, schedule)
+    organisation = await desk.store.organisation(schedule.org_id)
+    assert organisation is not None  # organisations are never deleted
     meeting = Meeting(
         schedule_id=schedule.id,
         starts_at=datetime.fromtimestamp(schedule.starts_at, UTC),
@@ -278,6 +283,7 @@ async def _notify(
         target_minutes=TARGET_MINUTES,
         language=schedule.language,
         host=urlsplit(desk.settings.base_url).hostname or "storyroom.invalid",
+        signature=organisation.signature,
     )
     pa = Person(a.first_name, a.email, a.language, a.time_zone, a.bio)
     pb = Person(b.first_name, b.email, b.language, b.time_zone, b.bio)
@@ -312,7 +318,7 @@ async def _notify(
                 "role": role,
                 "notice": revision.notice.value,
                 "sequence": revision.sequence,
-                **await deliver(desk.mailer, desk.settings, message),
+                **await deliver(desk.mailer, desk.settings, message, schedule.org_id),
             }
         )
     return sent
@@ -338,13 +344,15 @@ async def reschedule(
     busy = await busy_spans(desk.applications, [facilitator], schedule.id)
     plan(a, b, [facilitator], busy, now, ScheduleIn(facilitator.id, starts_at))
     moved = await desk.applications.revise(schedule, starts_at.timestamp(), cancel=False)
-    links = await new_seat_links(desk.store, desk.settings, session_id, SEATS, moved.starts_at)
+    links = await new_seat_links(
+        desk.store, desk.settings, OrgScope(schedule.org_id), session_id, SEATS, moved.starts_at
+    )
     urls = {seat: link.url for seat, link in links.items()}
     revision = Revision(Notice.UPDATE, moved.sequence)
     sent = await _notify(desk, moved, urls, revision, now)
     await desk.applications.record_invitations(moved.id, [*schedule.invitations, *sent])
     log.info("schedule %s moved (sequence %d)", moved.id, moved.sequence)
-    found = await desk.applications.get_schedule(moved.id)
+    found = await desk.applications.get_schedule(moved.id, OrgScope(schedule.org_id))
     assert found is not None
     return found
 
@@ -359,6 +367,6 @@ async def cancel(desk: Desk, schedule: ScheduleRow, now: datetime) -> ScheduleRo
     sent = await _notify(desk, cancelled, {}, revision, now)
     await desk.applications.record_invitations(cancelled.id, [*schedule.invitations, *sent])
     log.info("schedule %s cancelled (sequence %d)", cancelled.id, cancelled.sequence)
-    found = await desk.applications.get_schedule(cancelled.id)
+    found = await desk.applications.get_schedule(cancelled.id, OrgScope(schedule.org_id))
     assert found is not None
     return found

@@ -18,6 +18,7 @@ from storyroom.ids import new_id
 from storyroom.matching.applications import ApplicationFilter, ApplicationIn, FacilitatorIn, Status
 from storyroom.matching.availability import Window
 from storyroom.matching.engine import Applicant, Pair, pair_key
+from storyroom.orgs import DEFAULT_ORG_ID, OrgScope
 from storyroom.store import ModuleMigrations, fetch_all, fetch_one, from_row
 
 TABLES = ModuleMigrations(
@@ -92,6 +93,15 @@ TABLES = ModuleMigrations(
         """
         ALTER TABLE schedules ADD COLUMN sequence INTEGER NOT NULL DEFAULT 0;
         """,
+        # 3: each row belongs to an organisation (what existed before: the default one);
+        # matching and scheduling run within one
+        """
+        ALTER TABLE applications ADD COLUMN org_id INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE proposals ADD COLUMN org_id INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE facilitators ADD COLUMN org_id INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE schedules ADD COLUMN org_id INTEGER NOT NULL DEFAULT 1;
+        CREATE INDEX applications_by_org ON applications(org_id, status, created_at);
+        """,
     ),
 )
 
@@ -120,6 +130,7 @@ class ApplicationRow(ApplicationIn):
     created_at: float
     updated_at: float
     consented_at: float
+    org_id: int = DEFAULT_ORG_ID
 
     def for_matching(self) -> Applicant:
         """What the engine sees: no names, no contact details."""
@@ -174,6 +185,7 @@ class ProposalRow:
     explanation: dict[str, Any]
     created_at: float
     decided_at: float | None
+    org_id: int = DEFAULT_ORG_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +195,7 @@ class FacilitatorRow(FacilitatorIn):
     id: str
     active: bool
     created_at: float
+    org_id: int = DEFAULT_ORG_ID
 
     def staff_json(self) -> dict[str, Any]:
         return {
@@ -212,6 +225,7 @@ class ScheduleRow:
     created_at: float
     confirmed_at: float | None
     sequence: int = 0  # the calendar SEQUENCE of the last invitations sent
+    org_id: int = DEFAULT_ORG_ID
 
 
 def _application(r: Row) -> ApplicationRow:
@@ -250,14 +264,17 @@ class ApplicationStore:
 
     # -- applications -----------------------------------------------------------------
 
-    async def add_application(self, spec: ApplicationIn, now: float | None = None) -> str:
+    async def add_application(
+        self, spec: ApplicationIn, org_id: int, now: float | None = None
+    ) -> str:
+        """An application to `org_id`'s programme."""
         now = time.time() if now is None else now
         app_id = new_id("app")
         await self._db.execute(
             "INSERT INTO applications (id, status, created_at, updated_at, first_name, last_name,"
             " email, phone, city, region, time_zone, language, speaks, placement, party, bio,"
-            " shaped_views, availability, accessibility, consented_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " shaped_views, availability, accessibility, consented_at, org_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 app_id,
                 Status.NEW.value,
@@ -279,16 +296,18 @@ class ApplicationStore:
                 _windows_json(spec.availability),
                 spec.accessibility,
                 now,
+                org_id,
             ),
         )
         await self._db.commit()
         return app_id
 
     async def list_applications(
-        self, where: ApplicationFilter, limit: int = 1000
+        self, where: ApplicationFilter, scope: OrgScope, limit: int = 1000
     ) -> list[ApplicationRow]:
-        clauses: list[str] = []
-        params: list[Any] = []
+        owned, owner = scope.where("org_id")
+        clauses: list[str] = [owned]
+        params: list[Any] = list(owner)
         if where.region:
             clauses.append("region = ?")
             params.append(where.region)
@@ -301,17 +320,22 @@ class ApplicationStore:
         if where.status:
             clauses.append("status = ?")
             params.append(where.status.value)
-        sql = "SELECT * FROM applications"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
+        sql = "SELECT * FROM applications WHERE " + " AND ".join(clauses)
         rows = await fetch_all(
             self._db, sql + " ORDER BY created_at DESC LIMIT ?", (*params, limit)
         )
         return [_application(r) for r in rows]
 
-    async def get_application(self, app_id: str) -> ApplicationRow | None:
-        row = await fetch_one(self._db, "SELECT * FROM applications WHERE id = ?", (app_id,))
+    async def get_application(self, app_id: str, scope: OrgScope) -> ApplicationRow | None:
+        row = await self._owned("applications", app_id, scope)
         return _application(row) if row else None
+
+    async def _owned(self, table: str, row_id: str, scope: OrgScope) -> Row | None:
+        """A row of `table` (one of this module's) by id, if `scope` sees its organisation."""
+        owned, args = scope.where("org_id")
+        return await fetch_one(
+            self._db, f"SELECT * FROM {table} WHERE id = ? AND {owned}", (row_id, *args)
+        )
 
     async def applications(self, ids: Iterable[str]) -> dict[str, ApplicationRow]:
         wanted = list(dict.fromkeys(ids))
@@ -323,12 +347,12 @@ class ApplicationStore:
         )
         return {r["id"]: _application(r) for r in rows}
 
-    async def waiting(self) -> list[ApplicationRow]:
-        """Everyone the engine may pair: new applications, oldest first."""
+    async def waiting(self, org_id: int) -> list[ApplicationRow]:
+        """Everyone the engine may pair within `org_id`: its new applications, oldest first."""
         rows = await fetch_all(
             self._db,
-            "SELECT * FROM applications WHERE status = ? ORDER BY created_at",
-            (Status.NEW.value,),
+            "SELECT * FROM applications WHERE status = ? AND org_id = ? ORDER BY created_at",
+            (Status.NEW.value, org_id),
         )
         return [_application(r) for r in rows]
 
@@ -378,21 +402,34 @@ class ApplicationStore:
         rows = await fetch_all(self._db, "SELECT a_id, b_id FROM proposals")
         return {(r[0], r[1]) for r in rows}
 
-    async def add_proposals(self, pairs: Sequence[Pair], now: float | None = None) -> list[str]:
-        """Store the engine's pairs and mark both people proposed. Pairs whose people are
-        no longer waiting (changed while the engine ran) are skipped."""
+    async def add_proposals(
+        self, pairs: Sequence[Pair], org_id: int, now: float | None = None
+    ) -> list[str]:
+        """Store the engine's pairs of `org_id`'s applicants and mark both people proposed.
+        Pairs whose people are no longer waiting (changed while the engine ran) or are not
+        `org_id`'s are skipped."""
         now = time.time() if now is None else now
         ids = []
-        waiting = {a.id for a in await self.waiting()}
+        waiting = {a.id for a in await self.waiting(org_id)}
         for pair in pairs:
             if pair.a not in waiting or pair.b not in waiting:
                 continue
             a, b = pair_key(pair.a, pair.b)
             proposal_id = new_id("prp")
             cur = await self._db.execute(
-                "INSERT OR IGNORE INTO proposals (id, a_id, b_id, status, weight, explanation,"
-                " created_at) VALUES (?, ?, ?, 'proposed', ?, ?, ?)",
-                (proposal_id, a, b, pair.weight, json.dumps(pair.explanation.to_json()), now),
+                # ON CONFLICT, not SQLite's INSERT OR IGNORE: the same on PostgreSQL
+                "INSERT INTO proposals (id, a_id, b_id, status, weight, explanation,"
+                " created_at, org_id) VALUES (?, ?, ?, 'proposed', ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (
+                    proposal_id,
+                    a,
+                    b,
+                    pair.weight,
+                    json.dumps(pair.explanation.to_json()),
+                    now,
+                    org_id,
+                ),
             )
             if cur.rowcount != 1:
                 continue  # proposed before: never twice
@@ -402,21 +439,20 @@ class ApplicationStore:
         await self._db.commit()
         return ids
 
-    async def list_proposals(self, status: str | None = None) -> list[ProposalRow]:
+    async def list_proposals(self, scope: OrgScope, status: str | None = None) -> list[ProposalRow]:
+        owned, args = scope.where("org_id")
         if status:
-            rows = await fetch_all(
-                self._db,
-                "SELECT * FROM proposals WHERE status = ? ORDER BY created_at DESC, weight DESC",
-                (status,),
-            )
-        else:
-            rows = await fetch_all(
-                self._db, "SELECT * FROM proposals ORDER BY created_at DESC, weight DESC"
-            )
+            owned += " AND status = ?"
+            args = (*args, status)
+        rows = await fetch_all(
+            self._db,
+            f"SELECT * FROM proposals WHERE {owned} ORDER BY created_at DESC, weight DESC",
+            args,
+        )
         return [_proposal(r) for r in rows]
 
-    async def get_proposal(self, proposal_id: str) -> ProposalRow | None:
-        row = await fetch_one(self._db, "SELECT * FROM proposals WHERE id = ?", (proposal_id,))
+    async def get_proposal(self, proposal_id: str, scope: OrgScope) -> ProposalRow | None:
+        row = await self._owned("proposals", proposal_id, scope)
         return _proposal(row) if row else None
 
     async def proposals_with(self, app_id: str) -> list[ProposalRow]:
@@ -442,12 +478,14 @@ class ApplicationStore:
 
     # -- facilitators -------------------------------------------------------------------
 
-    async def add_facilitator(self, spec: FacilitatorIn, now: float | None = None) -> str:
+    async def add_facilitator(
+        self, spec: FacilitatorIn, org_id: int, now: float | None = None
+    ) -> str:
         now = time.time() if now is None else now
         facilitator_id = new_id("fac")
         await self._db.execute(
             "INSERT INTO facilitators (id, first_name, email, language, speaks, time_zone,"
-            " availability, active, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?)",
+            " availability, active, created_at, org_id) VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
             (
                 facilitator_id,
                 spec.first_name,
@@ -457,23 +495,24 @@ class ApplicationStore:
                 spec.time_zone,
                 _windows_json(spec.availability),
                 now,
+                org_id,
             ),
         )
         await self._db.commit()
         return facilitator_id
 
-    async def facilitators(self, active_only: bool = False) -> list[FacilitatorRow]:
-        sql = "SELECT * FROM facilitators"
+    async def facilitators(
+        self, scope: OrgScope, active_only: bool = False
+    ) -> list[FacilitatorRow]:
+        owned, args = scope.where("org_id")
+        sql = f"SELECT * FROM facilitators WHERE {owned}"
         if active_only:
-            sql += " WHERE active = 1"
-        return [
-            _facilitator(r) for r in await fetch_all(self._db, sql + " ORDER BY first_name, id")
-        ]
+            sql += " AND active = 1"
+        rows = await fetch_all(self._db, sql + " ORDER BY first_name, id", args)
+        return [_facilitator(r) for r in rows]
 
-    async def get_facilitator(self, facilitator_id: str) -> FacilitatorRow | None:
-        row = await fetch_one(
-            self._db, "SELECT * FROM facilitators WHERE id = ?", (facilitator_id,)
-        )
+    async def get_facilitator(self, facilitator_id: str, scope: OrgScope) -> FacilitatorRow | None:
+        row = await self._owned("facilitators", facilitator_id, scope)
         return _facilitator(row) if row else None
 
     async def set_facilitator_active(self, facilitator_id: str, active: bool) -> None:
@@ -491,17 +530,27 @@ class ApplicationStore:
         language: str,
         starts_at: float,
         minutes: int,
+        org_id: int,
         now: float | None = None,
     ) -> ScheduleRow:
-        """Propose (or re-propose) a time and facilitator for an accepted pair."""
+        """Propose (or re-propose) a time and facilitator for an accepted pair of `org_id`."""
         now = time.time() if now is None else now
         await self._db.execute(
             "INSERT INTO schedules (id, proposal_id, facilitator_id, language, starts_at,"
-            " minutes, status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'planned', ?)"
+            " minutes, status, created_at, org_id) VALUES (?, ?, ?, ?, ?, ?, 'planned', ?, ?)"
             " ON CONFLICT (proposal_id) DO UPDATE SET facilitator_id = excluded.facilitator_id,"
             " language = excluded.language, starts_at = excluded.starts_at,"
             " minutes = excluded.minutes WHERE schedules.status = 'planned'",
-            (new_id("sch"), proposal_id, facilitator_id, language, starts_at, minutes, now),
+            (
+                new_id("sch"),
+                proposal_id,
+                facilitator_id,
+                language,
+                starts_at,
+                minutes,
+                now,
+                org_id,
+            ),
         )
         await self._db.commit()
         found = await self.schedule_for(proposal_id)
@@ -514,12 +563,15 @@ class ApplicationStore:
         )
         return _schedule(row) if row else None
 
-    async def get_schedule(self, schedule_id: str) -> ScheduleRow | None:
-        row = await fetch_one(self._db, "SELECT * FROM schedules WHERE id = ?", (schedule_id,))
+    async def get_schedule(self, schedule_id: str, scope: OrgScope) -> ScheduleRow | None:
+        row = await self._owned("schedules", schedule_id, scope)
         return _schedule(row) if row else None
 
-    async def schedules(self) -> list[ScheduleRow]:
-        rows = await fetch_all(self._db, "SELECT * FROM schedules ORDER BY starts_at")
+    async def schedules(self, scope: OrgScope) -> list[ScheduleRow]:
+        owned, args = scope.where("org_id")
+        rows = await fetch_all(
+            self._db, f"SELECT * FROM schedules WHERE {owned} ORDER BY starts_at", args
+        )
         return [_schedule(r) for r in rows]
 
     async def busy(self, facilitator_id: str, exclude: str | None = None) -> list[ScheduleRow]:
@@ -562,7 +614,7 @@ class ApplicationStore:
             (starts_at, cancel, schedule.id),
         )
         await self._db.commit()
-        found = await self.get_schedule(schedule.id)
+        found = await self.get_schedule(schedule.id, OrgScope(schedule.org_id))
         assert found is not None
         return found
 

@@ -20,6 +20,7 @@ from storyroom.clock import steady
 from storyroom.config import Settings
 from storyroom.errors import Forbidden, InvalidInput, InvalidState, NotFound, PreconditionFailed
 from storyroom.ids import new_id
+from storyroom.orgs import EVERY_ORGANISATION, Organisation
 from storyroom.room.permissions import Action, require
 from storyroom.room.protocol import ChooseIn, ConsentIn
 from storyroom.seats import PARTICIPANT_SEATS, SEATS, SeatName, SessionKind
@@ -80,6 +81,8 @@ class Room:
     notes: list[NoteRow]
     recording: RecordingRow | None
     on_change: Callable[[Room], Awaitable[None]]
+    organisation: Organisation | None = None
+    """Whose programme this is: its name and contact line are shown to the seats."""
     presence: dict[str, Presence] = field(default_factory=lambda: {s: Presence() for s in SEATS})
     notice: dict[str, Any] | None = None
     transcript: TranscriptState | None = None
@@ -172,6 +175,7 @@ class Room:
                 "title": self.session.title,
                 "language": self.session.language,
                 "target_minutes": self.session.target_minutes,
+                "organisation": self.organisation.public_json() if self.organisation else None,
             },
             "seats": seats,
             "questions": self.session.questions,
@@ -612,7 +616,7 @@ class Rooms:
             room = self._rooms.get(session_id)
             if room is not None:
                 return room
-            session = await self._store.get_session(session_id)
+            session = await self._store.get_session(session_id, EVERY_ORGANISATION)
             if session is None:
                 raise NotFound("no such session")
             seats = {s.seat: s for s in await self._store.seats(session_id)}
@@ -634,6 +638,7 @@ class Rooms:
                 notes=await self._store.notes(session_id),
                 recording=recording,
                 on_change=self._announce,
+                organisation=await self._store.session_organisation(session_id),
                 listeners=self._recording_listeners,
                 run_started=run_started,
             )

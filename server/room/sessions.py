@@ -9,6 +9,7 @@ from typing import Any
 from storyroom.config import Settings
 from storyroom.errors import InvalidInput, NotFound
 from storyroom.ids import hash_token, new_id, new_token
+from storyroom.orgs import OrgScope
 from storyroom.room.protocol import SessionIn
 from storyroom.room.questions import session_questions
 from storyroom.room.rooms import Rooms
@@ -72,14 +73,16 @@ def parse_seat(value: str) -> SeatName:
 async def new_seat_links(
     store: Store,
     settings: Settings,
+    scope: OrgScope,
     session_id: str,
     seats: tuple[str, ...],
     starts_at: float | None = None,
 ) -> dict[str, SeatLink]:
     """New links for `seats` of a session (reissued, or for a new start): the old tokens
     stop opening the seats at once; expiry follows `starts_at`, else the session's own
-    scheduled start (and never comes sooner than the grace from now), else today's rule."""
-    session = await store.get_session(session_id)
+    scheduled start (and never comes sooner than the grace from now), else today's rule.
+    `NotFound` for a session of an organisation `scope` does not see."""
+    session = await store.get_session(session_id, scope)
     if session is None:
         raise NotFound("no such session")
     now = time.time()
@@ -106,9 +109,11 @@ async def new_seat_links(
     return links
 
 
-async def create_session(store: Store, settings: Settings, spec: SessionIn) -> CreatedSession:
-    """A new session and its seat links, three or (self-guided) two, expiring after its
-    start if it is scheduled."""
+async def create_session(
+    store: Store, settings: Settings, spec: SessionIn, org_id: int
+) -> CreatedSession:
+    """A new session of `org_id` and its seat links, three or (self-guided) two, expiring
+    after its start if it is scheduled."""
     now = time.time()
     expires = seat_link_expiry(settings, now, spec.starts_at)
     session = SessionRow(
@@ -121,6 +126,7 @@ async def create_session(store: Store, settings: Settings, spec: SessionIn) -> C
         created_at=now,
         starts_at=spec.starts_at,
         kind=spec.kind,
+        org_id=org_id,
     )
     people = {"a": spec.participants[0], "b": spec.participants[1]}
     if spec.facilitator is not None:
@@ -141,9 +147,12 @@ async def create_session(store: Store, settings: Settings, spec: SessionIn) -> C
     return CreatedSession(session.id, tokens, urls, spec.kind)
 
 
-async def describe_session(store: Store, rooms: Rooms, session_id: str) -> dict[str, Any]:
-    """Staff view: seats (first name, bio, connected, consent), recording state, cues."""
-    session = await store.get_session(session_id)
+async def describe_session(
+    store: Store, rooms: Rooms, scope: OrgScope, session_id: str
+) -> dict[str, Any]:
+    """Staff view: seats (first name, bio, connected, consent), recording state, cues;
+    `NotFound` for a session of an organisation `scope` does not see."""
+    session = await store.get_session(session_id, scope)
     if session is None:
         raise NotFound("no such session")
     room = rooms.live(session_id)

@@ -19,6 +19,7 @@ from storyroom.config import Settings
 from storyroom.errors import AuthError, Busy, ProtocolError, StoryroomError, UserError
 from storyroom.ids import hash_token
 from storyroom.limits import FailureLimit, RateLimited
+from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.room import protocol
 from storyroom.room.rooms import CloseReason, Room, Rooms
 from storyroom.seats import SeatName
@@ -266,7 +267,8 @@ class Signaling:
                 "This link has expired. Please ask the organisers for a new one.",
                 code="token_expired",
             )
-        session = await self.store.get_session(seat_row.session_id)
+        # the seat token chose the session; its organisation is the session's own
+        session = await self.store.get_session(seat_row.session_id, EVERY_ORGANISATION)
         if session is None or seat_row.seat not in session.kind.seats:
             # a seat the session's kind does not have (a facilitator's row left in a
             # self-guided session) never opens its room

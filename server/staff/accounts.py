@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import logging
 import secrets
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,9 +34,10 @@ from aiohttp import web
 
 from storyroom import fields
 from storyroom.config import Settings
-from storyroom.errors import AuthError, Forbidden, InvalidInput
+from storyroom.errors import AuthError, Forbidden, InvalidInput, NotFound
 from storyroom.ids import hash_token, new_token, tokens_equal
 from storyroom.limits import FailureLimit, RateLimit
+from storyroom.orgs import DEFAULT_ORG_ID, EVERY_ORGANISATION, OrgScope
 from storyroom.store import ModuleMigrations, Store, fetch_all, fetch_one
 
 log = logging.getLogger(__name__)
@@ -72,8 +75,24 @@ TABLES = ModuleMigrations(
         );
         CREATE INDEX staff_sessions_by_user ON staff_sessions(user_id);
         """,
+        # 2: each account belongs to an organisation, with a role in it; the accounts made
+        # before organisations run the default organisation (its admins)
+        """
+        ALTER TABLE staff_users ADD COLUMN org_id INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE staff_users ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+        """,
     ),
 )
+
+
+class Role(StrEnum):
+    """What a staff account may do: `staff` works with its organisation's data, `admin`
+    also adds and removes its organisation's staff and facilitators, `platform` creates
+    organisations and sees across them."""
+
+    STAFF = "staff"
+    ADMIN = "admin"
+    PLATFORM = "platform"
 
 
 # -- passwords ----------------------------------------------------------------------------
@@ -139,6 +158,17 @@ class StaffUser:
     id: int
     email: str
     created_at: float
+    org_id: int = DEFAULT_ORG_ID
+    role: Role = Role.ADMIN
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "email": self.email,
+            "created_at": self.created_at,
+            "org_id": self.org_id,
+            "role": self.role.value,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,11 +180,14 @@ class StaffSession:
     """Derived from the cookie's token when the session is looked up (`csrf_token`)."""
     created_at: float
     expires_at: float
+    org_id: int = DEFAULT_ORG_ID
+    role: Role = Role.ADMIN
 
 
 @dataclass(frozen=True, slots=True)
 class StaffIdentity:
-    """Who made a staff request: a signed-in person, or a script with the staff token."""
+    """Who made a staff request: a signed-in person (with their organisation and role,
+    from the sign-in), or a script with the operator's staff token (a platform admin)."""
 
     actor: str
     session: StaffSession | None = None
@@ -163,8 +196,30 @@ class StaffIdentity:
     def via(self) -> str:
         return "session" if self.session else "token"
 
+    @property
+    def org_id(self) -> int:
+        return self.session.org_id if self.session else DEFAULT_ORG_ID
+
+    @property
+    def role(self) -> Role:
+        return self.session.role if self.session else Role.PLATFORM
+
+    @property
+    def scope(self) -> OrgScope:
+        """Whose data this request may read: its organisation's, or every one's."""
+        return EVERY_ORGANISATION if self.role is Role.PLATFORM else OrgScope(self.org_id)
+
+    def admin_of(self, org_id: int) -> bool:
+        """May this person add and remove `org_id`'s staff and facilitators?"""
+        return self.role is Role.PLATFORM or (self.role is Role.ADMIN and org_id == self.org_id)
+
 
 TOKEN_ACTOR = "staff token"
+_USER_COLUMNS = "id, email, created_at, org_id, role"
+
+
+def _user(row: Any) -> StaffUser:
+    return StaffUser(row[0], row[1], row[2], row[3], Role(row[4]))
 
 
 class Accounts:
@@ -173,8 +228,8 @@ class Accounts:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        # token hash -> (user id, email, created, expires); the CSRF token needs the token
-        self._sessions: dict[str, tuple[int, str, float, float]] = {}
+        # token hash -> the session without its CSRF token (that needs the cookie's token)
+        self._sessions: dict[str, StaffSession] = {}
         self.signin_attempts = RateLimit(settings.signin_rate_limit, window=SIGNIN_WINDOW_S)
         self.signin_failures = FailureLimit(settings.signin_rate_limit, SIGNIN_WINDOW_S)
         self.tokens = FailureLimit(settings.bad_token_limit, TOKEN_WINDOW_S)
@@ -191,14 +246,24 @@ class Accounts:
         await self.db.commit()
         rows = await fetch_all(
             self.db,
-            "SELECT s.token_hash, s.user_id, u.email, s.created_at, s.expires_at"
-            " FROM staff_sessions s JOIN staff_users u ON u.id = s.user_id",
+            "SELECT s.token_hash, s.user_id, u.email, s.created_at, s.expires_at, u.org_id,"
+            " u.role FROM staff_sessions s JOIN staff_users u ON u.id = s.user_id",
         )
-        self._sessions = {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+        self._sessions = {
+            r[0]: StaffSession(r[0], r[1], r[2], "", r[3], r[4], r[5], Role(r[6])) for r in rows
+        }
 
     # -- users ------------------------------------------------------------------------
 
-    async def add_user(self, email: str, password: str) -> StaffUser:
+    async def add_user(
+        self,
+        email: str,
+        password: str,
+        org_id: int = DEFAULT_ORG_ID,
+        role: Role = Role.ADMIN,
+    ) -> StaffUser:
+        """A new account in `org_id`. Its organisation is fixed: a person who works for
+        two organisations has two accounts."""
         email = normalize_email(email)
         fields.password(password)
         encoded = await asyncio.to_thread(hash_password, password)
@@ -206,13 +271,32 @@ class Accounts:
         if await self.user(email) is not None:
             raise InvalidInput(f"{email} already has an account", code="exists", status=409)
         row = await self.db.fetch_one(
-            "INSERT INTO staff_users (email, password_hash, created_at, password_changed_at)"
-            " VALUES (?, ?, ?, ?) RETURNING id",
-            (email, encoded, now, now),
+            "INSERT INTO staff_users (email, password_hash, created_at, password_changed_at,"
+            " org_id, role) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (email, encoded, now, now, org_id, role.value),
         )
         await self.db.commit()
         assert row is not None
-        return StaffUser(int(row["id"]), email, now)
+        return StaffUser(int(row["id"]), email, now, org_id, role)
+
+    async def remove_user(self, user_id: int, scope: OrgScope) -> StaffUser:
+        """Remove an account of an organisation `scope` sees; its sessions end at once."""
+        user = await self.user_by_id(user_id, scope)
+        if user is None:
+            raise NotFound("no such staff account")
+        await self.db.execute("DELETE FROM staff_users WHERE id = ?", (user.id,))
+        await self.db.commit()
+        self._sessions = {k: s for k, s in self._sessions.items() if s.user_id != user.id}
+        return user
+
+    async def user_by_id(self, user_id: int, scope: OrgScope) -> StaffUser | None:
+        owned, args = scope.where("org_id")
+        row = await fetch_one(
+            self.db,
+            f"SELECT {_USER_COLUMNS} FROM staff_users WHERE id = ? AND {owned}",
+            (user_id, *args),
+        )
+        return _user(row) if row else None
 
     async def set_password(self, email: str, password: str) -> None:
         """A new password; every session of that person ends."""
@@ -228,19 +312,23 @@ class Accounts:
         )
         await self.db.execute("DELETE FROM staff_sessions WHERE user_id = ?", (user.id,))
         await self.db.commit()
-        self._sessions = {k: s for k, s in self._sessions.items() if s[0] != user.id}
+        self._sessions = {k: s for k, s in self._sessions.items() if s.user_id != user.id}
 
     async def user(self, email: str) -> StaffUser | None:
+        """The account of an email, whichever its organisation (emails are unique)."""
         row = await fetch_one(
-            self.db, "SELECT id, email, created_at FROM staff_users WHERE email = ?", (email,)
+            self.db, f"SELECT {_USER_COLUMNS} FROM staff_users WHERE email = ?", (email,)
         )
-        return StaffUser(row[0], row[1], row[2]) if row else None
+        return _user(row) if row else None
 
-    async def users(self) -> list[StaffUser]:
+    async def users(self, scope: OrgScope) -> list[StaffUser]:
+        owned, args = scope.where("org_id")
         rows = await fetch_all(
-            self.db, "SELECT id, email, created_at FROM staff_users ORDER BY email"
+            self.db,
+            f"SELECT {_USER_COLUMNS} FROM staff_users WHERE {owned} ORDER BY email",
+            args,
         )
-        return [StaffUser(r[0], r[1], r[2]) for r in rows]
+        return [_user(r) for r in rows]
 
     # -- sign-in ------------------------------------------------------------------------
 
@@ -259,7 +347,9 @@ class Accounts:
         if not isinstance(password, str) or not password or len(password) > fields.PASSWORD_MAX:
             password = ""
         row = await fetch_one(
-            self.db, "SELECT id, password_hash FROM staff_users WHERE email = ?", (email,)
+            self.db,
+            "SELECT id, password_hash, org_id, role FROM staff_users WHERE email = ?",
+            (email,),
         )
         if row is None:
             # the same work as a real check, so timing does not tell who has an account
@@ -283,6 +373,8 @@ class Accounts:
             csrf=csrf_token(token),
             created_at=now,
             expires_at=now + self.settings.staff_session_hours * 3600,
+            org_id=int(row[2]),
+            role=Role(row[3]),
         )
         await self.db.execute(
             "INSERT INTO staff_sessions (token_hash, user_id, created_at, expires_at)"
@@ -290,7 +382,7 @@ class Accounts:
             (session.token_hash, session.user_id, now, session.expires_at),
         )
         await self.db.commit()
-        self._sessions[session.token_hash] = (session.user_id, email, now, session.expires_at)
+        self._sessions[session.token_hash] = session
         return session, token
 
     async def sign_out(self, session: StaffSession) -> None:
@@ -308,11 +400,10 @@ class Accounts:
         found = self._sessions.get(token_hash)
         if found is None:
             return None
-        user_id, email, created_at, expires_at = found
-        if expires_at <= time.time():
+        if found.expires_at <= time.time():
             self._sessions.pop(token_hash, None)
             return None
-        return StaffSession(token_hash, user_id, email, csrf_token(token), created_at, expires_at)
+        return dataclasses.replace(found, csrf=csrf_token(token))
 
     # -- cookies --------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storyroom.database import PerDialect, postgres_ddl
+from storyroom.orgs import DEFAULT_ORG_ID, OrgScope
 from storyroom.records import FieldsRecord
 from storyroom.store import ModuleMigrations, Store, fetch_all
 
@@ -54,6 +55,12 @@ TABLES = ModuleMigrations(
             FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
             """,
         ),
+        # 2: the organisation an entry belongs to (NULL: no organisation's; only platform
+        # admins read those)
+        """
+        ALTER TABLE audit_log ADD COLUMN org_id INTEGER DEFAULT 1;
+        CREATE INDEX audit_by_org ON audit_log(org_id, id);
+        """,
     ),
 )
 
@@ -88,6 +95,10 @@ ACTIONS = (
     "seat_link_reissued",
     "schedule_moved",
     "schedule_cancelled",
+    # organisations: made by a platform admin; their staff added and removed by their admins
+    "organisation_created",
+    "staff_added",
+    "staff_removed",
 )
 
 
@@ -115,26 +126,31 @@ class Audit:
         target: str | None = None,
         detail: dict[str, Any] | None = None,
         address: str | None = None,
+        org_id: int | None = DEFAULT_ORG_ID,
     ) -> None:
+        """One entry, in `org_id`'s log (None: no organisation's, for platform admins)."""
         assert action in ACTIONS, action
         await self.store.db.execute(
-            "INSERT INTO audit_log (at, actor, action, target, detail, address)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (time.time(), actor, action, target, json.dumps(detail or {}), address),
+            "INSERT INTO audit_log (at, actor, action, target, detail, address, org_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), actor, action, target, json.dumps(detail or {}), address, org_id),
         )
         await self.store.db.commit()
         log.info("audit: %s %s %s", actor, action, target or "")
 
     async def entries(
         self,
+        scope: OrgScope,
         limit: int = 100,
         before: int | None = None,
         action: str | None = None,
         target: str | None = None,
     ) -> list[AuditEntry]:
-        """Newest first; `before` pages back from an entry id."""
-        where: list[str] = []
-        args: list[Any] = []
+        """Newest first, of the organisations `scope` sees; `before` pages back from an
+        entry id."""
+        owned, owner = scope.where("org_id")
+        where: list[str] = [owned]
+        args: list[Any] = list(owner)
         if before is not None:
             where.append("id < ?")
             args.append(before)
@@ -145,8 +161,6 @@ class Audit:
             where.append("target = ?")
             args.append(target)
         sql = "SELECT id, at, actor, action, target, detail, address FROM audit_log"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
+        sql += " WHERE " + " AND ".join(where) + " ORDER BY id DESC LIMIT ?"
         rows = await fetch_all(self.store.db, sql, (*args, limit))
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6]) for r in rows]

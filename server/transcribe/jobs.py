@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from storyroom.errors import NotFound, PreconditionFailed
 from storyroom.finalize import outputs
 from storyroom.finalize.contracts import FileKind, FinalizedFile
+from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.recording import layout
 from storyroom.recording.layout import recording_dir
 from storyroom.status import FinalizeStatus
@@ -154,7 +155,7 @@ class TranscribeJobs:
         return await self.transcripts.state(recording_id)
 
     async def _transcribe(self, recording_id: str) -> None:
-        rec = await self.store.get_recording(recording_id)
+        rec = await self.store.get_recording(recording_id, EVERY_ORGANISATION)
         if rec is None:
             return
         state = await self.transcripts.state(recording_id)
@@ -165,7 +166,7 @@ class TranscribeJobs:
         reason = model.missing()
         if reason is not None:
             raise ModelMissing(reason)
-        session = await self.store.get_session(rec.session_id)
+        session = await self.store.get_session(rec.session_id, EVERY_ORGANISATION)
         language = session.language if session is not None else "en"
         names = {s.seat: s.name for s in await self.store.seats(rec.session_id)}
         directory = recording_dir(self.root, rec.id)
@@ -239,7 +240,7 @@ class TranscribeJobs:
         corrections = await self.transcripts.corrections(rec.id)
         transcript = _corrected(transcript, corrections)
         directory = recording_dir(self.root, rec.id)
-        fresh = await self.store.get_recording(rec.id)
+        fresh = await self.store.get_recording(rec.id, EVERY_ORGANISATION)
         if fresh is None or fresh.finalized is None:
             return
         names = await asyncio.to_thread(documents.write, directory, transcript)
@@ -292,7 +293,7 @@ class TranscribeJobs:
         async with self._lock:
             ids = list(recording_ids)
             for recording_id in ids:
-                rec = await self.store.get_recording(recording_id)
+                rec = await self.store.get_recording(recording_id, EVERY_ORGANISATION)
                 if rec is None:
                     continue
                 directory = recording_dir(self.root, rec.id)

@@ -24,6 +24,7 @@ from storyroom.archive.copies import CopyLink, access_entry
 from storyroom.archive.protocol import parse_participant_consent
 from storyroom.errors import AuthError, Forbidden, NotFound
 from storyroom.finalize.contracts import chapters_json
+from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.seats import PARTICIPANT_SEATS
 from storyroom.store import RecordingRow
 from storyroom.transcribe.jobs import captions_entry
@@ -68,7 +69,7 @@ class CopyLinkRoutes(RouteGroup):
                 "this link has expired" if state == "expired" else "this link was withdrawn",
                 code=f"link_{state}",
             )
-        rec = await self.services.store.get_recording(link.recording_id)
+        rec = await self.services.store.get_recording(link.recording_id, EVERY_ORGANISATION)
         if rec is None:
             raise AuthError("this link is not valid", code="link_invalid")
         return link, rec
@@ -83,6 +84,9 @@ class CopyLinkRoutes(RouteGroup):
         response = web.json_response(
             {
                 "seat": link.seat,
+                "organisation": (
+                    await self.services.store.session_organisation(rec.session_id)
+                ).public_json(),
                 "name": detail["people"].get(link.seat, ""),
                 "title": detail["metadata"]["title"],
                 "language": detail["language"],

@@ -12,6 +12,7 @@ from storyroom.web.health import HealthRoutes
 from storyroom.web.invites import PartnerInviteRoutes
 from storyroom.web.matching import MatchingRoutes
 from storyroom.web.middleware import errors_middleware, security_headers
+from storyroom.web.organisations import OrganisationRoutes
 from storyroom.web.pages import add_page_routes
 from storyroom.web.proxies import proxy_middleware
 from storyroom.web.recordings import RecordingRoutes
@@ -39,6 +40,7 @@ def add_http_edge(app: web.Application, settings: Settings) -> None:
         StaffRoutes(app),
         MatchingRoutes(app, settings),
         PartnerInviteRoutes(app, settings),
+        OrganisationRoutes(app),
     ):
         app.add_routes(group.routes().defs)
     add_page_routes(app, settings)

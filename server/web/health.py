@@ -19,7 +19,7 @@ from storyroom.readiness import Check
 from storyroom.services import Services
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.web.prometheus import metrics_registry
-from storyroom.web.routes import RouteGroup, Routes
+from storyroom.web.routes import RouteGroup, Routes, require_platform
 
 CHECK_TIMEOUT_S: Final = 5.0
 
@@ -84,7 +84,9 @@ class HealthRoutes(RouteGroup):
         return web.Response(body=encode(self.registry), headers={"Content-Type": content_type})
 
     async def metrics(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        """Process health and the media plane's figures, for staff and the soak bench."""
+        """Process health and the media plane's figures (every organisation's live rooms),
+        for platform admins and the soak bench."""
+        require_platform(who)
         return web.json_response(
             {
                 "at": time.time(),

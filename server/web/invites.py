@@ -17,6 +17,7 @@ from storyroom.matching.partner_invites import (
     parse_confirmation,
     parse_partner_invite,
 )
+from storyroom.orgs import DEFAULT_ORG_ID
 from storyroom.web.middleware import read_json
 from storyroom.web.routes import RouteGroup, Routes, address
 
@@ -45,7 +46,7 @@ class PartnerInviteRoutes(RouteGroup):
         self.limit.hit(address(request))
         spec = parse_partner_invite(await read_json(request))
         invite_id, message = await self.invites.request(spec)
-        sent = await deliver(self.services.mailer, self.services.settings, message)
+        sent = await deliver(self.services.mailer, self.services.settings, message, DEFAULT_ORG_ID)
         log.info("invitation %s requested; confirmation sent via %s", invite_id, sent["via"])
         return web.json_response({"received": True}, status=202)
 
@@ -62,7 +63,7 @@ class PartnerInviteRoutes(RouteGroup):
             raise AuthError("this link is not valid", code="link_invalid")
         created, messages = await self.invites.confirm(invite)
         for message in messages:
-            await deliver(self.services.mailer, self.services.settings, message)
+            await deliver(self.services.mailer, self.services.settings, message, DEFAULT_ORG_ID)
         log.info("invitation %s confirmed: session %s", invite.id, created.id)
         return web.json_response({"session_id": created.id, "url": created.urls["a"]}, status=201)
 

@@ -33,9 +33,11 @@ from storyroom.matching.outbox import describe
 from storyroom.matching.regions import regions
 from storyroom.matching.scheduling import Desk, cancel, confirm, plan_proposal, reschedule
 from storyroom.matching.store import ApplicationRow, ApplicationStore, ProposalRow, ScheduleRow
+from storyroom.orgs import DEFAULT_ORG_ID, OrgScope
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.web.middleware import read_json
-from storyroom.web.routes import RouteGroup, Routes, address, lookup
+from storyroom.web.organisations import named_organisation
+from storyroom.web.routes import RouteGroup, Routes, address, lookup, require_admin
 
 log = logging.getLogger(__name__)
 
@@ -84,28 +86,37 @@ class MatchingRoutes(RouteGroup):
         )
 
     async def apply(self, request: web.Request) -> web.Response:
+        """The default organisation's form (`/apply`)."""
+        return await self._apply(request, DEFAULT_ORG_ID)
+
+    async def apply_to(self, request: web.Request) -> web.Response:
+        """An organisation's own form (`/apply/{organisation}`)."""
+        org = await named_organisation(request, self.services.store)
+        return await self._apply(request, org.id)
+
+    async def _apply(self, request: web.Request, org_id: int) -> web.Response:
         self.limit.hit(address(request))
         spec = parse_application(await read_json(request))
         if spec is None:
             # The hidden field was filled in: a bot. Answer like a success, keep nothing.
             log.info("application form: honeypot filled in by %s; ignored", request.remote)
             return web.json_response({"received": True}, status=201)
-        app_id = await self.store.add_application(spec)
+        app_id = await self.store.add_application(spec, org_id)
         log.info("application %s received", app_id)
         return web.json_response({"received": True, "first_name": spec.first_name}, status=201)
 
     # -- applications ---------------------------------------------------------------------
 
-    async def _application(self, request: web.Request) -> ApplicationRow:
-        return await lookup(request, "application", self.store.get_application)
+    async def _application(self, request: web.Request, who: StaffIdentity) -> ApplicationRow:
+        return await lookup(request, who, "application", self.store.get_application)
 
     async def list_applications(self, request: web.Request, who: StaffIdentity) -> web.Response:
         where = parse_filter(request.query)
-        rows = await self.store.list_applications(where)
+        rows = await self.store.list_applications(where, who.scope)
         return web.json_response({"applications": [r.summary_json() for r in rows]})
 
     async def get_application(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        row = await self._application(request)
+        row = await self._application(request, who)
         proposals = await self.store.proposals_with(row.id)
         partners = await self.store.applications(
             p.b_id if p.a_id == row.id else p.a_id for p in proposals
@@ -133,7 +144,7 @@ class MatchingRoutes(RouteGroup):
         """Take the application out of matching by `change` (it is then `done`), logged
         and audited as `application_<done>`; its id."""
         async with self._lock:
-            row = await self._application(request)
+            row = await self._application(request, who)
             await change(row.id)
         log.info("application %s %s", row.id, done)
         await self.audit(request, who, f"application_{done}", row.id)
@@ -141,7 +152,7 @@ class MatchingRoutes(RouteGroup):
 
     async def withdraw(self, request: web.Request, who: StaffIdentity) -> web.Response:
         app_id = await self._take_out(request, who, self.store.withdraw, "withdrawn")
-        found = await self.store.get_application(app_id)
+        found = await self.store.get_application(app_id, who.scope)
         assert found is not None
         return web.json_response(found.staff_json())
 
@@ -154,7 +165,7 @@ class MatchingRoutes(RouteGroup):
     async def run_matching(self, request: web.Request, who: StaffIdentity) -> web.Response:
         """Pair everyone waiting; the new proposals wait for staff to accept or reject."""
         async with self._lock:
-            waiting = await self.store.waiting()
+            waiting = await self.store.waiting(who.org_id)
             excluded = await self.store.proposed_pairs()
             policy = Policy(min_distance=self.services.settings.matching_min_distance)
             reference = week_start(datetime.now(UTC))
@@ -166,12 +177,14 @@ class MatchingRoutes(RouteGroup):
                 policy,
                 excluded,
             )
-            ids = await self.store.add_proposals(result.pairs)
+            ids = await self.store.add_proposals(result.pairs, who.org_id)
         log.info("matching: %d waiting, %d pairs proposed", len(waiting), len(ids))
         await self.audit(
             request, who, "matching_run", None, {"waiting": len(waiting), "proposals": ids}
         )
-        proposals = [p for p in await self.store.list_proposals("proposed") if p.id in set(ids)]
+        proposals = [
+            p for p in await self.store.list_proposals(who.scope, "proposed") if p.id in set(ids)
+        ]
         return web.json_response(
             {
                 "waiting": len(waiting),
@@ -229,19 +242,19 @@ class MatchingRoutes(RouteGroup):
         unknown = sorted(set(request.query) - {"status"})
         if unknown:
             raise InvalidInput(f"unknown parameter {unknown[0]!r}", code="unknown_field")
-        proposals = await self.store.list_proposals(status or None)
+        proposals = await self.store.list_proposals(who.scope, status or None)
         return web.json_response({"proposals": await self._proposals_json(proposals)})
 
-    async def _proposal(self, request: web.Request) -> ProposalRow:
-        return await lookup(request, "proposal", self.store.get_proposal)
+    async def _proposal(self, request: web.Request, who: StaffIdentity) -> ProposalRow:
+        return await lookup(request, who, "proposal", self.store.get_proposal)
 
     async def _decide(self, request: web.Request, who: StaffIdentity, accept: bool) -> web.Response:
         async with self._lock:
-            proposal = await self._proposal(request)
+            proposal = await self._proposal(request, who)
             if proposal.status != "proposed":
                 raise InvalidState(f"this proposal is already {proposal.status}")
             await self.store.decide(proposal, accept)
-            updated = await self.store.get_proposal(proposal.id)
+            updated = await self.store.get_proposal(proposal.id, who.scope)
         assert updated is not None
         action = "proposal_accepted" if accept else "proposal_rejected"
         await self.audit(request, who, action, proposal.id)
@@ -256,7 +269,9 @@ class MatchingRoutes(RouteGroup):
     # -- scheduling -----------------------------------------------------------------------
 
     async def _schedule_json(self, schedule: ScheduleRow) -> dict[str, Any]:
-        facilitator = await self.store.get_facilitator(schedule.facilitator_id)
+        facilitator = await self.store.get_facilitator(
+            schedule.facilitator_id, OrgScope(schedule.org_id)
+        )
         return {
             "id": schedule.id,
             "proposal_id": schedule.proposal_id,
@@ -282,7 +297,7 @@ class MatchingRoutes(RouteGroup):
         """Propose (or re-propose, with staff's choice) a time and a facilitator."""
         choice = parse_schedule(await read_json(request) if request.can_read_body else None)
         async with self._lock:
-            proposal = await self._proposal(request)
+            proposal = await self._proposal(request, who)
             planned = await plan_proposal(self.store, proposal, choice, datetime.now(UTC))
         await self.audit(
             request,
@@ -299,15 +314,19 @@ class MatchingRoutes(RouteGroup):
 
     async def list_schedules(self, request: web.Request, who: StaffIdentity) -> web.Response:
         return web.json_response(
-            {"schedules": [await self._schedule_json(s) for s in await self.store.schedules()]}
+            {
+                "schedules": [
+                    await self._schedule_json(s) for s in await self.store.schedules(who.scope)
+                ]
+            }
         )
 
     async def confirm(self, request: web.Request, who: StaffIdentity) -> web.Response:
         """Create the session and send the three invitations."""
         async with self._lock:
-            schedule = await lookup(request, "schedule", self.store.get_schedule)
+            schedule = await lookup(request, who, "schedule", self.store.get_schedule)
             done = await confirm(self.desk, schedule, datetime.now(UTC))
-            confirmed = await self.store.get_schedule(schedule.id)
+            confirmed = await self.store.get_schedule(schedule.id, who.scope)
         assert confirmed is not None
         await self.audit(
             request,
@@ -325,7 +344,7 @@ class MatchingRoutes(RouteGroup):
         calendar entries sent before."""
         starts_at = parse_reschedule(await read_json(request))
         async with self._lock:
-            schedule = await lookup(request, "schedule", self.store.get_schedule)
+            schedule = await lookup(request, who, "schedule", self.store.get_schedule)
             moved = await reschedule(self.desk, schedule, starts_at, datetime.now(UTC))
         await self.audit(
             request,
@@ -346,7 +365,7 @@ class MatchingRoutes(RouteGroup):
         if request.can_read_body:
             fields.obj(await read_json(request), set(), set(), "cancel")
         async with self._lock:
-            schedule = await lookup(request, "schedule", self.store.get_schedule)
+            schedule = await lookup(request, who, "schedule", self.store.get_schedule)
             cancelled = await cancel(self.desk, schedule, datetime.now(UTC))
         await self.audit(
             request, who, "schedule_cancelled", schedule.id, {"sequence": cancelled.sequence}
@@ -357,13 +376,14 @@ class MatchingRoutes(RouteGroup):
 
     async def list_facilitators(self, request: web.Request, who: StaffIdentity) -> web.Response:
         return web.json_response(
-            {"facilitators": [f.staff_json() for f in await self.store.facilitators()]}
+            {"facilitators": [f.staff_json() for f in await self.store.facilitators(who.scope)]}
         )
 
     async def add_facilitator(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        require_admin(who, who.org_id)
         spec = parse_facilitator(await read_json(request))
-        facilitator_id = await self.store.add_facilitator(spec)
-        found = await self.store.get_facilitator(facilitator_id)
+        facilitator_id = await self.store.add_facilitator(spec, who.org_id)
+        found = await self.store.get_facilitator(facilitator_id, who.scope)
         assert found is not None
         await self.audit(request, who, "facilitator_added", found.id)
         return web.json_response(found.staff_json(), status=201)
@@ -371,9 +391,10 @@ class MatchingRoutes(RouteGroup):
     async def _set_active(
         self, request: web.Request, who: StaffIdentity, active: bool
     ) -> web.Response:
-        facilitator = await lookup(request, "facilitator", self.store.get_facilitator)
+        facilitator = await lookup(request, who, "facilitator", self.store.get_facilitator)
+        require_admin(who, facilitator.org_id)
         await self.store.set_facilitator_active(facilitator.id, active)
-        found = await self.store.get_facilitator(facilitator.id)
+        found = await self.store.get_facilitator(facilitator.id, who.scope)
         assert found is not None
         action = "facilitator_activated" if active else "facilitator_deactivated"
         await self.audit(request, who, action, found.id)
@@ -388,20 +409,20 @@ class MatchingRoutes(RouteGroup):
     # -- outbox -------------------------------------------------------------------------
 
     async def list_outbox(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        entries = await self.services.outbox.entries()
+        entries = await self.services.outbox.entries(who.scope)
         return web.json_response(
             {"via": self.services.mailer.via, "messages": [e.to_json() for e in entries]}
         )
 
     async def read_message(self, request: web.Request, who: StaffIdentity) -> web.Response:
         name = request.match_info["name"]
-        message, _ = await self.services.outbox.read(name)
+        message, _ = await self.services.outbox.read(name, who.scope)
         await self.audit(request, who, "outbox_read", name)
         return web.json_response({"name": name, **describe(message)})
 
     async def raw_message(self, request: web.Request, who: StaffIdentity) -> web.Response:
         name = request.match_info["name"]
-        _, data = await self.services.outbox.read(name)
+        _, data = await self.services.outbox.read(name, who.scope)
         await self.audit(request, who, "outbox_read", name, {"raw": True})
         return web.Response(
             body=data,
@@ -416,6 +437,7 @@ class MatchingRoutes(RouteGroup):
         routes = Routes()
         routes.public("GET", "/api/regions", self.region_list)
         routes.public("POST", "/api/applications", self.apply)
+        routes.public("POST", "/api/apply/{organisation}", self.apply_to)
         routes.staff("GET", "/api/applications", self.list_applications)
         routes.staff("GET", "/api/applications/{application_id}", self.get_application)
         routes.staff("POST", "/api/applications/{application_id}/withdraw", self.withdraw)

@@ -86,6 +86,9 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/solicitar", page("apply"))  # the same form, in Spanish
     app.router.add_get("/invite", page("invite"))
     app.router.add_get("/invitar", page("invite"))  # the same page, in Spanish
+    # an organisation's own form: the page reads its slug from the path
+    app.router.add_get("/apply/{organisation}", page("apply"))
+    app.router.add_get("/solicitar/{organisation}", page("apply"))
     app.router.add_get("/staff/applications", page("applications", staff=True))
     app.router.add_get("/vendor/socket.io.esm.min.js", socketio_client)
     if static.is_dir():

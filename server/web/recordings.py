@@ -36,7 +36,7 @@ from storyroom.web.downloads import (
     whole_download,
 )
 from storyroom.web.middleware import read_json
-from storyroom.web.routes import RouteGroup, Routes, lookup
+from storyroom.web.routes import RouteGroup, Routes, lookup, public_lookup
 
 RECORDING = "/api/recordings/{recording_id}"
 PUBLIC = "/api/public/recordings/{recording_id}"
@@ -74,15 +74,15 @@ def recording_json(rec: RecordingRow, title: str | None = None) -> dict[str, Any
 
 
 class RecordingRoutes(RouteGroup):
-    async def _recording(self, request: web.Request) -> RecordingRow:
-        return await lookup(request, "recording", self.services.store.get_recording)
+    async def _recording(self, request: web.Request, who: StaffIdentity) -> RecordingRow:
+        return await lookup(request, who, "recording", self.services.store.get_recording)
 
     # -- reading ---------------------------------------------------------------------------
 
     async def list_recordings(self, request: web.Request, who: StaffIdentity) -> web.Response:
         """Every recording, or those matching the query's filters (`archive.protocol`),
         with the archive's catalogue fields, first names and consent."""
-        found = await self.services.archive.search(parse_search(request.query))
+        found = await self.services.archive.search(parse_search(request.query), who.scope)
         return web.json_response(
             {
                 "recordings": [
@@ -92,14 +92,14 @@ class RecordingRoutes(RouteGroup):
         )
 
     async def get_recording(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        rec = await self._recording(request)
+        rec = await self._recording(request, who)
         detail = await self.services.archive.describe(rec)
         return web.json_response({**recording_json(rec, detail["title"]), **detail})
 
     async def download(self, request: web.Request, who: StaffIdentity) -> web.StreamResponse:
         """A finalized file; the name must be one the finalizer listed (never a path from input).
         Range and a strong ETag (the listed sha256); whole downloads go to the audit log."""
-        rec = await self._recording(request)
+        rec = await self._recording(request, who)
         wanted = request.match_info["name"]
         recordings_dir = self.services.settings.recordings_dir
         entry = listed_file(recordings_dir, rec, wanted, "no such file")
@@ -111,7 +111,7 @@ class RecordingRoutes(RouteGroup):
     async def waveform_levels(self, request: web.Request, who: StaffIdentity) -> web.StreamResponse:
         """The levels the staff player draws (made from the access copy for a recording
         finalized before they were listed)."""
-        rec = await self._recording(request)
+        rec = await self._recording(request, who)
         return await send_levels(request, self.services.waveforms, rec)
 
     # -- listening in public ----------------------------------------------------------------
@@ -124,7 +124,7 @@ class RecordingRoutes(RouteGroup):
 
     async def _public(self, request: web.Request) -> RecordingRow:
         """A recording both participants agree, as of this request, to let the public hear."""
-        return await lookup(request, "recording", self.services.archive.public_recording)
+        return await public_lookup(request, "recording", self.services.archive.public_recording)
 
     async def public_audio(self, request: web.Request) -> web.StreamResponse:
         rec = await self._public(request)
@@ -148,14 +148,14 @@ class RecordingRoutes(RouteGroup):
     # -- the catalogue, consent, deletion --------------------------------------------------
 
     async def edit_metadata(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        rec = await self._recording(request)
+        rec = await self._recording(request, who)
         changes = parse_metadata(await read_json(request))
         metadata = await self.services.archive.edit(rec, changes, who.actor)
         await self.audit(request, who, "edit", rec.id, {"fields": sorted(changes.changed())})
         return web.json_response({"metadata": metadata})
 
     async def record_consent(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        rec = await self._recording(request)
+        rec = await self._recording(request, who)
         change = parse_staff_consent(await read_json(request))
         archive = self.services.archive
         flags = await archive.change_consent(
@@ -183,7 +183,7 @@ class RecordingRoutes(RouteGroup):
         return web.json_response({"consent": flags, **await archive.describe(rec)})
 
     async def delete_recording(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        rec = await self._recording(request)
+        rec = await self._recording(request, who)
         await self.services.archive.delete(rec)
         await self.audit(
             request, who, "delete", rec.id, {"session_id": rec.session_id, "take": rec.take}
@@ -193,7 +193,7 @@ class RecordingRoutes(RouteGroup):
     # -- copy links ------------------------------------------------------------------------
 
     async def issue_copies(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        rec = await self._recording(request)
+        rec = await self._recording(request, who)
         links = await self.services.copies.issue(rec, who.actor)
         await self.audit(
             request, who, "copies_issued", rec.id, {"links": [link.id for link in links]}
@@ -202,14 +202,14 @@ class RecordingRoutes(RouteGroup):
 
     async def resend_copy(self, request: web.Request, who: StaffIdentity) -> web.Response:
         """A new link for one participant, emailed now to the address on their seat."""
-        rec = await self._recording(request)
+        rec = await self._recording(request, who)
         seat = _participant(request)
         sent = await self.services.delivery.resend(rec, seat, who.actor)
         await self.audit(request, who, "copy_resent", rec.id, sent)
         return web.json_response({"sent": sent}, status=201)
 
     async def clip(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        rec = await self._recording(request)
+        rec = await self._recording(request, who)
         s = self.services
         payload = await read_json(request)
         response = await send_clip(request, s.clipper, s.settings.recordings_dir, rec, payload)
@@ -218,16 +218,16 @@ class RecordingRoutes(RouteGroup):
 
     # -- where copies go ---------------------------------------------------------------------
 
-    async def _session_id(self, request: web.Request) -> str:
-        session = await lookup(request, "session", self.services.store.get_session)
+    async def _session_id(self, request: web.Request, who: StaffIdentity) -> str:
+        session = await lookup(request, who, "session", self.services.store.get_session)
         return session.id
 
     async def contacts(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        found = await self.services.copies.contacts(await self._session_id(request))
+        found = await self.services.copies.contacts(await self._session_id(request, who))
         return web.json_response({"contacts": {s: c.to_json() for s, c in found.items()}})
 
     async def set_contact(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        session_id = await self._session_id(request)
+        session_id = await self._session_id(request, who)
         seat = _participant(request)
         given = parse_contact(await read_json(request))
         contact = await self.services.copies.set_contact(
@@ -239,7 +239,7 @@ class RecordingRoutes(RouteGroup):
         return web.json_response({"contact": contact.to_json()})
 
     async def remove_contact(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        session_id = await self._session_id(request)
+        session_id = await self._session_id(request, who)
         seat = _participant(request)
         await self.services.copies.remove_contact(session_id, seat)
         await self.audit(
@@ -251,14 +251,14 @@ class RecordingRoutes(RouteGroup):
         link_id = request.match_info["link_id"]
         if not fields.ID_RE.match(link_id):
             raise NotFound("no such link")
-        link = await self.services.copies.revoke(link_id, who.actor)
+        link = await self.services.copies.revoke(link_id, who.scope, who.actor)
         await self.audit(request, who, "copy_revoked", link.recording_id, {"link": link.id})
         return web.json_response({"link": link.to_json()})
 
     # -- exports ---------------------------------------------------------------------------
 
     async def export_bag(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        rec = await self._recording(request)
+        rec = await self._recording(request, who)
         export = await self.services.archive.export_bag(rec, who.actor, self.services.bags)
         await self.audit(
             request,
@@ -271,10 +271,10 @@ class RecordingRoutes(RouteGroup):
 
     async def download_bag(self, request: web.Request, who: StaffIdentity) -> web.StreamResponse:
         archive = self.services.archive
-        export = await lookup(request, "export", archive.export)
+        export = await lookup(request, who, "export", archive.export)
         if export.removed_at is not None:
             raise NotFound("no such export")
-        rec = await self.services.store.get_recording(export.recording_id)
+        rec = await self.services.store.get_recording(export.recording_id, who.scope)
         if rec is None or not (await archive.flags(rec.session_id))["archive"]:
             raise PreconditionFailed(
                 "both participants must agree to archiving", code="no_archive_consent"

@@ -17,10 +17,11 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from storyroom.config import Network
-from storyroom.errors import NotFound
+from storyroom.errors import Forbidden, NotFound
 from storyroom.fields import ID_RE
+from storyroom.orgs import OrgScope
 from storyroom.services import SERVICES, Services
-from storyroom.staff.accounts import StaffIdentity
+from storyroom.staff.accounts import Role, StaffIdentity
 from storyroom.staff.tokens import require_staff
 from storyroom.web.middleware import Handler
 from storyroom.web.proxies import trusted
@@ -44,13 +45,14 @@ def staff_only(handler: StaffHandler) -> Handler:
 
 def from_networks_or_staff(networks: Sequence[Network], handler: Handler) -> Handler:
     """`handler` for clients in `networks` (the address the proxies middleware settled
-    on), else behind the staff guard (401 without staff credentials)."""
+    on), else behind the staff guard (401 without staff credentials) for platform admins
+    (403 for anyone else: what it shows spans every organisation)."""
 
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
         if not trusted(request.remote, networks):
             services = request.app[SERVICES]
-            require_staff(request, services.staff_token, services.accounts)
+            require_platform(require_staff(request, services.staff_token, services.accounts))
         return await handler(request)
 
     return guarded
@@ -98,11 +100,28 @@ class RouteGroup(ABC):
         detail: dict[str, Any] | None = None,
     ) -> None:
         """A line in the audit log: this person did `action` to `target`, from here."""
-        await self.services.audit.record(who.actor, action, target, detail, address(request))
+        await self.services.audit.record(
+            who.actor, action, target, detail, address(request), who.org_id
+        )
 
     @abstractmethod
     def routes(self) -> Routes:
         """The group's route table."""
+
+
+def require_admin(who: StaffIdentity, org_id: int) -> None:
+    """Only `org_id`'s admins (and platform admins) go on; `Forbidden` for its other staff.
+    Call it after the row was found in `who`'s scope: staff of another organisation have
+    already had `NotFound`, so a 403 here tells them nothing they may not know."""
+    if not who.admin_of(org_id):
+        raise Forbidden("only the organisation's admins can do this", code="admin_only")
+
+
+def require_platform(who: StaffIdentity) -> None:
+    """Only platform admins (and the operator's staff token) go on: what they do or see
+    spans every organisation (creating one, the server's own figures)."""
+    if who.role is not Role.PLATFORM:
+        raise Forbidden("only platform admins can do this", code="platform_only")
 
 
 def address(request: web.Request) -> str:
@@ -111,10 +130,29 @@ def address(request: web.Request) -> str:
 
 
 async def lookup(
+    request: web.Request,
+    who: StaffIdentity,
+    kind: str,
+    get: Callable[[str, OrgScope], Awaitable[Row | None]],
+) -> Row:
+    """What the URL's `{<kind>_id}` names, found with `get` among the rows of the
+    organisations `who` sees; `NotFound` ("no such <kind>") for an unknown id, for one of
+    another organisation (the same answer: a 403 would say it exists), and for one the
+    server could not have made (never looked up)."""
+    return await public_lookup(request, kind, functools.partial(_in_scope, get, who.scope))
+
+
+async def _in_scope(
+    get: Callable[[str, OrgScope], Awaitable[Row | None]], scope: OrgScope, value: str
+) -> Row | None:
+    return await get(value, scope)
+
+
+async def public_lookup(
     request: web.Request, kind: str, get: Callable[[str], Awaitable[Row | None]]
 ) -> Row:
-    """What the URL's `{<kind>_id}` names, found with `get`; `NotFound` ("no such <kind>")
-    for an unknown id, and for one the server could not have made (never looked up)."""
+    """What a public route's `{<kind>_id}` names (`get` decides what the public may see);
+    `NotFound` as for `lookup`."""
     value = request.match_info[f"{kind}_id"]
     found = await get(value) if ID_RE.match(value) else None
     if found is None:

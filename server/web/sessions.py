@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 class SessionRoutes(RouteGroup):
     async def create_session(self, request: web.Request, who: StaffIdentity) -> web.Response:
         spec = protocol.parse_session_create(await read_json(request))
-        created = await create_session(self.services.store, self.services.settings, spec)
+        created = await create_session(
+            self.services.store, self.services.settings, spec, who.org_id
+        )
         log.info("session %s created", created.id)
         return web.json_response(created.to_json(), status=201)
 
@@ -30,7 +32,7 @@ class SessionRoutes(RouteGroup):
         if not fields.ID_RE.match(session_id):
             raise NotFound("no such session")
         return web.json_response(
-            await describe_session(self.services.store, self.services.rooms, session_id)
+            await describe_session(self.services.store, self.services.rooms, who.scope, session_id)
         )
 
     async def reissue_seat(self, request: web.Request, who: StaffIdentity) -> web.Response:
@@ -43,7 +45,7 @@ class SessionRoutes(RouteGroup):
         if request.can_read_body:
             fields.obj(await read_json(request), set(), set(), "reissue")
         links = await new_seat_links(
-            self.services.store, self.services.settings, session_id, (seat.value,)
+            self.services.store, self.services.settings, who.scope, session_id, (seat.value,)
         )
         link = links[seat.value]
         closed = await self.services.signaling.close_seat(session_id, seat.value)
@@ -56,7 +58,7 @@ class SessionRoutes(RouteGroup):
     async def list_sessions(self, request: web.Request, who: StaffIdentity) -> web.Response:
         store, rooms = self.services.store, self.services.rooms
         out = []
-        for s in await store.list_sessions():
+        for s in await store.list_sessions(who.scope):
             room = rooms.live(s.id)
             recordings = await store.recordings_for(s.id)
             latest = room.recording if room and room.recording else None

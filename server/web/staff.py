@@ -13,6 +13,7 @@ from aiohttp import web
 
 from storyroom.archive.protocol import parse_audit_query, parse_signin
 from storyroom.errors import AuthError, InvalidInput
+from storyroom.orgs import DEFAULT_ORG_ID
 from storyroom.staff.accounts import StaffIdentity, normalize_email
 from storyroom.staff.audit import ACTIONS
 from storyroom.web.middleware import read_json
@@ -39,9 +40,13 @@ class StaffRoutes(RouteGroup):
                 who = normalize_email(body.email)
             except InvalidInput:
                 who = "unknown"
-            await audit.record(who, "sign_in_failed", None, {}, address(request))
+            # in the log of the account's organisation; an email with no account here goes
+            # to the default organisation's, where a single-team install always read it
+            account = await accounts.user(who) if who != "unknown" else None
+            org_id = account.org_id if account is not None else DEFAULT_ORG_ID
+            await audit.record(who, "sign_in_failed", None, {}, address(request), org_id)
             raise
-        await audit.record(session.email, "sign_in", None, {}, address(request))
+        await audit.record(session.email, "sign_in", None, {}, address(request), session.org_id)
         response = web.json_response({"email": session.email, "csrf": session.csrf})
         response.headers["Cache-Control"] = "no-store"
         accounts.set_session_cookie(request, response, token)
@@ -57,6 +62,7 @@ class StaffRoutes(RouteGroup):
         return response
 
     async def me(self, request: web.Request, who: StaffIdentity) -> web.Response:
+        org = await self.services.store.organisation(who.org_id)
         response = web.json_response(
             {
                 "email": who.session.email if who.session else None,
@@ -64,6 +70,8 @@ class StaffRoutes(RouteGroup):
                 "via": who.via,
                 "csrf": who.session.csrf if who.session else None,
                 "expires_at": who.session.expires_at if who.session else None,
+                "role": who.role.value,
+                "organisation": org.public_json() if org else None,
             }
         )
         response.headers["Cache-Control"] = "no-store"
@@ -72,7 +80,11 @@ class StaffRoutes(RouteGroup):
     async def read_audit(self, request: web.Request, who: StaffIdentity) -> web.Response:
         query = parse_audit_query(request.query, ACTIONS)
         entries = await self.services.audit.entries(
-            limit=query.limit, before=query.before, action=query.action, target=query.target
+            who.scope,
+            limit=query.limit,
+            before=query.before,
+            action=query.action,
+            target=query.target,
         )
         return web.json_response({"entries": [e.to_json() for e in entries]})
 

@@ -16,11 +16,11 @@ from storyroom.web.routes import RouteGroup, Routes, lookup
 
 
 class TranscriptRoutes(RouteGroup):
-    async def _recording(self, request: web.Request) -> RecordingRow:
-        return await lookup(request, "recording", self.services.store.get_recording)
+    async def _recording(self, request: web.Request, who: StaffIdentity) -> RecordingRow:
+        return await lookup(request, who, "recording", self.services.store.get_recording)
 
     async def get_transcript(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        rec = await self._recording(request)
+        rec = await self._recording(request, who)
         jobs = self.services.transcribe_jobs
         state = await jobs.transcripts.state(rec.id)
         transcript = await jobs.transcript(rec)
@@ -32,7 +32,7 @@ class TranscriptRoutes(RouteGroup):
         )
 
     async def correct_turn(self, request: web.Request, who: StaffIdentity) -> web.Response:
-        rec = await self._recording(request)
+        rec = await self._recording(request, who)
         turn = parse_turn(request.match_info["turn"])
         change = parse_correction(await read_json(request))
         transcript = await self.services.transcribe_jobs.correct(rec, turn, change.text, who.actor)

@@ -27,6 +27,7 @@ import storyroom.room.rooms
 from storyroom.__main__ import main
 from storyroom.ids import new_id
 from storyroom.media.aiortc_internals import RtpAudioPacket
+from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.recording import ogg
 from storyroom.recording.recorder import DISK_FULL, WRITE_FAILED, StemSegment, write_failure_reason
 from storyroom.recording.timeline import read_recording, read_segment
@@ -205,7 +206,7 @@ async def test_full_disk_stops_the_room_cleanly_and_finalizes_after_space_is_fre
         assert code == 0
         store = await Store.open(server.settings.database_path)
         try:
-            rec = await store.get_recording(full_id)
+            rec = await store.get_recording(full_id, EVERY_ORGANISATION)
         finally:
             await store.close()
         assert rec is not None and rec.finalize_status == "ready"

@@ -18,7 +18,14 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from support.apply import application, calendar_of, ics_properties
+from support.apply import (
+    DALE,
+    FACILITATOR,
+    ROSA,
+    application,
+    calendar_of,
+    ics_properties,
+)
 from support.server import (
     AUTH,
     RunningServer,
@@ -30,31 +37,7 @@ from support.server import (
 )
 from support.staff import STAFF_EMAIL, add_staff, signed_in
 
-EVENINGS = [{"day": d, "start": "09:00", "end": "22:00"} for d in range(7)]
-# Rosa Delgado of El Paso, TX, speaks en and es, placement 2 (the valid application's)
-ROSA = application(time_zone="America/Chicago", language="es", bio="Enfermera y madre de dos.")
-DALE = application(
-    first_name="Dale",
-    last_name="Kowalski",
-    email="dale@example.org",
-    phone="+1 918 555 0199",
-    city="Tulsa",
-    region="OK",
-    time_zone="America/Chicago",
-    language="en",
-    speaks=["en"],
-    placement=6,
-    bio="Retired machinist who bakes bread.",
-)
 CENTRE = application(first_name="Max", last_name="Moreno", email="max@example.org", placement=4)
-FACILITATOR = {
-    "first_name": "Sam",
-    "email": "sam@example.org",
-    "language": "en",
-    "speaks": ["en", "es"],
-    "time_zone": "America/New_York",
-    "availability": EVENINGS,
-}
 SECRETS = [
     "Delgado",
     "Kowalski",

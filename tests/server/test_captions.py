@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from storyroom.finalize import outputs
+from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.recording import layout
 from storyroom.recording.layout import recording_dir
 from storyroom.status import FinalizeStatus
@@ -25,7 +26,7 @@ async def transcribed(archive: RunningServer, recording_id: str) -> None:
     await wait_for(
         lambda: jobs.current is None and not jobs.queued, timeout=120, what="the first job"
     )
-    rec = await archive.services.store.get_recording(recording_id)
+    rec = await archive.services.store.get_recording(recording_id, EVERY_ORGANISATION)
     assert rec is not None and rec.finalized is not None
     assert rec.finalized.file(layout.TRANSCRIPT_VTT) is not None, "no transcript to caption"
 
@@ -46,7 +47,7 @@ async def forget_transcript(archive: RunningServer, recording_id: str) -> None:
     """As for a recording made before the transcription extra was installed: the
     recording's listing has no transcript files."""
     store = archive.services.store
-    rec = await store.get_recording(recording_id)
+    rec = await store.get_recording(recording_id, EVERY_ORGANISATION)
     assert rec is not None and rec.finalized is not None
     directory = recording_dir(archive.settings.recordings_dir, recording_id)
     finalized = outputs.relist(directory, rec.finalized, (), layout.TRANSCRIPT_FILES)

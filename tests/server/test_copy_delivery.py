@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.status import FinalizeStatus
 from support.archive import Finished, copy_of
 from support.polling import wait_for
@@ -38,8 +39,8 @@ async def agree_to_copies(staff: StaffBrowser, recording_id: str, seats: str = "
 async def outbox(server: RunningServer) -> dict[str, EmailMessage]:
     """The messages in the outbox folder, by the address they go to."""
     out = {}
-    for entry in await server.services.outbox.entries():
-        message, _ = await server.services.outbox.read(entry.name)
+    for entry in await server.services.outbox.entries(EVERY_ORGANISATION):
+        message, _ = await server.services.outbox.read(entry.name, EVERY_ORGANISATION)
         out[message["To"].addresses[0].addr_spec] = message
     return out
 
@@ -114,7 +115,7 @@ async def test_both_agree_and_each_gets_their_link_once(
     assert resent["sent"]["seat"] == "a"
 
     async def three() -> bool:
-        return len(await archive.services.outbox.entries()) == 3
+        return len(await archive.services.outbox.entries(EVERY_ORGANISATION)) == 3
 
     await wait_for(three, what="the resent email")
     async with aiohttp.ClientSession() as http:
@@ -164,7 +165,7 @@ async def test_copies_go_when_the_recording_becomes_ready_and_never_again(
         await server.services.finalize_jobs.enqueue(rec_id)
         sent = await messages(server, 2)
         assert set(sent) == {"rosa@example.org", "dale@example.org"}
-        rec = await server.services.store.get_recording(rec_id)
+        rec = await server.services.store.get_recording(rec_id, EVERY_ORGANISATION)
         assert rec is not None and rec.finalize_status is FinalizeStatus.READY
     async with serving(data) as server:
         assert await server.services.copies.unmailed() == []

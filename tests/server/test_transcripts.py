@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.recording import layout
 from storyroom.transcribe import documents
 from support.archive import Finished, copy_of
@@ -159,7 +160,7 @@ async def test_damaged_stems_and_model_give_a_clear_status(archive: RunningServe
     check out say so, the recording stays as it was, and the next run recovers."""
     services = archive.services
     jobs = services.transcribe_jobs
-    rec_id = (await services.store.list_recordings(limit=1))[0].id
+    rec_id = (await services.store.list_recordings(EVERY_ORGANISATION, limit=1))[0].id
     await wait_for(
         lambda: jobs.current is None and not jobs.queued, timeout=120, what="the first job"
     )
@@ -211,7 +212,7 @@ BAD_CORRECTIONS = [
 async def test_bad_corrections_refused(
     archive: RunningServer, payload: Any, status: int, code: str
 ) -> None:
-    rec_id = (await archive.services.store.list_recordings(limit=1))[0].id
+    rec_id = (await archive.services.store.list_recordings(EVERY_ORGANISATION, limit=1))[0].id
     async with aiohttp.ClientSession() as http:
         url = f"{archive.url}/api/recordings/{rec_id}/transcript/turns/0"
         body = await call(http, "PUT", url, payload, expect=status)
@@ -260,7 +261,7 @@ async def test_a_worker_killed_mid_voice_is_reported_and_the_rest_goes_on(
     archive: RunningServer,
 ) -> None:
     jobs = archive.services.transcribe_jobs
-    rec_id = (await archive.services.store.list_recordings(limit=1))[0].id
+    rec_id = (await archive.services.store.list_recordings(EVERY_ORGANISATION, limit=1))[0].id
     await wait_for(
         lambda: jobs.current is None and not jobs.queued, timeout=120, what="the first job"
     )

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 import socketio
 
+from storyroom.orgs import EVERY_ORGANISATION
 from support.polling import wait_for
 from support.server import STAFF_TOKEN, RunningServer, create_session, start_server
 from support.staff import STAFF_EMAIL, STAFF_PASSWORD, add_staff
@@ -148,6 +149,6 @@ async def test_audit_names_the_client_and_https_at_the_proxy_makes_cookies_secur
         resp = await http.get(f"{proxied.url}/api/staff/csrf", headers={"X-Forwarded-For": TWO})
         assert not any("Secure" in c for c in resp.headers.getall("Set-Cookie"))
         assert "Strict-Transport-Security" not in resp.headers
-    entries = await proxied.services.audit.entries()
+    entries = await proxied.services.audit.entries(EVERY_ORGANISATION)
     sign_in = [e for e in entries if e.action == "sign_in"]
     assert [e.address for e in sign_in] == [ONE]

@@ -38,6 +38,33 @@ def application(**changes: Any) -> dict[str, Any]:
     return payload
 
 
+# A pair the matching engine pairs, and a facilitator free to meet them.
+EVENINGS = [{"day": d, "start": "09:00", "end": "22:00"} for d in range(7)]
+# Rosa Delgado of El Paso, TX, speaks en and es, placement 2 (the valid application's)
+ROSA = application(time_zone="America/Chicago", language="es", bio="Enfermera y madre de dos.")
+DALE = application(
+    first_name="Dale",
+    last_name="Kowalski",
+    email="dale@example.org",
+    phone="+1 918 555 0199",
+    city="Tulsa",
+    region="OK",
+    time_zone="America/Chicago",
+    language="en",
+    speaks=["en"],
+    placement=6,
+    bio="Retired machinist who bakes bread.",
+)
+FACILITATOR = {
+    "first_name": "Sam",
+    "email": "sam@example.org",
+    "language": "en",
+    "speaks": ["en", "es"],
+    "time_zone": "America/New_York",
+    "availability": EVENINGS,
+}
+
+
 def unfold(ics: bytes) -> list[str]:
     """The content lines of an iCalendar file (RFC 5545 section 3.1), checking the
     physical lines on the way: CRLF endings and at most 75 octets each."""

@@ -21,6 +21,7 @@ from storyroom.errors import NotFound
 from storyroom.matching import ics
 from storyroom.matching.invitations import Meeting, Person, facilitator_message, participant_message
 from storyroom.matching.outbox import NAME_RE, Outbox, Smtp, describe, mailer
+from storyroom.orgs import EVERY_ORGANISATION
 from support.apply import ics_properties, unfold
 from support.server import free_port
 
@@ -121,7 +122,7 @@ def test_english_and_facilitator_invitations() -> None:
 
 async def test_outbox_writes_lists_and_reads(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path / "outbox")
-    assert await outbox.entries() == []
+    assert await outbox.entries(EVERY_ORGANISATION) == []
     names = []
     for who in (ROSA, DALE):
         other = DALE if who is ROSA else ROSA
@@ -131,10 +132,10 @@ async def test_outbox_writes_lists_and_reads(tmp_path: Path) -> None:
             )
         )
     assert all(NAME_RE.match(name) for name in names) and len(set(names)) == 2
-    entries = await outbox.entries()
+    entries = await outbox.entries(EVERY_ORGANISATION)
     assert {e.name for e in entries} == set(names)
     assert {e.to for e in entries} == {"Rosa <rosa@example.org>", "Dale <dale@example.org>"}
-    message, raw = await outbox.read(names[0])
+    message, raw = await outbox.read(names[0], EVERY_ORGANISATION)
     assert parse(raw)["Message-ID"] == message["Message-ID"]
     shown = describe(message)
     assert shown["attachments"][0]["content_type"] == "text/calendar"
@@ -150,7 +151,7 @@ async def test_outbox_refuses_names_it_did_not_make(tmp_path: Path, name: str) -
     outbox = Outbox(tmp_path / "outbox")
     (tmp_path / "outbox").mkdir()
     with pytest.raises(NotFound):
-        await outbox.read(name)
+        await outbox.read(name, EVERY_ORGANISATION)
 
 
 class SmtpSink:
@@ -250,7 +251,7 @@ async def test_invitations_say_their_language_in_the_header(tmp_path: Path) -> N
     )
     expected = {"rosa": "es", "dale": "en", "sam": "en", "sam_es": "es"}
     for who, message in written.items():
-        _, raw = await outbox.read(await outbox.send(message))
+        _, raw = await outbox.read(await outbox.send(message), EVERY_ORGANISATION)
         again = parse(raw)
         assert again["Content-Language"] == expected[who], who
         assert again.get_content_type() == "multipart/mixed"

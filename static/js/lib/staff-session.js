@@ -73,7 +73,9 @@ export async function startStaffPage(current) {
   }
   session.email = me.body.email;
   session.csrf = me.body.csrf;
-  $("#signed-in-as").textContent = session.email;
+  // and for whom, once there is more than the default (unnamed) organisation
+  const organisation = me.body.organisation && me.body.organisation.name;
+  $("#signed-in-as").textContent = organisation ? `${session.email} · ${organisation}` : session.email;
   $("#sign-out").addEventListener("click", signOut);
   return true;
 }

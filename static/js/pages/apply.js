@@ -5,6 +5,7 @@
 import { callApi, refusal } from "../lib/api.js";
 import { availabilityRows, fillTimeZones } from "../lib/availability.js";
 import { browserLanguage, chosenLanguage, isLanguage, language, onLanguageChange, t } from "../lib/i18n.js";
+import { showOrganisation } from "../lib/organisation.js";
 import { placementChoices } from "../lib/placement.js";
 import { drawTopbar, startLanguage } from "../lib/topbar.js";
 import { $, $$, el, show } from "../lib/ui.js";
@@ -55,7 +56,37 @@ const FIELD_LABELS = {
   consent_privacy: "apply.consent_privacy",
 };
 
-const page = { regions: [], errors: {}, windows: null, sending: false };
+const page = {
+  regions: [],
+  errors: {},
+  windows: null,
+  sending: false,
+  organisation: null,
+  unknownOrganisation: false,
+};
+const FORM_PATH = /^\/(?:apply|solicitar)\/([a-z0-9-]{1,40})\/?$/;
+
+/** The organisation whose own form this is (`/apply/{slug}`), or null for `/apply`. */
+function organisationSlug() {
+  const found = FORM_PATH.exec(window.location.pathname);
+  return found ? found[1] : null;
+}
+
+/** Where the form goes: the organisation's own, else the default organisation's. */
+function applyPath() {
+  const slug = organisationSlug();
+  return slug ? `/api/apply/${encodeURIComponent(slug)}` : "/api/applications";
+}
+
+async function loadOrganisation() {
+  const slug = organisationSlug();
+  if (!slug) {
+    return true;
+  }
+  const result = await callApi("GET", `/api/public/organisations/${encodeURIComponent(slug)}`);
+  page.organisation = result.status === 200 ? result.body : null;
+  return result.status === 200;
+}
 
 function pageLanguage() {
   const asked = new URLSearchParams(window.location.search).get("lang");
@@ -221,7 +252,7 @@ async function submit(event) {
   page.sending = true;
   $("#submit").disabled = true;
   status.textContent = t("apply.sending");
-  const result = await callApi("POST", "/api/applications", { body });
+  const result = await callApi("POST", applyPath(), { body });
   page.sending = false;
   $("#submit").disabled = false;
   if (result.status === 201) {
@@ -265,7 +296,18 @@ function renderDone() {
   }
 }
 
+function renderOrganisation() {
+  const slot = $("#organisation");
+  if (page.unknownOrganisation) {
+    slot.replaceChildren(el("p", { className: "status", text: t("apply.org_unknown") }));
+    slot.hidden = false;
+  } else {
+    showOrganisation(slot, page.organisation);
+  }
+}
+
 function render() {
+  renderOrganisation();
   renderRegions();
   fillTimeZones($("#f-time_zone"));
   page.windows.render();
@@ -278,7 +320,14 @@ async function main() {
   $(".scale").replaceChildren(...placementChoices());
   page.windows = availabilityRows($("#windows"), "w");
   page.windows.add();
-  await Promise.all([startLanguage("apply", pageLanguage()), loadRegions()]);
+  const [, , known] = await Promise.all([
+    startLanguage("apply", pageLanguage()),
+    loadRegions(),
+    loadOrganisation(),
+  ]);
+  // a mistyped address of an organisation's form: say so rather than take an application
+  page.unknownOrganisation = !known;
+  show($("#apply-form"), known);
   onLanguageChange(render);
   render();
   $("#add-window").addEventListener("click", () => {

@@ -6,6 +6,7 @@
 // reading routes only, so the player streams it.
 
 import { callApi, fetchBlob, fetchMade, refusal } from "../lib/api.js";
+import { showOrganisation } from "../lib/organisation.js";
 import { buildPlayer } from "../lib/player.js";
 import { formatClock } from "../lib/format.js";
 import { chosenLanguage, isLanguage, onLanguageChange, setLanguage, t } from "../lib/i18n.js";
@@ -50,6 +51,7 @@ function render() {
   $("#refused").hidden = true;
   $("#copy").hidden = false;
   $("#greeting").textContent = t("copy.greeting", { name: copy.name });
+  showOrganisation($("#organisation"), copy.organisation);
   const parts = [copy.title, formatDay(copy.recorded_at)];
   if (copy.duration_s) {
     parts.push(formatClock(copy.duration_s));

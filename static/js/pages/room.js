@@ -6,6 +6,7 @@ import { makeMeter, setMeter } from "../lib/audio.js";
 import { GuidedControls, guidedIntro } from "../lib/guided.js";
 import { language, onLanguageChange, t } from "../lib/i18n.js";
 import { browserSupport } from "../lib/microphone.js";
+import { showOrganisation } from "../lib/organisation.js";
 import { questionText, themeGroups } from "../lib/questions.js";
 import { RoomView, drawFinalize } from "../lib/room-view.js";
 import { $, confirmDialog, el, errorText, keepFocus, setText, show } from "../lib/ui.js";
@@ -65,6 +66,7 @@ function renderPage() {
   const mine = snap.seats[me()];
 
   $("#welcome-title").textContent = t("welcome.hello", { name: mine.name });
+  showOrganisation($("#organisation"), snap.session.organisation);
   $("#welcome-intro").textContent = guided
     ? t("welcome.intro_guided", { partner: partner.name, minutes: snap.session.target_minutes })
     : t("welcome.intro", {
