@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from storyroom.orgs import EVERY_ORGANISATION
 from support.mail import outbox_messages, plain_text
 from support.polling import wait_for
 from support.server import RunningServer, SeatClient, call, serving
@@ -63,7 +64,7 @@ async def test_an_invitation_becomes_a_self_guided_room_for_both(tmp_path: Path)
         found = TOKEN.search(plain_text(confirmation))
         assert found is not None
         assert server.services.store is not None
-        assert await server.services.store.list_sessions() == []
+        assert await server.services.store.list_sessions(EVERY_ORGANISATION) == []
 
         confirmed = await post(server.url, "/api/invites/confirm", {"token": found.group(1)}, 201)
         assert "/together/" in confirmed["url"]
@@ -101,7 +102,7 @@ async def test_an_invitation_becomes_a_self_guided_room_for_both(tmp_path: Path)
         # one confirmation link makes one room
         again = await post(server.url, "/api/invites/confirm", {"token": found.group(1)}, 409)
         assert again["error"]["code"] == "already_confirmed"
-        assert len(await server.services.store.list_sessions()) == 1
+        assert len(await server.services.store.list_sessions(EVERY_ORGANISATION)) == 1
 
 
 @pytest.mark.parametrize(
@@ -143,7 +144,7 @@ async def test_bad_confirmations_are_refused(
     async with serving(tmp_path, self_guided_invites="on") as server:
         refused = await post(server.url, "/api/invites/confirm", body, status)
         assert refused["error"]["code"] == code
-        assert await server.services.store.list_sessions() == []
+        assert await server.services.store.list_sessions(EVERY_ORGANISATION) == []
 
 
 async def test_an_old_confirmation_link_has_expired(tmp_path: Path) -> None:
@@ -156,7 +157,7 @@ async def test_an_old_confirmation_link_has_expired(tmp_path: Path) -> None:
             db.execute("UPDATE partner_invites SET created_at = ?", (time.time() - 49 * 3600,))
         refused = await post(server.url, "/api/invites/confirm", {"token": found.group(1)}, 401)
         assert refused["error"]["code"] == "link_expired"
-        assert await server.services.store.list_sessions() == []
+        assert await server.services.store.list_sessions(EVERY_ORGANISATION) == []
 
 
 async def test_requests_are_rate_limited_per_address(tmp_path: Path) -> None:

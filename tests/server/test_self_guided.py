@@ -15,6 +15,7 @@ import pytest
 
 from storyroom.__main__ import demo_session
 from storyroom.ids import hash_token, new_token
+from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.seats import SessionKind
 from storyroom.store import MIGRATIONS, Store
 from support.media import dominant_frequency, tone_room
@@ -347,7 +348,7 @@ async def test_sessions_of_an_older_database_stay_facilitated(tmp_path: Path) ->
         )
     store = await Store.open(path)
     try:
-        old = await store.get_session("ses_0123456789abcdef")
+        old = await store.get_session("ses_0123456789abcdef", EVERY_ORGANISATION)
         assert old is not None and old.kind is SessionKind.FACILITATED
         assert await store.schema_version() == len(MIGRATIONS)
     finally:
