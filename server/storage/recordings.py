@@ -36,7 +36,7 @@ class RebuiltFile:
     """1 when objects exist past a range never shipped (the file stops there), else 0."""
 
 
-def _contiguous(parts: list[RawRange]) -> tuple[list[RawRange], int]:
+def contiguous_ranges(parts: list[RawRange]) -> tuple[list[RawRange], int]:
     """The objects that give back the file from byte 0 without a hole, in order; and the
     number of holes found after that. Overlaps (a range shipped again after an upload
     whose answer was lost) hold the same bytes: each byte is taken once."""
@@ -93,7 +93,7 @@ class RecordingStorage:
         await asyncio.to_thread((directory / layout.STEMS).mkdir, parents=True, exist_ok=True)
         rebuilt = []
         for name, found in sorted(parts.items()):
-            chosen, holes = _contiguous(found)
+            chosen, holes = contiguous_ranges(found)
             path = directory / name
             for part in chosen:
                 data = await self.objects.get(raw_key(self.prefix, recording_id, part))

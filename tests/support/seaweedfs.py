@@ -41,6 +41,10 @@ class SeaweedS3:
     endpoint: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    folder: Path
+    buckets: tuple[str, ...]
+    ports: dict[str, int]
+    """Every port it listens on (`<service>` and `<service>.grpc`), for a restart."""
 
     def settings(self, bucket: str = BUCKET) -> dict[str, str]:
         """The server's environment for this store."""
@@ -83,9 +87,11 @@ async def _bucket_ready(settings: Settings) -> bool:
         return False
 
 
-def launch(folder: Path, buckets: tuple[str, ...] = (BUCKET,)) -> SeaweedS3:
-    """Start `weed mini` on loopback (its buckets come up shortly after); stop it with
-    `SeaweedS3.stop()`."""
+def launch(
+    folder: Path, buckets: tuple[str, ...] = (BUCKET,), ports: dict[str, int] | None = None
+) -> SeaweedS3:
+    """Start `weed mini` on loopback (its buckets come up shortly after), on `ports` or
+    free ones; stop it with `SeaweedS3.stop()`."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "s3.json"
     config.write_text(
@@ -101,8 +107,11 @@ def launch(folder: Path, buckets: tuple[str, ...] = (BUCKET,)) -> SeaweedS3:
             }
         )
     )
-    ports = {name: free_port() for name in ("master", "volume", "filer", "s3", "admin")}
-    grpc = {name: free_port() for name in ("master", "volume", "filer", "s3", "admin")}
+    services = ("master", "volume", "filer", "s3", "admin")
+    ports = ports or {
+        **{name: free_port() for name in services},
+        **{f"{name}.grpc": free_port() for name in services},
+    }
     args = [
         weed_binary(),
         "mini",
@@ -113,15 +122,15 @@ def launch(folder: Path, buckets: tuple[str, ...] = (BUCKET,)) -> SeaweedS3:
         f"-bucket={','.join(buckets)}",
         "-admin.ui=false",
         "-webdav=false",
-        *(f"-{name}.port={port}" for name, port in ports.items()),
-        *(f"-{name}.port.grpc={port}" for name, port in grpc.items()),
+        *(f"-{name}.port={ports[name]}" for name in services),
+        *(f"-{name}.port.grpc={ports[name + '.grpc']}" for name in services),
     ]
     log_path = folder / "weed.log"
     with open(log_path, "ab") as out:
         process = subprocess.Popen(
             args, cwd=folder, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
         )
-    return SeaweedS3(f"http://127.0.0.1:{ports['s3']}", process, log_path)
+    return SeaweedS3(f"http://127.0.0.1:{ports['s3']}", process, log_path, folder, buckets, ports)
 
 
 @asynccontextmanager
@@ -132,19 +141,32 @@ async def seaweed_s3(
     ends."""
     store = launch(folder, buckets)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not await asyncio.to_thread(_answers, store.endpoint + "/"):
-            assert store.process.poll() is None, f"weed exited:\n{store.log()[-3000:]}"
-            assert time.monotonic() < deadline, f"weed's S3 did not start:\n{store.log()[-3000:]}"
-            await asyncio.sleep(0.2)
-        for bucket in buckets:
-            settings = Settings.load(environ=store.settings(bucket))
-            await wait_for(
-                lambda s=settings: _bucket_ready(s),  # type: ignore[misc]
-                timeout=max(1.0, deadline - time.monotonic()),
-                interval=0.2,
-                what=f"bucket {bucket} in weed",
-            )
+        await until_up(store)
         yield store
     finally:
         store.stop()
+
+
+async def restart(store: SeaweedS3) -> None:
+    """Stop `store` and start it again on the same ports and data (the same object then
+    holds the new process, which the owner's context stops); returns once it answers."""
+    store.stop()
+    store.process = launch(store.folder, store.buckets, store.ports).process
+    await until_up(store)
+
+
+async def until_up(store: SeaweedS3) -> None:
+    """Wait until `store`'s S3 answers and its buckets take requests."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not await asyncio.to_thread(_answers, store.endpoint + "/"):
+        assert store.process.poll() is None, f"weed exited:\n{store.log()[-3000:]}"
+        assert time.monotonic() < deadline, f"weed's S3 did not start:\n{store.log()[-3000:]}"
+        await asyncio.sleep(0.2)
+    for bucket in store.buckets:
+        settings = Settings.load(environ=store.settings(bucket))
+        await wait_for(
+            lambda s=settings: _bucket_ready(s),  # type: ignore[misc]
+            timeout=max(1.0, deadline - time.monotonic()),
+            interval=0.2,
+            what=f"bucket {bucket} in weed",
+        )
