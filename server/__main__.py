@@ -332,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             print_links(asyncio.run(_create(settings, payload)))
             return 0
+        if settings.shared_storage:
+            asyncio.run(_reach_shared_storage(settings))
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         _, created = load_or_create_staff_token(settings.data_dir, settings.staff_token)
         if created:
@@ -340,8 +342,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.demo:
             print_links(asyncio.run(_create(settings, demo_session())))
         ssl_context = tls_context(settings)
-        if settings.shared_storage:
-            asyncio.run(_reach_shared_storage(settings))
     except InvalidInput as exc:
         print(f"storyroom: {exc.message}", file=sys.stderr)
         return 2
