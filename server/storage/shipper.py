@@ -149,6 +149,19 @@ class Shipper:
 
     async def _ship_file(self, recording_id: str, directory: Path, name: str, size: int) -> bool:
         offset = self.shipped.get((recording_id, name), 0)
+        if size < offset:
+            # the recorder cut the file back to what was durable after a failed write,
+            # and writes nothing more to it: the objects past `size` hold a torn tail,
+            # which readers skip as they skip a crash's
+            log.warning(
+                "%s/%s was cut back to %d bytes after %d were shipped",
+                recording_id,
+                name,
+                size,
+                offset,
+            )
+            self.shipped[(recording_id, name)] = size
+            return True
         try:
             while offset < size:
                 end = min(size, offset + MAX_OBJECT_BYTES)
