@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -54,20 +55,6 @@ def contiguous_ranges(parts: list[RawRange]) -> tuple[list[RawRange], int]:
     return chosen, 1 if remaining else 0
 
 
-def _write_at(path: Path, offset: int, data: bytes) -> None:
-    with open(path, "r+b" if offset else "xb") as f:
-        f.seek(offset)
-        f.write(data)
-
-
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class RecordingStorage:
     """A recording's objects in one store. Owner: the app (the same object is the
     shipper's store)."""
@@ -78,9 +65,13 @@ class RecordingStorage:
         self.url_ttl_s = url_ttl_s
 
     async def rebuild(self, recording_id: str, directory: Path) -> list[RebuiltFile]:
-        """Write the recording's stems, timing logs and `recording.jsonl` into
-        `directory` (which must not hold them yet) from the raw objects, one object in
-        memory at a time. What was never shipped is missing at each file's end."""
+        """Put the recording's stems, timing logs and `recording.jsonl` back into
+        `directory` (which has no `stems/`) from the raw objects, one object in memory at
+        a time. What was never shipped is missing at each file's end.
+
+        The files are written under `.rebuilding/` and moved into place, `stems/` last:
+        a folder with `stems/` is whole, and a rebuild cut short is started again. A
+        `recording.jsonl` already here is kept (it holds at least what was shipped)."""
         parts: dict[str, list[RawRange]] = {}
         async for stored in self.objects.list(raw_prefix(self.prefix, recording_id)):
             part = parse_raw_key(self.prefix, recording_id, stored.key)
@@ -90,22 +81,38 @@ class RecordingStorage:
             parts.setdefault(part.file, []).append(part)
         if not parts:
             raise StorageError(f"recording {recording_id} has no objects in shared storage")
-        await asyncio.to_thread((directory / layout.STEMS).mkdir, parents=True, exist_ok=True)
-        rebuilt = []
-        for name, found in sorted(parts.items()):
-            chosen, holes = contiguous_ranges(found)
-            path = directory / name
-            for part in chosen:
-                data = await self.objects.get(raw_key(self.prefix, recording_id, part))
-                start = _start_in(part, chosen)
-                await asyncio.to_thread(_write_at, path, start, data[start - part.first :])
-            await asyncio.to_thread(_sync, path)
-            size = chosen[-1].end if chosen else 0
-            if holes:
-                log.error("recording %s: %s has a hole after byte %d", recording_id, name, size)
-            rebuilt.append(RebuiltFile(name, size, holes))
+        staging = directory / layout.REBUILDING
+        await asyncio.to_thread(shutil.rmtree, staging, ignore_errors=True)
+        await asyncio.to_thread((staging / layout.STEMS).mkdir, parents=True)
+        rebuilt = [
+            await self._rebuild_file(recording_id, staging, name, found)
+            for name, found in sorted(parts.items())
+        ]
+        await asyncio.to_thread(_move_into_place, staging, directory)
         log.info("recording %s rebuilt from shared storage: %d files", recording_id, len(rebuilt))
         return rebuilt
+
+    async def _rebuild_file(
+        self, recording_id: str, staging: Path, name: str, found: list[RawRange]
+    ) -> RebuiltFile:
+        chosen, holes = contiguous_ranges(found)
+        size = 0
+        f = await asyncio.to_thread(open, staging / name, "xb")
+        try:
+            for part in chosen:
+                key = raw_key(self.prefix, recording_id, part)
+                data = await self.objects.get(key)
+                if len(data) != part.end - part.first:
+                    raise StorageError(f"{key} holds {len(data)} bytes, not what its name says")
+                await asyncio.to_thread(f.write, data[size - part.first :])
+                size = part.end
+            await asyncio.to_thread(f.flush)
+            await asyncio.to_thread(os.fsync, f.fileno())
+        finally:
+            f.close()
+        if holes:
+            log.error("recording %s: %s has a hole after byte %d", recording_id, name, size)
+        return RebuiltFile(name, size, holes)
 
     async def upload_finalized(
         self, recording_id: str, directory: Path, files: tuple[FinalizedFile, ...]
@@ -138,10 +145,18 @@ class RecordingStorage:
         )
 
 
-def _start_in(part: RawRange, chosen: list[RawRange]) -> int:
-    """Where `part`'s new bytes begin: after the previous chosen object's end."""
-    index = chosen.index(part)
-    return part.first if index == 0 else max(part.first, chosen[index - 1].end)
+def _move_into_place(staging: Path, directory: Path) -> None:
+    """Blocking: the rebuilt files into the recording's folder, `stems/` last."""
+    log_file = staging / layout.RECORDING_LOG
+    if log_file.exists() and not (directory / layout.RECORDING_LOG).exists():
+        log_file.rename(directory / layout.RECORDING_LOG)
+    (staging / layout.STEMS).rename(directory / layout.STEMS)  # refused if it is there
+    shutil.rmtree(staging)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # the new names are durable
+    finally:
+        os.close(fd)
 
 
 def _rebuildable(name: str) -> bool:

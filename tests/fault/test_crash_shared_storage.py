@@ -16,6 +16,7 @@ import pytest
 
 from storyroom.config import Settings
 from storyroom.recording import layout
+from storyroom.recording.recorder import FLUSH_INTERVAL
 from storyroom.storage.keys import final_key, recording_prefix
 from storyroom.storage.objects import open_s3
 from support.media import (
@@ -33,8 +34,10 @@ from support.process import serve
 from support.seaweedfs import seaweed_s3
 from support.server import AUTH, call, finalized
 
-# A cut inside an Ogg page loses that page too: the recorder writes a page per flush.
-PAGE_S = 0.5
+# Beyond the shipping lag, a crash can lose the audio the recorder had not yet flushed
+# when the last shipped pass read the files (one flush interval), and the page a range
+# cut in two (the recorder writes one page per seat and flush).
+PAGE_S = FLUSH_INTERVAL
 
 
 async def _metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
@@ -92,7 +95,9 @@ async def test_sigkill_and_a_lost_folder_are_rebuilt_from_shared_storage(tmp_pat
                 asked = time.monotonic()
                 lag = await _metric(http, url, "storyroom_shipping_lag_seconds")
                 assert 0 <= lag <= 10, lag
-                at_most_lost = lag + (server.signal(signal.SIGKILL) - asked) + PAGE_S
+                at_most_lost = (
+                    lag + (server.signal(signal.SIGKILL) - asked) + FLUSH_INTERVAL + PAGE_S
+                )
                 killed = audio_sent(peers)
                 await server.exited(timeout=10)
         finally:

@@ -140,7 +140,11 @@ async def test_shipping_survives_an_outage_and_gives_every_file_back(tmp_path: P
             await wait_for(lambda: not shipper.recordings, timeout=20, what="the last pass")
 
             rebuilt = tmp_path / "rebuilt"
+            # what a rebuild cut short left behind is started again, not trusted
+            (rebuilt / ".rebuilding" / "stems").mkdir(parents=True)
+            (rebuilt / ".rebuilding" / "stems" / "a-01.opus").write_bytes(b"torn")
             files = await server.services.shared.rebuild(rec_dir.name, rebuilt)
+            assert not (rebuilt / ".rebuilding").exists()
             sizes = shipped_files(rec_dir)
             assert {f.name: f.bytes for f in files} == sizes
             assert all(f.holes == 0 for f in files)
