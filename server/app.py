@@ -166,6 +166,9 @@ def create_app(settings: Settings) -> web.Application:
         )
         recorder.start()
         if shipper is not None:
+            for rec_id in interrupted:
+                # its last seconds (and the `interrupted` line) are only on this disk
+                await shipper.resume(rec_id)
             shipper.start()
         media.start()
         signaling.start()

@@ -21,8 +21,9 @@ from typing import Final
 
 from storyroom.recording import layout
 from storyroom.recording.layout import recording_dir
-from storyroom.storage.keys import RawRange, raw_key
-from storyroom.storage.objects import ObjectStore
+from storyroom.storage.keys import RawRange, parse_raw_key, raw_key, raw_prefix
+from storyroom.storage.objects import ObjectStore, StorageError
+from storyroom.storage.recordings import contiguous_ranges
 from storyroom.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,25 @@ class Shipper:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="storage-shipper")
+
+    async def resume(self, recording_id: str) -> None:
+        """Ship what a recording interrupted by a crash of this process still has on
+        disk beyond its objects (its last seconds, the `interrupted` line): each file
+        goes on from the end of its objects, so nothing is sent twice."""
+        parts: dict[str, list[RawRange]] = {}
+        try:
+            async for stored in self.objects.list(raw_prefix(self.prefix, recording_id)):
+                part = parse_raw_key(self.prefix, recording_id, stored.key)
+                if part is not None:
+                    parts.setdefault(part.file, []).append(part)
+        except StorageError as exc:
+            # shipped again from the start: overlapping objects hold the same bytes
+            log.warning("recording %s: its objects could not be listed: %s", recording_id, exc)
+        for name, found in parts.items():
+            chosen, _ = contiguous_ranges(found)
+            if chosen:
+                self.shipped[(recording_id, name)] = chosen[-1].end
+        self.recordings.add(recording_id)
 
     async def close(self) -> None:
         """Stop, after one last pass (bounded in time) for what the recorder closed."""

@@ -1,7 +1,8 @@
 """A server killed with SIGKILL mid-take whose recordings folder is then lost: the take
 is rebuilt from what the shipper put in shared storage (a real SeaweedFS) and finalized,
 with at most ~2 s missing at the end and every byte before intact; the finalized files
-are in the bucket and a staff download is a presigned URL on which Range works."""
+are in the bucket and a staff download is a presigned URL on which Range works. A node
+that comes back with its disk ships what the crash left unshipped."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from storyroom.recording import layout
 from storyroom.recording.recorder import FLUSH_INTERVAL
 from storyroom.storage.keys import final_key, recording_prefix
 from storyroom.storage.objects import open_s3
+from storyroom.storage.recordings import RecordingStorage
 from support.media import (
     RATE,
     TONES,
@@ -163,5 +165,54 @@ async def test_sigkill_and_a_lost_folder_are_rebuilt_from_shared_storage(tmp_pat
                     assert resp.status == 403
                 audit = await call(http, "GET", f"{url}/api/audit?action=download&target={rec_id}")
                 assert [e["detail"]["file"] for e in audit["entries"]] == ["master.wav"]
+        finally:
+            server.stop()
+
+
+@pytest.mark.slow
+async def test_a_restart_ships_what_the_crash_left_unshipped(tmp_path: Path) -> None:
+    async with seaweed_s3(tmp_path / "s3") as s3:
+        env = {**s3.settings(), "STORYROOM_LOG_LEVEL": "WARNING"}
+        settings = Settings.load(environ=s3.settings())
+        data = tmp_path / "data"
+        server = serve(data, tmp_path / "first.log", env=env)
+        try:
+            await server.ready("/readyz", timeout=60)
+            async with tone_room(server.url) as (clients, peers):
+                await wait_for(
+                    lambda: all(len(p.received) == 2 for p in peers.values()), timeout=30
+                )
+                rec_dir = await start_recording(data / "recordings", clients)
+                await wait_for(
+                    lambda: _stored_names(settings, rec_dir.name), timeout=20, what="a first pass"
+                )
+                await wait_until(time.monotonic() + 3.0)
+                server.signal(signal.SIGKILL)
+                await server.exited(timeout=10)
+        finally:
+            server.stop()
+
+        # the node comes back with its disk: what the crash left unshipped goes up
+        server = serve(data, tmp_path / "second.log", port=server.port, env=env)
+        try:
+            await server.ready("/readyz", timeout=60)
+            await finalized(server.url, rec_dir.name, timeout=180)
+            async with open_s3(settings) as objects:
+                shared = RecordingStorage(objects)
+                names = [layout.RECORDING_LOG] + [
+                    name(seat, 1)
+                    for seat in TONES
+                    for name in (layout.segment_opus, layout.segment_timing)
+                ]
+
+                async def whole() -> bool:
+                    rebuilt = tmp_path / f"rebuilt-{time.monotonic_ns()}"
+                    await shared.rebuild(rec_dir.name, rebuilt)
+                    return all(
+                        (rebuilt / n).read_bytes() == (rec_dir / n).read_bytes() for n in names
+                    )
+
+                await wait_for(whole, timeout=20, interval=0.5, what="the store to hold it all")
+            assert '"interrupted"' in (rec_dir / layout.RECORDING_LOG).read_text()
         finally:
             server.stop()
