@@ -119,6 +119,11 @@ class S3Objects:
                 )
             raise
 
+    async def delete(self, key: str) -> None:
+        """Remove `key` (only `storyroom check`'s probe: recordings are never deleted
+        from here)."""
+        await self._call(f"delete {key}", self.client.delete_object, Bucket=self.bucket, Key=key)
+
     async def get(self, key: str) -> bytes:
         response = await self._call(
             f"read {key}", self.client.get_object, Bucket=self.bucket, Key=key

@@ -131,7 +131,13 @@ class Shipper:
     async def _loop(self) -> None:
         while True:
             started = time.monotonic()
-            if await self.ship_once():
+            try:
+                shipped = await self.ship_once()
+            except Exception:
+                # a folder that cannot be read, say: counted as a failed pass, retried
+                log.exception("a shipping pass failed")
+                shipped = False
+            if shipped:
                 self.consecutive_failures = 0
                 pause = self.interval - (time.monotonic() - started)
             else:

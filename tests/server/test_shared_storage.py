@@ -97,6 +97,26 @@ async def test_a_missing_bucket_or_wrong_key_stops_the_start(tmp_path: Path) -> 
     assert "403" in wrong_key.stderr
 
 
+async def test_check_says_the_bucket_takes_writes_and_refuses_overwrites(tmp_path: Path) -> None:
+    async with seaweed_s3(tmp_path / "s3") as s3:
+        result = await asyncio.to_thread(
+            storyroom, "check", "--data-dir", str(tmp_path / "data"), env=s3.settings()
+        )
+        lines = [line for line in result.stdout.splitlines() if "shared_storage" in line]
+        assert lines and lines[0].startswith("ok "), result.stdout + result.stderr
+        assert "refuses overwrites" in lines[0]
+        wrong = await asyncio.to_thread(
+            storyroom,
+            "check",
+            "--data-dir",
+            str(tmp_path / "data"),
+            env={**s3.settings(), "STORYROOM_S3_SECRET_KEY": "wrong"},
+        )
+    assert wrong.returncode == 1
+    failed = [line for line in wrong.stdout.splitlines() if "shared_storage" in line]
+    assert failed and failed[0].startswith("FAIL") and "403" in failed[0], wrong.stdout
+
+
 async def _readiness(url: str) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.get(f"{url}/readyz") as resp:
         return resp.status, next(
