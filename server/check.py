@@ -125,12 +125,17 @@ async def turn_check(settings: Settings, url: str) -> Check:
 async def database_check(settings: Settings) -> Check:
     """The database opens at this version's schema (brought up to date, as a start
     would) and takes a write."""
+    where = (
+        readiness.redacted(settings.database_url)
+        if settings.database_url
+        else str(settings.database_path)
+    )
     try:
-        store = await Store.open(settings.database_path, modules=STORE_MODULES)
+        store = await Store.open(settings.database, modules=STORE_MODULES)
     except Exception as exc:  # a newer schema, a corrupt or unreadable file: all this check's
-        return Check("database", False, f"{settings.database_path}: {type(exc).__name__}: {exc}")
+        return Check("database", False, f"{where}: {type(exc).__name__}: {exc}")
     await store.close()
-    return await asyncio.to_thread(readiness.database, settings.database_path)
+    return await asyncio.to_thread(readiness.database, settings.database)
 
 
 async def shared_storage_check(settings: Settings) -> Check:

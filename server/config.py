@@ -106,6 +106,9 @@ class Settings:
     shutdown_grace_s: float = 10.0
     # Browser pages; defaults to the checkout's static/ (the image sets /app/static).
     static_dir: Path = Path(__file__).resolve().parent.parent / "static"
+    # PostgreSQL (postgresql://user:password@host:port/database) for a cluster; empty:
+    # the embedded SQLite file in data_dir.
+    database_url: str = ""
     # Mail: SMTP when smtp_host is set, else .eml files in data_dir/outbox.
     smtp_host: str = ""
     smtp_port: int = 587
@@ -168,7 +171,13 @@ class Settings:
 
     @property
     def database_path(self) -> Path:
+        """The embedded database's file (used when `database_url` is empty)."""
         return self.data_dir / "storyroom.sqlite3"
+
+    @property
+    def database(self) -> Path | str:
+        """Where the store lives: PostgreSQL's URL when one is set, else the SQLite file."""
+        return self.database_url or self.database_path
 
     @property
     def recordings_dir(self) -> Path:
@@ -345,6 +354,11 @@ def _validated(s: Settings) -> Settings:
                 raise SettingsError(
                     f"ICE server URL {url!r} must start with stun:, turn: or turns:"
                 )
+    if s.database_url and not s.database_url.startswith(("postgresql://", "postgres://")):
+        raise SettingsError(
+            "database_url must be a PostgreSQL URL (postgresql://user@host:port/database),"
+            " or empty for the embedded SQLite file"
+        )
     _validate_turn(s)
     _validate_operations(s)
     _validate_storage(s)

@@ -15,8 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from storyroom.config import Settings
+from storyroom.database import postgres_sql
 from storyroom.finalize import mp3_encoder
 from storyroom.storage.shipper import Shipper
 from storyroom.store import ModuleMigrations
@@ -48,17 +50,40 @@ class Check:
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
-def database(path: Path) -> Check:
+def database(target: Path | str) -> Check:
     """Blocking: a write to the readiness table, committed (a separate connection, so a
-    failure leaves the server's own connection as it was)."""
+    failure leaves the server's own connection as it was). `target` is the SQLite file
+    or PostgreSQL's URL."""
+    write = "INSERT INTO readiness_probe (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at"
+    if isinstance(target, str):
+        return _postgres(target, write)
     try:
-        with contextlib.closing(sqlite3.connect(path, timeout=DATABASE_TIMEOUT_S)) as db, db:
-            db.execute(
-                "INSERT OR REPLACE INTO readiness_probe (id, at) VALUES (1, ?)", (time.time(),)
-            )
+        with contextlib.closing(sqlite3.connect(target, timeout=DATABASE_TIMEOUT_S)) as db, db:
+            db.execute(write, (time.time(),))
     except sqlite3.Error as exc:
-        return Check("database", False, f"{path} does not take writes: {exc}")
-    return Check("database", True, f"{path} takes writes")
+        return Check("database", False, f"{target} does not take writes: {exc}")
+    return Check("database", True, f"{target} takes writes")
+
+
+def _postgres(url: str, write: str) -> Check:
+    import psycopg
+
+    where = redacted(url)
+    try:
+        with psycopg.connect(url, connect_timeout=int(DATABASE_TIMEOUT_S)) as db:
+            db.execute(postgres_sql(write), (time.time(),))
+    except psycopg.Error as exc:
+        return Check("database", False, f"{where} does not take writes: {exc}")
+    return Check("database", True, f"{where} takes writes")
+
+
+def redacted(url: str) -> str:
+    """A database URL without its password, for logs and health pages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def data_folder(data_dir: Path) -> Check:

@@ -1,4 +1,5 @@
-"""SQLite storage (WAL) through aiosqlite: sessions, seats, consent history, room events.
+"""The database (SQLite by default, PostgreSQL in a cluster; storyroom.database):
+sessions, seats, consent history, room events.
 
 Owner: the app's cleanup context opens one `Store` and closes it on shutdown.
 Every change that matters is written here before it is shown to anyone.
@@ -13,8 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiosqlite
-
+from storyroom.database import Database, PerDialect, Row, Script, open_database, postgres_ddl
 from storyroom.finalize.contracts import Finalized
 from storyroom.records import FieldsRecord
 from storyroom.status import LIVE_STATES, FinalizeStatus
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 RowT = TypeVar("RowT", bound="DataclassInstance")
 
 # Versioned migrations: index + 1 is the schema version. Never edit a shipped one.
-MIGRATIONS: tuple[str, ...] = (
+MIGRATIONS: tuple[Script, ...] = (
     """
     CREATE TABLE sessions (
         id TEXT PRIMARY KEY,
@@ -137,23 +137,32 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-async def fetch_all(
-    db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
-) -> list[aiosqlite.Row]:
-    """Every row of a query, read on aiosqlite's thread."""
-    async with db.execute(sql, params) as cur:
-        return list(await cur.fetchall())
+_POSTGRES_SCHEMA_VERSION = """
+CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);
+INSERT INTO schema_version SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
+"""
 
 
-async def fetch_one(
-    db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
-) -> aiosqlite.Row | None:
+def _then(script: Script, after: PerDialect) -> PerDialect:
+    """A migration step and the statement that records it, in one transaction."""
+    if isinstance(script, PerDialect):
+        return PerDialect(
+            f"{script.sqlite};\n{after.sqlite}", f"{script.postgresql};\n{after.postgresql}"
+        )
+    return PerDialect(f"{script};\n{after.sqlite}", f"{postgres_ddl(script)};\n{after.postgresql}")
+
+
+async def fetch_all(db: Database, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    """Every row of a query."""
+    return await db.fetch_all(sql, params)
+
+
+async def fetch_one(db: Database, sql: str, params: Sequence[Any] = ()) -> Row | None:
     """The first row of a query, if any."""
-    async with db.execute(sql, params) as cur:
-        return await cur.fetchone()
+    return await db.fetch_one(sql, params)
 
 
-def from_row(cls: type[RowT], row: aiosqlite.Row, **decoded: Any) -> RowT:
+def from_row(cls: type[RowT], row: Row, **decoded: Any) -> RowT:
     """A row dataclass from a `SELECT *` row: each field from the column of its name, or
     from `decoded` where the stored value needs decoding (JSON, enums)."""
     columns = {f.name: row[f.name] for f in fields(cls) if f.name not in decoded}
@@ -165,7 +174,7 @@ class ModuleMigrations:
     """A module's own migrations, applied in order after the core schema."""
 
     name: str
-    scripts: tuple[str, ...]
+    scripts: tuple[Script, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,22 +262,16 @@ class MarkerRow:
 
 
 class Store:
-    """The database. All methods run their SQL on aiosqlite's thread, off the loop."""
+    """The database. Its SQL runs off the loop (aiosqlite's thread, psycopg's sockets)."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     @classmethod
-    async def open(cls, path: Path, modules: Sequence[ModuleMigrations] = ()) -> Store:
-        """Open (creating) the database and bring the core schema and each module's
-        own tables up to date."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
-        db.row_factory = aiosqlite.Row
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.execute("PRAGMA foreign_keys=ON")
-        await db.execute("PRAGMA busy_timeout=5000")
+    async def open(cls, path_or_url: Path | str, modules: Sequence[ModuleMigrations] = ()) -> Store:
+        """Open (creating) the database (a SQLite file's path or a `postgresql://` URL)
+        and bring the core schema and each module's own tables up to date."""
+        db = await open_database(path_or_url)
         store = cls(db)
         try:
             await store._migrate()
@@ -283,13 +286,12 @@ class Store:
         await self._db.close()
 
     @property
-    def db(self) -> aiosqlite.Connection:
+    def db(self) -> Database:
         """The connection, for modules that keep their own tables (applications, staff)."""
         return self._db
 
     async def _migrate(self) -> None:
-        row = await fetch_one(self._db, "PRAGMA user_version")
-        version = int(row[0]) if row else 0
+        version = await self.schema_version()
         if version > len(MIGRATIONS):
             raise RuntimeError(
                 f"database schema version {version} is newer than this storyroom "
@@ -297,7 +299,13 @@ class Store:
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             await self._db.executescript(
-                f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;"
+                _then(
+                    script,
+                    PerDialect(
+                        sqlite=f"PRAGMA user_version = {number};",
+                        postgresql=f"UPDATE schema_version SET version = {number};",
+                    ),
+                )
             )
 
     async def _migrate_module(self, module: ModuleMigrations) -> None:
@@ -311,14 +319,19 @@ class Store:
                 f"the {module.name} tables are at version {version}, newer than this storyroom"
             )
         for number, script in enumerate(module.scripts[version:], start=version + 1):
-            await self._db.executescript(
-                f"BEGIN; {script}; INSERT INTO module_versions (module, version)"
-                f" VALUES ('{module.name}', {number}) ON CONFLICT (module)"
-                f" DO UPDATE SET version = excluded.version; COMMIT;"
+            record = (
+                f"INSERT INTO module_versions (module, version) VALUES ('{module.name}', {number})"
+                " ON CONFLICT (module) DO UPDATE SET version = excluded.version;"
             )
+            await self._db.executescript(_then(script, PerDialect(record, record)))
 
     async def schema_version(self) -> int:
-        row = await fetch_one(self._db, "PRAGMA user_version")
+        """The core schema's version: SQLite's `user_version`, a one-row table on PostgreSQL."""
+        if self._db.dialect == "sqlite":
+            row = await fetch_one(self._db, "PRAGMA user_version")
+        else:
+            await self._db.executescript(PerDialect(sqlite="", postgresql=_POSTGRES_SCHEMA_VERSION))
+            row = await fetch_one(self._db, "SELECT version FROM schema_version")
         return int(row[0]) if row else 0
 
     # -- sessions and seats -------------------------------------------------
@@ -409,8 +422,8 @@ class Store:
     async def expire_seat_tokens(self, session_id: str, at: float) -> None:
         """Every seat link of the session stops working at `at` (a cancelled session)."""
         await self._db.execute(
-            "UPDATE seats SET token_expires_at = MIN(token_expires_at, ?) WHERE session_id = ?",
-            (at, session_id),
+            "UPDATE seats SET token_expires_at = ? WHERE session_id = ? AND token_expires_at > ?",
+            (at, session_id, at),
         )
         await self._db.commit()
 
@@ -613,13 +626,15 @@ class Store:
         at: float,
         rec_time: float | None,
     ) -> int:
-        cur = await self._db.execute(
+        row = await fetch_one(
+            self._db,
             "INSERT INTO cues (session_id, recording_id, question_id, at, rec_time)"
-            " VALUES (?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?) RETURNING id",
             (session_id, recording_id, question_id, at, rec_time),
         )
         await self._db.commit()
-        return int(cur.lastrowid or 0)
+        assert row is not None
+        return int(row["id"])
 
     async def cues(self, session_id: str) -> list[CueRow]:
         rows = await fetch_all(
@@ -639,13 +654,15 @@ class Store:
         at: float,
         rec_time: float | None,
     ) -> int:
-        cur = await self._db.execute(
+        row = await fetch_one(
+            self._db,
             "INSERT INTO markers (session_id, recording_id, seat, label, at, rec_time)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (session_id, recording_id, seat, label, at, rec_time),
         )
         await self._db.commit()
-        return int(cur.lastrowid or 0)
+        assert row is not None
+        return int(row["id"])
 
     async def add_note(
         self,
@@ -656,12 +673,15 @@ class Store:
         at: float,
         rec_time: float | None,
     ) -> int:
-        cur = await self._db.execute(
-            "INSERT INTO notes (session_id, recording_id, seat, text, at, rec_time) VALUES (?, ?, ?, ?, ?, ?)",
+        row = await fetch_one(
+            self._db,
+            "INSERT INTO notes (session_id, recording_id, seat, text, at, rec_time)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
             (session_id, recording_id, seat, text, at, rec_time),
         )
         await self._db.commit()
-        return int(cur.lastrowid or 0)
+        assert row is not None
+        return int(row["id"])
 
     async def notes(self, session_id: str) -> list[NoteRow]:
         rows = await fetch_all(
@@ -681,13 +701,13 @@ class Store:
         return [MarkerRow(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
 
 
-def _session(row: aiosqlite.Row) -> SessionRow:
+def _session(row: Row) -> SessionRow:
     return from_row(
         SessionRow, row, questions=json.loads(row["questions"]), agreed=json.loads(row["agreed"])
     )
 
 
-def _recording(row: aiosqlite.Row) -> RecordingRow:
+def _recording(row: Row) -> RecordingRow:
     status = row["finalize_status"]
     finalized = Finalized.from_json(json.loads(row["finalized"])) if row["finalized"] else None
     return from_row(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import ctypes
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,8 @@ from storyroom.netns import in_loopback_only_namespace, isolate_network
 from support.archive import Finished, archive_server, finished_recording
 from support.browser import EXPECT_MS, launch, write_tone
 from support.media import TONES
-from support.server import RunningServer, serving
+from support.postgres import Postgres, running_postgres
+from support.server import DATABASES, RunningServer, serving
 from support.staff import StaffBrowser, signed_in
 
 # Tests target loopback only. A private network namespace with nothing but `lo`
@@ -41,10 +42,20 @@ PRIVATE_MOUNTS = (
 expect.set_options(timeout=EXPECT_MS)
 
 
-def pytest_report_header() -> str:
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the engine of every server the tests start (postgresql: the run's own cluster)",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
     return (
         f"network namespace: loopback only = {in_loopback_only_namespace()}; "
-        f"private mount namespace = {PRIVATE_MOUNTS}"
+        f"private mount namespace = {PRIVATE_MOUNTS}; "
+        f"database = {config.getoption('--database')}"
     )
 
 
@@ -53,6 +64,38 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     """A server on an empty data directory."""
     async with serving(tmp_path / "data") as running:
         yield running
+
+
+# -- the two database engines --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """The run's private PostgreSQL cluster (started on first use, stopped by pid)."""
+    with running_postgres() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session", autouse=True)
+def server_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """In the PostgreSQL pass, every server a test starts keeps its store there."""
+    engine = str(request.config.getoption("--database"))
+    if engine == "postgresql":
+        cluster: Postgres = request.getfixturevalue("postgres")
+        DATABASES.new_database = cluster.new_database
+    try:
+        yield engine
+    finally:
+        DATABASES.new_database = None
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each engine: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "storyroom.sqlite3")
+    cluster: Postgres = request.getfixturevalue("postgres")
+    return cluster.new_database()
 
 
 # -- the staff archive: one finished recording per run, a private copy per test --------

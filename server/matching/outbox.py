@@ -66,11 +66,20 @@ class Outbox:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         name = f"{stamp}-{new_id('msg')}.eml"
         data = message.as_bytes(policy=email.policy.SMTP)
-        fd = os.open(self.folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written under a hidden name and renamed whole: whoever lists the outbox (staff,
+        # a mail relay picking files up) never reads half a message.
+        part = self.folder / f".{name}.part"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        os.rename(part, self.folder / name)
+        directory = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
         return name
 
     async def entries(self) -> list[OutboxEntry]:

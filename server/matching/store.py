@@ -13,8 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
+from storyroom.database import Database, Row
 from storyroom.ids import new_id
 from storyroom.matching.applications import ApplicationFilter, ApplicationIn, FacilitatorIn, Status
 from storyroom.matching.availability import Window
@@ -215,7 +214,7 @@ class ScheduleRow:
     sequence: int = 0  # the calendar SEQUENCE of the last invitations sent
 
 
-def _application(r: aiosqlite.Row) -> ApplicationRow:
+def _application(r: Row) -> ApplicationRow:
     return from_row(
         ApplicationRow,
         r,
@@ -225,11 +224,11 @@ def _application(r: aiosqlite.Row) -> ApplicationRow:
     )
 
 
-def _proposal(r: aiosqlite.Row) -> ProposalRow:
+def _proposal(r: Row) -> ProposalRow:
     return from_row(ProposalRow, r, explanation=json.loads(r["explanation"]))
 
 
-def _facilitator(r: aiosqlite.Row) -> FacilitatorRow:
+def _facilitator(r: Row) -> FacilitatorRow:
     return from_row(
         FacilitatorRow,
         r,
@@ -239,14 +238,14 @@ def _facilitator(r: aiosqlite.Row) -> FacilitatorRow:
     )
 
 
-def _schedule(r: aiosqlite.Row) -> ScheduleRow:
+def _schedule(r: Row) -> ScheduleRow:
     return from_row(ScheduleRow, r, invitations=json.loads(r["invitations"]))
 
 
 class ApplicationStore:
     """The module's tables. Each method commits what it changed before returning."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     # -- applications -----------------------------------------------------------------

@@ -205,13 +205,14 @@ class Accounts:
         now = time.time()
         if await self.user(email) is not None:
             raise InvalidInput(f"{email} already has an account", code="exists", status=409)
-        cur = await self.db.execute(
+        row = await self.db.fetch_one(
             "INSERT INTO staff_users (email, password_hash, created_at, password_changed_at)"
-            " VALUES (?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?) RETURNING id",
             (email, encoded, now, now),
         )
         await self.db.commit()
-        return StaffUser(int(cur.lastrowid or 0), email, now)
+        assert row is not None
+        return StaffUser(int(row["id"]), email, now)
 
     async def set_password(self, email: str, password: str) -> None:
         """A new password; every session of that person ends."""

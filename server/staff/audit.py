@@ -15,30 +15,45 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from storyroom.database import PerDialect, postgres_ddl
 from storyroom.records import FieldsRecord
 from storyroom.store import ModuleMigrations, Store, fetch_all
 
 log = logging.getLogger(__name__)
 
+_AUDIT_TABLE = """
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,           -- a staff email, "staff token" or "command line"
+        action TEXT NOT NULL,
+        target TEXT,                   -- e.g. a recording id (kept after deletion)
+        detail TEXT NOT NULL DEFAULT '{}',  -- JSON
+        address TEXT
+    );
+    CREATE INDEX audit_by_target ON audit_log(target, id);
+"""
+
 TABLES = ModuleMigrations(
     "audit",
     (
-        """
-        CREATE TABLE audit_log (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            at REAL NOT NULL,
-            actor TEXT NOT NULL,           -- a staff email, "staff token" or "command line"
-            action TEXT NOT NULL,
-            target TEXT,                   -- e.g. a recording id (kept after deletion)
-            detail TEXT NOT NULL DEFAULT '{}',  -- JSON
-            address TEXT
-        );
-        CREATE INDEX audit_by_target ON audit_log(target, id);
-        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
-        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
-        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-        """,
+        # Append-only on both engines: the database itself refuses a change or a deletion.
+        PerDialect(
+            sqlite=_AUDIT_TABLE
+            + """
+            CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+            CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+            """,
+            postgresql=postgres_ddl(_AUDIT_TABLE)
+            + """
+            CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
+            CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+            FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
+            """,
+        ),
     ),
 )
 

@@ -1,7 +1,7 @@
 """The object store seam (`ObjectStore`) and its one implementation, S3 through
 aiobotocore (`S3Objects`), opened once per process by `open_s3`.
 
-aiobotocore is the `s3` extra: it is imported only when a bucket is configured.
+aiobotocore is in the `cluster` extra: it is imported only when a bucket is configured.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ async def open_s3(settings: Settings) -> AsyncIterator[S3Objects]:
         from aiobotocore.session import get_session
     except ImportError:
         raise StorageError(
-            "shared storage needs aiobotocore: install storyroom with its s3 extra"
+            "shared storage needs aiobotocore: install storyroom with its cluster extra"
         ) from None
 
     config = AioConfig(

@@ -9,18 +9,15 @@ rows with it (foreign keys, and a trigger for the index, which has none)."""
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import aiosqlite
-
+from storyroom.database import Database, PerDialect, postgres_ddl
 from storyroom.store import ModuleMigrations, fetch_all, fetch_one
 from storyroom.transcribe.contracts import Correction, Transcript, TranscriptStatus, Turn
 
-TABLES = ModuleMigrations(
-    "transcripts",
-    (
-        """
+_TABLES = """
         CREATE TABLE transcripts (
             recording_id TEXT PRIMARY KEY REFERENCES recordings(id) ON DELETE CASCADE,
             status TEXT NOT NULL,                -- TranscriptStatus
@@ -40,14 +37,36 @@ TABLES = ModuleMigrations(
         );
         CREATE INDEX transcript_corrections_by_turn
             ON transcript_corrections(recording_id, turn, id);
-        CREATE VIRTUAL TABLE transcript_words USING fts5(
-            text, recording_id UNINDEXED, turn UNINDEXED,
-            tokenize = 'unicode61 remove_diacritics 2'
-        );
-        CREATE TRIGGER transcript_words_gone AFTER DELETE ON recordings BEGIN
-            DELETE FROM transcript_words WHERE recording_id = old.id;
-        END;
-        """,
+"""
+
+TABLES = ModuleMigrations(
+    "transcripts",
+    (
+        # Words said, searchable: FTS5 on SQLite, a tsvector with a GIN index on
+        # PostgreSQL. Both are given text with its diacritics already folded (`fold`).
+        PerDialect(
+            sqlite=_TABLES
+            + """
+            CREATE VIRTUAL TABLE transcript_words USING fts5(
+                text, recording_id UNINDEXED, turn UNINDEXED,
+                tokenize = 'unicode61 remove_diacritics 2'
+            );
+            CREATE TRIGGER transcript_words_gone AFTER DELETE ON recordings BEGIN
+                DELETE FROM transcript_words WHERE recording_id = old.id;
+            END;
+            """,
+            postgresql=postgres_ddl(_TABLES)
+            + """
+            CREATE TABLE transcript_words (
+                text TEXT NOT NULL,
+                recording_id TEXT NOT NULL REFERENCES recordings(id) ON DELETE CASCADE,
+                turn BIGINT NOT NULL,
+                words tsvector GENERATED ALWAYS AS (to_tsvector('simple', text)) STORED
+            );
+            CREATE INDEX transcript_words_search ON transcript_words USING GIN (words);
+            CREATE INDEX transcript_words_by_recording ON transcript_words (recording_id);
+            """,
+        ),
     ),
 )
 
@@ -75,7 +94,7 @@ class TranscriptState:
 class TranscriptStore:
     """Reads and writes the transcript tables on the server's one database connection."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
 
     async def state(self, recording_id: str) -> TranscriptState | None:
@@ -150,7 +169,7 @@ class TranscriptStore:
         )
         await self.db.executemany(
             "INSERT INTO transcript_words (text, recording_id, turn) VALUES (?, ?, ?)",
-            [(t.text, transcript.recording_id, t.index) for t in transcript.turns],
+            [(fold(t.text), transcript.recording_id, t.index) for t in transcript.turns],
         )
         await self.db.commit()
 
@@ -168,23 +187,43 @@ class TranscriptStore:
     async def search(self, words: str) -> dict[str, list[int]]:
         """Recordings whose current transcript says all of `words` (each a prefix-free
         token, diacritics ignored), with the turns that matched."""
-        query = fts_query(words)
-        if not query:
+        tokens = search_tokens(words)
+        if not tokens:
             return {}
-        rows = await fetch_all(
-            self.db,
-            "SELECT recording_id, turn FROM transcript_words WHERE transcript_words MATCH ?"
-            " ORDER BY rank LIMIT ?",
-            (query, SEARCH_LIMIT),
-        )
+        if self.db.dialect == "sqlite":
+            rows = await fetch_all(
+                self.db,
+                "SELECT recording_id, turn FROM transcript_words WHERE transcript_words MATCH ?"
+                " ORDER BY rank LIMIT ?",
+                (fts_query(words), SEARCH_LIMIT),
+            )
+        else:
+            rows = await fetch_all(
+                self.db,
+                "SELECT recording_id, turn FROM transcript_words,"
+                " to_tsquery('simple', ?) AS query WHERE words @@ query"
+                " ORDER BY ts_rank(words, query) DESC LIMIT ?",
+                (" & ".join(tokens), SEARCH_LIMIT),
+            )
         out: dict[str, list[int]] = {}
         for recording_id, turn in rows:
             out.setdefault(recording_id, []).append(int(turn))
         return out
 
 
+def fold(text: str) -> str:
+    """Lower case without diacritics ("Canción" is "cancion"), as both engines index it."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower()
+
+
+def search_tokens(words: str) -> list[str]:
+    """Staff's words as plain tokens: letters and digits only, folded, so nothing they
+    type is read as query syntax on either engine."""
+    tokens = ["".join(ch for ch in fold(w) if ch.isalnum()) for w in words.split()]
+    return [t for t in tokens if t]
+
+
 def fts_query(words: str) -> str:
-    """Staff's words as an FTS5 query that means "all of these words": each word quoted,
-    so nothing they type is read as FTS5 syntax."""
-    tokens = ["".join(ch for ch in w if ch.isalnum()) for w in words.split()]
-    return " ".join(f'"{t}"' for t in tokens if t)
+    """Staff's words as an FTS5 query that means "all of these words" (each quoted)."""
+    return " ".join(f'"{t}"' for t in search_tokens(words))

@@ -36,7 +36,7 @@ async def readiness_checks(services: Services) -> list[Check]:
     """Every readiness question, asked now (the disk's at once, off the loop)."""
     settings = services.settings
     database, folder = await asyncio.gather(
-        _off_loop("database", lambda: readiness.database(settings.database_path)),
+        _off_loop("database", lambda: readiness.database(settings.database)),
         _off_loop("data_folder", lambda: readiness.data_folder(settings.data_dir)),
     )
     jobs = services.finalize_jobs

@@ -33,6 +33,27 @@ def free_port() -> int:
 
 
 @dataclass
+class Databases:
+    """Which engine the servers of this run use: SQLite in their data folder (the
+    default), or, in the PostgreSQL pass (`pytest --database=postgresql`), a database of
+    the run's cluster per data folder (a restart on the same folder finds its data)."""
+
+    new_database: Callable[[], str] | None = None
+    urls: dict[Path, str] = field(default_factory=dict)
+
+    def url_for(self, data_dir: Path) -> str | None:
+        if self.new_database is None:
+            return None
+        key = data_dir.resolve()
+        if key not in self.urls:
+            self.urls[key] = self.new_database()
+        return self.urls[key]
+
+
+DATABASES = Databases()
+
+
+@dataclass
 class RunningServer:
     settings: Settings
     runner: web.AppRunner
@@ -50,6 +71,8 @@ class RunningServer:
 
 async def start_server(data_dir: Path, **overrides: Any) -> RunningServer:
     port = overrides.pop("port", None) or free_port()
+    if "database_url" not in overrides:
+        overrides["database_url"] = DATABASES.url_for(data_dir)
     settings = Settings.load(
         environ={},
         data_dir=data_dir,

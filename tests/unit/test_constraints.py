@@ -35,7 +35,12 @@ def pins() -> dict[str, Version]:
 def requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    listed = [*project["dependencies"], *extras["test"], *extras["transcribe"]]
+    listed = [
+        *project["dependencies"],
+        *extras["test"],
+        *extras["transcribe"],
+        *extras["cluster"],
+    ]
     return [Requirement(text) for text in listed]
 
 
