@@ -160,6 +160,16 @@ class Settings:
         return bool(self.s3_bucket)
 
     @property
+    def download_origins(self) -> tuple[str, ...]:
+        """Where presigned downloads point (the pages' players follow them there)."""
+        if not self.shared_storage:
+            return ()
+        if not self.s3_endpoint:
+            return ("https://*.amazonaws.com",)
+        parts = urllib.parse.urlsplit(self.s3_endpoint)
+        return (f"{parts.scheme}://{parts.netloc}",)
+
+    @property
     def base_url(self) -> str:
         if self.public_url:
             return self.public_url.rstrip("/")
@@ -472,6 +482,10 @@ def _validate_storage(s: Settings) -> None:
             parsed.port  # noqa: B018 - reading it checks it
         except ValueError:
             raise SettingsError(f"s3_endpoint {s.s3_endpoint!r} has a bad port") from None
+        if parsed.username is not None or parsed.password is not None:
+            raise SettingsError(
+                "s3_endpoint must not hold credentials: use s3_access_key and s3_secret_key"
+            )
         if parsed.path.strip("/") or parsed.query or parsed.fragment:
             raise SettingsError(
                 f"s3_endpoint {s.s3_endpoint!r} must be the server alone, without a path "

@@ -37,6 +37,7 @@ S3 = {"STORYROOM_S3_BUCKET": "storyroom", "STORYROOM_S3_ENDPOINT": "http://127.0
         ({**S3, "STORYROOM_S3_ENDPOINT": "http://"}, "is not an http://"),
         ({**S3, "STORYROOM_S3_ENDPOINT": "http://h:99999"}, "has a bad port"),
         ({**S3, "STORYROOM_S3_ENDPOINT": "http://h:8333/storyroom"}, "without a path"),
+        ({**S3, "STORYROOM_S3_ENDPOINT": "http://k:s@h:8333"}, "must not hold credentials"),
         ({**S3, "STORYROOM_S3_ACCESS_KEY": "k"}, "go together"),
         ({**S3, "STORYROOM_S3_SECRET_KEY": "s"}, "go together"),
         ({**S3, "STORYROOM_S3_PREFIX": "a b/"}, "s3_prefix"),
@@ -58,6 +59,12 @@ def test_shared_storage_is_off_unless_a_bucket_is_named() -> None:
     assert not Settings.load(environ={}).shared_storage
     on = Settings.load(environ={**S3, "STORYROOM_S3_PREFIX": "storyroom/"})
     assert on.shared_storage and on.s3_prefix == "storyroom/" and on.s3_ship_interval_s == 2.0
+    # the pages' players may follow a presigned download there, and nowhere else
+    assert on.download_origins == ("http://127.0.0.1:8333",)
+    assert Settings.load(environ={"STORYROOM_S3_BUCKET": "b"}).download_origins == (
+        "https://*.amazonaws.com",
+    )
+    assert Settings.load(environ={}).download_origins == ()
 
 
 def _serve(data: Path, env: dict[str, str]) -> Any:
@@ -131,6 +138,9 @@ async def test_shipping_survives_an_outage_and_gives_every_file_back(tmp_path: P
         async with serving(tmp_path / "data", **settings, s3_max_lag_s="4") as server:
             shipper = server.services.shipper
             assert shipper is not None and server.services.shared is not None
+            async with aiohttp.ClientSession() as http, http.get(f"{server.url}/") as resp:
+                csp = resp.headers["Content-Security-Policy"]
+            assert f"media-src 'self' blob: {s3.endpoint};" in csp, csp
             async with tone_room(server.url) as (clients, peers):
                 await wait_for(lambda: all(len(p.received) == 2 for p in peers.values()), 30)
                 rec_dir = await start_recording(server.settings.recordings_dir, clients)
