@@ -76,18 +76,13 @@ def create_app(settings: Settings) -> web.Application:
     add_http_edge(app, settings)
 
     async def services(app: web.Application) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            async for _ in _services(app, stack):
-                yield
-
-    async def _services(
-        app: web.Application, stack: contextlib.AsyncExitStack
-    ) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # the shared storage's client, when configured: opened first, closed last
+        storage = contextlib.AsyncExitStack()
         shared: RecordingStorage | None = None
         shipper: Shipper | None = None
         if settings.shared_storage:
-            objects = await stack.enter_async_context(open_s3(settings))
+            objects = await storage.enter_async_context(open_s3(settings))
             shared = RecordingStorage(
                 objects, prefix=settings.s3_prefix, url_ttl_s=settings.s3_url_ttl_s
             )
@@ -189,6 +184,7 @@ def create_app(settings: Settings) -> web.Application:
                 await shipper.close()  # after the recorder: its last bytes are on disk
             await rooms.close(CloseReason.SERVER_SHUTDOWN)
             await store.close()
+            await storage.aclose()
 
     async def on_shutdown(app: web.Application) -> None:
         # SIGTERM (or any orderly stop): live takes end cleanly and every seat hears why,
