@@ -61,7 +61,7 @@ def test_shared_storage_is_off_unless_a_bucket_is_named() -> None:
     assert on.shared_storage and on.s3_prefix == "storyroom/" and on.s3_ship_interval_s == 2.0
     # the pages' players may follow a presigned download there, and nowhere else
     assert on.download_origins == ("http://127.0.0.1:8333",)
-    assert Settings.load(environ={"STORYROOM_S3_BUCKET": "b"}).download_origins == (
+    assert Settings.load(environ={"STORYROOM_S3_BUCKET": "bucket"}).download_origins == (
         "https://*.amazonaws.com",
     )
     assert Settings.load(environ={}).download_origins == ()
