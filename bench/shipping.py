@@ -3,6 +3,7 @@
 the same run.
 
     .venv/bin/python bench/shipping.py --rooms 10 --seconds 60
+    .venv/bin/python bench/shipping.py --rooms 10 --seconds 60 --synthetic
 
 Runs `bench/rooms.py`'s phase twice with the same load (N recording rooms of three
 aiortc seats sending pre-encoded Opus in real time): first the server with local files
@@ -14,12 +15,21 @@ how much recording a crash could lose beyond the local disk), the bytes and obje
 shipped per recorded minute, failed uploads, and SeaweedFS's own CPU (not the server's,
 for scale). Loopback only, in its own network namespace (root); every process it
 starts is stopped by pid.
+
+`--synthetic` leaves out WebRTC, which needs a quiet machine: one process writes the
+files of N rooms at the recorder's pace and size (three 96 kbit/s stems, their timing
+logs, `recording.jsonl`; appended and fsynced every 0.5 s), first alone, then with the
+real `Shipper` shipping them to SeaweedFS, and prints the process's CPU time (what the
+shipper adds) and the lag. CPU time, unlike wall time, holds on a busy machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
+import os
 import re
 import shutil
 import sys
@@ -33,7 +43,11 @@ from pathlib import Path
 import rooms
 import seat_load
 
+from storyroom.config import Settings
 from storyroom.netns import isolate_network
+from storyroom.recording import layout
+from storyroom.storage.objects import open_s3
+from storyroom.storage.shipper import Shipper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support.seaweedfs import SeaweedS3, launch, until_up
@@ -140,6 +154,116 @@ def report(local: rooms.Phase, shipped: rooms.Phase, seen: Shipping, seconds: fl
     return "\n".join(lines)
 
 
+OPUS_BYTES_PER_S = 96_000 // 8
+PACKETS_PER_S = 50
+FLUSH_S = 0.5
+
+
+def _append(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_like_the_recorder(root: Path, rooms: int, flush: int) -> None:
+    """Blocking: one flush of every room's files (the sizes the recorder writes)."""
+    line = json.dumps([flush, flush * 960, 1.0e9, flush * 0.02, flush * 960, 960]) + "\n"
+    for room in range(rooms):
+        folder = root / f"rec_{room:016x}"
+        for seat in ("a", "b", "facilitator"):
+            _append(
+                folder / layout.segment_opus(seat, 1), os.urandom(int(OPUS_BYTES_PER_S * FLUSH_S))
+            )
+            timing = line * int(PACKETS_PER_S * FLUSH_S)
+            _append(folder / layout.segment_timing(seat, 1), timing.encode())
+        if flush % 20 == 0:
+            _append(folder / layout.RECORDING_LOG, b'{"type": "resume", "at": 1.0}\n')
+
+
+async def synthetic_phase(
+    root: Path, rooms: int, seconds: float, settings: Settings | None
+) -> tuple[float, list[float], int]:
+    """CPU seconds of this process over `seconds` of writing (and shipping, with
+    `settings`), the lags sampled, and the bytes shipped."""
+    ids = [f"rec_{room:016x}" for room in range(rooms)]
+    for rec_id in ids:
+        (root / rec_id / layout.STEMS).mkdir(parents=True)
+    lags: list[float] = []
+    async with contextlib.AsyncExitStack() as stack:
+        shipper = None
+        if settings is not None:
+            objects = await stack.enter_async_context(open_s3(settings))
+            shipper = Shipper(objects, root, lambda: ids)
+            shipper.start()
+        cpu0 = time.process_time()
+        started = time.monotonic()
+        flush = 0
+        while time.monotonic() - started < seconds:
+            flush += 1
+            await asyncio.to_thread(write_like_the_recorder, root, rooms, flush)
+            if shipper is not None:
+                lags.append(shipper.lag_s)
+            await asyncio.sleep(max(0.0, started + flush * FLUSH_S - time.monotonic()))
+        cpu = time.process_time() - cpu0
+        shipped = 0
+        if shipper is not None:
+            shipped = shipper.bytes_shipped
+            await shipper.close()
+    return cpu, lags, shipped
+
+
+def synthetic(args: argparse.Namespace, tmp: Path) -> str:
+    alone, _, _ = asyncio.run(synthetic_phase(tmp / "alone", args.rooms, args.seconds, None))
+    weed = launch(tmp / "s3")
+    try:
+        asyncio.run(until_up(weed))
+        settings = Settings.load(environ=weed.settings())
+        weed0 = rooms.process_cpu_s(weed.process.pid)
+        shipping, lags, shipped = asyncio.run(
+            synthetic_phase(tmp / "shipping", args.rooms, args.seconds, settings)
+        )
+        weed_cpu = rooms.process_cpu_s(weed.process.pid) - weed0
+    finally:
+        weed.stop()
+    written = args.rooms * 3 * OPUS_BYTES_PER_S * args.seconds
+    rows: list[tuple[str, ...]] = [
+        ("", "writing alone", "writing + shipping", "the shipper"),
+        (
+            "CPU, % of one core",
+            f"{100 * alone / args.seconds:.2f}",
+            f"{100 * shipping / args.seconds:.2f}",
+            f"{100 * (shipping - alone) / args.seconds:+.2f}",
+        ),
+        (
+            "per participant, % of one core",
+            f"{100 * alone / args.seconds / (3 * args.rooms):.3f}",
+            f"{100 * shipping / args.seconds / (3 * args.rooms):.3f}",
+            f"{100 * (shipping - alone) / args.seconds / (3 * args.rooms):+.3f}",
+        ),
+        (
+            "shipping lag p50 / p95 / max, s",
+            "-",
+            f"{quantile(lags, 0.5):.2f} / {quantile(lags, 0.95):.2f} / {max(lags):.2f}",
+            "",
+        ),
+        (
+            "shipped (all files) / Opus written, MiB",
+            "-",
+            f"{shipped / 2**20:.1f} / {written / 2**20:.1f}",
+            "",
+        ),
+        ("SeaweedFS CPU, % of one core", "-", f"{100 * weed_cpu / args.seconds:.1f}", ""),
+    ]
+    return "\n".join(
+        [
+            f"synthetic: {args.rooms} rooms' files at the recorder's pace, {args.seconds:.0f} s "
+            "(one process; CPU time of the process)",
+            *rooms.format_rows(rows),
+        ]
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -150,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before the window")
     parser.add_argument("--clients", type=int, default=2, help="client worker processes")
     parser.add_argument("--keep-data", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="files written at the recorder's pace instead of WebRTC seats",
+    )
     return parser
 
 
@@ -163,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     children = rooms.Children()
     tmp = Path(tempfile.mkdtemp(prefix="storyroom-bench-shipping-"))
+    if args.synthetic:
+        try:
+            print(synthetic(args, tmp))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     weed: SeaweedS3 | None = None
     seen = Shipping()
     threads: list[threading.Thread] = []

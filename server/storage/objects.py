@@ -204,6 +204,9 @@ async def open_s3(settings: Settings) -> AsyncIterator[S3Objects]:
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
         retries={"max_attempts": 2, "mode": "standard"},
+        # our own calls, built from typed values: botocore's check of every request's
+        # parameters is CPU per object for nothing
+        parameter_validation=False,
         # the checksums S3 asks for only: the shipper's bytes are re-read from disk
         # after a failure anyway, and a checksum per 2-second object is CPU for nothing
         request_checksum_calculation="when_required",
