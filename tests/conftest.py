@@ -51,6 +51,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--database") != "postgresql":
+        return
+    skip = pytest.mark.skip(reason="about the embedded SQLite file itself")
+    for item in items:
+        if "embedded_database" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return (
         f"network namespace: loopback only = {in_loopback_only_namespace()}; "

@@ -114,6 +114,7 @@ def disk_full_notice(snapshot: dict[str, Any]) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not PRIVATE_MOUNTS, reason="needs a private mount namespace")
+@pytest.mark.embedded_database
 async def test_full_disk_stops_the_room_cleanly_and_finalizes_after_space_is_freed(
     tmp_path: Path, planned_recording_ids: list[str]
 ) -> None:

@@ -5,7 +5,6 @@ Socket.IO origins, repeated bad tokens, and secrets in logs."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import aiohttp
 import pytest
 import socketio
 
+from storyroom.database import open_database
 from support.archive import Finished, issue_copy_links
 from support.server import (
     AUTH,
@@ -392,8 +392,11 @@ async def test_logs_reveal_no_tokens_or_passwords(
     assert "GET /api/copy/file" in caplog.text  # the access log was captured
     for secret in secrets:
         assert secret and secret not in caplog.text
-    with sqlite3.connect(archive.settings.database_path) as conn:
-        audit = str(conn.execute("SELECT * FROM audit_log").fetchall())
+    db = await open_database(archive.settings.database)
+    try:
+        audit = str(await db.fetch_all("SELECT * FROM audit_log"))
+    finally:
+        await db.close()
     assert "sign_in_failed" in audit
     for secret in secrets:
         assert secret not in audit

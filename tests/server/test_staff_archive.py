@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from storyroom.__main__ import main
+from storyroom.database import open_database
 from support.archive import Finished, copy_of, issue_copy_links
 from support.polling import wait_until
 from support.server import AUTH, RunningServer, serving
@@ -267,7 +268,7 @@ async def test_expired_copy_links(staff: StaffBrowser, finished: Finished) -> No
     assert (await resp.json())["error"]["code"] == "link_expired"
 
 
-def _rows(db: Path, recording_id: str) -> dict[str, int]:
+async def _rows(server: RunningServer, recording_id: str) -> dict[str, int]:
     tables = {
         "recordings": "id",
         "recording_events": "recording_id",
@@ -278,13 +279,17 @@ def _rows(db: Path, recording_id: str) -> dict[str, int]:
         "copy_links": "recording_id",
         "bag_exports": "recording_id",
     }
-    with sqlite3.connect(db) as conn:
-        return {
-            table: conn.execute(
+    db = await open_database(server.settings.database)  # a connection of the test's own
+    try:
+        counts = {}
+        for table, column in tables.items():
+            row = await db.fetch_one(
                 f"SELECT COUNT(*) FROM {table} WHERE {column} = ?", (recording_id,)
-            ).fetchone()[0]
-            for table, column in tables.items()
-        }
+            )
+            counts[table] = int(row[0]) if row else -1
+        return counts
+    finally:
+        await db.close()
 
 
 async def test_deletion_removes_every_file_and_row(
@@ -298,22 +303,28 @@ async def test_deletion_removes_every_file_and_row(
     rec_dir = archive.settings.recordings_dir / rec_id
     export_dir = archive.settings.data_dir / "exports" / export["id"]
     assert rec_dir.is_dir() and export_dir.is_dir()
-    before = _rows(archive.settings.database_path, rec_id)
+    before = await _rows(archive, rec_id)
     assert before["recordings"] == 1 and before["cues"] == 2 and before["copy_links"] == 2
 
     await staff.call("DELETE", path)
     assert not rec_dir.exists() and not export_dir.exists()
-    assert set(_rows(archive.settings.database_path, rec_id).values()) == {0}
+    assert set((await _rows(archive, rec_id)).values()) == {0}
     await staff.call("GET", path, expect=404)
     await staff.call("DELETE", path, expect=404)
     assert await search(staff, "") == []
     # the audit log keeps what happened to it, and cannot be changed
     entries = (await staff.call("GET", f"/api/audit?target={rec_id}"))["entries"]
     assert [e["action"] for e in entries][:2] == ["delete", "export"]
-    with sqlite3.connect(archive.settings.database_path) as conn:
+    db = await open_database(archive.settings.database)
+    try:
         for sql in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"):
-            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-                conn.execute(sql)
+            with pytest.raises(Exception, match="append-only"):
+                await db.execute(sql)
+            await db.rollback()
+        row = await db.fetch_one("SELECT COUNT(*) FROM audit_log")
+        assert row is not None and row[0] > 0
+    finally:
+        await db.close()
     for method in ("PUT", "PATCH", "DELETE", "POST"):
         resp = await staff.http.request(method, f"{staff.url}/api/audit", headers=staff.headers())
         assert resp.status == 405
@@ -344,6 +355,7 @@ async def test_sessions_survive_a_restart_and_end_at_sign_out(
                 assert resp.status == 401
 
 
+@pytest.mark.embedded_database
 def test_staff_add_command(
     finished: Finished, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -232,6 +232,7 @@ async def test_bad_search_filter_refused(server: RunningServer) -> None:
         assert body["recordings"] == []
 
 
+@pytest.mark.embedded_database
 async def test_a_job_cut_off_by_a_stop_resumes_at_the_next_start(
     finished: Finished, tmp_path: Path
 ) -> None:

@@ -21,6 +21,9 @@ from support.archive import Finished, copy_of, issue_copy_links
 from support.server import RunningServer, serving
 from support.staff import StaffBrowser, add_staff
 
+# the old recording is made by editing the SQLite file itself
+pytestmark = pytest.mark.embedded_database
+
 
 def make_it_old(data_dir: Path, recording_id: str) -> list[int]:
     """Take `waveform.json` out of a finalized recording as if it predated it: out of

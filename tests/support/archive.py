@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from support.media import tone_room
 from support.polling import wait_for, wait_until
-from support.server import RunningServer, create_session, give_consent, serving
+from support.server import DATABASES, RunningServer, create_session, give_consent, serving
 from support.staff import StaffBrowser, add_staff
 
 ALL_CONSENT = {"record": True, "archive": True, "public": True}
@@ -123,6 +123,7 @@ def copy_of(finished: Finished, target: Path) -> Path:
     """A private copy of the finished data directory for one test."""
     # not the assembled speech model (~140 MB): a server puts it together when it needs it
     shutil.copytree(finished.data_dir, target, ignore=shutil.ignore_patterns("models"))
+    DATABASES.copy(finished.data_dir, target)  # in the PostgreSQL pass
     return target
 
 

@@ -47,14 +47,16 @@ class Postgres:
     def admin_url(self) -> str:
         return f"postgresql://storyroom@127.0.0.1:{self.port}/postgres"
 
-    def new_database(self) -> str:
-        """An empty database of its own; its URL."""
+    def new_database(self, copy_of: str | None = None) -> str:
+        """A database of its own, empty or a copy of the one at `copy_of` (a URL of this
+        cluster, with nobody connected to it); its URL."""
         import psycopg
 
         self.databases += 1
         name = f"t{os.getpid()}_{self.databases}"
+        template = f' TEMPLATE "{copy_of.rsplit("/", 1)[1]}"' if copy_of else ""
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
+            admin.execute(f'CREATE DATABASE "{name}"{template}'.encode())
         return f"postgresql://storyroom@127.0.0.1:{self.port}/{name}"
 
     def log(self) -> str:

@@ -38,15 +38,22 @@ class Databases:
     default), or, in the PostgreSQL pass (`pytest --database=postgresql`), a database of
     the run's cluster per data folder (a restart on the same folder finds its data)."""
 
-    new_database: Callable[[], str] | None = None
+    new_database: Callable[[str | None], str] | None = None
+    """Makes an empty database, or a copy of the one at the URL given; its URL."""
     urls: dict[Path, str] = field(default_factory=dict)
+
+    def copy(self, source_dir: Path, target_dir: Path) -> None:
+        """`target_dir` (a copy of `source_dir`'s files) gets a copy of its database too."""
+        source = self.urls.get(source_dir.resolve())
+        if self.new_database is not None and source is not None:
+            self.urls[target_dir.resolve()] = self.new_database(source)
 
     def url_for(self, data_dir: Path) -> str | None:
         if self.new_database is None:
             return None
         key = data_dir.resolve()
         if key not in self.urls:
-            self.urls[key] = self.new_database()
+            self.urls[key] = self.new_database(None)
         return self.urls[key]
 
 
