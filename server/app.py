@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -38,6 +39,9 @@ from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
 from storyroom.status import StopReason
+from storyroom.storage.objects import open_s3
+from storyroom.storage.recordings import RecordingStorage
+from storyroom.storage.shipper import Shipper
 from storyroom.store import RecordingRow, Store
 from storyroom.transcribe import store as transcripts_module
 from storyroom.transcribe.jobs import TranscribeJobs
@@ -76,6 +80,15 @@ def create_app(settings: Settings) -> web.Application:
 
     async def services(app: web.Application) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # the shared storage's client, when configured: opened first, closed last
+        storage = contextlib.AsyncExitStack()
+        shared: RecordingStorage | None = None
+        shipper: Shipper | None = None
+        if settings.shared_storage:
+            objects = await storage.enter_async_context(open_s3(settings))
+            shared = RecordingStorage(
+                objects, prefix=settings.s3_prefix, url_ttl_s=settings.s3_url_ttl_s
+            )
         staff_token, created = load_or_create_staff_token(settings.data_dir, settings.staff_token)
         if created:
             # where it is, never the token itself: logs are kept and shared
@@ -94,6 +107,14 @@ def create_app(settings: Settings) -> web.Application:
         _say_mp3_encoder()
         rooms = Rooms(settings, store)
         recorder = Recorder(settings.recordings_dir)
+        if shared is not None:
+            shipper = Shipper(
+                shared.objects,
+                settings.recordings_dir,
+                recorder.writing,
+                prefix=settings.s3_prefix,
+                interval=settings.s3_ship_interval_s,
+            )
         media = MediaPlane(settings, subscribers=[recorder])
         sender = mailer(settings)
         delivery = CopyDelivery(store, settings, copies, sender)
@@ -112,7 +133,7 @@ def create_app(settings: Settings) -> web.Application:
             await rooms.recording_updated(rec)
             await delivery.recording_updated(rec)  # a ready recording's copies go out
 
-        finalize_jobs = FinalizeJobs(store, settings.recordings_dir, recording_updated)
+        finalize_jobs = FinalizeJobs(store, settings.recordings_dir, recording_updated, shared)
         rooms.follow(recorder)
         rooms.follow(finalize_jobs)  # after the recorder: stems are closed first
         signaling = Signaling(sio, settings, store, rooms, media, accounts.tokens)
@@ -143,8 +164,15 @@ def create_app(settings: Settings) -> web.Application:
             clipper=Clipper(),
             waveforms=WaveformLevels(settings.recordings_dir),
             captures=captures,
+            shared=shared,
+            shipper=shipper,
         )
         recorder.start()
+        if shipper is not None:
+            for rec_id in interrupted:
+                # its last seconds (and the `interrupted` line) are only on this disk
+                await shipper.resume(rec_id)
+            shipper.start()
         media.start()
         signaling.start()
         await delivery.start()
@@ -160,8 +188,11 @@ def create_app(settings: Settings) -> web.Application:
             await signaling.close()
             await media.close()
             await recorder.close()
+            if shipper is not None:
+                await shipper.close()  # after the recorder: its last bytes are on disk
             await rooms.close(CloseReason.SERVER_SHUTDOWN)
             await store.close()
+            await storage.aclose()
 
     async def on_shutdown(app: web.Application) -> None:
         # SIGTERM (or any orderly stop): live takes end cleanly and every seat hears why,

@@ -10,12 +10,16 @@ server. Each check names itself and says what it found:
   relies on are still there in the installed versions;
 - `data_folder`, `free_space`, `database`: as `/readyz` asks them;
 - `turn <url>`: for each configured TURN URL, a real allocation with the configured
-  credentials, released at once (only to that address; TLS for `turns:`).
+  credentials, released at once (only to that address; TLS for `turns:`);
+- `shared_storage`: with a bucket configured, the bucket answers with these keys and
+  refuses to overwrite an object (the conditional create the shipper relies on), on a
+  probe object under `<prefix>storyroom-check/`, deleted after.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import ssl
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -33,6 +37,7 @@ from storyroom.errors import InvalidInput
 from storyroom.media.aiortc_internals import check_ice_binding, check_internals
 from storyroom.media.turn import seat_turn_server
 from storyroom.readiness import Check
+from storyroom.storage.objects import StorageError, open_s3
 from storyroom.store import Store
 from storyroom.web.tls import tls_context
 
@@ -133,6 +138,27 @@ async def database_check(settings: Settings) -> Check:
     return await asyncio.to_thread(readiness.database, settings.database)
 
 
+async def shared_storage_check(settings: Settings) -> Check:
+    """The bucket takes a conditional create and refuses a second one on the same key."""
+    where = f"bucket {settings.s3_bucket!r} at {settings.s3_endpoint or 'AWS S3'}"
+    key = f"{settings.s3_prefix}storyroom-check/{secrets.token_hex(8)}"
+    try:
+        async with open_s3(settings) as objects:
+            created = await objects.put_new(key, b"storyroom check\n")
+            again = await objects.put_new(key, b"overwritten\n")
+            await objects.delete(key)
+    except StorageError as exc:
+        return Check("shared_storage", False, str(exc))
+    if not created or again:
+        return Check(
+            "shared_storage",
+            False,
+            f"{where} does not honour If-None-Match: a partitioned node could overwrite "
+            "what another shipped; use a store that supports conditional writes",
+        )
+    return Check("shared_storage", True, f"{where} takes writes and refuses overwrites")
+
+
 async def run_checks(settings: Settings, environ: Mapping[str, str]) -> list[Check]:
     """Every check, in the order they are printed."""
     checks = [
@@ -163,4 +189,6 @@ async def run_checks(settings: Settings, environ: Mapping[str, str]) -> list[Che
         checks.append(await database_check(settings))
     for url in settings.turn_urls:
         checks.append(await turn_check(settings, url))
+    if settings.shared_storage:
+        checks.append(await shared_storage_check(settings))
     return checks

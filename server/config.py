@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -143,6 +144,39 @@ class Settings:
     bag_contact_name: str = ""
     bag_contact_email: str = ""
     bag_contact_phone: str = ""
+    # Shared storage (docs/deploy.md): with a bucket, recordings are shipped to this
+    # S3-compatible store while recorded, finalized files are uploaded and downloads are
+    # presigned. Empty bucket: local files only. The endpoint must be reachable by the
+    # browsers that download (presigned URLs point at it); empty: AWS S3 itself.
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_region: str = "us-east-1"
+    # Empty keys: botocore's own chain (AWS_* variables, instance roles).
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    # Prepended to every object key, e.g. "storyroom/"; letters, digits and -_./ only.
+    s3_prefix: str = ""
+    # Seconds between shipping passes (what a crash can lose, beyond the local disk).
+    s3_ship_interval_s: float = 2.0
+    # Lifetime of a presigned download URL.
+    s3_url_ttl_s: int = 300
+    # /readyz fails when shipping is this many seconds behind the recorder.
+    s3_max_lag_s: float = 15.0
+
+    @property
+    def shared_storage(self) -> bool:
+        """Whether recordings go to an S3 bucket (else local files only)."""
+        return bool(self.s3_bucket)
+
+    @property
+    def download_origins(self) -> tuple[str, ...]:
+        """Where presigned downloads point (the pages' players follow them there)."""
+        if not self.shared_storage:
+            return ()
+        if not self.s3_endpoint:
+            return ("https://*.amazonaws.com",)
+        parts = urllib.parse.urlsplit(self.s3_endpoint)
+        return (f"{parts.scheme}://{parts.netloc}",)
 
     @property
     def base_url(self) -> str:
@@ -250,6 +284,7 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             "signin_rate_limit",
             "bad_token_limit",
             "turn_ttl_s",
+            "s3_url_ttl_s",
         ):
             return int(raw)
         if name in (
@@ -260,6 +295,8 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             "staff_session_hours",
             "copy_link_days",
             "shutdown_grace_s",
+            "s3_ship_interval_s",
+            "s3_max_lag_s",
         ):
             return float(raw)
         if name in ("data_dir", "static_dir"):
@@ -361,6 +398,7 @@ def _validated(s: Settings) -> Settings:
         )
     _validate_turn(s)
     _validate_operations(s)
+    _validate_storage(s)
     return replace(s, warning_minutes=tuple(sorted(s.warning_minutes, reverse=True)))
 
 
@@ -436,3 +474,59 @@ def _validate_operations(s: Settings) -> None:
         raise SettingsError("min_free_mb must be between 0 and 10000000")
     if not 0 < s.shutdown_grace_s <= 300:
         raise SettingsError("shutdown_grace_s must be more than 0 and at most 300")
+
+
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+S3_PREFIX = re.compile(r"[A-Za-z0-9_./-]*")
+
+
+def _validate_storage(s: Settings) -> None:
+    s3_set = [
+        name
+        for name in ("s3_endpoint", "s3_access_key", "s3_secret_key", "s3_prefix")
+        if getattr(s, name)
+    ]
+    if s3_set and not s.s3_bucket:
+        raise SettingsError(
+            f"{', '.join(s3_set)} set but s3_bucket is empty: name the bucket "
+            "(STORYROOM_S3_BUCKET) or unset them to keep recordings on local files only"
+        )
+    if not s.s3_bucket:
+        return
+    if not S3_BUCKET.fullmatch(s.s3_bucket) or ".." in s.s3_bucket:
+        raise SettingsError(
+            f"s3_bucket {s.s3_bucket!r} is not a bucket name (3-63 lower-case letters, "
+            "digits, dots and hyphens)"
+        )
+    if s.s3_endpoint:
+        parsed = urllib.parse.urlsplit(s.s3_endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise SettingsError(
+                f"s3_endpoint {s.s3_endpoint!r} is not an http:// or https:// URL "
+                "like https://s3.example.org or http://127.0.0.1:8333"
+            )
+        try:
+            parsed.port  # noqa: B018 - reading it checks it
+        except ValueError:
+            raise SettingsError(f"s3_endpoint {s.s3_endpoint!r} has a bad port") from None
+        if parsed.username is not None or parsed.password is not None:
+            raise SettingsError(
+                "s3_endpoint must not hold credentials: use s3_access_key and s3_secret_key"
+            )
+        if parsed.path.strip("/") or parsed.query or parsed.fragment:
+            raise SettingsError(
+                f"s3_endpoint {s.s3_endpoint!r} must be the server alone, without a path "
+                "(the bucket is s3_bucket)"
+            )
+    if bool(s.s3_access_key) != bool(s.s3_secret_key):
+        raise SettingsError("s3_access_key and s3_secret_key go together")
+    if not S3_PREFIX.fullmatch(s.s3_prefix) or ".." in s.s3_prefix.split("/"):
+        raise SettingsError(f"s3_prefix {s.s3_prefix!r}: use letters, digits and -_./ only")
+    if not 0.1 <= s.s3_ship_interval_s <= 2.0:
+        raise SettingsError(
+            "s3_ship_interval_s must be between 0.1 and 2: a crash loses about that much"
+        )
+    if not 10 <= s.s3_url_ttl_s <= 7 * 24 * 3600:
+        raise SettingsError("s3_url_ttl_s must be between 10 and 604800 seconds")
+    if not s.s3_ship_interval_s < s.s3_max_lag_s <= 3600:
+        raise SettingsError("s3_max_lag_s must be above s3_ship_interval_s and at most 3600")

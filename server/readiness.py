@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from storyroom.config import Settings
 from storyroom.database import postgres_sql
 from storyroom.finalize import mp3_encoder
+from storyroom.storage.shipper import Shipper
 from storyroom.store import ModuleMigrations
 
 MIB: Final = 1024 * 1024
@@ -119,6 +121,18 @@ def free_space(data_dir: Path, min_free_mb: int) -> Check:
 def mp3_encoder_present() -> Check:
     encoder = mp3_encoder.available()
     return Check("mp3_encoder", encoder is not None, mp3_encoder.describe(encoder))
+
+
+def shipping(shipper: Shipper, settings: Settings) -> Check:
+    """Shared storage keeps up: a crash now would lose at most `s3_max_lag_s` more than
+    the local disk does."""
+    lag, most = shipper.lag_s, settings.s3_max_lag_s
+    if not shipper.running:
+        return Check("shipping", False, "the shipper has stopped")
+    detail = f"{lag:.1f} s behind the recorder ({len(shipper.recordings)} recording(s)); at most {most:.0f} s wanted"
+    if shipper.consecutive_failures:
+        detail += f"; {shipper.consecutive_failures} failed pass(es) in a row"
+    return Check("shipping", lag <= most, detail)
 
 
 def failing(checks: list[Check]) -> list[str]:

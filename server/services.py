@@ -28,6 +28,8 @@ from storyroom.room.rooms import Rooms
 from storyroom.room.signaling import Signaling
 from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit
+from storyroom.storage.recordings import RecordingStorage
+from storyroom.storage.shipper import Shipper
 from storyroom.store import Store
 from storyroom.transcribe.jobs import TranscribeJobs
 
@@ -60,6 +62,10 @@ class Services:
     """The players' waveform levels, made from the access copy for older recordings."""
     captures: Captures
     """The browsers' own recordings of their microphones, uploaded as they go."""
+    shared: RecordingStorage | None = None
+    """Shared storage (an S3 bucket), when configured; None: local files only."""
+    shipper: Shipper | None = None
+    """Ships live recordings to `shared` while they are written."""
 
 
 SERVICES = web.AppKey("services", Services)

@@ -44,6 +44,8 @@ class FinalizeStage(StrEnum):
     """What the finalizer is doing (its progress file's `stage`; the snapshot's
     `finalize.stage`, which the pages put in words)."""
 
+    REBUILDING = "rebuilding"
+    """Putting the voices back together from shared storage (before reading them)."""
     READING = "reading"
     ANALYSING = "analysing"
     CALIBRATING = "calibrating"

@@ -33,7 +33,8 @@ from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.recording import layout
 from storyroom.recording.layout import PROGRESS_FILE, recording_dir
 from storyroom.room.rooms import Room
-from storyroom.status import FinalizeStatus, RecordingState
+from storyroom.status import FinalizeStage, FinalizeStatus, RecordingState
+from storyroom.storage.recordings import RecordingStorage
 from storyroom.store import RecordingRow, Store
 from storyroom.tasks import cancel_and_wait
 
@@ -126,10 +127,14 @@ class FinalizeJobs:
         store: Store,
         recordings_root: Path,
         on_update: Callable[[RecordingRow], Awaitable[None]] | None = None,
+        shared: RecordingStorage | None = None,
     ) -> None:
         self.store = store
         self.root = recordings_root
         self.on_update = on_update
+        self.shared = shared
+        """Shared storage, when configured: a recording whose folder is not here is
+        rebuilt from it, and finalized files are uploaded to it."""
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.queued: set[str] = set()
         self.current: str | None = None
@@ -220,6 +225,13 @@ class FinalizeJobs:
         if rec is None:
             return
         directory = recording_dir(self.root, rec.id)
+        if self.shared is not None and not (directory / layout.STEMS).is_dir():
+            # recorded on another node, or this folder was lost: the shipped objects
+            await self.store.set_finalize(
+                rec.id, FinalizeStatus.FINALIZING, 0.0, stage=FinalizeStage.REBUILDING
+            )
+            await self._announce(rec.id)
+            await self.shared.rebuild(rec.id, directory)
         if not (directory / layout.STEMS).is_dir():
             await self.store.set_finalize(
                 rec.id, FinalizeStatus.FAILED, 0.0, "no audio was recorded"
@@ -267,6 +279,10 @@ class FinalizeJobs:
             outcome = JobFailed(f"the finalizer process ended with code {proc.exitcode}")
         took = time.monotonic() - started
         self.durations.observe(took)
+        if isinstance(outcome, Finalized) and self.shared is not None:
+            # before `ready`: whoever sees it ready can download it from the store (a
+            # file the store does not hold is sent from this disk)
+            await self.shared.upload_finalized(rec.id, directory, outcome.files)
         if isinstance(outcome, Finalized):
             await self.store.set_finalize(rec.id, FinalizeStatus.READY, 100.0, None, outcome)
             log.info("recording %s ready in %.1f s", rec.id, took)

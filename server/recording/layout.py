@@ -12,6 +12,7 @@ of its logs, and reads those logs back.
 │   waveform.json, metadata.json, manifest-sha256.txt   finalized
 ├── transcript.json, .vtt, .txt          transcribed, after finalization
 ├── .finalize-progress.json              while a finalization job runs
+├── .rebuilding/                         while raw files are rebuilt from shared storage
 └── .waveform.json                       levels made later from the access copy, for
                                          recordings finalized before waveform.json
 ```
@@ -31,6 +32,9 @@ from typing import Any, Final
 
 STEMS: Final = "stems"
 RECORDING_LOG: Final = "recording.jsonl"
+REBUILDING: Final = ".rebuilding"
+"""Hidden: a recording's raw files being put back together from shared storage, moved
+into place (`stems/` last) once whole."""
 PROGRESS_FILE: Final = ".finalize-progress.json"
 """Hidden (a dot name): bookkeeping, never listed among a recording's files."""
 DERIVED_LEVELS: Final = ".waveform.json"

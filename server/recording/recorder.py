@@ -358,6 +358,11 @@ class Recorder:
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_loop(), name="recorder-flush")
 
+    def writing(self) -> list[str]:
+        """Ids of the recordings whose files are still being written (live takes, and
+        stopped ones whose last bytes are not yet flushed)."""
+        return [f.recording_id for f in (*self.active.values(), *self._finishing)]
+
     async def close(self) -> None:
         """Close every open stem cleanly (server shutdown) and stop the flush task."""
         task, self._task = self._task, None

@@ -2,6 +2,10 @@
 (If-None-Match, If-Match, If-Range) and single byte ranges, streamed in chunks read off
 the event loop. The path is always one of a recording's own files, named by the
 finalizer's listing (`recording_file`), never by input.
+
+With shared storage, a GET of a listed file that the store holds is answered, after the
+caller's authorisation and audit, with a redirect (307) to a short-lived presigned URL:
+the store then serves the bytes and honours `Range` itself.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from storyroom.errors import NotFound
 from storyroom.finalize.contracts import FinalizedFile
 from storyroom.recording.layout import WAVEFORM_LEVELS, recording_dir
 from storyroom.status import FinalizeStatus
+from storyroom.storage.recordings import RecordingStorage
 from storyroom.store import RecordingRow
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,26 @@ def _etag_listed(header: str, etag: str) -> bool:
     return "*" in values or etag in values or f"W/{etag}" in values
 
 
+def _headers(etag: str, filename: str) -> dict[str, str]:
+    return {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, no-cache",
+        "Content-Disposition": f'attachment; filename="{filename}"',
+    }
+
+
+def _precondition(request: web.Request, etag: str, headers: dict[str, str]) -> web.Response | None:
+    """412 or 304 when If-Match or If-None-Match say so; None to send the file."""
+    if_match = request.headers.get("If-Match")
+    if if_match is not None and not _etag_listed(if_match, etag):
+        return web.Response(status=412, headers=headers)
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match is not None and _etag_listed(if_none_match, etag):
+        return web.Response(status=304, headers=headers)
+    return None
+
+
 def _byte_range(header: str, size: int) -> tuple[int, int] | None:
     """(first, last) inclusive for a single satisfiable range; None for 416.
     Raises ValueError for a header we do not use (several ranges, other units)."""
@@ -95,18 +120,10 @@ async def send_file(
     """Send `path` (GET or HEAD) as an attachment named `filename`."""
     size = (await asyncio.to_thread(path.stat)).st_size
     etag = f'"{sha256}"'
-    headers = {
-        "ETag": etag,
-        "Accept-Ranges": "bytes",
-        "Cache-Control": "private, no-cache",
-        "Content-Disposition": f'attachment; filename="{filename}"',
-    }
-    if_match = request.headers.get("If-Match")
-    if if_match is not None and not _etag_listed(if_match, etag):
-        return web.Response(status=412, headers=headers)
-    if_none_match = request.headers.get("If-None-Match")
-    if if_none_match is not None and _etag_listed(if_none_match, etag):
-        return web.Response(status=304, headers=headers)
+    headers = _headers(etag, filename)
+    unchanged = _precondition(request, etag, headers)
+    if unchanged is not None:
+        return unchanged
     start, end, status = 0, size - 1, 200
     wanted = request.headers.get("Range")
     if_range = request.headers.get("If-Range")
@@ -165,8 +182,20 @@ async def send_listed(
     rec: RecordingRow,
     entry: FinalizedFile,
     filename: str,
+    shared: RecordingStorage | None = None,
 ) -> web.StreamResponse:
-    """One of a ready recording's listed files, as `send_file` sends it."""
+    """One of a ready recording's listed files, as `send_file` sends it; a GET of one
+    that `shared` holds is redirected to a presigned URL of it instead."""
+    if shared is not None and request.method == "GET":
+        etag = f'"{entry.sha256}"'
+        headers = _headers(etag, filename)
+        unchanged = _precondition(request, etag, headers)
+        if unchanged is not None:
+            return unchanged
+        url = await shared.download_url(rec.id, entry, filename, content_type(filename))
+        if url is not None:
+            # 307: the client repeats the same GET (with its Range) at the store
+            return web.Response(status=307, headers={"Location": url, "Cache-Control": "no-store"})
     path = recording_file(recordings_dir, rec.id, entry.name, "no such file")
     return await send_file(request, path, sha256=entry.sha256, filename=filename)
 

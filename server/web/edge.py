@@ -11,7 +11,11 @@ from storyroom.web.copies import CopyLinkRoutes
 from storyroom.web.health import HealthRoutes
 from storyroom.web.invites import PartnerInviteRoutes
 from storyroom.web.matching import MatchingRoutes
-from storyroom.web.middleware import errors_middleware, security_headers
+from storyroom.web.middleware import (
+    content_security_policy,
+    errors_middleware,
+    security_headers,
+)
 from storyroom.web.organisations import OrganisationRoutes
 from storyroom.web.pages import add_page_routes
 from storyroom.web.proxies import proxy_middleware
@@ -28,7 +32,9 @@ def add_http_edge(app: web.Application, settings: Settings) -> None:
     if settings.trusted_proxies:
         app.middlewares.append(proxy_middleware(settings.trusted_proxies))
     app.middlewares.append(errors_middleware)
-    app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(
+        security_headers(content_security_policy(settings.download_origins))
+    )
     app.on_response_prepare.append(request_id_header)
     for group in (
         HealthRoutes(app, settings),

@@ -40,7 +40,9 @@ async def readiness_checks(services: Services) -> list[Check]:
         _off_loop("data_folder", lambda: readiness.data_folder(settings.data_dir)),
     )
     jobs = services.finalize_jobs
+    shipping = [] if services.shipper is None else [readiness.shipping(services.shipper, settings)]
     return [
+        *shipping,
         database,
         folder,
         readiness.free_space(settings.data_dir, settings.min_free_mb),

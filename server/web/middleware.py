@@ -19,11 +19,19 @@ FORWARDED_SECURE = web.RequestKey("forwarded_secure", bool)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "media-src 'self' blob:; connect-src 'self' ws: wss:; frame-ancestors 'none'; "
-    "base-uri 'none'; form-action 'self'"
-)
+
+def content_security_policy(media_origins: tuple[str, ...] = ()) -> str:
+    """The one policy of every response; `media_origins` may also serve audio (the
+    shared storage's presigned downloads, which the players follow)."""
+    media = " ".join(("'self'", "blob:", *media_origins))
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"media-src {media}; connect-src 'self' ws: wss:; frame-ancestors 'none'; "
+        "base-uri 'none'; form-action 'self'"
+    )
+
+
+CSP = content_security_policy()
 
 
 def error_response(exc: StoryroomError) -> web.Response:
@@ -61,9 +69,19 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         )
 
 
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+def security_headers(
+    csp: str = CSP,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     """on_response_prepare: every response gets these, errors, files and streams included."""
-    response.headers.setdefault("Content-Security-Policy", CSP)
+
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        _security_headers(request, response, csp)
+
+    return add
+
+
+def _security_headers(request: web.Request, response: web.StreamResponse, csp: str) -> None:
+    response.headers.setdefault("Content-Security-Policy", csp)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("X-Frame-Options", "DENY")

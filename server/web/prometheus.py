@@ -47,6 +47,7 @@ class StoryroomCollector(Collector):
         yield from self._rooms(services)
         yield from self._media(services)
         yield from self._finalizer(services)
+        yield from self._shipping(services)
         free = GaugeMetricFamily(
             "storyroom_data_free_bytes", "Bytes the server may still write in its data folder"
         )
@@ -140,6 +141,33 @@ class StoryroomCollector(Collector):
         for outcome in (FinalizeStatus.READY, FinalizeStatus.FAILED):
             outcomes.add_metric([outcome.value], jobs.outcomes[outcome])
         yield outcomes
+
+    def _shipping(self, services: Services) -> Iterator[Metric]:
+        shipper = services.shipper
+        if shipper is None:
+            return  # local files only: no shared storage to report on
+        lag = GaugeMetricFamily(
+            "storyroom_shipping_lag_seconds",
+            "Seconds since every byte recorded was last in shared storage (0 when idle)",
+        )
+        lag.add_metric([], shipper.lag_s)
+        recordings = GaugeMetricFamily(
+            "storyroom_shipping_recordings", "Recordings being shipped to shared storage"
+        )
+        recordings.add_metric([], len(shipper.recordings))
+        shipped = CounterMetricFamily(
+            "storyroom_shipped_bytes", "Bytes of recordings shipped to shared storage"
+        )
+        shipped.add_metric([], shipper.bytes_shipped)
+        objects = CounterMetricFamily(
+            "storyroom_shipped_objects", "Objects (byte ranges) shipped to shared storage"
+        )
+        objects.add_metric([], shipper.objects_shipped)
+        failures = CounterMetricFamily(
+            "storyroom_shipping_failures", "Uploads to shared storage that failed (retried)"
+        )
+        failures.add_metric([], shipper.failures)
+        yield from (lag, recordings, shipped, objects, failures)
 
 
 def metrics_registry(services: Callable[[], Services]) -> CollectorRegistry:

@@ -106,7 +106,9 @@ class RecordingRoutes(RouteGroup):
         if whole_download(request):
             await self.audit(request, who, "download", rec.id, {"file": entry.name})
         filename = f"{rec.id}-{entry.name.replace('/', '-')}"
-        return await send_listed(request, recordings_dir, rec, entry, filename)
+        return await send_listed(
+            request, recordings_dir, rec, entry, filename, self.services.shared
+        )
 
     async def waveform_levels(self, request: web.Request, who: StaffIdentity) -> web.StreamResponse:
         """The levels the staff player draws (made from the access copy for a recording
