@@ -60,3 +60,16 @@ def test_packages_whose_internals_we_use_are_bounded_above(name: str) -> None:
     (requirement,) = [r for r in requirements() if canonicalize_name(r.name) == name]
     uppers = [s for s in requirement.specifier if s.operator in ("<", "<=", "==", "~=")]
     assert uppers, f"{requirement}: no upper bound"
+
+
+def test_every_wing_is_a_listed_package() -> None:
+    """A non-editable install (the image) holds only the listed packages: a new wing
+    folder missing from pyproject.toml would be missing from it."""
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    folders = {
+        "storyroom" + "".join(f".{part}" for part in init.parent.relative_to(ROOT / "server").parts)
+        for init in (ROOT / "server").rglob("__init__.py")
+    }
+    assert folders == listed
