@@ -312,8 +312,10 @@ class ApplicationStore:
             clauses.append("region = ?")
             params.append(where.region)
         if where.language:
-            clauses.append("EXISTS (SELECT 1 FROM json_each(speaks) WHERE value = ?)")
-            params.append(where.language)
+            # `speaks` is a JSON list of language codes; a quoted code in its text is the
+            # same test on both engines (SQLite's json_each has no PostgreSQL twin on TEXT)
+            clauses.append("speaks LIKE ?")
+            params.append(f'%"{where.language}"%')
         if where.placement:
             clauses.append("placement = ?")
             params.append(where.placement)
@@ -609,7 +611,7 @@ class ApplicationStore:
         """A confirmed session moved to `starts_at`, or cancelled: the next SEQUENCE."""
         await self._db.execute(
             "UPDATE schedules SET starts_at = COALESCE(?, starts_at), sequence = sequence + 1,"
-            " status = CASE WHEN ? THEN 'cancelled' ELSE status END"
+            " status = CASE WHEN ? = 1 THEN 'cancelled' ELSE status END"
             " WHERE id = ? AND status = 'confirmed'",
             (starts_at, cancel, schedule.id),
         )
