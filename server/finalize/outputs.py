@@ -296,8 +296,11 @@ def metadata(
     voices: Mapping[str, VoiceStats],
     damage: list[Damage],
     files: list[FinalizedFile],
+    captures: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """`metadata.json` (docs/recording-format.md §8)."""
+    """`metadata.json` (docs/recording-format.md §8); `captures`: per seat, what its
+    browser capture filled (only seats with a capture get a `capture` entry)."""
+    captures = captures or {}
     return {
         "recording_id": job.recording_id,
         "session_id": job.session_id,
@@ -313,7 +316,11 @@ def metadata(
         "markers": [m.to_json() for m in outline.marks],
         "chapters": [c.to_json() for c in outline.chapters],
         "loudness": loudness.to_json(),
-        "stems": {p.seat: _stem_entry(p, voices[p.seat]) for p in plan.seats},
+        "stems": {
+            p.seat: _stem_entry(p, voices[p.seat])
+            | ({"capture": captures[p.seat]} if p.seat in captures else {})
+            for p in plan.seats
+        },
         "damaged": [d.to_json() for d in damage],
         "format": {
             "master": "Broadcast WAV (bext, LIST-INFO, cue/adtl), 48 kHz, 24-bit, stereo",
