@@ -109,7 +109,9 @@ def create_app(settings: Settings) -> web.Application:
             await rooms.recording_updated(rec)
             await delivery.recording_updated(rec)  # a ready recording's copies go out
 
-        finalize_jobs = FinalizeJobs(store, settings.recordings_dir, recording_updated)
+        finalize_jobs = FinalizeJobs(
+            store, settings.recordings_dir, recording_updated, settings.capture_wait_s
+        )
         rooms.follow(recorder)
         rooms.follow(finalize_jobs)  # after the recorder: stems are closed first
         signaling = Signaling(sio, settings, store, rooms, media, accounts.tokens)

@@ -62,6 +62,9 @@ class Settings:
     max_request_bytes: int = 64 * 1024
     warning_minutes: tuple[float, ...] = (5.0, 1.0)
     reconnect_grace_s: float = 10.0
+    # At stop, finalization waits up to this long while a browser is still uploading
+    # its capture of the take (storyroom.capture); 0: never waits.
+    capture_wait_s: float = 120.0
     ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
     # Addresses the server offers as ICE host candidates; empty: every interface.
     ice_host_addresses: tuple[str, ...] = field(default_factory=tuple)
@@ -237,6 +240,7 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             "token_ttl_days",
             "token_grace_hours",
             "reconnect_grace_s",
+            "capture_wait_s",
             "staff_session_hours",
             "copy_link_days",
             "shutdown_grace_s",
@@ -292,6 +296,8 @@ def _validated(s: Settings) -> Settings:
         raise SettingsError("warning_minutes must be positive minutes, e.g. 5,1")
     if not 0 <= s.reconnect_grace_s <= 300:
         raise SettingsError("reconnect_grace_s must be between 0 and 300")
+    if not 0 <= s.capture_wait_s <= 3600:
+        raise SettingsError("capture_wait_s must be between 0 and 3600")
     if not 6000 <= s.opus_max_average_bitrate <= 510_000:
         raise SettingsError("opus_max_average_bitrate must be between 6000 and 510000")
     if s.public_url and not s.public_url.startswith(("http://", "https://")):

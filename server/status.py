@@ -42,6 +42,8 @@ class FinalizeStage(StrEnum):
     """What the finalizer is doing (its progress file's `stage`; the snapshot's
     `finalize.stage`, which the pages put in words)."""
 
+    WAITING_FOR_CAPTURE = "waiting_for_capture"
+    """Before reading: a browser is still uploading its own recording of the take."""
     READING = "reading"
     ANALYSING = "analysing"
     CALIBRATING = "calibrating"

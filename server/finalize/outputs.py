@@ -297,11 +297,13 @@ def metadata(
     damage: list[Damage],
     files: list[FinalizedFile],
     captures: Mapping[str, dict[str, Any]] | None = None,
+    replaces: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`metadata.json` (docs/recording-format.md §8); `captures`: per seat, what its
-    browser capture filled (only seats with a capture get a `capture` entry)."""
+    browser capture filled (only seats with a capture get a `capture` entry);
+    `replaces`: the earlier finalization this one replaces (:func:`earlier_version`)."""
     captures = captures or {}
-    return {
+    document = {
         "recording_id": job.recording_id,
         "session_id": job.session_id,
         "title": job.title,
@@ -332,6 +334,29 @@ def metadata(
         "originator": job.originator,
         "finalized_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "files": [f.to_json() for f in files],
+    }
+    if replaces is not None:
+        document["replaces"] = replaces
+    return document
+
+
+def earlier_version(root: Path) -> dict[str, Any] | None:
+    """The finalized set already in `root`, if any, as the next one records it: the
+    sha256 of its `metadata.json` and manifest, and when it was made."""
+    metadata_path, manifest_path = root / layout.METADATA, root / layout.MANIFEST
+    if not metadata_path.is_file():
+        return None
+    earlier = file_entry(root, layout.METADATA)
+    try:
+        finalized_at = json.loads(metadata_path.read_text("utf-8")).get("finalized_at")
+    except (ValueError, AttributeError):
+        finalized_at = None  # unreadable: its checksum still identifies it
+    return {
+        "metadata_sha256": earlier.sha256,
+        "manifest_sha256": (
+            file_entry(root, layout.MANIFEST).sha256 if manifest_path.is_file() else None
+        ),
+        "finalized_at": finalized_at,
     }
 
 

@@ -130,8 +130,11 @@ def _finalize(
     found = damage.in_order(plan.seats)
     files = outputs.list_files(root, temp, progress_path)
     captures = {seat: merge.report() for seat, merge in merges.items()}
+    # a take with a capture may be finalized again when one arrives late: say which
+    # version this one replaces (without a capture, metadata is as it always was)
+    replaces = outputs.earlier_version(root) if merges else None
     document = outputs.metadata(
-        job, plan, outline, loudness, analysis.voices, found, files, captures
+        job, plan, outline, loudness, analysis.voices, found, files, captures, replaces
     )
     outputs.write_json(temp[layout.METADATA], document)
     files.append(outputs.file_entry(root, layout.METADATA, temp[layout.METADATA]))

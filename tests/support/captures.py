@@ -17,6 +17,8 @@ import numpy as np
 from storyroom.capture import layout
 
 RATE = 48_000
+LAG_SLACK = 12
+"""Samples (0.25 ms) either way that :func:`match_at` also tries."""
 MIMES = {"webm": "audio/webm;codecs=opus", "ogg": "audio/ogg;codecs=opus"}
 
 
@@ -98,3 +100,30 @@ def write_run(
         "".join(json.dumps(line) + "\n" for line in lines)
     )
     return path
+
+
+def lag_of(
+    stem: np.ndarray, reference: np.ndarray, seconds: tuple[float, float], most_s: float = 0.05
+) -> int:
+    """Samples by which `stem` lags `reference` over `seconds` (0 to `most_s`)."""
+    a, b = (round(s * RATE) for s in seconds)
+    most = round(most_s * RATE)
+    x, y = stem[a:b].astype(np.float64), reference[max(0, a - most) : b].astype(np.float64)
+    size = 1 << int(np.ceil(np.log2(len(x) + len(y))))
+    corr = np.fft.irfft(np.fft.rfft(y, size) * np.conj(np.fft.rfft(x, size)), size)
+    start = a - max(0, a - most)  # corr[k]: x against y from k, i.e. lag start - k
+    return int(start - np.argmax(corr[: start + 1]))
+
+
+def match_at(stem: np.ndarray, reference: np.ndarray, second: int, lag: int) -> float:
+    """How well one second of `stem` follows `reference` (normalised correlation), at
+    `lag` or up to LAG_SLACK from it: two Opus encoders at different bitrates delay
+    the bands of a voice a little differently, so the server's and the browser's copies
+    of one voice line up best a few samples apart (their placement is checked apart)."""
+    a = second * RATE
+    x = stem[a : a + RATE]
+    return max(
+        float(np.dot(x, y) / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-12))
+        for shift in range(-LAG_SLACK, LAG_SLACK + 1)
+        if len(y := reference[a - lag - shift : a + RATE - lag - shift]) == RATE
+    )
