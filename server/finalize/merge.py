@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,9 @@ MIN_LEVEL_DBFS: Final = -45.0
 MIN_MATCH: Final = 0.6
 """Normalised correlation a point needs (the same voice through two Opus encoders
 scores above 0.9; another voice or noise below 0.3)."""
+MIN_MATCHED: Final = 0.5
+"""Share of the places looked at where a run must be found: one chance match among
+many misses is not the seat's voice."""
 OUTLIER_S: Final = 0.002
 MIN_DRIFT_SPAN_S: Final = 20.0
 """Points spanning less than this fit an offset only (the drift is taken as 0)."""
@@ -67,6 +71,8 @@ MIN_RECEIVED: Final = 0.8
 SLIDE_S: Final = 1.0
 SLIDES: Final = 10
 """A point whose window is damaged or quiet moves on by SLIDE_S, at most SLIDES times."""
+
+log = logging.getLogger(__name__)
 
 _XFADE: Final = round(CROSSFADE_S * SAMPLE_RATE)
 _WINDOW: Final = round(WINDOW_S * SAMPLE_RATE)
@@ -229,6 +235,8 @@ class SeatMerge:
         self.fills: list[Fill] = []
         self._ends: list[int] = []
         self._server: PcmFile | None = None
+        self._tried = 0
+        """Places where a run was looked for (the server's audio was usable)."""
         self.prepared = False
 
     def _temp(self, name: str) -> Path:
@@ -252,10 +260,13 @@ class SeatMerge:
             merge.pcm = PcmFile(self._temp(f"{merge.run.run:02d}"))
             try:
                 decode_run(merge.run, merge.pcm)
+                self._align(merge)
             except CaptureUnreadable as error:
                 merge.reason = str(error)
-                continue
-            self._align(merge)
+            except Exception as error:  # a capture is a bonus: never worth the take
+                log.exception("capture %s of %s not used", merge.source, self.root.name)
+                merge.reason = f"the capture could not be used ({type(error).__name__})"
+                merge.offsets.clear()
         self._assign()
         server.close()
         self._server = None
@@ -270,15 +281,21 @@ class SeatMerge:
                 f"{last / SAMPLE_RATE:.1f} s; the take lasts {self.total / SAMPLE_RATE:.1f} s)"
             )
             return
+        self._tried = 0
         points = [
             point
             for t in self._candidates(max(0, int(first)), min(self.total, int(last)))
             if (point := self._match(merge, t, hint)) is not None
         ]
-        if not points:
+        if not points or len(points) < MIN_MATCHED * self._tried:
             merge.reason = (
-                "its audio does not match the server's recording of this seat "
-                "(or the server heard nothing audible to align it with)"
+                f"its audio does not match the server's recording of this seat "
+                f"({len(points)} of {self._tried} places matched"
+                + (
+                    "; the server heard nothing audible to align it with)"
+                    if not self._tried
+                    else ")"
+                )
             )
             return
         kept = _fit(merge, points)
@@ -310,6 +327,7 @@ class SeatMerge:
             if server is not None:
                 energy = float(np.dot(server, server))
                 if energy >= _MIN_ENERGY:
+                    self._tried += 1
                     return _correlate(merge, server, energy, t, piece, hint)
             t += round(SLIDE_S * SAMPLE_RATE)
         return None

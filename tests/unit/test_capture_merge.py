@@ -195,7 +195,7 @@ def test_nothing_but_the_damaged_stretches_changes(
     merged, plain = takes[name].stem(seat), takes["server-only"].stem(seat)
     assert len(merged) == len(plain)
     kept = np.ones(len(plain), bool)
-    fade = 0.005 * RATE + 2
+    fade = 0.006 * RATE  # the crossfade, and the metadata rounding to the millisecond
     for r in capture["ranges"]:
         if r["source"] == "browser":
             kept[max(0, int(r["start_s"] * RATE - fade)) : int(r["end_s"] * RATE + fade)] = False
