@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from storyroom.capture import layout as capture_layout
 from storyroom.status import FinalizeStatus
@@ -24,6 +25,9 @@ from support.netimpair import Impairment, Relay
 from support.recordings import speech_like
 from support.server import CONSENT, create_session, seat_clients, serving, wait_for
 from support.speech import ClipTrack
+
+# a 20-second take with three real peers, finalized twice
+pytestmark = pytest.mark.timeout(900)
 
 SECONDS = 20.0
 OUTAGE_AT, OUTAGE_S = 7.0, 6.0
@@ -54,7 +58,7 @@ async def test_the_capture_fills_what_the_network_lost_and_a_late_one_refinalize
         seat: speech_like(SECONDS + 3, seed, [(0.2, SECONDS + 3)])
         for seat, seed in (("a", 11), ("b", 12), ("facilitator", 13))
     }
-    async with serving(tmp_path / "data", capture_wait_s=60) as server:
+    async with serving(tmp_path / "data", capture_wait_s="60") as server:
         created = await create_session(server.url)
         clients = await seat_clients(server.url, created)
         tracks = {seat: ClipTrack(programmes[seat]) for seat in clients}

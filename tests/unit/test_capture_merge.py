@@ -31,6 +31,10 @@ from support.recordings import (
     speech_like,
 )
 
+# the module's fixture finalizes three copies of a take: on a shared, busy machine that
+# alone can take minutes
+pytestmark = pytest.mark.timeout(900)
+
 SECONDS = 30.0
 OUTAGE = (9.0, 15.0)
 PAUSE = (20.0, 2.0)  # at 20 s on the recording clock, 2 s of wall time
