@@ -130,7 +130,7 @@ def lost_seconds(stem: np.ndarray, reference: np.ndarray, seconds: float) -> flo
     lag = lag_of(stem, reference, (1.0, min(seconds, 20.0)))
     frames = int(seconds * RATE) // FRAME - 2
     lost = 0
-    for first in range(1, frames, 500):  # 10 s at a time
+    for first in range((lag + SLACK) // FRAME + 1, frames, 500):  # 10 s at a time
         count = min(500, frames - first)
         at = first * FRAME
         x = stem[at : at + count * FRAME].reshape(count, FRAME).astype(np.float64)

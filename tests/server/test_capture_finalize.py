@@ -31,8 +31,8 @@ pytestmark = pytest.mark.timeout(900)
 
 SECONDS = 20.0
 OUTAGE_AT, OUTAGE_S = 7.0, 6.0
-RELOAD_AT = 4.0
-"""The first capture run holds the programme up to here (before the outage)."""
+RELOAD_AT = 14.0
+"""The first capture run holds the programme up to here (the second, the rest)."""
 MATCH = 0.9
 ALIGNED_S = 0.001
 """The filled stretch against the server's placement of the rest of the voice."""
@@ -76,14 +76,18 @@ async def test_the_capture_fills_what_the_network_lost_and_a_late_one_refinalize
             started = time.time()
             for track in tracks.values():
                 track.play()
-            rec_start = time.time() - started  # the browser's hint: where its audio begins
             rec_id = start["recording"]["id"]
             rec_dir = server.settings.recordings_dir / rec_id
             link = seats["a"].link
             assert link is not None
             link.add_outage(time.time() + OUTAGE_AT, OUTAGE_S)
-            await wait_for(lambda: tracks["a"].played_s > SECONDS, timeout=SECONDS + 20)
+            # paced in real time, but a busy machine can leave a sender far behind
+            await wait_for(lambda: tracks["a"].played_s > SECONDS, timeout=SECONDS * 6)
             programme = programmes["a"]
+            # the browser's hint: where its audio begins on the recording clock (when
+            # the track meant to send the programme's first sample: a busy machine may
+            # leave it behind, but its RTP clock keeps to that plan)
+            rec_start = tracks["a"].frame_wall_time(tracks["a"].started_at or 0) - started
             reload = round(RELOAD_AT * RATE)
             write_run(rec_dir, "a", 1, encode_capture(programme[:reload]), rec_start, close=False)
             assert (await f.call("recording:stop"))["ok"]
@@ -134,24 +138,21 @@ async def test_the_capture_fills_what_the_network_lost_and_a_late_one_refinalize
     assert stats["up"]["lost_random"] > 0 and stats["up"]["lost_outage"] > 0, stats
 
     stem = _stem(rec_dir, "a")
-    lag = lag_of(stem, programme, (1.0, RELOAD_AT - 0.5), most_s=1.0)
+    lag = lag_of(stem, programme, (1.0, 4.0), most_s=1.0)
     until = min(SECONDS, len(stem) / RATE - lag / RATE)
-    # the outage as the first version's metadata places it on the recording clock
-    (silent,) = [
-        d
-        for d in first["damaged"]
-        if d["seat"] == "a" and d["kind"] == "no_audio" and d["end_s"] - d["start_s"] > 3
-    ]
+    capture = second["stems"]["a"]["capture"]
+    browser = [r for r in capture["ranges"] if r["source"] == "browser"]
+    # the outage: the longest stretch taken from the browser (the relay cut 6 s of
+    # wall time; a sender left behind by a busy machine loses a little less audio)
+    silent = max(browser, key=lambda r: r["end_s"] - r["start_s"])
+    assert silent["end_s"] - silent["start_s"] > 3, browser
     outage = range(int(silent["start_s"]) + 1, int(silent["end_s"]))
     before = _bad_seconds(stem_before, programme, lag, until)
     after = _bad_seconds(stem, programme, lag, until)
     print(
         f"seconds below {MATCH}: {before} with the first run, {after} with both; outage "
-        f"{silent['start_s']}-{silent['end_s']} s; lag {lag}; per-second lags "
-        f"{[lag_of(stem, programme, (s, s + 1), most_s=1.0) for s in range(1, int(until))]}"
-        f"; {stats}"
+        f"{silent['start_s']}-{silent['end_s']} s; lag {lag}; {stats}"
     )
-    assert set(outage) <= set(before)  # the outage was silence in the first version
     assert after == []
     # the filled voice is where the server placed the rest of it, so it keeps the
     # server's alignment with the other seats (each aiortc track here starts its
@@ -159,12 +160,12 @@ async def test_the_capture_fills_what_the_network_lost_and_a_late_one_refinalize
     lag_filled = lag_of(stem, programme, (outage.start, outage.stop), most_s=1.0)
     assert abs(lag_filled - lag) <= ALIGNED_S * RATE, (lag_filled, lag)
 
-    capture = second["stems"]["a"]["capture"]
     runs = {run["file"]: run for run in capture["runs"]}
     assert runs["capture/a/01.webm"]["used"] and runs["capture/a/02.webm"]["used"]
-    assert not first["stems"]["a"]["capture"]["runs"][0]["filled_s"] > RELOAD_AT
-    browser = [r for r in capture["ranges"] if r["source"] == "browser"]
-    assert any(r["start_s"] <= outage.start and r["end_s"] >= outage.stop for r in browser)
+    earlier = first["stems"]["a"]["capture"]
+    assert [run["file"] for run in earlier["runs"]] == ["capture/a/01.webm"]
+    assert earlier["unfilled_s"] > capture["unfilled_s"] + 0.1  # the losses after the reload
+    assert earlier["runs"][0]["filled_s"] > 3  # the outage was filled the first time
     lost = second["stems"]["a"]["packets_lost"]
     assert lost["concealed_plc"] + lost["silent_outage"] > 0
     assert capture["unfilled_s"] < 1.0, capture["unfilled_s"]  # before the capture began

@@ -49,10 +49,20 @@ def encode_capture(samples: np.ndarray, container: str = "webm", bitrate: int = 
 
 def drifted(samples: np.ndarray, ppm: float) -> np.ndarray:
     """`samples` as a clock running `ppm` parts per million fast would have sampled
-    them (more samples for the same stretch of time when positive)."""
-    count = int(len(samples) * (1 + ppm * 1e-6))
-    positions = np.arange(count) / (1 + ppm * 1e-6)
-    return np.interp(positions, np.arange(len(samples)), samples).astype(np.float32)
+    them (more samples for the same stretch of time when positive); linear
+    interpolation, a minute at a time."""
+    rate = 1 + ppm * 1e-6
+    count = int(len(samples) * rate)
+    out = np.empty(count, np.float32)
+    step = 60 * RATE
+    for start in range(0, count, step):
+        positions = np.arange(start, min(count, start + step)) / rate
+        low = int(positions[0])
+        piece = samples[low : int(positions[-1]) + 2]
+        out[start : start + len(positions)] = np.interp(
+            positions - low, np.arange(len(piece)), piece
+        )
+    return out
 
 
 def write_run(
