@@ -168,4 +168,8 @@ async def test_the_capture_fills_what_the_network_lost_and_a_late_one_refinalize
     assert earlier["runs"][0]["filled_s"] > 3  # the outage was filled the first time
     lost = second["stems"]["a"]["packets_lost"]
     assert lost["concealed_plc"] + lost["silent_outage"] > 0
-    assert capture["unfilled_s"] < 1.0, capture["unfilled_s"]  # before the capture began
+    # what stays unfilled lies before the capture began or after it ended (a take whose
+    # senders fell behind on a busy machine runs on after the programme)
+    last = runs["capture/a/02.webm"]
+    after_capture = second["duration_s"] - last["offset_s"]["0"] - last["captured_s"]
+    assert capture["unfilled_s"] < 1.0 + max(0.0, after_capture), (capture, after_capture)
