@@ -62,8 +62,8 @@ MIN_MATCH: Final = 0.6
 """Normalised correlation a point needs (the same voice through two Opus encoders
 scores above 0.9; another voice or noise below 0.3)."""
 MIN_MATCHED: Final = 0.5
-"""Share of the places looked at where a run must be found: one chance match among
-many misses is not the seat's voice."""
+"""Share of the places looked at (when there were at least 4) where a run must be
+found: one chance match among many misses is not the seat's voice."""
 OUTLIER_S: Final = 0.002
 MIN_DRIFT_SPAN_S: Final = 20.0
 """Points spanning less than this fit an offset only (the drift is taken as 0)."""
@@ -263,6 +263,7 @@ class SeatMerge:
         for block in seat_blocks(self.seat, self.total, stats, [], covered):
             server.append(block)
         server.finish()
+        self.pieces = _split(self.pieces, self._placement_breaks())
         self.damaged = damaged_ranges(covered, stats, self.total)
         # aligning needs only what the decoder did not make up (the audio after a loss
         # is the voice, a little low)
@@ -282,6 +283,16 @@ class SeatMerge:
         server.close()
         self._server = None
 
+    def _placement_breaks(self) -> list[int]:
+        """Timeline samples where the server placed the seat's audio anew (a segment
+        or a run of its timing log begins: a reconnect, a resume, a timestamp jump):
+        the capture is continuous there, the server's placement may not be."""
+        return [
+            run.base + run.granule_start
+            for segment in self.seat.segments
+            for run in segment.timing.runs
+        ]
+
     def _align(self, merge: RunMerge) -> None:
         assert merge.pcm is not None and self._server is not None
         hint = -merge.run.rec_start * SAMPLE_RATE  # capture sample ≈ hint + timeline sample
@@ -298,7 +309,7 @@ class SeatMerge:
             for t in self._candidates(max(0, int(first)), min(self.total, int(last)))
             if (point := self._match(merge, t, hint)) is not None
         ]
-        if not points or len(points) < MIN_MATCHED * self._tried:
+        if not points or (self._tried >= 4 and len(points) < MIN_MATCHED * self._tried):
             merge.reason = (
                 f"its audio does not match the server's recording of this seat "
                 f"({len(points)} of {self._tried} places matched"
@@ -453,6 +464,17 @@ def seat_merges(root: Path, plan: Plan) -> dict[str, SeatMerge]:
         if runs:
             merges[seat.seat] = SeatMerge(root, seat, runs, pieces, plan.total)
     return merges
+
+
+def _split(pieces: list[Span], cuts: Iterable[int]) -> list[Span]:
+    """`pieces` cut further at `cuts` (pieces shorter than a window are not made)."""
+    edges = sorted({a for a, _ in pieces} | {b for _, b in pieces})
+    for cut in sorted(set(cuts)):
+        index = bisect.bisect_left(edges, cut)
+        near = [edges[i] for i in (index - 1, index) if 0 <= i < len(edges)]
+        if 0 < cut < edges[-1] and all(abs(cut - e) >= _WINDOW for e in near):
+            edges.insert(index, cut)
+    return list(itertools.pairwise(edges))
 
 
 def _rise(x: np.ndarray) -> np.ndarray:
