@@ -68,7 +68,7 @@ OUTLIER_S: Final = 0.002
 MIN_DRIFT_SPAN_S: Final = 20.0
 """Points spanning less than this fit an offset only (the drift is taken as 0)."""
 MAX_DRIFT_PPM: Final = 1000.0
-MIN_POINTS: Final = 8
+MIN_POINTS: Final = 12
 """A run shorter than MIN_POINTS * POINT_STEP_S is measured at least this often."""
 MIN_RECEIVED: Final = 0.8
 """Share of a window the server must have received for it to be used."""
@@ -155,7 +155,7 @@ class RunMerge:
             out[start - t0 : start - t0 + len(t)] = (raw[index] * weights).sum(axis=1)
         return out * np.float32(self.gain)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, pieces: list[Span]) -> dict[str, Any]:
         return {
             "file": self.source,
             "used": self.used,
@@ -163,7 +163,10 @@ class RunMerge:
             "closed": self.run.closed,
             "captured_s": round(self.pcm.samples / SAMPLE_RATE, 3) if self.pcm else 0.0,
             "offset_s": (
-                {str(k): round(-a / SAMPLE_RATE, 4) for k, a in sorted(self.offsets.items())}
+                {
+                    f"{pieces[k][0] / SAMPLE_RATE:.3f}": round(-a / SAMPLE_RATE, 4)
+                    for k, a in sorted(self.offsets.items())
+                }
                 if self.offsets
                 else None
             ),
@@ -331,7 +334,7 @@ class SeatMerge:
     def _candidates(self, low: int, high: int) -> Iterator[int]:
         """Where to measure: every POINT_STEP_S (or often enough for MIN_POINTS along
         a short run) of each piece within [low, high), at least once per piece."""
-        step = max(2 * _WINDOW, min(round(POINT_STEP_S * SAMPLE_RATE), (high - low) // MIN_POINTS))
+        step = max(_WINDOW, min(round(POINT_STEP_S * SAMPLE_RATE), (high - low) // MIN_POINTS))
         for start, end in self.pieces:
             start, end = max(start, low), min(end, high)
             if end - start < _WINDOW:
@@ -443,7 +446,7 @@ class SeatMerge:
             "damaged_s": round(damaged / SAMPLE_RATE, 3),
             "unfilled_s": round((damaged - filled) / SAMPLE_RATE, 3),
             "crossfade_ms": CROSSFADE_S * 1000,
-            "runs": [merge.to_json() for merge in self.runs],
+            "runs": [merge.to_json(self.pieces) for merge in self.runs],
             "ranges": ranges,
         }
 

@@ -172,5 +172,5 @@ async def test_the_capture_fills_what_the_network_lost_and_a_late_one_refinalize
     # senders fell behind on a busy machine runs on after the programme)
     last = runs["capture/a/02.webm"]
     starts = last["offset_s"]  # per stretch of the server's placement; the last one counts
-    after_capture = second["duration_s"] - starts[max(starts, key=int)] - last["captured_s"]
+    after_capture = second["duration_s"] - starts[max(starts, key=float)] - last["captured_s"]
     assert capture["unfilled_s"] < 1.0 + max(0.0, after_capture), (capture, after_capture)
