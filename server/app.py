@@ -133,14 +133,17 @@ def create_app(settings: Settings) -> web.Application:
             await rooms.recording_updated(rec)
             await delivery.recording_updated(rec)  # a ready recording's copies go out
 
-        finalize_jobs = FinalizeJobs(store, settings.recordings_dir, recording_updated, shared)
+        finalize_jobs = FinalizeJobs(
+            store, settings.recordings_dir, recording_updated, shared, settings.capture_wait_s
+        )
         rooms.follow(recorder)
         rooms.follow(finalize_jobs)  # after the recorder: stems are closed first
         signaling = Signaling(sio, settings, store, rooms, media, accounts.tokens)
         captures = Captures(store, settings.recordings_dir)
         captures.on_progress(signaling.capture_progress)
         rooms.on_change(captures.room_changed)  # after signaling: the snapshot goes first
-        # on_run_closed: nothing follows closed runs yet (the merge at finalization will)
+        # a run that completes after its take was finalized: finalized again with it
+        captures.on_run_closed(finalize_jobs.capture_arrived)
         app[SERVICES] = Services(
             settings=settings,
             sio=sio,

@@ -72,6 +72,9 @@ class Settings:
     self_guided_invites: bool = False
     invite_rate_limit: int = 5
     reconnect_grace_s: float = 10.0
+    # At stop, finalization waits up to this long while a browser is still uploading
+    # its capture of the take (storyroom.capture); 0: never waits.
+    capture_wait_s: float = 120.0
     ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
     # Addresses the server offers as ICE host candidates; empty: every interface.
     ice_host_addresses: tuple[str, ...] = field(default_factory=tuple)
@@ -292,6 +295,7 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             "token_grace_hours",
             "self_guided_limit_minutes",
             "reconnect_grace_s",
+            "capture_wait_s",
             "staff_session_hours",
             "copy_link_days",
             "shutdown_grace_s",
@@ -363,6 +367,8 @@ def _validated(s: Settings) -> Settings:
         raise SettingsError("self_guided_limit_minutes must be more than 0 and at most 600")
     if not 0 <= s.reconnect_grace_s <= 300:
         raise SettingsError("reconnect_grace_s must be between 0 and 300")
+    if not 0 <= s.capture_wait_s <= 3600:
+        raise SettingsError("capture_wait_s must be between 0 and 3600")
     if not 6000 <= s.opus_max_average_bitrate <= 510_000:
         raise SettingsError("opus_max_average_bitrate must be between 6000 and 510000")
     if s.public_url and not s.public_url.startswith(("http://", "https://")):

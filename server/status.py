@@ -46,6 +46,8 @@ class FinalizeStage(StrEnum):
 
     REBUILDING = "rebuilding"
     """Putting the voices back together from shared storage (before reading them)."""
+    WAITING_FOR_CAPTURE = "waiting_for_capture"
+    """Before reading: a browser is still uploading its own recording of the take."""
     READING = "reading"
     ANALYSING = "analysing"
     CALIBRATING = "calibrating"

@@ -270,11 +270,16 @@ def _placed(segment: Segment, granule: int, pcm: np.ndarray) -> Iterator[tuple[i
 
 
 def seat_blocks(
-    plan: SeatPlan, total: int, stats: VoiceStats, damage: list[Damage]
+    plan: SeatPlan,
+    total: int,
+    stats: VoiceStats,
+    damage: list[Damage],
+    covered: list[tuple[int, int]] | None = None,
 ) -> Iterator[np.ndarray]:
     """The seat's voice on the recording timeline: `BLOCK`-sample float32 blocks (the
     last one shorter) covering [0, total), silence where there is no audio. What was
-    lost is appended to `damage`."""
+    lost is appended to `damage`; the timeline spans that decoded stems placed audio
+    in (received, recovered or concealed) to `covered`, if given."""
     block = np.zeros(min(BLOCK, total), np.float32)
     block_at = 0
     cursor = 0  # everything before this timeline sample is decided
@@ -299,6 +304,8 @@ def seat_blocks(
                     why = "no audio from the sender (its timestamps jumped)"
                 silences.append((cursor, at, why))
             first = False
+            if covered is not None:
+                covered.append((at, at + len(pcm)))
             while len(pcm):
                 if at >= block_at + len(block):
                     yield block

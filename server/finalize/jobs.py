@@ -10,6 +10,12 @@ room and to staff) and the recording's finalize status
 CLI's `storyroom recording finalize` runs one job the same way. A job interrupted by
 a server stop is queued again at the next start; outputs are written under
 temporary names and renamed, so a rerun is safe.
+
+Browser captures (:mod:`storyroom.capture`): before a job starts its worker, it waits
+(at most `capture_wait_s`, shown as the `waiting_for_capture` stage) while any seat's
+capture run is still open and still receiving chunks. A capture that completes after
+its recording was finalized (:meth:`FinalizeJobs.capture_arrived`) queues the
+recording again: the worker replaces the outputs and records the earlier version.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from storyroom import __version__
+from storyroom.capture import layout as capture_layout
 from storyroom.finalize.contracts import ConsentFlags, Cue, Finalized, FinalizeInput, Marker
 from storyroom.finalize.progress import read_progress
 from storyroom.histogram import Histogram
@@ -41,6 +48,9 @@ from storyroom.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.5
+CAPTURE_IDLE_S = 15.0
+"""An open capture run whose index has not grown for this long is no longer waited for
+(its page went away; what it uploaded is used)."""
 # Seconds a job took (/metrics): a 40-minute conversation takes ~1.5 min on one core.
 DURATION_BUCKETS_S = (5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0)
 
@@ -128,6 +138,7 @@ class FinalizeJobs:
         recordings_root: Path,
         on_update: Callable[[RecordingRow], Awaitable[None]] | None = None,
         shared: RecordingStorage | None = None,
+        capture_wait_s: float = 0.0,
     ) -> None:
         self.store = store
         self.root = recordings_root
@@ -135,6 +146,9 @@ class FinalizeJobs:
         self.shared = shared
         """Shared storage, when configured: a recording whose folder is not here is
         rebuilt from it, and finalized files are uploaded to it."""
+        self.capture_wait_s = capture_wait_s
+        self.again: set[str] = set()
+        """Recordings whose capture arrived while they were being finalized."""
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.queued: set[str] = set()
         self.current: str | None = None
@@ -198,6 +212,39 @@ class FinalizeJobs:
             recording_id = await self.queue.get()
             self.queued.discard(recording_id)
             await self.run(recording_id)
+            if recording_id in self.again:
+                self.again.discard(recording_id)
+                await self.enqueue(recording_id)
+
+    async def capture_arrived(self, recording_id: str) -> None:
+        """A browser capture of `recording_id` is complete. If the recording was
+        already finalized (or failed), it is finalized again with the capture, its files,
+        manifest and metadata replaced; if it is being finalized now, once more after;
+        if it is queued or still recording, there is nothing to do."""
+        if recording_id == self.current:
+            self.again.add(recording_id)
+            return
+        rec = await self.store.get_recording(recording_id, EVERY_ORGANISATION)
+        if rec is not None and rec.finalize_status in (FinalizeStatus.READY, FinalizeStatus.FAILED):
+            await self.enqueue(recording_id)
+
+    async def _wait_for_captures(self, recording_id: str, directory: Path) -> None:
+        """Wait, at most `capture_wait_s`, while a capture run is open and growing."""
+        deadline = time.monotonic() + self.capture_wait_s
+        announced = False
+        while time.monotonic() < deadline and await asyncio.to_thread(
+            _capture_uploading, directory
+        ):
+            if not announced:
+                await self.store.set_finalize(
+                    recording_id,
+                    FinalizeStatus.FINALIZING,
+                    0.0,
+                    stage=FinalizeStage.WAITING_FOR_CAPTURE,
+                )
+                await self._announce(recording_id)
+                announced = True
+            await asyncio.sleep(POLL_INTERVAL)
 
     async def run(self, recording_id: str) -> RecordingRow | None:
         """Finalize one recording now, in a worker process, and return its row after
@@ -238,6 +285,8 @@ class FinalizeJobs:
             )
             await self._announce(rec.id)
             return
+        if self.capture_wait_s > 0:
+            await self._wait_for_captures(rec.id, directory)
         job = await finalize_input(self.store, rec)
         progress_path = directory / PROGRESS_FILE
         progress_path.unlink(missing_ok=True)
@@ -292,6 +341,18 @@ class FinalizeJobs:
             )
             log.error("recording %s failed: %s", rec.id, outcome.reason)
         await self._announce(rec.id)
+
+
+def _capture_uploading(directory: Path) -> bool:
+    """Whether any seat's capture run is open and its index grew lately. Blocking."""
+    now = time.time()
+    for seat in capture_layout.captured_seats(directory):
+        for run in capture_layout.read_runs(directory, seat):
+            index = capture_layout.run_index(directory, seat, run.run)
+            with contextlib.suppress(OSError):
+                if not run.closed and now - index.stat().st_mtime < CAPTURE_IDLE_S:
+                    return True
+    return False
 
 
 def _receive(results: Connection) -> Finalized | JobFailed | None:

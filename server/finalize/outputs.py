@@ -296,9 +296,14 @@ def metadata(
     voices: Mapping[str, VoiceStats],
     damage: list[Damage],
     files: list[FinalizedFile],
+    captures: Mapping[str, dict[str, Any]] | None = None,
+    replaces: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`metadata.json` (docs/recording-format.md §8)."""
-    return {
+    """`metadata.json` (docs/recording-format.md §8); `captures`: per seat, what its
+    browser capture filled (only seats with a capture get a `capture` entry);
+    `replaces`: the earlier finalization this one replaces (:func:`earlier_version`)."""
+    captures = captures or {}
+    document = {
         "recording_id": job.recording_id,
         "session_id": job.session_id,
         "title": job.title,
@@ -314,7 +319,11 @@ def metadata(
         "markers": [m.to_json() for m in outline.marks],
         "chapters": [c.to_json() for c in outline.chapters],
         "loudness": loudness.to_json(),
-        "stems": {p.seat: _stem_entry(p, voices[p.seat]) for p in plan.seats},
+        "stems": {
+            p.seat: _stem_entry(p, voices[p.seat])
+            | ({"capture": captures[p.seat]} if p.seat in captures else {})
+            for p in plan.seats
+        },
         "damaged": [d.to_json() for d in damage],
         "format": {
             "master": "Broadcast WAV (bext, LIST-INFO, cue/adtl), 48 kHz, 24-bit, stereo",
@@ -326,6 +335,29 @@ def metadata(
         "originator": job.originator,
         "finalized_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "files": [f.to_json() for f in files],
+    }
+    if replaces is not None:
+        document["replaces"] = replaces
+    return document
+
+
+def earlier_version(root: Path) -> dict[str, Any] | None:
+    """The finalized set already in `root`, if any, as the next one records it: the
+    sha256 of its `metadata.json` and manifest, and when it was made."""
+    metadata_path, manifest_path = root / layout.METADATA, root / layout.MANIFEST
+    if not metadata_path.is_file():
+        return None
+    earlier = file_entry(root, layout.METADATA)
+    try:
+        finalized_at = json.loads(metadata_path.read_text("utf-8")).get("finalized_at")
+    except (ValueError, AttributeError):
+        finalized_at = None  # unreadable: its checksum still identifies it
+    return {
+        "metadata_sha256": earlier.sha256,
+        "manifest_sha256": (
+            file_entry(root, layout.MANIFEST).sha256 if manifest_path.is_file() else None
+        ),
+        "finalized_at": finalized_at,
     }
 
 

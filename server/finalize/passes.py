@@ -18,7 +18,7 @@ finalizations), so what counts is the total CPU, not only the wall time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +26,12 @@ import numpy as np
 
 from storyroom.finalize.access import AccessCopy, AccessResult, Excerpts
 from storyroom.finalize.bwf import Bext, BroadcastWavWriter, CuePoint
-from storyroom.finalize.contracts import FinalizeInput
+from storyroom.finalize.contracts import Damage, FinalizeInput
 from storyroom.finalize.damage import stem_damage
 from storyroom.finalize.decode import VoiceStats, flac_blocks, scan_stem, seat_blocks
 from storyroom.finalize.encoders import FULL_SCALE, FlacStem, pcm24
 from storyroom.finalize.loudness import LoudnessMeasurement, LoudnessMeter
+from storyroom.finalize.merge import SeatMerge
 from storyroom.finalize.outputs import Outline, stem_tags
 from storyroom.finalize.pipeline import Stages, received, run_stages
 from storyroom.finalize.plan import BLOCK, Plan, SeatPlan, place_seat
@@ -49,6 +50,8 @@ class Analysis:
     master_peak: float
     loudness: LoudnessMeasurement
     excerpts: list[np.ndarray]
+    merges: Mapping[str, SeatMerge]
+    """Seats whose browser capture fills their stem's gaps (none without captures)."""
 
 
 def mix(blocks: Iterable[np.ndarray], seats: list[SeatPlan], n: int) -> np.ndarray:
@@ -69,12 +72,34 @@ def voice_gain(peak: float) -> float:
     return (FULL_SCALE - 4) / FULL_SCALE / peak if peak > (FULL_SCALE - 1) / FULL_SCALE else 1.0
 
 
+def voice_blocks(
+    seat: SeatPlan,
+    total: int,
+    stats: VoiceStats,
+    damage: list[Damage],
+    merges: Mapping[str, SeatMerge],
+) -> Iterator[np.ndarray]:
+    """The seat's voice on the timeline: its server stem, gaps filled from its browser
+    capture when it has one (:mod:`~storyroom.finalize.merge`)."""
+    blocks = seat_blocks(seat, total, stats, damage)
+    merge = merges.get(seat.seat)
+    if merge is None:
+        return blocks
+    merge.prepare()
+    return merge.blocks(blocks)
+
+
 def analyse(
-    plan: Plan, job: FinalizeInput, temp: Mapping[str, Path], progress: ProgressFile
+    plan: Plan,
+    job: FinalizeInput,
+    temp: Mapping[str, Path],
+    progress: ProgressFile,
+    merges: Mapping[str, SeatMerge],
 ) -> Analysis:
-    """Pass 1: decode and place every seat, write its FLAC stem as it is (pass 2 reads
-    it back instead of decoding the Opus again, and rewrites it only if the voice went
-    past full scale), measure the voices and the mix."""
+    """Pass 1: decode and place every seat (its capture merged in, if any), write its
+    FLAC stem as it is (pass 2 reads it back instead of decoding the Opus again, and
+    rewrites it only if the voice went past full scale), measure the voices and the
+    mix."""
     stages = Stages()
     voices = {seat.seat: VoiceStats() for seat in plan.seats}
     channels = {seat.seat: stages.channel() for seat in plan.seats}
@@ -91,7 +116,7 @@ def analyse(
                 seat.damage += stem_damage(segment, segment.scan)
             flac = FlacStem(temp[layout.finalized_stem(seat.seat)], stem_tags(job, seat))
             try:
-                for block in seat_blocks(seat, plan.total, voice, seat.damage):
+                for block in voice_blocks(seat, plan.total, voice, seat.damage, merges):
                     if len(block):
                         voice.peak = max(voice.peak, float(np.abs(block).max()))
                     flac.write(block)
@@ -114,7 +139,7 @@ def analyse(
             progress(FinalizeStage.ANALYSING, 0.01 + 0.14 * (index + 1) / plan.blocks)
 
     run_stages(stages, mixing)
-    return Analysis(voices, master_peak, meter.finish(), excerpts.chosen)
+    return Analysis(voices, master_peak, meter.finish(), excerpts.chosen, merges)
 
 
 def write_master_and_access(
@@ -150,7 +175,8 @@ def write_master_and_access(
             path.unlink()
             flac = FlacStem(path, stem_tags(job, seat))
             try:
-                for block in seat_blocks(seat, plan.total, VoiceStats(), []):
+                blocks = voice_blocks(seat, plan.total, VoiceStats(), [], analysis.merges)
+                for block in blocks:
                     flac.write(block, voice_gain)
                     sources[seat.seat].put(block)
             finally:

@@ -41,6 +41,7 @@ from storyroom.finalize.contracts import (
     MasterLoudness,
 )
 from storyroom.finalize.loudness import db
+from storyroom.finalize.merge import SeatMerge, seat_merges
 from storyroom.finalize.passes import (
     Analysis,
     analyse,
@@ -91,15 +92,18 @@ def finalize_recording(
     if plan.total <= 0:
         raise FinalizeError("the recording has no length: nothing was recorded")
     temp = {name: root / (name + layout.PART_SUFFIX) for name in outputs.output_names(plan)}
+    merges = seat_merges(root, plan)
     _steady_malloc()
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
-        return _finalize(root, job, plan, temp, progress, progress_path)
+        return _finalize(root, job, plan, temp, progress, progress_path, merges)
     finally:
         sys.setswitchinterval(switch_interval)
         for path in temp.values():
             path.unlink(missing_ok=True)
+        for merge in merges.values():
+            merge.close()
 
 
 def _finalize(
@@ -109,9 +113,10 @@ def _finalize(
     temp: Mapping[str, Path],
     progress: ProgressFile,
     progress_path: Path | None,
+    merges: Mapping[str, SeatMerge],
 ) -> Finalized:
     duration = plan.total / SAMPLE_RATE
-    analysis = analyse(plan, job, temp, progress)
+    analysis = analyse(plan, job, temp, progress, merges)
     _settle_voices(plan, analysis)
     master_loudness = _master_loudness(analysis)
     outline = outputs.make_outline(job, plan, duration)
@@ -124,7 +129,13 @@ def _finalize(
     loudness = LoudnessReport(master_loudness, access_loudness)
     found = damage.in_order(plan.seats)
     files = outputs.list_files(root, temp, progress_path)
-    document = outputs.metadata(job, plan, outline, loudness, analysis.voices, found, files)
+    captures = {seat: merge.report() for seat, merge in merges.items()}
+    # a take with a capture may be finalized again when one arrives late: say which
+    # version this one replaces (without a capture, metadata is as it always was)
+    replaces = outputs.earlier_version(root) if merges else None
+    document = outputs.metadata(
+        job, plan, outline, loudness, analysis.voices, found, files, captures, replaces
+    )
     outputs.write_json(temp[layout.METADATA], document)
     files.append(outputs.file_entry(root, layout.METADATA, temp[layout.METADATA]))
     files.append(outputs.publish(root, temp, files))

@@ -8,15 +8,13 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from dataclasses import dataclass
 
 import av
 import numpy as np
-from aiortc import RTCSessionDescription
 
 from storyroom.recording.timeline import read_recording
-from support.media import RATE, TONES, SeatPeer, ToneTrack
-from support.netimpair import Impairment, Link, Relay, host_candidate, rewrite_candidates
+from support.media import RATE, TONES, LossySeat, SeatPeer, ToneTrack
+from support.netimpair import Impairment, Relay
 from support.server import RunningServer, create_session, seat_clients, wait_for
 
 LOSS = 0.03
@@ -25,46 +23,6 @@ HOLE_MIN_S, HOLE_MAX_S = 0.005, 0.060
 MARGIN = 0.05
 """How much less a stretch with a lost packet may follow the tone than one without."""
 CONSENT = {"record": True, "archive": True, "public": False}
-
-
-@dataclass
-class LossySeat:
-    """A seat peer whose media goes through a relay link (seat ⇄ link ⇄ server)."""
-
-    peer: SeatPeer
-    link: Link | None = None
-
-    async def connect(self, relay: Relay, seed: int) -> None:
-        pc = self.peer.pc
-        pc.addTransceiver(self.peer.tone, direction="sendonly")
-        pc.addTransceiver("audio", direction="recvonly")
-        pc.addTransceiver("audio", direction="recvonly")
-        await pc.setLocalDescription(await pc.createOffer())
-        assert pc.localDescription is not None
-        self.link = await relay.open(
-            self.peer.client.token[:8],
-            Impairment(loss=LOSS),
-            Impairment(),
-            seed,
-            seat_addr=host_candidate(pc.localDescription.sdp),
-        )
-        offer = rewrite_candidates(pc.localDescription.sdp, self.link.server_port)
-        ack = await self.peer.client.call("rtc:offer", {"sdp": offer, "type": "offer"})
-        assert ack["ok"], ack
-        self.link.server_addr = host_candidate(ack["answer"]["sdp"])
-        answer = rewrite_candidates(ack["answer"]["sdp"], self.link.seat_port)
-        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-
-    async def reported_loss(self) -> int:
-        """Packets lost, as the server's last receiver report told this sender."""
-        for transceiver in self.peer.pc.getTransceivers():
-            if transceiver.direction == "sendonly":
-                stats = await transceiver.sender.getStats()
-                return max(
-                    (s.packetsLost for s in stats.values() if s.type == "remote-inbound-rtp"),
-                    default=0,
-                )
-        return 0
 
 
 def stem(path: str) -> np.ndarray:
@@ -101,7 +59,7 @@ async def test_lost_packets_are_reported_to_the_sender_and_concealed_in_the_stem
     seats = {s: LossySeat(SeatPeer(clients[s], ToneTrack(TONES[s]))) for s in clients}
     try:
         for number, seat in enumerate(seats.values()):
-            await seat.connect(relay, 7 + number)
+            await seat.connect(relay, 7 + number, Impairment(loss=LOSS))
         for name in ("a", "b"):
             assert (await clients[name].call("consent", CONSENT))["ok"]
         f = clients["facilitator"]

@@ -18,6 +18,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from storyroom.recording import layout
+from support.netimpair import Impairment, Link, Relay, host_candidate, rewrite_candidates
 from support.polling import wait_for
 from support.server import (
     CONSENT,
@@ -185,6 +186,47 @@ def decode_ogg(path: str) -> np.ndarray:
             for out in resampler.resample(frame):
                 chunks.append(out.to_ndarray().reshape(-1))
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+@dataclass
+class LossySeat:
+    """A seat peer whose media goes through a relay link (seat ⇄ link ⇄ server)."""
+
+    peer: SeatPeer
+    link: Link | None = None
+
+    async def connect(self, relay: Relay, seed: int, up: Impairment) -> None:
+        """Offer through a new link of `relay` whose uplink does `up` (seeded)."""
+        pc = self.peer.pc
+        pc.addTransceiver(self.peer.tone, direction="sendonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        assert pc.localDescription is not None
+        self.link = await relay.open(
+            self.peer.client.token[:8],
+            up,
+            Impairment(),
+            seed,
+            seat_addr=host_candidate(pc.localDescription.sdp),
+        )
+        offer = rewrite_candidates(pc.localDescription.sdp, self.link.server_port)
+        ack = await self.peer.client.call("rtc:offer", {"sdp": offer, "type": "offer"})
+        assert ack["ok"], ack
+        self.link.server_addr = host_candidate(ack["answer"]["sdp"])
+        answer = rewrite_candidates(ack["answer"]["sdp"], self.link.seat_port)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+
+    async def reported_loss(self) -> int:
+        """Packets lost, as the server's last receiver report told this sender."""
+        for transceiver in self.peer.pc.getTransceivers():
+            if transceiver.direction == "sendonly":
+                stats = await transceiver.sender.getStats()
+                return max(
+                    (s.packetsLost for s in stats.values() if s.type == "remote-inbound-rtp"),
+                    default=0,
+                )
+        return 0
 
 
 def audio_sent(peers: dict[str, SeatPeer]) -> dict[str, float]:

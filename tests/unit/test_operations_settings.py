@@ -49,6 +49,8 @@ from storyroom.config import PORTS_PER_ROOM, Settings, SettingsError, unknown_va
         ({"STORYROOM_MIN_FREE_MB": "-5"}, "min_free_mb"),
         ({"STORYROOM_SHUTDOWN_GRACE_S": "0"}, "shutdown_grace_s"),
         ({"STORYROOM_SHUTDOWN_GRACE_S": "9999"}, "shutdown_grace_s"),
+        ({"STORYROOM_CAPTURE_WAIT_S": "-1"}, "capture_wait_s must be between 0 and 3600"),
+        ({"STORYROOM_CAPTURE_WAIT_S": "a while"}, "STORYROOM_CAPTURE_WAIT_S"),
     ],
 )
 def test_bad_operations_settings_are_named(env: dict[str, str], message: str) -> None:
