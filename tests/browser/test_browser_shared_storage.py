@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Response, expect
 
+from storyroom.orgs import EVERY_ORGANISATION
 from support.archive import Finished
 from support.browser import sign_in_as_staff, watched_page
 from support.polling import wait_for
@@ -38,7 +39,7 @@ async def test_the_staff_player_and_downloads_come_from_the_store(
 ) -> None:
     # the copied recording was finalized without a bucket: its files go up as a
     # finalization with one would have sent them
-    rec = await archive.services.store.get_recording(finished.recording_id)
+    rec = await archive.services.store.get_recording(finished.recording_id, EVERY_ORGANISATION)
     shared = archive.services.shared
     assert rec is not None and rec.finalized is not None and shared is not None
     folder = archive.settings.recordings_dir / rec.id

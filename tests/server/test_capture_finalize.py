@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from storyroom.capture import layout as capture_layout
+from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.status import FinalizeStatus
 from support.captures import encode_capture, lag_of, match_at, write_run
 from support.media import RATE, LossySeat, SeatPeer, decode_ogg
@@ -113,7 +114,7 @@ async def test_the_capture_fills_what_the_network_lost_and_a_late_one_refinalize
             await server.services.finalize_jobs.capture_arrived(rec_id)
 
             async def refinalized() -> bool:
-                row = await server.services.store.get_recording(rec_id)
+                row = await server.services.store.get_recording(rec_id, EVERY_ORGANISATION)
                 path = rec_dir / "metadata.json"
                 return (
                     row is not None
