@@ -128,3 +128,9 @@ echo "== hadolint Dockerfile"
 .venv/bin/hadolint Dockerfile
 echo "== pytest"
 .venv/bin/pytest "$@"
+# The whole run (no arguments) goes on with the server tests again, every server they
+# start keeping its store on PostgreSQL (a private cluster the run starts on loopback).
+if [[ $# -eq 0 ]]; then
+    echo "== pytest tests/server --database=postgresql"
+    .venv/bin/pytest tests/server --database=postgresql
+fi
