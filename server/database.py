@@ -136,6 +136,8 @@ class Database:
     """A connection to one of the two engines."""
 
     dialect: Dialect
+    _db: Any
+    """The engine's own connection."""
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Statement:
         return _Statement(self, sql, params)
@@ -156,14 +158,15 @@ class Database:
         """Run a schema script as it is (no parameters), in its own transaction."""
         raise NotImplementedError
 
+    # aiosqlite's and psycopg's connections end a transaction and close alike
     async def commit(self) -> None:
-        raise NotImplementedError
+        await self._db.commit()
 
     async def rollback(self) -> None:
-        raise NotImplementedError
+        await self._db.rollback()
 
     async def close(self) -> None:
-        raise NotImplementedError
+        await self._db.close()
 
 
 class SqliteDatabase(Database):
@@ -201,15 +204,6 @@ class SqliteDatabase(Database):
     async def executescript(self, script: Script) -> None:
         body = script.body("sqlite") if isinstance(script, PerDialect) else script
         await self._db.executescript(f"BEGIN; {body}; COMMIT;")
-
-    async def commit(self) -> None:
-        await self._db.commit()
-
-    async def rollback(self) -> None:
-        await self._db.rollback()
-
-    async def close(self) -> None:
-        await self._db.close()
 
 
 class PostgresDatabase(Database):
@@ -260,15 +254,6 @@ class PostgresDatabase(Database):
         body = script.postgresql if isinstance(script, PerDialect) else postgres_ddl(script)
         async with self._db.transaction():
             await self._db.execute(body.encode())
-
-    async def commit(self) -> None:
-        await self._db.commit()
-
-    async def rollback(self) -> None:
-        await self._db.rollback()
-
-    async def close(self) -> None:
-        await self._db.close()
 
 
 async def open_database(url_or_path: str | Path) -> Database:
