@@ -15,7 +15,7 @@ from playwright.async_api import Browser, Page, expect
 
 from storyroom.orgs import DEFAULT_ORG_ID
 from storyroom.staff.accounts import Role
-from support.browser import LAPTOP, PageWatch, watched_page
+from support.browser import LAPTOP, PageWatch, screenshot, watched_page
 from support.server import RunningServer
 from support.staff import StaffBrowser, cookie_session
 
@@ -96,6 +96,12 @@ async def test_organisation_admins_manage_their_people(
         organisations = page.locator("#organisations")
         await expect(organisations).to_be_visible()
         await expect(page.locator("#accounts-status")).to_have_text("1 account.")
+        await expect(page.locator("#accounts-table thead th")).to_have_text(
+            ["Email", "Role", "Organisation", "Added", "Actions"]
+        )
+        await expect(page.locator("#organisations-table thead th")).to_have_text(
+            ["Short name", "Name", "Contact line"]
+        )
 
         form = page.locator("#organisation-form")
         await form.get_by_label("Short name").fill("Hilltop")  # not a slug: refused, in words
@@ -156,6 +162,9 @@ async def test_organisation_admins_manage_their_people(
         await expect(page.locator("#organisations")).to_be_hidden()
         await expect(page.locator("#acc-organisation-field")).to_be_hidden()
         await expect(page.locator("#accounts-status")).to_have_text("1 cuenta.")
+        await expect(page.locator("#accounts-table thead th")).to_have_text(
+            ["Correo electrónico", "Función", "Añadida", "Acciones"]
+        )
         assert await account_emails(page) == [ADMIN]  # not the platform admin's account
 
         accounts = page.locator("#account-form")
@@ -174,6 +183,7 @@ async def test_organisation_admins_manage_their_people(
         await expect(page.locator("#accounts-status")).to_have_text("2 cuentas.")
         member_row = page.locator(f'#accounts-body tr[data-email="{MEMBER}"]')
         await expect(member_row).to_contain_text("Personal")
+        await screenshot(page, "staff-people-es")
 
         # -- the new staff member signs in and sees only the organisation ---------------
         async with watched_page(browser, f"{server.url}/staff", LAPTOP) as (

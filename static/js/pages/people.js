@@ -5,7 +5,7 @@
 // Everything shown from the server goes in as text.
 
 import { formatDate } from "../lib/format.js";
-import { onLanguageChange, t } from "../lib/i18n.js";
+import { onLanguageChange, t, translatePage } from "../lib/i18n.js";
 import { isAdmin } from "../lib/staff-header.js";
 import { api, apiError, signedIn, startStaffPage } from "../lib/staff-session.js";
 import { refusal } from "../lib/api.js";
@@ -28,7 +28,7 @@ const ROLE_KEYS = {
 
 const page = { accounts: [], organisations: [], me: null, error: null };
 
-function errorText(result) {
+function refusalText(result) {
   const error = refusal(result);
   const key = error && ERROR_KEYS[error.code];
   return key ? t(key) : apiError(result);
@@ -48,7 +48,7 @@ function organisationName(orgId) {
 function accountRow(account) {
   const own = account.email === page.me.email;
   const cells = [
-    el("td", { className: "row-title", text: account.email }),
+    el("td", {}, [el("span", { className: "row-title", text: account.email })]),
     el("td", { text: t(ROLE_KEYS[account.role] || "people.role_staff") }),
   ];
   if (platform()) {
@@ -71,12 +71,6 @@ function accountRow(account) {
 }
 
 function renderAccounts() {
-  const keys = ["people.col_email", "people.col_role"];
-  if (platform()) {
-    keys.push("people.col_organisation");
-  }
-  keys.push("people.col_added", "people.col_actions");
-  tableHead($("#accounts-table"), keys, { hidden: ["people.col_actions"] });
   $("#accounts-body").replaceChildren(...page.accounts.map(accountRow));
   $("#accounts-status").textContent =
     page.error || t(page.accounts.length === 1 ? "people.accounts_count_one" : "people.accounts_count_other", {
@@ -90,7 +84,7 @@ async function loadAccounts() {
     page.error = null;
     page.accounts = result.body.accounts;
   } else {
-    page.error = errorText(result);
+    page.error = refusalText(result);
     page.accounts = [];
   }
   renderAccounts();
@@ -111,7 +105,7 @@ async function addAccount(event) {
   status.textContent = t("common.saving");
   const result = await api("POST", "/api/staff/accounts", body);
   if (result.status !== 201) {
-    status.textContent = errorText(result);
+    status.textContent = refusalText(result);
     return;
   }
   status.textContent = t("people.added", { email: result.body.email });
@@ -133,18 +127,17 @@ async function removeAccount(account) {
   const status = $("#account-status");
   const result = await api("DELETE", `/api/staff/accounts/${encodeURIComponent(account.id)}`);
   status.textContent =
-    result.status === 200 ? t("people.removed", { email: account.email }) : errorText(result);
+    result.status === 200 ? t("people.removed", { email: account.email }) : refusalText(result);
   await loadAccounts();
 }
 
 // -- organisations (platform admins) -------------------------------------------------------
 
 function renderOrganisations() {
-  tableHead($("#organisations-table"), ["people.col_slug", "people.col_name", "people.col_contact"]);
   $("#organisations-body").replaceChildren(
     ...page.organisations.map((org) =>
       el("tr", { dataset: { organisation: org.slug } }, [
-        el("td", { className: "row-title", text: org.slug }),
+        el("td", {}, [el("span", { className: "row-title", text: org.slug })]),
         el("td", { text: org.name || "" }),
         el("td", { text: org.contact || "" }),
       ]),
@@ -185,7 +178,7 @@ async function addOrganisation(event) {
   status.textContent = t("common.saving");
   const result = await api("POST", "/api/organisations", body);
   if (result.status !== 201) {
-    status.textContent = errorText(result);
+    status.textContent = refusalText(result);
     return;
   }
   status.textContent = t("people.organisation_created", { name: result.body.name });
@@ -194,6 +187,18 @@ async function addOrganisation(event) {
   }
   await loadOrganisations();
   renderAccounts();
+}
+
+/** The tables' column headings, once the signed-in person's role is known. */
+function drawHeadings() {
+  const keys = ["people.col_email", "people.col_role"];
+  if (platform()) {
+    keys.push("people.col_organisation");
+  }
+  keys.push("people.col_added", "people.col_actions");
+  tableHead($("#accounts-table"), keys, { hidden: ["people.col_actions"] });
+  tableHead($("#organisations-table"), ["people.col_slug", "people.col_name", "people.col_contact"]);
+  translatePage($("#main"));
 }
 
 function render() {
@@ -206,6 +211,7 @@ async function main() {
     return;
   }
   page.me = signedIn();
+  drawHeadings();
   onLanguageChange(render);
   $("#organisations").hidden = !platform();
   $("#acc-organisation-field").hidden = !platform();
