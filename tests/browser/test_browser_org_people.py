@@ -15,6 +15,7 @@ from playwright.async_api import Browser, Page, expect
 
 from storyroom.orgs import DEFAULT_ORG_ID
 from storyroom.staff.accounts import Role
+from support.apply import FACILITATOR
 from support.browser import LAPTOP, PageWatch, screenshot, watched_page
 from support.server import RunningServer
 from support.staff import StaffBrowser, cookie_session
@@ -149,6 +150,19 @@ async def test_organisation_admins_manage_their_people(
     hilltop = await server.services.store.organisation_by_slug("hilltop")
     assert hilltop is not None and hilltop.name == NAME and hilltop.contact == CONTACT
 
+    # a facilitator of each organisation, added through the API
+    for email, first_name in ((PLATFORM, "Dale"), (ADMIN, "Sam")):
+        adder = await api_client(server, email)
+        try:
+            await adder.call(
+                "POST",
+                "/api/facilitators",
+                {**FACILITATOR, "first_name": first_name, "email": f"{first_name}@example.org"},
+                expect=201,
+            )
+        finally:
+            await adder.http.close()
+
     # -- the organisation's admin adds a staff member, in Spanish ---------------------------
     refused = RefusalWatch(expected=(400,))  # an address that is not one
     async with watched_page(
@@ -166,6 +180,18 @@ async def test_organisation_admins_manage_their_people(
             ["Correo electrónico", "Función", "Añadida", "Acciones"]
         )
         assert await account_emails(page) == [ADMIN]  # not the platform admin's account
+
+        # its facilitators (not the default organisation's), deactivated from here
+        roster = page.locator("#facilitator-list li.facilitator")
+        await expect(roster).to_have_count(1)
+        await expect(roster).to_contain_text("Sam")
+        await expect(roster.locator(".state-tag")).to_have_text("Activo")
+        await roster.get_by_role("button", name="Desactivar").click()
+        await expect(page.locator("#facilitator-status")).to_have_text(
+            "Sam está desactivado: los emparejamientos ya no cuentan con esa persona."
+        )
+        await expect(roster.locator(".state-tag")).to_have_text("Inactivo")
+        await expect(roster.get_by_role("button", name="Activar")).to_be_visible()
 
         accounts = page.locator("#account-form")
         await accounts.get_by_label("Correo electrónico").fill("not an address")

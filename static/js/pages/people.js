@@ -1,9 +1,11 @@
 // Staff: an organisation's people. Its admins see its staff accounts, add one (email,
 // a temporary password, staff or admin) and remove one after a confirmation; a platform
 // admin also sees every organisation, creates one, and adds accounts to any of them.
-// Facilitators stay on the applications page, with the roster matching plans from.
+// Its facilitators are listed here to deactivate or activate; they are added on the
+// applications page, with the availability matching plans from.
 // Everything shown from the server goes in as text.
 
+import { activationPath, facilitatorItems } from "../lib/facilitators.js";
 import { formatDate } from "../lib/format.js";
 import { onLanguageChange, t, translatePage } from "../lib/i18n.js";
 import { isAdmin } from "../lib/staff-header.js";
@@ -26,7 +28,7 @@ const ROLE_KEYS = {
   platform: "people.role_platform",
 };
 
-const page = { accounts: [], organisations: [], me: null, error: null };
+const page = { accounts: [], organisations: [], facilitators: [], me: null, error: null };
 
 function refusalText(result) {
   const error = refusal(result);
@@ -112,6 +114,7 @@ async function addAccount(event) {
   $("#acc-email").value = "";
   $("#acc-password").value = "";
   await loadAccounts();
+  await loadFacilitators();
 }
 
 async function removeAccount(account) {
@@ -129,6 +132,32 @@ async function removeAccount(account) {
   status.textContent =
     result.status === 200 ? t("people.removed", { email: account.email }) : refusalText(result);
   await loadAccounts();
+  await loadFacilitators();
+}
+
+// -- facilitators ------------------------------------------------------------------------
+
+function renderFacilitators() {
+  $("#facilitator-list").replaceChildren(...facilitatorItems(page.facilitators, setActive));
+}
+
+async function loadFacilitators() {
+  const result = await api("GET", "/api/facilitators");
+  if (result.status === 200) {
+    page.facilitators = result.body.facilitators;
+  }
+  renderFacilitators();
+}
+
+async function setActive(f, active) {
+  const result = await api("POST", activationPath(f, active));
+  $("#facilitator-status").textContent =
+    result.status === 200
+      ? t(active ? "people.facilitator_activated" : "people.facilitator_deactivated", {
+          name: f.first_name,
+        })
+      : refusalText(result);
+  await loadFacilitators();
 }
 
 // -- organisations (platform admins) -------------------------------------------------------
@@ -203,6 +232,7 @@ function drawHeadings() {
 
 function render() {
   renderAccounts();
+  renderFacilitators();
   renderOrganisations();
 }
 
@@ -220,6 +250,7 @@ async function main() {
   $("#organisation-form").addEventListener("submit", addOrganisation);
   await loadOrganisations();
   await loadAccounts();
+  await loadFacilitators();
 }
 
 main();
