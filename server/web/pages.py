@@ -90,6 +90,7 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/apply/{organisation}", page("apply"))
     app.router.add_get("/solicitar/{organisation}", page("apply"))
     app.router.add_get("/staff/applications", page("applications", staff=True))
+    app.router.add_get("/staff/people", page("people", staff=True))
     app.router.add_get("/vendor/socket.io.esm.min.js", socketio_client)
     if static.is_dir():
         app.router.add_static("/static/", static, follow_symlinks=False, show_index=False)

@@ -71,6 +71,7 @@ async def test_there_are_staff_routes_and_pages(app_server: RunningServer) -> No
     routes = guarded_routes(app_server)
     assert ("POST", "/api/proposals/{proposal_id}/accept") in routes
     assert ("GET", "/staff/applications") in routes
+    assert ("GET", "/staff/people") in routes
     assert ("HEAD", "/api/recordings/{recording_id}/files/{name}") in routes
 
 

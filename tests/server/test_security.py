@@ -55,6 +55,7 @@ STAFF_PAGES = [
     "/staff/recordings/{rec}",
     "/staff/audit",
     "/staff/applications",
+    "/staff/people",
 ]
 CHANGING = [(m, p) for m, p in STAFF_ENDPOINTS if m in ("POST", "PUT", "PATCH", "DELETE")]
 

@@ -9,7 +9,10 @@ const PAGES = [
   { name: "recordings", href: "/staff/recordings", key: "archive.nav_recordings" },
   { name: "audit", href: "/staff/audit", key: "archive.nav_audit" },
   { name: "applications", href: "/staff/applications", key: "archive.nav_applications" },
+  // drawn hidden: showAdminLinks() shows it to an organisation's admins and platform admins
+  { name: "people", href: "/staff/people", key: "archive.nav_people", admin: true },
 ];
+const ADMIN_ROLES = new Set(["admin", "platform"]);
 
 /** Draw the header and the navigation with `current` (a name in PAGES) as this page. */
 export function drawStaffHeader(current) {
@@ -24,8 +27,8 @@ export function drawStaffHeader(current) {
       }),
     ],
   });
-  const links = PAGES.map(({ name, href, key }) =>
-    el("li", {}, [
+  const links = PAGES.map(({ name, href, key, admin = false }) =>
+    el("li", { attrs: { hidden: admin }, dataset: admin ? { adminOnly: "" } : {} }, [
       el("a", {
         i18n: key,
         attrs: { href, "aria-current": name === current ? "page" : null },
@@ -38,4 +41,16 @@ export function drawStaffHeader(current) {
       el("ul", {}, links),
     ]),
   );
+}
+
+/** Whether `role` (from /api/staff/me) may add and remove people. */
+export function isAdmin(role) {
+  return ADMIN_ROLES.has(role);
+}
+
+/** Show the links only admins may follow, once the signed-in person's `role` is known. */
+export function showAdminLinks(role) {
+  for (const item of document.querySelectorAll(".staff-nav [data-admin-only]")) {
+    item.hidden = !isAdmin(role);
+  }
 }

@@ -4,15 +4,20 @@
 
 import { callApi, fetchMade, refusal } from "./api.js";
 import { t } from "./i18n.js";
-import { drawStaffHeader } from "./staff-header.js";
+import { drawStaffHeader, showAdminLinks } from "./staff-header.js";
 import { startLanguage } from "./topbar.js";
 import { $ } from "./ui.js";
 
-const session = { email: null, csrf: null };
+const session = { email: null, csrf: null, role: null, organisation: null };
 
 function toSignIn() {
   const next = `${location.pathname}${location.search}`;
   location.assign(`/staff/signin?next=${encodeURIComponent(next)}`);
+}
+
+/** Who is signed in, once startStaffPage() resolved true: {email, role, organisation}. */
+export function signedIn() {
+  return { email: session.email, role: session.role, organisation: session.organisation };
 }
 
 /** Call the API in the session; resolves to {status, body} and never throws. */
@@ -73,6 +78,9 @@ export async function startStaffPage(current) {
   }
   session.email = me.body.email;
   session.csrf = me.body.csrf;
+  session.role = me.body.role;
+  session.organisation = me.body.organisation;
+  showAdminLinks(session.role);
   // and for whom, once there is more than the default (unnamed) organisation
   const organisation = me.body.organisation && me.body.organisation.name;
   $("#signed-in-as").textContent = organisation ? `${session.email} · ${organisation}` : session.email;

@@ -3,8 +3,9 @@
 // shown here only, never on participant pages.
 
 import { callApi, fetchBlob, refusal } from "../lib/api.js";
-import { DAY_KEYS, availabilityRows, fillTimeZones } from "../lib/availability.js";
-import { language, languageName, onLanguageChange, t } from "../lib/i18n.js";
+import { availabilityRows, fillTimeZones } from "../lib/availability.js";
+import { activationPath, facilitatorItems, languagesText, windowText } from "../lib/facilitators.js";
+import { language, onLanguageChange, t } from "../lib/i18n.js";
 import { PLACEMENT_KEYS, placementText } from "../lib/placement.js";
 import { api, apiError, startStaffPage } from "../lib/staff-session.js";
 import { $, $$, confirmDialog, el, show, tableHead } from "../lib/ui.js";
@@ -46,10 +47,6 @@ function label(pairs, value) {
   return found ? t(found[1]) : value;
 }
 
-function languagesText(codes) {
-  return codes.map(languageName).join(", ");
-}
-
 function regionName(code) {
   const region = page.regions.find((r) => r.code === code);
   return region ? region.name[language()] || region.name.en : code;
@@ -70,10 +67,6 @@ function formatIn(value, timeZone) {
   } catch {
     return formatDate(value);
   }
-}
-
-function windowText(w) {
-  return `${t(DAY_KEYS[w.day])} ${w.start}–${w.end}`;
 }
 
 // -- applications ----------------------------------------------------------------------
@@ -491,38 +484,11 @@ async function loadFacilitators() {
 }
 
 function renderFacilitators() {
-  const items = page.facilitators.map((f) => {
-    const toggle = el("button", {
-      className: "quiet small",
-      text: t(f.active ? "applications.deactivate" : "applications.activate"),
-      attrs: { type: "button" },
-      on: { click: () => setActive(f, !f.active) },
-    });
-    return el("li", { className: "facilitator", dataset: { facilitator: f.id } }, [
-      el("span", {
-        text: t("applications.facilitator_line", {
-          name: f.first_name,
-          languages: languagesText(f.speaks),
-          zone: f.time_zone,
-          times: f.availability.map(windowText).join("; "),
-        }),
-      }),
-      el("span", {
-        className: "state-tag",
-        text: t(f.active ? "applications.active" : "applications.inactive"),
-      }),
-      toggle,
-    ]);
-  });
-  if (!items.length) {
-    items.push(el("li", { className: "hint", text: t("applications.no_facilitators") }));
-  }
-  $("#facilitator-list").replaceChildren(...items);
+  $("#facilitator-list").replaceChildren(...facilitatorItems(page.facilitators, setActive));
 }
 
 async function setActive(f, active) {
-  const how = active ? "activate" : "deactivate";
-  const result = await api("POST", `/api/facilitators/${encodeURIComponent(f.id)}/${how}`);
+  const result = await api("POST", activationPath(f, active));
   if (result.status === 200) {
     await loadFacilitators();
     renderProposals();
