@@ -28,6 +28,7 @@ from support.browser import (
     with_raw_audio,
     write_speech,
 )
+from support.captures import locate
 from support.media import RATE, decode_ogg
 from support.server import (
     CONSENT,
@@ -129,17 +130,7 @@ async def room(
 def best_match(window: np.ndarray, source: np.ndarray) -> float:
     """The highest normalised correlation of `window` with any stretch of `source`
     played in a loop (Chromium loops its fake microphone file)."""
-    looped = np.concatenate([source, source[: len(window)]]).astype(np.float64)
-    w = window.astype(np.float64) - window.mean()
-    size = 1 << int(np.ceil(np.log2(len(looped) + len(w))))
-    corr = np.fft.irfft(np.fft.rfft(looped, size) * np.conj(np.fft.rfft(w, size)), size)
-    corr = corr[: len(looped) - len(w) + 1]
-    energy = np.cumsum(np.concatenate([[0.0], looped**2]))
-    sums = np.cumsum(np.concatenate([[0.0], looped]))
-    n = len(w)
-    local = (energy[n:] - energy[:-n]) - (sums[n:] - sums[:-n]) ** 2 / n
-    scale = np.sqrt(np.maximum(local, 1e-12)) * np.linalg.norm(w)
-    return float(np.max(corr / scale))
+    return locate(window, np.concatenate([source, source[: len(window)]]))[1]
 
 
 def matched_share(audio: np.ndarray, source: np.ndarray) -> float:

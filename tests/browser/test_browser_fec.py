@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Playwright, Route, async_playwright
+from playwright.async_api import Playwright, async_playwright
 
 from storyroom.finalize import libopus
 from storyroom.recording.oggopus import OggOpusReader, is_loss_filler
-from support.browser import launch, turn_on_microphone, with_raw_audio, write_speech
-from support.netimpair import Impairment, Link, Relay, host_candidate, rewrite_candidates
+from support.browser import launch, through_relay, turn_on_microphone, with_raw_audio, write_speech
+from support.netimpair import Impairment, Relay
 from support.server import RunningServer, create_session, seat_clients, wait_for
 
 pytestmark = pytest.mark.slow
@@ -30,13 +30,6 @@ pytestmark = pytest.mark.slow
 LOSS = 0.03
 SECONDS = 25.0
 RATE = 48_000
-HOOKED = {
-    "sdp: pc.localDescription.sdp,": "sdp: await window.viaRelayOffer(pc.localDescription.sdp),",
-    "await pc.setRemoteDescription(ack.answer);": (
-        "await pc.setRemoteDescription("
-        '{type: "answer", sdp: await window.viaRelayAnswer(ack.answer.sdp)});'
-    ),
-}
 
 
 @pytest.fixture
@@ -51,35 +44,13 @@ async def test_chromium_sends_fec_once_the_server_reports_loss(
     created = await create_session(server.url)
     clients = await seat_clients(server.url, created)
     relay = Relay()
-    links: list[Link] = []
     browser = await launch(pw, write_speech(tmp_path / "speech.wav"))
-
-    async def via_relay_offer(sdp: str) -> str:
-        link = await relay.open(
-            f"chromium{len(links)}", Impairment(loss=LOSS), Impairment(), 5, host_candidate(sdp)
-        )
-        links.append(link)
-        return rewrite_candidates(sdp, link.server_port)
-
-    async def via_relay_answer(sdp: str) -> str:
-        links[-1].server_addr = host_candidate(sdp)
-        return rewrite_candidates(sdp, links[-1].seat_port)
-
-    async def hooked(route: Route) -> None:
-        response = await route.fetch()
-        body = await response.text()
-        for old, new in HOOKED.items():
-            assert old in body, f"room-client.js changed: {old!r} is gone"
-            body = body.replace(old, new)
-        await route.fulfill(response=response, body=body)
 
     try:
         # a's socket is the page's: the test's own client for a steps aside first
         await clients["a"].close()
         context = await browser.new_context()
-        await context.route("**/js/lib/room-client.js", hooked)
-        await context.expose_function("viaRelayOffer", via_relay_offer)
-        await context.expose_function("viaRelayAnswer", via_relay_answer)
+        links = await through_relay(context, relay, "chromium", Impairment(loss=LOSS), 5)
         page = await context.new_page()
         await page.goto(with_raw_audio(created["seats"]["a"]["url"]))
         await turn_on_microphone(page)

@@ -15,11 +15,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
-from playwright.async_api import Browser, ConsoleMessage, Page, Playwright
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, Route
 from playwright.async_api import Error as PlaywrightError
 
 from storyroom.room.questions import bank
 from support.media import RATE, TONES
+from support.netimpair import Impairment, Link, Relay, host_candidate, rewrite_candidates
 from support.polling import wait_for
 from support.recordings import speech_like
 from support.staff import STAFF_EMAIL, STAFF_PASSWORD
@@ -106,6 +107,51 @@ def with_raw_audio(link: str) -> str:
     """The join link with `?raw=1`: the fake capture tone reaches WebRTC unprocessed."""
     base, _, fragment = link.partition("#")
     return f"{base}?raw=1#{fragment}"
+
+
+RELAY_HOOKS = {
+    "sdp: pc.localDescription.sdp,": "sdp: await window.viaRelayOffer(pc.localDescription.sdp),",
+    "await pc.setRemoteDescription(ack.answer);": (
+        "await pc.setRemoteDescription("
+        '{type: "answer", sdp: await window.viaRelayAnswer(ack.answer.sdp)});'
+    ),
+}
+"""Where the page's room-client.js sends its offer and takes the answer: each goes
+through a hook that points it at the relay's ports instead."""
+
+
+async def through_relay(
+    context: BrowserContext, relay: Relay, name: str, up: Impairment, seed: int
+) -> list[Link]:
+    """Every peer connection the pages of `context` make goes through a new link of
+    `relay` (`up` on the way to the server, nothing on the way back): their join script
+    is served with two hooks that rewrite the offer's and the answer's candidates. The
+    links, in order, as they open."""
+    links: list[Link] = []
+
+    async def via_relay_offer(sdp: str) -> str:
+        link = await relay.open(
+            f"{name}{len(links)}", up, Impairment(), seed + len(links), host_candidate(sdp)
+        )
+        links.append(link)
+        return rewrite_candidates(sdp, link.server_port)
+
+    async def via_relay_answer(sdp: str) -> str:
+        links[-1].server_addr = host_candidate(sdp)
+        return rewrite_candidates(sdp, links[-1].seat_port)
+
+    async def hooked(route: Route) -> None:
+        response = await route.fetch()
+        body = await response.text()
+        for old, new in RELAY_HOOKS.items():
+            assert old in body, f"room-client.js changed: {old!r} is gone"
+            body = body.replace(old, new)
+        await route.fulfill(response=response, body=body)
+
+    await context.route("**/js/lib/room-client.js", hooked)
+    await context.expose_function("viaRelayOffer", via_relay_offer)
+    await context.expose_function("viaRelayAnswer", via_relay_answer)
+    return links
 
 
 @dataclass

@@ -137,3 +137,20 @@ def match_at(stem: np.ndarray, reference: np.ndarray, second: int, lag: int) -> 
         for shift in range(-LAG_SLACK, LAG_SLACK + 1)
         if len(y := reference[a - lag - shift : a + RATE - lag - shift]) == RATE
     )
+
+
+def locate(window: np.ndarray, source: np.ndarray) -> tuple[int, float]:
+    """Where `window` best matches a stretch of `source`: that stretch's first sample,
+    and the normalised correlation there (1.0: the same waveform, at any level)."""
+    src = source.astype(np.float64)
+    w = window.astype(np.float64) - window.mean()
+    n = len(w)
+    size = 1 << int(np.ceil(np.log2(len(src) + n)))
+    corr = np.fft.irfft(np.fft.rfft(src, size) * np.conj(np.fft.rfft(w, size)), size)
+    corr = corr[: len(src) - n + 1]
+    energy = np.cumsum(np.concatenate([[0.0], src**2]))
+    sums = np.cumsum(np.concatenate([[0.0], src]))
+    local = (energy[n:] - energy[:-n]) - (sums[n:] - sums[:-n]) ** 2 / n
+    scores = corr / (np.sqrt(np.maximum(local, 1e-12)) * (np.linalg.norm(w) + 1e-12))
+    best = int(np.argmax(scores))
+    return best, float(scores[best])
