@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,12 @@ async def test_the_facilitator_hears_both_participants_and_survives_a_drop(
             meter = console.locator(f'.seat-card[data-seat="{seat}"] .meter')
             await expect(meter).to_have_attribute("data-active", "true", timeout=EXPECT_MS)
             quality = console.locator(f'.seat-card[data-seat="{seat}"] .quality')
-            await expect(quality).to_contain_text("Connection good", timeout=EXPECT_MS)
+            # measured, not "no data yet"; on loopback "good", though a machine whose cores
+            # are all busy delays packets enough (jitter ~30 ms) to read "fair"
+            await expect(quality).to_have_attribute(
+                "data-quality", re.compile(r"^(good|fair)$"), timeout=EXPECT_MS
+            )
+            await expect(quality).to_contain_text(re.compile(r"^Connection (good|fair)"))
 
         # muting a participant silences that voice only
         a = seats["a"].page
