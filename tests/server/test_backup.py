@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from support.media import start_recording, tone_room
 from support.polling import wait_until
@@ -29,6 +30,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.embedded_database
 async def test_a_backup_taken_during_a_take_restores(tmp_path: Path) -> None:
     data, dest = tmp_path / "data", tmp_path / "backup"
     async with serving(data) as server:

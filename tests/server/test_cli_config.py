@@ -31,6 +31,7 @@ def run_cli(
     )
 
 
+@pytest.mark.embedded_database
 async def test_session_create_prints_three_working_links(tmp_path: Path) -> None:
     data = tmp_path / "data"
     port = free_port()
@@ -66,6 +67,7 @@ async def test_session_create_prints_three_working_links(tmp_path: Path) -> None
             await client.close()
 
 
+@pytest.mark.embedded_database
 async def test_session_create_self_guided_prints_two_working_links(tmp_path: Path) -> None:
     data = tmp_path / "data"
     port = free_port()
@@ -285,6 +287,7 @@ async def test_schema_is_versioned_and_wal(tmp_path: Path) -> None:
         await Store.open(tmp_path / "db.sqlite3")
 
 
+@pytest.mark.embedded_database
 async def test_tokens_are_stored_hashed(tmp_path: Path) -> None:
     async with serving(tmp_path / "data") as srv:
         created = await create_session(srv.url)

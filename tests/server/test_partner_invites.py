@@ -147,6 +147,7 @@ async def test_bad_confirmations_are_refused(
         assert await server.services.store.list_sessions(EVERY_ORGANISATION) == []
 
 
+@pytest.mark.embedded_database
 async def test_an_old_confirmation_link_has_expired(tmp_path: Path) -> None:
     async with serving(tmp_path, self_guided_invites="on") as server:
         await post(server.url, "/api/invites", INVITE, 202)

@@ -70,6 +70,7 @@ def read_only(path: Path) -> Iterator[None]:
 
 
 @pytest.mark.skipif(not PRIVATE_MOUNTS, reason="needs a private mount namespace (root)")
+@pytest.mark.embedded_database
 async def test_a_read_only_data_folder_is_named(server: RunningServer) -> None:
     """Root writes whatever the file modes say, so the folder is made read-only by a
     mount, under the running server."""

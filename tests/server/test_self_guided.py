@@ -219,6 +219,7 @@ async def test_a_third_connection_adds_no_seat(server: RunningServer) -> None:
             assert refused["data"]["code"] == code
 
 
+@pytest.mark.embedded_database
 async def test_a_facilitator_seat_never_opens_a_self_guided_room(server: RunningServer) -> None:
     created = await create_self_guided(server.url)
     session_id = created["id"]
