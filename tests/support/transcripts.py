@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 
-from support.media import start_recording, stop_recording, tone_room
+from storyroom.recording import layout
+from support.media import RATE, decode_ogg, start_recording, stop_recording, tone_room
 from support.polling import wait_for
 from support.server import CONSENT, RunningServer, call, create_session, finalized
 from support.speech import ENGLISH, Clip, ClipTrack, clip, programme
@@ -80,3 +82,35 @@ async def rosa_then_dale(server: RunningServer) -> tuple[SpokenRecording, list[d
     turns: list[dict[str, Any]] = body["transcript"]["turns"]
     assert [(t["seat"], t["name"]) for t in turns] == [("a", "Rosa"), ("b", "Dale")], turns
     return spoken, turns
+
+
+ENVELOPE_S = 0.1
+
+
+def _envelope(samples: np.ndarray) -> np.ndarray:
+    n = int(ENVELOPE_S * RATE)
+    usable = samples[: len(samples) // n * n].reshape(-1, n)
+    return np.sqrt(np.mean(np.square(usable, dtype=np.float64), axis=1))
+
+
+def speech_missing_s(spoken: SpokenRecording, seat: str) -> float:
+    """Seconds of `seat`'s placed clips that are loud in the clip but near silent in
+    the finalized stem, at the lag (within `late_s`) where the two envelopes agree best:
+    tells audio the recording lost from words the model left out."""
+    stem = decode_ogg(str(spoken.rec_dir / layout.finalized_stem(seat)))
+    missing = 0.0
+    for start, c in spoken.placed[seat]:
+        voice = _envelope(c.samples)
+        loud = voice > 0.1 * voice.max()
+        best: tuple[float, np.ndarray] | None = None
+        for lag in np.arange(0.0, spoken.late_s + 0.2, 0.02):
+            at = int((start + lag) * RATE)
+            heard = _envelope(stem[at : at + len(c.samples)])
+            if len(heard) < len(voice):
+                heard = np.pad(heard, (0, len(voice) - len(heard)))
+            score = float(np.dot(heard, voice))
+            if best is None or score > best[0]:
+                best = (score, heard)
+        assert best is not None
+        missing += float(np.sum(loud & (best[1] < 0.1 * voice))) * ENVELOPE_S
+    return missing
