@@ -1,9 +1,12 @@
 // The seat's own recording of its microphone: while the room records, a MediaRecorder
 // records the same stream the page sends, in ~1 s chunks kept in IndexedDB until the
 // server confirms them (docs/protocol.md, "Browser capture"). Uploads go one request at
-// a time, in order, with the seat's token, and back off on errors, so they never crowd
-// the live audio. A page reload starts a new run; the runs a previous page left behind
-// are sent first. No DOM here: the page shows `progress()`.
+// a time, in order, with the seat's token, and back off on errors. They give way to the
+// live audio while this page records a take: paced (a backlog drains at twice the
+// capture's rate, not in a burst), and on an uplink too narrow for both (an upload's own
+// throughput says so) they wait for the take to end. A page reload starts a new run;
+// the runs a previous page left behind are sent first. No DOM here: the page shows
+// `progress()`.
 
 import { timerAt } from "./room-client.js";
 
@@ -14,6 +17,15 @@ const BACKOFF_MS = [1000, 2000, 5000, 10000, 30000];
 const DB_NAME = "storyroom-capture";
 const KEEP_CLOSED_MS = 24 * 3600 * 1000;
 const REQUEST_TIMEOUT_MS = 30000;
+/** While a take is live: at least this long from one chunk upload's start to the next. */
+const LIVE_PACE_MS = TIMESLICE_MS / 2;
+/** An uplink on which an upload got less than this is too narrow to upload during a
+ * take without crowding the live audio (the call's ~110 kbit/s plus the capture's 128):
+ * measured by bench/capture_link.py. */
+const NARROW_BPS = 4 * BITRATE;
+/** Uploads at least this large tell the uplink's throughput (smaller ones, mostly RTT). */
+const MEASURED_BYTES = 8000;
+const LIVE_POLL_MS = 1000;
 /** Answers after which retrying the same request cannot help. */
 const RETRY_STATUSES = new Set([0, 408, 425, 429, 500, 502, 503, 504]);
 
@@ -83,6 +95,8 @@ export class Capture {
     this.live = null; // {key, recordingId, stream, recorder, writes}
     this.runs = []; // this seat's runs as stored, oldest first
     this.failures = 0;
+    this.narrow = false; // this take's uploads have shown an uplink too narrow to share
+    this.lastSend = 0;
     this._wake = false;
     this._pumping = false;
     this.onChange = () => {};
@@ -224,6 +238,7 @@ export class Capture {
     }
     queue(() => this._save(run));
     this.live = live;
+    this.narrow = false; // a new take: measure the uplink anew
   }
 
   _end(live) {
@@ -380,12 +395,30 @@ export class Capture {
     return this._failed(run, result);
   }
 
+  /** While this page records a take, let the live audio go first: wait for the take to
+   * end on a narrow uplink, else keep to the live pace. */
+  async _giveWay() {
+    while (this.live && this.narrow) {
+      await sleep(LIVE_POLL_MS);
+    }
+    const wait = this.lastSend + LIVE_PACE_MS - performance.now();
+    if (this.live && wait > 0) {
+      await sleep(wait);
+    }
+  }
+
   async _send(run, chunk) {
+    await this._giveWay();
     const data = await chunk.blob.arrayBuffer();
-    const result = await this._call("PUT", `${this._runsPath(run)}/${run.serverRun}/chunks/${chunk.seq}`, {
-      blob: chunk.blob,
-      headers: { "X-Chunk-Sha256": await sha256(data), "X-Capture-Recorded": String(run.recorded) },
-    });
+    const path = `${this._runsPath(run)}/${run.serverRun}/chunks/${chunk.seq}`;
+    const headers = { "X-Chunk-Sha256": await sha256(data), "X-Capture-Recorded": String(run.recorded) };
+    this.lastSend = performance.now();
+    const result = await this._call("PUT", path, { blob: chunk.blob, headers });
+    const seconds = (performance.now() - this.lastSend) / 1000;
+    if (this.live && data.byteLength >= MEASURED_BYTES && (data.byteLength * 8) / seconds < NARROW_BPS) {
+      this.narrow = true;
+      console.info(`capture: uplink too narrow to upload during the take (${Math.round((data.byteLength * 8) / seconds / 1000)} kbit/s); after it`);
+    }
     if (result.status === 200 || result.status === 201) {
       await transaction(this.db, ["runs", "chunks"], "readwrite", async ({ runs, chunks }) => {
         chunks.delete([run.key, chunk.seq]);
