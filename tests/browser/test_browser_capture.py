@@ -198,10 +198,15 @@ async def test_a_take_is_captured_saved_after_stop_and_matches_the_microphone(ro
     await expect(status).to_have_attribute("data-state", "saving")
     await expect(status).to_contain_text(re.compile(r"Saving your recording: \d+%"))
     assert room.gate.held >= 1
+    # and asks to keep the page open instead of saying it can be closed
+    ended = room.page.locator("#ended-body")
+    await expect(ended).to_contain_text("Please keep this page open until your recording is saved")
+    await expect(room.page.locator("#ended")).not_to_contain_text("You can close this page")
     await screenshot(room.page, "capture-saving")
     await room.release()
     await expect(status).to_have_attribute("data-state", "saved", timeout=SAVED_MS)
     await expect(status).to_have_text("Your recording is saved.", timeout=SAVED_MS)
+    await expect(ended).to_contain_text("You can stay to say goodbye, then close this page.")
     await screenshot(room.page, "capture-saved")
 
     # the facilitator saw the backup arrive, all of it

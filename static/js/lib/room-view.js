@@ -90,6 +90,7 @@ export class RoomView {
     this.probes = new Map();
     this.ownSeat = null;
     this.stopReasonShown = null; // recording id whose stop reason the banner told
+    this.captureSaving = false; // this page still sends some of the last take's capture
     this.stopBanner = null; // that banner, while the reconnecting one stands in for it
     // For diagnostics from the browser console (and the tests).
     window.storyroom = { client: this.client, view: this, capture: this.capture };
@@ -254,7 +255,9 @@ export class RoomView {
     const prefix = `finalize.${this.page}_${info.status}`;
     nodes.box.dataset.status = info.status;
     setText(nodes.title, t(`${prefix}_title`));
-    setText(nodes.body, t(`${prefix}_body`));
+    // "you can close this page" is not true while this page still sends its copy
+    const waiting = this.captureSaving && this.page === "room" && info.status === "finalizing";
+    setText(nodes.body, t(waiting ? `${prefix}_body_capture` : `${prefix}_body`));
     const working = info.status === "finalizing";
     show(nodes.progress, working);
     show(nodes.stage, working);
@@ -361,6 +364,13 @@ export class RoomView {
     const live = rec && (rec.state === "recording" || rec.state === "paused");
     const info = rec && rec.id && !live ? this.capture.progress(rec.id) : null;
     show(node, Boolean(info));
+    const saving = Boolean(info && !info.saved);
+    if (saving !== this.captureSaving) {
+      this.captureSaving = saving; // the end screen's words depend on it
+      if (this.snapshot) {
+        this.pageRender();
+      }
+    }
     if (!info) {
       return;
     }

@@ -192,6 +192,7 @@ function renderEnded() {
   }
   const mine = view.snapshot.seats[me()];
   setText($("#ended-title"), t("ended.title_name", { name: mine.name }));
+  setText($("#ended-body"), t(view.captureSaving ? "ended.body_capture" : "ended.body"));
   if (!page.finalizeNodes) {
     page.finalizeNodes = drawFinalize($("#ended-files"));
   }
