@@ -165,6 +165,10 @@ class Settings:
     s3_url_ttl_s: int = 300
     # /readyz fails when shipping is this many seconds behind the recorder.
     s3_max_lag_s: float = 15.0
+    # Redis (redis://[user:password@]host:port/db, rediss:// for TLS) for what is live and
+    # disposable across nodes: the staff pages' room updates and staff sign-outs
+    # (docs/deploy.md#redis). Empty: one process, no Redis.
+    redis_url: str = ""
 
     @property
     def shared_storage(self) -> bool:
@@ -405,6 +409,7 @@ def _validated(s: Settings) -> Settings:
     _validate_turn(s)
     _validate_operations(s)
     _validate_storage(s)
+    _validate_redis(s.redis_url)
     return replace(s, warning_minutes=tuple(sorted(s.warning_minutes, reverse=True)))
 
 
@@ -536,3 +541,28 @@ def _validate_storage(s: Settings) -> None:
         raise SettingsError("s3_url_ttl_s must be between 10 and 604800 seconds")
     if not s.s3_ship_interval_s < s.s3_max_lag_s <= 3600:
         raise SettingsError("s3_max_lag_s must be above s3_ship_interval_s and at most 3600")
+
+
+def _validate_redis(url: str) -> None:
+    """A Redis URL the client can open: redis:// or rediss://, a host, a port and a
+    database number that are numbers (checked now, not at the first publish)."""
+    if not url:
+        return
+    example = "redis://127.0.0.1:6379/0"
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        raise SettingsError(
+            f"redis_url must be a Redis URL like {example} (rediss:// for TLS), or empty"
+            " for one process without Redis"
+        )
+    try:
+        parsed.port  # noqa: B018 - reading it checks it
+    except ValueError:
+        raise SettingsError(f"redis_url has a bad port; a Redis URL looks like {example}") from None
+    database = parsed.path.strip("/")
+    if database and not database.isdigit():
+        raise SettingsError(
+            f"redis_url's database must be a number (the /0 in {example}), not {database!r}"
+        )
+    if parsed.query or parsed.fragment:
+        raise SettingsError("redis_url must not carry options (?...) or a fragment")

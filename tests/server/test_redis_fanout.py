@@ -1,0 +1,239 @@
+"""Redis fan-out between two real `storyroom serve` nodes: one PostgreSQL database and one
+real redis-server (started here on 127.0.0.1, no persistence, stopped by pid).
+
+A staff page connected to node A sees a room that lives on node B change; signing out on
+A hangs up the staff socket on B; seat traffic never goes through Redis (counted with
+Redis's own PUBLISH statistics); Redis killed makes /readyz and /metrics say so, and
+Redis back makes them recover; a bad STORYROOM_REDIS_URL stops the server at start."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+
+from support.polling import wait_for
+from support.postgres import Postgres
+from support.process import ServerProcess, environment, serve
+from support.redis import RedisServer, running_redis
+from support.server import CONSENT, close_clients, create_session, give_consent, seat_clients
+from support.staff import STAFF_EMAIL, STAFF_PASSWORD, StaffBrowser, cookie_session
+
+STAFF = "/staff"
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
+@dataclass
+class Nodes:
+    a: ServerProcess
+    b: ServerProcess
+    redis: RedisServer
+
+
+@pytest.fixture
+async def nodes(
+    tmp_path: Path, postgres: Postgres, redis_server: RedisServer
+) -> AsyncIterator[Nodes]:
+    env = {
+        "STORYROOM_DATABASE_URL": postgres.new_database(),
+        "STORYROOM_REDIS_URL": redis_server.url,
+    }
+    added = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "storyroom", "staff", "add", STAFF_EMAIL],
+        input=STAFF_PASSWORD + "\n",
+        env=environment({**env, "STORYROOM_DATA_DIR": str(tmp_path / "cli")}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
+    a = serve(tmp_path / "a", tmp_path / "a.log", env=env)
+    b: ServerProcess | None = None
+    try:
+        await a.ready()
+        b = serve(tmp_path / "b", tmp_path / "b.log", env=env)
+        await b.ready()
+        yield Nodes(a, b, redis_server)
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
+
+
+@dataclass
+class StaffSocket:
+    """A staff page's Socket.IO connection to `/staff`, keeping what it was sent."""
+
+    sio: socketio.AsyncClient = field(
+        default_factory=lambda: socketio.AsyncClient(reconnection=False)
+    )
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    closed: list[dict[str, Any]] = field(default_factory=list)
+
+    async def connect(self, url: str, *, cookie: str = "", auth: Any = None) -> None:
+        self.sio.on("session", self.sessions.append, namespace=STAFF)
+        self.sio.on("closed", self.closed.append, namespace=STAFF)
+        headers = {"Cookie": f"storyroom_staff={cookie}"} if cookie else {}
+        await self.sio.connect(
+            url,
+            namespaces=[STAFF],
+            headers=headers,
+            auth=auth,
+            transports=["websocket"],
+            wait_timeout=10,
+        )
+
+    async def seen(self, session_id: str, what: str, **expected: Any) -> dict[str, Any]:
+        """Wait until the latest summary of `session_id` has the `expected` fields (a
+        value, or a test of the value)."""
+
+        def holds(value: Any, want: Any) -> bool:
+            return bool(want(value)) if callable(want) else bool(value == want)
+
+        def match() -> dict[str, Any] | None:
+            for summary in reversed(self.sessions):
+                if summary["id"] == session_id:
+                    ok = all(holds(summary[k], v) for k, v in expected.items())
+                    return summary if ok else None
+            return None
+
+        return await wait_for(match, what=what)
+
+    async def close(self) -> None:
+        if self.sio.connected:
+            await self.sio.disconnect()
+        await self.sio.shutdown()
+
+
+def session_cookie(http: aiohttp.ClientSession) -> str:
+    cookie = next(c for c in http.cookie_jar if c.key == "storyroom_staff")
+    return cookie.value
+
+
+def publishes(redis: RedisServer) -> int:
+    """How many PUBLISH commands Redis has run since it started."""
+    stats = redis.info("commandstats").get("cmdstat_publish", "calls=0")
+    return int(stats.split(",")[0].removeprefix("calls="))
+
+
+async def metric(node: ServerProcess, name: str) -> float:
+    """The sum of a /metrics family's samples on `node` (loopback may scrape)."""
+    async with aiohttp.ClientSession() as http, http.get(node.url + "/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    ]
+    assert values, f"{name} not in /metrics"
+    return sum(values)
+
+
+async def readyz(node: ServerProcess) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(node.url + "/readyz") as resp:
+        return resp.status, await resp.json()
+
+
+@dataclass(frozen=True)
+class PublishFigures:
+    """Redis's PUBLISH count read between two readings of what the nodes counted (a
+    node counts a message just after Redis took it; finalization may still be sending)."""
+
+    counted_before: float
+    published: int
+    counted_after: float
+
+
+async def publish_figures(nodes: Nodes) -> PublishFigures:
+    before = await counted(nodes)
+    published = publishes(nodes.redis)
+    return PublishFigures(before, published, await counted(nodes))
+
+
+async def counted(nodes: Nodes) -> float:
+    """What both nodes published on purpose: staff summaries and staff messages."""
+    total = 0.0
+    for node in (nodes.a, nodes.b):
+        total += await metric(node, "storyroom_staff_updates_total")
+        total += await metric(node, "storyroom_fanout_messages_total")
+    return total
+
+
+def redis_check(body: dict[str, Any]) -> dict[str, Any]:
+    return next(check for check in body["checks"] if check["name"] == "redis")
+
+
+async def test_staff_on_one_node_see_a_room_on_the_other_and_seats_stay_off_redis(
+    nodes: Nodes,
+) -> None:
+    async with cookie_session() as http:
+        staff = StaffBrowser(http, nodes.a.url)
+        status, body = await staff.sign_in()
+        assert status == 200, body
+        page = StaffSocket()
+        await page.connect(nodes.a.url, cookie=session_cookie(http))
+        try:
+            created = await create_session(nodes.b.url)
+            session_id = created["id"]
+            # the page's resync (asked by A, answered by A and B: no live rooms yet) is done
+            await wait_for(
+                lambda: metric(nodes.a, "storyroom_fanout_messages_total"), what="the resync"
+            )
+            start = await publish_figures(nodes)
+            clients = await seat_clients(nodes.b.url, created)
+            try:
+                await page.seen(
+                    session_id,
+                    "node B's room with its three seats, on node A's staff page",
+                    connected=["a", "b", "facilitator"],
+                )
+                await give_consent(clients, CONSENT)
+                ack = await clients["facilitator"].call("recording:start")
+                assert ack["ok"], ack
+                await page.seen(session_id, "recording on node A's page", recording="recording")
+                for n in range(10):
+                    ack = await clients["facilitator"].call("marker", {"label": f"m{n}"})
+                    assert ack["ok"], ack
+                ack = await clients["facilitator"].call("recording:stop")
+                assert ack["ok"], ack
+                await page.seen(
+                    session_id,
+                    "the take stopped, on node A's page",
+                    recording=lambda status: status not in ("recording", "paused"),
+                )
+                seat_snapshots = sum(len(c.snapshots) for c in clients.values())
+            finally:
+                await close_clients(clients)
+            await page.seen(session_id, "nobody left in node B's room", connected=[])
+            end = await publish_figures(nodes)
+            published = end.published - start.published
+            least, most = (
+                end.counted_before - start.counted_after,
+                end.counted_after - start.counted_before,
+            )
+            print(
+                f"\nseat snapshots sent by node B: {seat_snapshots}; staff summaries and "
+                f"staff channel messages: {least:.0f}-{most:.0f}; PUBLISH calls in Redis: {published}"
+            )
+            # every PUBLISH is a staff summary or a staff channel message: no seat
+            # snapshot, level or close went through Redis
+            assert least <= published <= most, (least, published, most)
+            assert seat_snapshots > most
+        finally:
+            await page.close()
