@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,16 @@ import socketio
 
 from support.polling import wait_for
 from support.postgres import Postgres
-from support.process import ServerProcess, environment, serve
+from support.process import ServerProcess, environment, serve, storyroom
 from support.redis import RedisServer, running_redis
-from support.server import CONSENT, close_clients, create_session, give_consent, seat_clients
+from support.server import (
+    CONSENT,
+    STAFF_TOKEN,
+    close_clients,
+    create_session,
+    give_consent,
+    seat_clients,
+)
 from support.staff import STAFF_EMAIL, STAFF_PASSWORD, StaffBrowser, cookie_session
 
 STAFF = "/staff"
@@ -237,3 +245,108 @@ async def test_staff_on_one_node_see_a_room_on_the_other_and_seats_stay_off_redi
             assert seat_snapshots > most
         finally:
             await page.close()
+
+
+async def test_signing_out_on_one_node_hangs_up_the_staff_socket_on_the_other(
+    nodes: Nodes,
+) -> None:
+    async with cookie_session() as http:
+        staff = StaffBrowser(http, nodes.a.url)
+        status, body = await staff.sign_in()
+        assert status == 200, body
+        cookie = session_cookie(http)
+        # node B never saw this sign-in: it reads the session from the database
+        page_b, page_a = StaffSocket(), StaffSocket()
+        await page_b.connect(nodes.b.url, cookie=cookie)
+        await page_a.connect(nodes.a.url, cookie=cookie)
+        try:
+            assert page_b.sio.connected and page_a.sio.connected
+            await staff.call("POST", "/api/staff/signout")
+            for page, node in ((page_b, "B"), (page_a, "A")):
+                closed = await wait_for(
+                    lambda page=page: page.closed, what=f"the staff socket on node {node} closed"
+                )
+                assert closed[0]["reason"] == "signed_out"
+                await wait_for(
+                    lambda page=page: not page.sio.connected,
+                    what=f"node {node} hung up the staff socket",
+                )
+        finally:
+            await page_a.close()
+            await page_b.close()
+        # and the session opens nothing on either node any more
+        for node in (nodes.a, nodes.b):
+            again = StaffSocket()
+            with pytest.raises(socketio.exceptions.ConnectionError):
+                await again.connect(node.url, cookie=cookie)
+            await again.close()
+            async with aiohttp.ClientSession() as plain:
+                async with plain.get(
+                    node.url + "/api/sessions", headers={"Cookie": f"storyroom_staff={cookie}"}
+                ) as resp:
+                    assert resp.status == 401
+
+
+async def test_redis_down_fails_readiness_with_the_reason_and_rooms_go_on(nodes: Nodes) -> None:
+    for node in (nodes.a, nodes.b):
+        status, body = await readyz(node)
+        assert status == 200, body
+        assert redis_check(body)["ok"], body
+        assert await metric(node, "storyroom_redis_up") == 1.0
+    created = await create_session(nodes.b.url)
+    clients = await seat_clients(nodes.b.url, created)
+    page = StaffSocket()
+    await page.connect(nodes.a.url, auth={"token": STAFF_TOKEN})
+    try:
+        await give_consent(clients, CONSENT)
+        nodes.redis.stop()
+        for node in (nodes.a, nodes.b):
+            body = (await wait_for(lambda node=node: refused(node), what="/readyz failing"))[1]
+            check = redis_check(body)
+            assert not check["ok"] and "redis" in body["failing"], body
+            assert f"127.0.0.1:{nodes.redis.port}" in check["detail"], check
+            assert await metric(node, "storyroom_redis_up") == 0.0
+        # the room does not notice: its events are answered and its seats hear of them
+        began = time.monotonic()
+        ack = await clients["facilitator"].call("recording:start")
+        assert ack["ok"], ack
+        await clients["a"].wait(lambda s: s["recording"]["state"] == "recording", "recording")
+        print(f"\nrecording:start with Redis down: {time.monotonic() - began:.3f} s")
+        nodes.redis.start()  # the same port, empty
+        for node in (nodes.a, nodes.b):
+            await wait_for(lambda node=node: ready(node), timeout=60, what="/readyz back")
+            assert await metric(node, "storyroom_redis_up") == 1.0
+        # and the staff page on A hears of B's room again
+        ack = await clients["facilitator"].call("recording:pause")
+        assert ack["ok"], ack
+        await page.seen(created["id"], "the pause, after Redis came back", recording="paused")
+    finally:
+        await page.close()
+        await close_clients(clients)
+
+
+async def refused(node: ServerProcess) -> tuple[int, dict[str, Any]] | None:
+    status, body = await readyz(node)
+    return (status, body) if status == 503 else None
+
+
+async def ready(node: ServerProcess) -> bool:
+    return (await readyz(node))[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("localhost:6379", "must be a Redis URL"),
+        ("http://127.0.0.1:6379", "must be a Redis URL"),
+        ("redis://", "must be a Redis URL"),
+        ("redis://127.0.0.1:99999/0", "bad port"),
+        ("redis://127.0.0.1:6379/zero", "database must be a number"),
+        ("redis://127.0.0.1:6379/0?timeout=1", "must not carry options"),
+    ],
+)
+def test_a_bad_redis_url_stops_the_server_at_start(url: str, says: str) -> None:
+    done = storyroom("serve", "--port", "0", env={"STORYROOM_REDIS_URL": url})
+    assert done.returncode != 0
+    assert says in done.stderr, done.stderr
+    assert "redis_url" in done.stderr, done.stderr
