@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,14 @@ from support.server import (
     give_consent,
     seat_clients,
 )
-from support.staff import STAFF_EMAIL, STAFF_PASSWORD, StaffBrowser, cookie_session
-
-STAFF = "/staff"
+from support.staff import (
+    STAFF_EMAIL,
+    STAFF_PASSWORD,
+    StaffBrowser,
+    StaffSocket,
+    cookie_session,
+    session_cookie,
+)
 
 
 @pytest.fixture
@@ -81,56 +86,6 @@ async def nodes(
         a.stop()
         if b is not None:
             b.stop()
-
-
-@dataclass
-class StaffSocket:
-    """A staff page's Socket.IO connection to `/staff`, keeping what it was sent."""
-
-    sio: socketio.AsyncClient = field(
-        default_factory=lambda: socketio.AsyncClient(reconnection=False)
-    )
-    sessions: list[dict[str, Any]] = field(default_factory=list)
-    closed: list[dict[str, Any]] = field(default_factory=list)
-
-    async def connect(self, url: str, *, cookie: str = "", auth: Any = None) -> None:
-        self.sio.on("session", self.sessions.append, namespace=STAFF)
-        self.sio.on("closed", self.closed.append, namespace=STAFF)
-        headers = {"Cookie": f"storyroom_staff={cookie}"} if cookie else {}
-        await self.sio.connect(
-            url,
-            namespaces=[STAFF],
-            headers=headers,
-            auth=auth,
-            transports=["websocket"],
-            wait_timeout=10,
-        )
-
-    async def seen(self, session_id: str, what: str, **expected: Any) -> dict[str, Any]:
-        """Wait until the latest summary of `session_id` has the `expected` fields (a
-        value, or a test of the value)."""
-
-        def holds(value: Any, want: Any) -> bool:
-            return bool(want(value)) if callable(want) else bool(value == want)
-
-        def match() -> dict[str, Any] | None:
-            for summary in reversed(self.sessions):
-                if summary["id"] == session_id:
-                    ok = all(holds(summary[k], v) for k, v in expected.items())
-                    return summary if ok else None
-            return None
-
-        return await wait_for(match, what=what)
-
-    async def close(self) -> None:
-        if self.sio.connected:
-            await self.sio.disconnect()
-        await self.sio.shutdown()
-
-
-def session_cookie(http: aiohttp.ClientSession) -> str:
-    cookie = next(c for c in http.cookie_jar if c.key == "storyroom_staff")
-    return cookie.value
 
 
 def publishes(redis: RedisServer) -> int:
