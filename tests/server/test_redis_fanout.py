@@ -8,11 +8,8 @@ Redis back makes them recover; a bad STORYROOM_REDIS_URL stops the server at sta
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +18,11 @@ import aiohttp
 import pytest
 import socketio
 
+from support.cluster import Nodes, two_nodes
 from support.polling import wait_for
 from support.postgres import Postgres
-from support.process import ServerProcess, environment, serve, storyroom
-from support.redis import RedisServer, running_redis
+from support.process import ServerProcess, storyroom
+from support.redis import RedisServer
 from support.server import (
     CONSENT,
     STAFF_TOKEN,
@@ -34,8 +32,6 @@ from support.server import (
     seat_clients,
 )
 from support.staff import (
-    STAFF_EMAIL,
-    STAFF_PASSWORD,
     StaffBrowser,
     StaffSocket,
     cookie_session,
@@ -44,48 +40,9 @@ from support.staff import (
 
 
 @pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
-
-
-@dataclass
-class Nodes:
-    a: ServerProcess
-    b: ServerProcess
-    redis: RedisServer
-
-
-@pytest.fixture
-async def nodes(
-    tmp_path: Path, postgres: Postgres, redis_server: RedisServer
-) -> AsyncIterator[Nodes]:
-    env = {
-        "STORYROOM_DATABASE_URL": postgres.new_database(),
-        "STORYROOM_REDIS_URL": redis_server.url,
-    }
-    added = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "storyroom", "staff", "add", STAFF_EMAIL],
-        input=STAFF_PASSWORD + "\n",
-        env=environment({**env, "STORYROOM_DATA_DIR": str(tmp_path / "cli")}),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert added.returncode == 0, added.stderr
-    a = serve(tmp_path / "a", tmp_path / "a.log", env=env)
-    b: ServerProcess | None = None
-    try:
-        await a.ready()
-        b = serve(tmp_path / "b", tmp_path / "b.log", env=env)
-        await b.ready()
-        yield Nodes(a, b, redis_server)
-    finally:
-        a.stop()
-        if b is not None:
-            b.stop()
+async def nodes(tmp_path: Path, postgres: Postgres) -> AsyncIterator[Nodes]:
+    async with two_nodes(tmp_path, postgres) as running:
+        yield running
 
 
 def publishes(redis: RedisServer) -> int:
