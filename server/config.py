@@ -510,16 +510,13 @@ def _validate_storage(s: Settings) -> None:
             "digits, dots and hyphens)"
         )
     if s.s3_endpoint:
-        parsed = urllib.parse.urlsplit(s.s3_endpoint)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise SettingsError(
-                f"s3_endpoint {s.s3_endpoint!r} is not an http:// or https:// URL "
-                "like https://s3.example.org or http://127.0.0.1:8333"
-            )
-        try:
-            parsed.port  # noqa: B018 - reading it checks it
-        except ValueError:
-            raise SettingsError(f"s3_endpoint {s.s3_endpoint!r} has a bad port") from None
+        parsed = _server_url(
+            f"s3_endpoint {s.s3_endpoint!r}",
+            s.s3_endpoint,
+            ("http", "https"),
+            "an http:// or https:// URL",
+            "https://s3.example.org or http://127.0.0.1:8333",
+        )
         if parsed.username is not None or parsed.password is not None:
             raise SettingsError(
                 "s3_endpoint must not hold credentials: use s3_access_key and s3_secret_key"
@@ -549,16 +546,14 @@ def _validate_redis(url: str) -> None:
     if not url:
         return
     example = "redis://127.0.0.1:6379/0"
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
-        raise SettingsError(
-            f"redis_url must be a Redis URL like {example} (rediss:// for TLS), or empty"
-            " for one process without Redis"
-        )
-    try:
-        parsed.port  # noqa: B018 - reading it checks it
-    except ValueError:
-        raise SettingsError(f"redis_url has a bad port; a Redis URL looks like {example}") from None
+    # named, never shown: the URL may hold Redis's password
+    parsed = _server_url(
+        "redis_url",
+        url,
+        ("redis", "rediss"),
+        "a redis:// or rediss:// URL",
+        f"{example} (rediss:// for TLS), or empty for one process without Redis",
+    )
     database = parsed.path.strip("/")
     if database and not database.isdigit():
         raise SettingsError(
@@ -566,3 +561,18 @@ def _validate_redis(url: str) -> None:
         )
     if parsed.query or parsed.fragment:
         raise SettingsError("redis_url must not carry options (?...) or a fragment")
+
+
+def _server_url(
+    shown: str, url: str, schemes: tuple[str, ...], kind: str, like: str
+) -> urllib.parse.SplitResult:
+    """`url` split, when it has one of `schemes`, a host and a numeric port; else a
+    settings error that names it as `shown` and says it should be `kind`, like `like`."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in schemes or not parsed.hostname:
+        raise SettingsError(f"{shown} is not {kind} like {like}")
+    try:
+        parsed.port  # noqa: B018 - reading it checks it
+    except ValueError:
+        raise SettingsError(f"{shown} has a bad port") from None
+    return parsed

@@ -31,12 +31,7 @@ from support.server import (
     give_consent,
     seat_clients,
 )
-from support.staff import (
-    StaffBrowser,
-    StaffSocket,
-    cookie_session,
-    session_cookie,
-)
+from support.staff import StaffSocket, session_cookie, signed_in
 
 
 @pytest.fixture
@@ -102,12 +97,9 @@ def redis_check(body: dict[str, Any]) -> dict[str, Any]:
 async def test_staff_on_one_node_see_a_room_on_the_other_and_seats_stay_off_redis(
     nodes: Nodes,
 ) -> None:
-    async with cookie_session() as http:
-        staff = StaffBrowser(http, nodes.a.url)
-        status, body = await staff.sign_in()
-        assert status == 200, body
+    async with signed_in(nodes.a) as staff:
         page = StaffSocket()
-        await page.connect(nodes.a.url, cookie=session_cookie(http))
+        await page.connect(nodes.a.url, cookie=session_cookie(staff.http))
         try:
             created = await create_session(nodes.b.url)
             session_id = created["id"]
@@ -162,11 +154,8 @@ async def test_staff_on_one_node_see_a_room_on_the_other_and_seats_stay_off_redi
 async def test_signing_out_on_one_node_hangs_up_the_staff_socket_on_the_other(
     nodes: Nodes,
 ) -> None:
-    async with cookie_session() as http:
-        staff = StaffBrowser(http, nodes.a.url)
-        status, body = await staff.sign_in()
-        assert status == 200, body
-        cookie = session_cookie(http)
+    async with signed_in(nodes.a) as staff:
+        cookie = session_cookie(staff.http)
         # node B never saw this sign-in: it reads the session from the database
         page_b, page_a = StaffSocket(), StaffSocket()
         await page_b.connect(nodes.b.url, cookie=cookie)
@@ -249,9 +238,9 @@ async def ready(node: ServerProcess) -> bool:
 @pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("localhost:6379", "must be a Redis URL"),
-        ("http://127.0.0.1:6379", "must be a Redis URL"),
-        ("redis://", "must be a Redis URL"),
+        ("localhost:6379", "is not a redis:// or rediss:// URL"),
+        ("http://127.0.0.1:6379", "is not a redis:// or rediss:// URL"),
+        ("redis://", "is not a redis:// or rediss:// URL"),
         ("redis://127.0.0.1:99999/0", "bad port"),
         ("redis://127.0.0.1:6379/zero", "database must be a number"),
         ("redis://127.0.0.1:6379/0?timeout=1", "must not carry options"),

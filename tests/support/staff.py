@@ -12,6 +12,7 @@ import aiohttp
 import socketio
 
 from support.polling import wait_for
+from support.process import ServerProcess
 from support.server import RunningServer
 
 STAFF_NAMESPACE = "/staff"
@@ -67,8 +68,9 @@ class StaffBrowser:
 
 
 @asynccontextmanager
-async def signed_in(server: RunningServer) -> AsyncIterator[StaffBrowser]:
-    """The staff member of :func:`add_staff`, signed in to `server` for the context."""
+async def signed_in(server: RunningServer | ServerProcess) -> AsyncIterator[StaffBrowser]:
+    """The staff member of :func:`add_staff`, signed in to `server` (in this process, or
+    a `storyroom serve` process) for the context."""
     async with cookie_session() as http:
         staff = StaffBrowser(http, server.url)
         status, body = await staff.sign_in()
