@@ -26,12 +26,13 @@ from support.redis import RedisServer
 from support.server import (
     CONSENT,
     STAFF_TOKEN,
+    call,
     close_clients,
     create_session,
     give_consent,
     seat_clients,
 )
-from support.staff import StaffSocket, session_cookie, signed_in
+from support.staff import STAFF_EMAIL, StaffSocket, session_cookie, signed_in
 
 
 @pytest.fixture
@@ -186,6 +187,20 @@ async def test_signing_out_on_one_node_hangs_up_the_staff_socket_on_the_other(
                     node.url + "/api/sessions", headers={"Cookie": f"storyroom_staff={cookie}"}
                 ) as resp:
                     assert resp.status == 401
+    # an account removed on node A: its session's socket on node B is hung up too
+    async with signed_in(nodes.b) as staff:
+        page = StaffSocket()
+        await page.connect(nodes.b.url, cookie=session_cookie(staff.http))
+        try:
+            async with aiohttp.ClientSession() as http:
+                listed = await call(http, "GET", nodes.a.url + "/api/staff/accounts")
+                (account,) = (a for a in listed["accounts"] if a["email"] == STAFF_EMAIL)
+                await call(http, "DELETE", f"{nodes.a.url}/api/staff/accounts/{account['id']}")
+            closed = await wait_for(lambda: page.closed, what="the socket on B closed")
+            assert closed[0]["reason"] == "signed_out"
+            await wait_for(lambda: not page.sio.connected, what="node B hung up")
+        finally:
+            await page.close()
 
 
 async def test_redis_down_fails_readiness_with_the_reason_and_rooms_go_on(nodes: Nodes) -> None:

@@ -8,12 +8,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from storyroom.__main__ import demo_session
 from support.polling import wait_for
 from support.server import (
     AUTH,
     CONSENT,
     STAFF_TOKEN,
     RunningServer,
+    call,
     close_clients,
     create_session,
     give_consent,
@@ -22,11 +24,16 @@ from support.server import (
 )
 from support.staff import (
     STAFF_NAMESPACE,
+    STAFF_PASSWORD,
+    StaffBrowser,
     StaffSocket,
     add_staff,
+    cookie_session,
     session_cookie,
     signed_in,
 )
+
+OTHER = "lee@riverside.example.org"
 
 
 async def sessions_row(server: RunningServer, session_id: str) -> dict[str, Any]:
@@ -83,7 +90,7 @@ async def test_signing_out_hangs_up_the_staff_page(server: RunningServer) -> Non
         refusal = await refused_connect(
             server.url, None, STAFF_NAMESPACE, {"Cookie": f"storyroom_staff={cookie}"}
         )
-        assert refusal["code"] == "unauthorized", refusal
+        assert refusal["data"]["code"] == "unauthorized", refusal
 
 
 async def test_the_operator_token_opens_the_staff_feed(server: RunningServer) -> None:
@@ -119,7 +126,7 @@ async def test_the_staff_feed_refuses_whoever_is_not_staff(
 ) -> None:
     headers = {"Cookie": f"storyroom_staff={cookie}"} if cookie else {}
     refusal = await refused_connect(server.url, auth, STAFF_NAMESPACE, headers)
-    assert refusal["code"] == code, refusal
+    assert refusal["data"]["code"] == code, refusal
     assert refusal["message"]
 
 
@@ -127,4 +134,52 @@ async def test_a_seat_token_does_not_open_the_staff_feed(server: RunningServer) 
     created = await create_session(server.url)
     token = created["seats"]["facilitator"]["token"]
     refusal = await refused_connect(server.url, {"token": token}, STAFF_NAMESPACE)
-    assert refusal["code"] == "unauthorized"
+    assert refusal["data"]["code"] == "unauthorized"
+
+
+async def test_a_staff_page_hears_only_its_own_organisation_s_rooms(
+    server: RunningServer,
+) -> None:
+    await add_staff(server)  # an admin of the default organisation
+    async with aiohttp.ClientSession() as http:
+        await call(
+            http,
+            "POST",
+            f"{server.url}/api/organisations",
+            {"slug": "riverside", "name": "R"},
+            expect=201,
+        )
+        body = {
+            "email": OTHER,
+            "password": STAFF_PASSWORD,
+            "role": "admin",
+            "organisation": "riverside",
+        }
+        await call(http, "POST", f"{server.url}/api/staff/accounts", body, expect=201)
+    ours = await create_session(server.url)  # the operator's token: the default organisation
+    async with signed_in(server) as staff, cookie_session() as other_http:
+        other = StaffBrowser(other_http, server.url)
+        assert (await other.sign_in(OTHER, STAFF_PASSWORD))[0] == 200
+        theirs = await other.call("POST", "/api/sessions", demo_session(), expect=201)
+        pages = {"ours": StaffSocket(), "theirs": StaffSocket(), "platform": StaffSocket()}
+        await pages["ours"].connect(server.url, cookie=session_cookie(staff.http))
+        await pages["theirs"].connect(server.url, cookie=session_cookie(other_http))
+        await pages["platform"].connect(server.url, auth={"token": STAFF_TOKEN})
+        clients: dict[str, Any] = {}
+        try:
+            clients = {
+                "ours": await seat_clients(server.url, ours, ("a",)),
+                "theirs": await seat_clients(server.url, theirs, ("a",)),
+            }
+            await pages["ours"].seen(ours["id"], "our room", connected=["a"])
+            await pages["theirs"].seen(theirs["id"], "their room", connected=["a"])
+            await pages["platform"].seen(ours["id"], "our room, for the platform", connected=["a"])
+            await pages["platform"].seen(theirs["id"], "theirs, for the platform", connected=["a"])
+            # each page has heard of its own room by now, and never of the other's
+            assert {s["id"] for s in pages["ours"].sessions} == {ours["id"]}
+            assert {s["id"] for s in pages["theirs"].sessions} == {theirs["id"]}
+        finally:
+            for seats in clients.values():
+                await close_clients(seats)
+            for page in pages.values():
+                await page.close()

@@ -260,13 +260,9 @@ async def refused_connect(
                 transports=["websocket"],
                 wait_timeout=5,
             )
-        error = (await wait_for(lambda: errors, what="connect_error"))[0]
+        return (await wait_for(lambda: errors, what="connect_error"))[0]
     finally:
         await close_refused(client)
-    if isinstance(error, dict) and isinstance(error.get("data"), dict):
-        # another namespace than "/": the client hands over {"message", "data"}
-        return {"message": error.get("message"), **error["data"]}
-    return error
 
 
 async def close_refused(client: socketio.AsyncClient) -> None:
