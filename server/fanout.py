@@ -89,6 +89,24 @@ def client_manager(settings: Settings, node: str) -> socketio.AsyncManager:
     )
 
 
+async def reachable(settings: Settings) -> Check:
+    """`storyroom check`: Redis answers a PING and takes a PUBLISH (on a channel of its
+    own, which no node listens to)."""
+    from redis import asyncio as aioredis
+
+    where = redacted(settings.redis_url)
+    client = aioredis.Redis.from_url(settings.redis_url, **_redis_options("storyroom-check"))
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S * 2):
+            await client.ping()
+            await client.publish(f"{STAFF_CHANNEL}:check", "storyroom check")
+    except Exception as exc:
+        return Check("redis", False, f"{where} does not answer: {exc or type(exc).__name__}")
+    finally:
+        await client.aclose()
+    return Check("redis", True, f"{where} answers and takes a PUBLISH")
+
+
 def _redis_options(client_name: str) -> dict[str, Any]:
     # no socket_timeout: a subscriber idles between messages and must not time out
     return {

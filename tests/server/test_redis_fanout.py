@@ -22,7 +22,7 @@ from support.cluster import Nodes, two_nodes
 from support.polling import wait_for
 from support.postgres import Postgres
 from support.process import ServerProcess, storyroom
-from support.redis import RedisServer
+from support.redis import RedisServer, running_redis
 from support.server import (
     CONSENT,
     STAFF_TOKEN,
@@ -266,3 +266,17 @@ def test_a_bad_redis_url_stops_the_server_at_start(url: str, says: str) -> None:
     assert done.returncode != 0
     assert says in done.stderr, done.stderr
     assert "redis_url" in done.stderr, done.stderr
+
+
+def test_check_says_whether_redis_answers(tmp_path: Path) -> None:
+    with running_redis() as redis:
+        env = {"STORYROOM_REDIS_URL": redis.url}
+        result = storyroom("check", "--data-dir", str(tmp_path / "data"), env=env)
+        line = next(x for x in result.stdout.splitlines() if " redis " in f" {x} ")
+        assert line.startswith("ok"), result.stdout
+        assert f"127.0.0.1:{redis.port}" in line
+        redis.stop()
+        result = storyroom("check", "--data-dir", str(tmp_path / "data"), env=env)
+        assert result.returncode != 0
+        line = next(x for x in result.stdout.splitlines() if " redis " in f" {x} ")
+        assert line.startswith("FAIL") and "does not answer" in line, result.stdout
