@@ -27,7 +27,9 @@ class Nodes:
 
 @asynccontextmanager
 async def two_nodes(folder: Path, postgres: Postgres) -> AsyncIterator[Nodes]:
-    """Nodes `a` and `b` (ready: /readyz answers 200) for the life of the context."""
+    """Nodes `a` and `b` (ready: /readyz answers 200) for the life of the context; their
+    data folders and logs in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
     with running_redis() as redis:
         env = {
             "STORYROOM_DATABASE_URL": postgres.new_database(),
