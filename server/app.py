@@ -38,7 +38,7 @@ from storyroom.room.staff_feed import StaffFeed
 from storyroom.services import SERVICES, Services
 from storyroom.staff import accounts as accounts_module
 from storyroom.staff import audit as audit_module
-from storyroom.staff.accounts import Accounts, Revocation
+from storyroom.staff.accounts import Accounts, Revocation, SigninFailure
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
 from storyroom.status import StopReason
@@ -148,11 +148,18 @@ def create_app(settings: Settings) -> web.Application:
         fanout = Fanout(settings, sio, node)
         accounts.on_revoked(fanout.publish)  # every node forgets it and hangs up
 
-        async def forget(message: Message) -> None:
+        async def elsewhere(failure: SigninFailure) -> None:
+            await fanout.publish(failure, here=False)  # counted here already
+
+        accounts.on_signin_failure(elsewhere)
+
+        async def staff_message(message: Message) -> None:
             if isinstance(message, Revocation):
                 accounts.forget(message)
+            elif isinstance(message, SigninFailure):
+                accounts.count_failure(message)
 
-        fanout.on_message(forget)
+        fanout.on_message(staff_message)
         staff_feed = StaffFeed(sio, rooms, accounts, staff_token, fanout)
         captures = Captures(store, settings.recordings_dir)
         captures.on_progress(signaling.capture_progress)

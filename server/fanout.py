@@ -5,8 +5,9 @@ Two things go through it, and nothing else:
   staff pages' rooms (`room.staff_feed`) reaches the staff sockets of every node. Seat
   traffic never does: signaling emits to its own seats with `ignore_queue=True`.
 - `Fanout`'s own channel (`STAFF_CHANNEL`): typed messages between nodes, a staff
-  session's end (`Revocation`: every node forgets it and hangs up its sockets) and a
-  staff page's request for every node's live rooms (`Resync`).
+  session's end (`Revocation`: every node forgets it and hangs up its sockets), a wrong
+  password (`SigninFailure`: every node counts it, so an account is locked out on all of
+  them at once) and a staff page's request for every node's live rooms (`Resync`).
 
 Without Redis the same `Fanout` delivers its messages in this process only, and
 Socket.IO keeps its in-process manager: one node, exactly as before.
@@ -32,7 +33,7 @@ import socketio
 
 from storyroom.config import Settings
 from storyroom.readiness import Check, redacted
-from storyroom.staff.accounts import Revocation
+from storyroom.staff.accounts import Revocation, SigninFailure
 from storyroom.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -56,16 +57,18 @@ class Resync:
     org_id: int | None
 
 
-Message = Revocation | Resync
-_KINDS: Final[dict[str, type[Revocation] | type[Resync]]] = {
+Message = Revocation | Resync | SigninFailure
+_KINDS: Final[dict[str, type[Revocation] | type[Resync] | type[SigninFailure]]] = {
     "revocation": Revocation,
     "resync": Resync,
+    "signin_failure": SigninFailure,
 }
+_NAMES: Final = {kind: name for name, kind in _KINDS.items()}
 
 
 def encode(message: Message, origin: str) -> str:
-    kind = "revocation" if isinstance(message, Revocation) else "resync"
-    return json.dumps({"kind": kind, "origin": origin, "body": asdict(message)})
+    body = asdict(message)
+    return json.dumps({"kind": _NAMES[type(message)], "origin": origin, "body": body})
 
 
 def decode(raw: bytes | str) -> tuple[str, Message]:
@@ -183,10 +186,12 @@ class Fanout:
         task = getattr(self.sio.manager, "thread", None)
         return task if isinstance(task, asyncio.Task) else None
 
-    async def publish(self, message: Message) -> None:
-        """Deliver `message` here now, then to every other node (dropped, and logged,
-        when Redis is down: what it carries is live and disposable)."""
-        await self._deliver(message)
+    async def publish(self, message: Message, here: bool = True) -> None:
+        """Deliver `message` here now (unless `here` is false: this node has acted on it
+        already), then to every other node (dropped, and logged, when Redis is down: what
+        it carries is live and disposable)."""
+        if here:
+            await self._deliver(message)
         if self._redis is None:
             return
         try:

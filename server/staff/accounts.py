@@ -15,7 +15,9 @@
   `on_revoked` listeners as a `Revocation`: the fan-out (`storyroom.fanout`) carries it
   to every node, which forgets the sessions and hangs up their staff sockets.
 - Sign-in attempts are limited per client address and failures per account
-  (`limits`); the sign-in form itself is protected by a double-submit CSRF token.
+  (`limits`); each failure is told to `on_signin_failure` listeners as well, which carry
+  it to the other nodes, so an account's lockout holds on all of them. The sign-in form
+  itself is protected by a double-submit CSRF token.
 
 Owner: app.py opens one `Accounts` in its cleanup context (`Services.accounts`).
 """
@@ -237,6 +239,19 @@ class Revocation:
 
 RevocationListener = Callable[[Revocation], Awaitable[None]]
 
+
+@dataclass(frozen=True, slots=True)
+class SigninFailure:
+    """A wrong password for an account (`cleared`: a right one, which forgets the
+    failures), told to the other nodes so that an account's budget of wrong passwords
+    is one across them. `account` is the SHA-256 of the email, never the email."""
+
+    account: str
+    cleared: bool = False
+
+
+SigninFailureListener = Callable[[SigninFailure], Awaitable[None]]
+
 TOKEN_ACTOR = "staff token"
 _USER_COLUMNS = "id, email, created_at, org_id, role"
 
@@ -269,6 +284,7 @@ class Accounts:
         # several processes share a PostgreSQL database: another may end a session
         self._shared = bool(settings.database_url)
         self._revoked_listeners: list[RevocationListener] = []
+        self._failure_listeners: list[SigninFailureListener] = []
         self.signin_attempts = RateLimit(settings.signin_rate_limit, window=SIGNIN_WINDOW_S)
         self.signin_failures = FailureLimit(settings.signin_rate_limit, SIGNIN_WINDOW_S)
         self.tokens = FailureLimit(settings.bad_token_limit, TOKEN_WINDOW_S)
@@ -377,7 +393,7 @@ class Accounts:
         except InvalidInput:
             email = ""
         if email:
-            self.signin_failures.check(email)
+            self.signin_failures.check(hash_token(email))
         if not isinstance(password, str) or not password or len(password) > fields.PASSWORD_MAX:
             password = ""
         row = await fetch_one(
@@ -395,9 +411,9 @@ class Accounts:
             ok = await asyncio.to_thread(verify_password, password, row[1]) and bool(password)
         if row is None or not ok:
             if email:
-                self.signin_failures.fail(email)
+                await self._failed(SigninFailure(hash_token(email)))
             raise AuthError("that email and password do not match an account")
-        self.signin_failures.clear(email)
+        await self._failed(SigninFailure(hash_token(email), cleared=True))
         token = new_token(32)
         now = time.time()
         session = StaffSession(
@@ -467,6 +483,23 @@ class Accounts:
     def on_revoked(self, listener: RevocationListener) -> None:
         """Call `listener` after each session or account's sessions end here."""
         self._revoked_listeners.append(listener)
+
+    def on_signin_failure(self, listener: SigninFailureListener) -> None:
+        """Call `listener` after each wrong (or right) password given here."""
+        self._failure_listeners.append(listener)
+
+    def count_failure(self, failure: SigninFailure) -> None:
+        """Count a wrong password (or forget them after a right one), given here or, through
+        the fan-out, on another node."""
+        if failure.cleared:
+            self.signin_failures.clear(failure.account)
+        else:
+            self.signin_failures.fail(failure.account)
+
+    async def _failed(self, failure: SigninFailure) -> None:
+        self.count_failure(failure)
+        for listener in self._failure_listeners:
+            await listener(failure)
 
     async def _revoke(self, revocation: Revocation) -> None:
         self.forget(revocation)

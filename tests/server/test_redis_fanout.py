@@ -32,7 +32,14 @@ from support.server import (
     give_consent,
     seat_clients,
 )
-from support.staff import STAFF_EMAIL, StaffSocket, session_cookie, signed_in
+from support.staff import (
+    STAFF_EMAIL,
+    StaffBrowser,
+    StaffSocket,
+    cookie_session,
+    session_cookie,
+    signed_in,
+)
 
 
 @pytest.fixture
@@ -201,6 +208,21 @@ async def test_signing_out_on_one_node_hangs_up_the_staff_socket_on_the_other(
             await wait_for(lambda: not page.sio.connected, what="node B hung up")
         finally:
             await page.close()
+
+
+async def test_an_account_locked_out_on_one_node_is_locked_out_on_the_other(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    # three wrong passwords per account (and three attempts per address on each node)
+    async with two_nodes(tmp_path, postgres, {"STORYROOM_SIGNIN_RATE_LIMIT": "3"}) as nodes:
+        async with cookie_session() as a_http, cookie_session() as b_http:
+            on_a, on_b = StaffBrowser(a_http, nodes.a.url), StaffBrowser(b_http, nodes.b.url)
+            for staff in (on_a, on_a, on_b):
+                status, body = await staff.sign_in(password="not the password")
+                assert status == 401, body
+            # B saw one wrong password itself and two on A: the account is locked there
+            status, body = await on_b.sign_in()
+            assert status == 429 and body["error"]["code"] == "rate_limited", body
 
 
 async def test_redis_down_fails_readiness_with_the_reason_and_rooms_go_on(nodes: Nodes) -> None:

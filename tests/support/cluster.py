@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +26,16 @@ class Nodes:
 
 
 @asynccontextmanager
-async def two_nodes(folder: Path, postgres: Postgres) -> AsyncIterator[Nodes]:
-    """Nodes `a` and `b` (ready: /readyz answers 200) for the life of the context; their
-    data folders and logs in `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
+async def two_nodes(
+    folder: Path, postgres: Postgres, settings: Mapping[str, str] | None = None
+) -> AsyncIterator[Nodes]:
+    """Nodes `a` and `b` (ready: /readyz answers 200) for the life of the context, with
+    `settings` (STORYROOM_* variables) besides the database and Redis; their data
+    folders and logs in `folder`."""
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     with running_redis() as redis:
         env = {
+            **(settings or {}),
             "STORYROOM_DATABASE_URL": postgres.new_database(),
             "STORYROOM_REDIS_URL": redis.url,
         }
