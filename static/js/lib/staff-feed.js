@@ -22,7 +22,12 @@ export class StaffFeed {
     this.socket = socket;
     socket.on("connect", () => this.onLive(true));
     socket.on("disconnect", () => this.onLive(false));
-    socket.on("connect_error", () => this.onLive(false));
+    socket.on("connect_error", (err) => {
+      this.onLive(false);
+      if (err && err.data && err.data.code === "unauthorized") {
+        socket.disconnect(); // signed out: the list's next fetch goes to the sign-in page
+      }
+    });
     socket.on("session", (summary) => {
       if (summary && typeof summary.id === "string") {
         this.onSession(summary);
