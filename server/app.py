@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import socketio
@@ -21,6 +22,7 @@ from storyroom.archive.delivery import CopyDelivery
 from storyroom.archive.waveforms import WaveformLevels
 from storyroom.capture.service import Captures
 from storyroom.config import Settings
+from storyroom.fanout import Fanout, Message, client_manager
 from storyroom.finalize import mp3_encoder
 from storyroom.finalize.jobs import FinalizeJobs
 from storyroom.finalize.mp3_encoder import Mp3Encoder
@@ -32,10 +34,11 @@ from storyroom.media.plane import MediaPlane
 from storyroom.recording.recorder import Recorder, mark_interrupted_on_disk
 from storyroom.room.rooms import CloseReason, Rooms
 from storyroom.room.signaling import Signaling
+from storyroom.room.staff_feed import StaffFeed
 from storyroom.services import SERVICES, Services
 from storyroom.staff import accounts as accounts_module
 from storyroom.staff import audit as audit_module
-from storyroom.staff.accounts import Accounts
+from storyroom.staff.accounts import Accounts, Revocation, SigninFailure
 from storyroom.staff.audit import Audit
 from storyroom.staff.tokens import TOKEN_FILE, load_or_create_staff_token
 from storyroom.status import StopReason
@@ -66,8 +69,11 @@ STORE_MODULES = (
 def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp app with Socket.IO attached; services start in cleanup_ctx."""
     app = web.Application(client_max_size=settings.max_request_bytes)
+    # this process among the nodes sharing Redis (its connections' names there)
+    node = uuid.uuid4().hex[:12]
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
+        client_manager=client_manager(settings, node),
         cors_allowed_origins=[settings.base_url],
         # Above this engine.io drops the connection; below it, protocol.check_size answers
         # oversize events with a "too_large" ack and the connection stays.
@@ -139,6 +145,22 @@ def create_app(settings: Settings) -> web.Application:
         rooms.follow(recorder)
         rooms.follow(finalize_jobs)  # after the recorder: stems are closed first
         signaling = Signaling(sio, settings, store, rooms, media, accounts.tokens)
+        fanout = Fanout(settings, sio, node)
+        accounts.on_revoked(fanout.publish)  # every node forgets it and hangs up
+
+        async def elsewhere(failure: SigninFailure) -> None:
+            await fanout.publish(failure, here=False)  # counted here already
+
+        accounts.on_signin_failure(elsewhere)
+
+        async def staff_message(message: Message) -> None:
+            if isinstance(message, Revocation):
+                accounts.forget(message)
+            elif isinstance(message, SigninFailure):
+                accounts.count_failure(message)
+
+        fanout.on_message(staff_message)
+        staff_feed = StaffFeed(sio, rooms, accounts, staff_token, fanout)
         captures = Captures(store, settings.recordings_dir)
         captures.on_progress(signaling.capture_progress)
         rooms.on_change(captures.room_changed)  # after signaling: the snapshot goes first
@@ -169,6 +191,8 @@ def create_app(settings: Settings) -> web.Application:
             captures=captures,
             shared=shared,
             shipper=shipper,
+            fanout=fanout,
+            staff_feed=staff_feed,
         )
         recorder.start()
         if shipper is not None:
@@ -178,6 +202,8 @@ def create_app(settings: Settings) -> web.Application:
             shipper.start()
         media.start()
         signaling.start()
+        fanout.start()
+        staff_feed.start()
         await delivery.start()
         await finalize_jobs.start()
         await transcribe_jobs.start()
@@ -189,6 +215,8 @@ def create_app(settings: Settings) -> web.Application:
             await delivery.close()
             await asyncio.to_thread(bags.close)
             await signaling.close()
+            await staff_feed.close()
+            await fanout.close()
             await media.close()
             await recorder.close()
             if shipper is not None:

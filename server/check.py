@@ -30,7 +30,7 @@ import aioice.turn
 import aiortc
 import av
 
-from storyroom import readiness
+from storyroom import fanout, readiness
 from storyroom.app import STORE_MODULES
 from storyroom.config import Settings, unknown_variables
 from storyroom.errors import InvalidInput
@@ -191,4 +191,6 @@ async def run_checks(settings: Settings, environ: Mapping[str, str]) -> list[Che
         checks.append(await turn_check(settings, url))
     if settings.shared_storage:
         checks.append(await shared_storage_check(settings))
+    if settings.redis_url:
+        checks.append(await fanout.reachable(settings))
     return checks

@@ -165,6 +165,10 @@ class Settings:
     s3_url_ttl_s: int = 300
     # /readyz fails when shipping is this many seconds behind the recorder.
     s3_max_lag_s: float = 15.0
+    # Redis (redis://[user:password@]host:port/db, rediss:// for TLS) for what is live and
+    # disposable across nodes: the staff pages' room updates and staff sign-outs
+    # (docs/deploy.md#redis). Empty: one process, no Redis.
+    redis_url: str = ""
 
     @property
     def shared_storage(self) -> bool:
@@ -405,6 +409,7 @@ def _validated(s: Settings) -> Settings:
     _validate_turn(s)
     _validate_operations(s)
     _validate_storage(s)
+    _validate_redis(s.redis_url)
     return replace(s, warning_minutes=tuple(sorted(s.warning_minutes, reverse=True)))
 
 
@@ -505,16 +510,13 @@ def _validate_storage(s: Settings) -> None:
             "digits, dots and hyphens)"
         )
     if s.s3_endpoint:
-        parsed = urllib.parse.urlsplit(s.s3_endpoint)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise SettingsError(
-                f"s3_endpoint {s.s3_endpoint!r} is not an http:// or https:// URL "
-                "like https://s3.example.org or http://127.0.0.1:8333"
-            )
-        try:
-            parsed.port  # noqa: B018 - reading it checks it
-        except ValueError:
-            raise SettingsError(f"s3_endpoint {s.s3_endpoint!r} has a bad port") from None
+        parsed = _server_url(
+            f"s3_endpoint {s.s3_endpoint!r}",
+            s.s3_endpoint,
+            ("http", "https"),
+            "an http:// or https:// URL",
+            "https://s3.example.org or http://127.0.0.1:8333",
+        )
         if parsed.username is not None or parsed.password is not None:
             raise SettingsError(
                 "s3_endpoint must not hold credentials: use s3_access_key and s3_secret_key"
@@ -536,3 +538,41 @@ def _validate_storage(s: Settings) -> None:
         raise SettingsError("s3_url_ttl_s must be between 10 and 604800 seconds")
     if not s.s3_ship_interval_s < s.s3_max_lag_s <= 3600:
         raise SettingsError("s3_max_lag_s must be above s3_ship_interval_s and at most 3600")
+
+
+def _validate_redis(url: str) -> None:
+    """A Redis URL the client can open: redis:// or rediss://, a host, a port and a
+    database number that are numbers (checked now, not at the first publish)."""
+    if not url:
+        return
+    example = "redis://127.0.0.1:6379/0"
+    # named, never shown: the URL may hold Redis's password
+    parsed = _server_url(
+        "redis_url",
+        url,
+        ("redis", "rediss"),
+        "a redis:// or rediss:// URL",
+        f"{example} (rediss:// for TLS), or empty for one process without Redis",
+    )
+    database = parsed.path.strip("/")
+    if database and not database.isdigit():
+        raise SettingsError(
+            f"redis_url's database must be a number (the /0 in {example}), not {database!r}"
+        )
+    if parsed.query or parsed.fragment:
+        raise SettingsError("redis_url must not carry options (?...) or a fragment")
+
+
+def _server_url(
+    shown: str, url: str, schemes: tuple[str, ...], kind: str, like: str
+) -> urllib.parse.SplitResult:
+    """`url` split, when it has one of `schemes`, a host and a numeric port; else a
+    settings error that names it as `shown` and says it should be `kind`, like `like`."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in schemes or not parsed.hostname:
+        raise SettingsError(f"{shown} is not {kind} like {like}")
+    try:
+        parsed.port  # noqa: B018 - reading it checks it
+    except ValueError:
+        raise SettingsError(f"{shown} has a bad port") from None
+    return parsed

@@ -19,6 +19,7 @@ from storyroom.archive.delivery import CopyDelivery
 from storyroom.archive.waveforms import WaveformLevels
 from storyroom.capture.service import Captures
 from storyroom.config import Settings
+from storyroom.fanout import Fanout
 from storyroom.finalize.jobs import FinalizeJobs
 from storyroom.matching.outbox import Mailer, Outbox
 from storyroom.matching.store import ApplicationStore
@@ -26,6 +27,7 @@ from storyroom.media.plane import MediaPlane
 from storyroom.recording.recorder import Recorder
 from storyroom.room.rooms import Rooms
 from storyroom.room.signaling import Signaling
+from storyroom.room.staff_feed import StaffFeed
 from storyroom.staff.accounts import Accounts
 from storyroom.staff.audit import Audit
 from storyroom.storage.recordings import RecordingStorage
@@ -66,6 +68,10 @@ class Services:
     """Shared storage (an S3 bucket), when configured; None: local files only."""
     shipper: Shipper | None = None
     """Ships live recordings to `shared` while they are written."""
+    fanout: Fanout | None = None
+    """Redis between nodes (when configured), else the same messages in this process."""
+    staff_feed: StaffFeed | None = None
+    """The staff pages' live view of the rooms (Socket.IO namespace /staff)."""
 
 
 SERVICES = web.AppKey("services", Services)

@@ -89,6 +89,14 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
     stop_system_daemon postgresql
 fi
 
+# The Redis fan-out tests start their own redis-server on a loopback port, without
+# persistence, never the package's.
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "== installing redis-server (apt)"
+    apt_install redis-server
+    stop_system_daemon redis-server
+fi
+
 echo "== npm ci"
 npm ci --no-audit --no-fund --loglevel=error
 

@@ -2,6 +2,10 @@
 
 Signaling knows rooms and the media plane's interface, nothing about Opus. Every
 event is parsed in `protocol`, errors are translated in one place (`_answer`).
+
+A room lives on one node, so everything sent to its seats goes to sockets of this
+process: every emit and disconnect here is local (`LOCAL`), never through the client
+manager's queue (Redis, when configured, carries only the staff pages' traffic).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from storyroom.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 LEVELS_INTERVAL = 0.25
+LOCAL: dict[str, Any] = {"ignore_queue": True}
+"""Keyword arguments of a seat's emit or disconnect: to this process's socket only."""
 CLOSE_WAIT_S = 1.0  # at shutdown, for a connection to take its close packet
 
 
@@ -165,8 +171,10 @@ class Signaling:
     async def _close(self, sid: str, reason: CloseReason, message: str, seat: str) -> None:
         """Tell connection `sid` why it is closed (`closed`), then disconnect it."""
         try:
-            await self.sio.emit("closed", {"reason": reason.value, "message": message}, to=sid)
-            await self.sio.disconnect(sid)
+            await self.sio.emit(
+                "closed", {"reason": reason.value, "message": message}, to=sid, **LOCAL
+            )
+            await self.sio.disconnect(sid, **LOCAL)
         except Exception:
             # the window may already be gone; closing it is all that was wanted
             log.warning("seat %s: could not close %s", seat, sid, exc_info=True)
@@ -184,7 +192,7 @@ class Signaling:
                 if sid is None:
                     continue
                 try:
-                    await self.sio.emit("media:levels", levels, to=sid)
+                    await self.sio.emit("media:levels", levels, to=sid, **LOCAL)
                 except Exception:
                     # levels are advisory and sent again in a quarter second: a console
                     # that cannot take them now must not end the loop for every room
@@ -196,7 +204,7 @@ class Signaling:
         room = self.rooms.live(session_id)
         sid = room.presence[SeatName.FACILITATOR.value].sid if room is not None else None
         if sid is not None:
-            await self.sio.emit("capture:progress", progress, to=sid)
+            await self.sio.emit("capture:progress", progress, to=sid, **LOCAL)
 
     async def broadcast(self, room: Room) -> None:
         """Send the room snapshot to every seat connected to it (after each change)."""
@@ -215,6 +223,7 @@ class Signaling:
                         "you": seat,
                     },
                     to=presence.sid,
+                    **LOCAL,
                 )
 
     # -- connect / disconnect --------------------------------------------------------------
@@ -222,7 +231,7 @@ class Signaling:
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         """Seat a connection whose token opens a seat; refuse it otherwise. Wrong tokens
         are counted per client address, and an address with too many is refused."""
-        address = _environ_address(environ)
+        address = environ_address(environ)
         try:
             self.bad_tokens.check(address)
             seat_row = await self._seat_for(sid, auth)
@@ -353,7 +362,7 @@ class Signaling:
             return {"ok": False, "error": exc.to_json()}
         except (ProtocolError, AuthError) as exc:
             log.warning("%s from %s: closing connection: %s", name, sid, exc.message)
-            await self.sio.disconnect(sid)
+            await self.sio.disconnect(sid, **LOCAL)
             return {"ok": False, "error": exc.to_json()}
         except StoryroomError as exc:
             return {"ok": False, "error": exc.to_json()}
@@ -406,7 +415,7 @@ class Signaling:
         return await self.media.offer(room, conn.seat, conn.sid, protocol.parse_offer(payload))
 
 
-def _environ_address(environ: dict[str, Any]) -> str:
+def environ_address(environ: dict[str, Any]) -> str:
     """The client address of a Socket.IO connection (engine.io's REMOTE_ADDR is fixed)."""
     request = environ.get("aiohttp.request")
     remote = getattr(request, "remote", None)

@@ -8,9 +8,16 @@
   lifetime, plus a CSRF token that every state-changing request made with the cookie
   must carry in `X-CSRF-Token` (checked in `staff.tokens.require_staff`; derived from the
   cookie's token, so stored nowhere). Sessions are kept in the database and mirrored in
-  memory, so the check is synchronous and survives a restart.
+  memory; a session this process has not seen (signed in on another node) is read from
+  the database, and in a cluster a mirrored one is read again after
+  `SESSION_RECHECK_S`.
+- Every way a session ends (sign-out, a new password, a removed account) is told to
+  `on_revoked` listeners as a `Revocation`: the fan-out (`storyroom.fanout`) carries it
+  to every node, which forgets the sessions and hangs up their staff sockets.
 - Sign-in attempts are limited per client address and failures per account
-  (`limits`); the sign-in form itself is protected by a double-submit CSRF token.
+  (`limits`); each failure is told to `on_signin_failure` listeners as well, which carry
+  it to the other nodes, so an account's lockout holds on all of them. The sign-in form
+  itself is protected by a double-submit CSRF token.
 
 Owner: app.py opens one `Accounts` in its cleanup context (`Services.accounts`).
 """
@@ -25,6 +32,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -47,6 +55,9 @@ SIGNIN_CSRF_COOKIE = "storyroom_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SIGNIN_WINDOW_S = 15 * 60.0
+SESSION_RECHECK_S = 30.0
+"""With a shared database, how long a session mirrored in memory is trusted before it
+is read again: the bound on a sign-out elsewhere whose message this node missed."""
 TOKEN_WINDOW_S = 10 * 60.0
 
 # scrypt: N = 2^15, r = 8 -> 128 * N * r = 32 MiB per hash.
@@ -214,12 +225,50 @@ class StaffIdentity:
         return self.role is Role.PLATFORM or (self.role is Role.ADMIN and org_id == self.org_id)
 
 
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """Staff sessions that ended: one (`token_hash`, a sign-out) or every one of an
+    account (`user_id`: a new password, a removed account)."""
+
+    token_hash: str | None = None
+    user_id: int | None = None
+
+    def ends(self, session: StaffSession) -> bool:
+        return session.token_hash == self.token_hash or session.user_id == self.user_id
+
+
+RevocationListener = Callable[[Revocation], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class SigninFailure:
+    """A wrong password for an account (`cleared`: a right one, which forgets the
+    failures), told to the other nodes so that an account's budget of wrong passwords
+    is one across them. `account` is the SHA-256 of the email, never the email."""
+
+    account: str
+    cleared: bool = False
+
+
+SigninFailureListener = Callable[[SigninFailure], Awaitable[None]]
+
 TOKEN_ACTOR = "staff token"
 _USER_COLUMNS = "id, email, created_at, org_id, role"
 
 
 def _user(row: Any) -> StaffUser:
     return StaffUser(row[0], row[1], row[2], row[3], Role(row[4]))
+
+
+_SESSION_QUERY = (
+    "SELECT s.token_hash, s.user_id, u.email, s.created_at, s.expires_at, u.org_id, u.role"
+    " FROM staff_sessions s JOIN staff_users u ON u.id = s.user_id"
+)
+
+
+def _session(row: Any) -> StaffSession:
+    """A session row of `_SESSION_QUERY`, without its CSRF token (that needs the cookie)."""
+    return StaffSession(row[0], row[1], row[2], "", row[3], row[4], row[5], Role(row[6]))
 
 
 class Accounts:
@@ -230,6 +279,12 @@ class Accounts:
         self.settings = settings
         # token hash -> the session without its CSRF token (that needs the cookie's token)
         self._sessions: dict[str, StaffSession] = {}
+        # token hash -> when it was last read from the database (time.monotonic())
+        self._read_at: dict[str, float] = {}
+        # several processes share a PostgreSQL database: another may end a session
+        self._shared = bool(settings.database_url)
+        self._revoked_listeners: list[RevocationListener] = []
+        self._failure_listeners: list[SigninFailureListener] = []
         self.signin_attempts = RateLimit(settings.signin_rate_limit, window=SIGNIN_WINDOW_S)
         self.signin_failures = FailureLimit(settings.signin_rate_limit, SIGNIN_WINDOW_S)
         self.tokens = FailureLimit(settings.bad_token_limit, TOKEN_WINDOW_S)
@@ -244,14 +299,9 @@ class Accounts:
         now = time.time()
         await self.db.execute("DELETE FROM staff_sessions WHERE expires_at <= ?", (now,))
         await self.db.commit()
-        rows = await fetch_all(
-            self.db,
-            "SELECT s.token_hash, s.user_id, u.email, s.created_at, s.expires_at, u.org_id,"
-            " u.role FROM staff_sessions s JOIN staff_users u ON u.id = s.user_id",
-        )
-        self._sessions = {
-            r[0]: StaffSession(r[0], r[1], r[2], "", r[3], r[4], r[5], Role(r[6])) for r in rows
-        }
+        self._sessions, self._read_at = {}, {}
+        for row in await fetch_all(self.db, _SESSION_QUERY):
+            self._remember(_session(row))
 
     # -- users ------------------------------------------------------------------------
 
@@ -286,7 +336,7 @@ class Accounts:
             raise NotFound("no such staff account")
         await self.db.execute("DELETE FROM staff_users WHERE id = ?", (user.id,))
         await self.db.commit()
-        self._sessions = {k: s for k, s in self._sessions.items() if s.user_id != user.id}
+        await self._revoke(Revocation(user_id=user.id))
         return user
 
     async def user_by_id(self, user_id: int, scope: OrgScope) -> StaffUser | None:
@@ -312,7 +362,7 @@ class Accounts:
         )
         await self.db.execute("DELETE FROM staff_sessions WHERE user_id = ?", (user.id,))
         await self.db.commit()
-        self._sessions = {k: s for k, s in self._sessions.items() if s.user_id != user.id}
+        await self._revoke(Revocation(user_id=user.id))
 
     async def user(self, email: str) -> StaffUser | None:
         """The account of an email, whichever its organisation (emails are unique)."""
@@ -343,7 +393,7 @@ class Accounts:
         except InvalidInput:
             email = ""
         if email:
-            self.signin_failures.check(email)
+            self.signin_failures.check(hash_token(email))
         if not isinstance(password, str) or not password or len(password) > fields.PASSWORD_MAX:
             password = ""
         row = await fetch_one(
@@ -361,9 +411,9 @@ class Accounts:
             ok = await asyncio.to_thread(verify_password, password, row[1]) and bool(password)
         if row is None or not ok:
             if email:
-                self.signin_failures.fail(email)
+                await self._failed(SigninFailure(hash_token(email)))
             raise AuthError("that email and password do not match an account")
-        self.signin_failures.clear(email)
+        await self._failed(SigninFailure(hash_token(email), cleared=True))
         token = new_token(32)
         now = time.time()
         session = StaffSession(
@@ -382,28 +432,79 @@ class Accounts:
             (session.token_hash, session.user_id, now, session.expires_at),
         )
         await self.db.commit()
-        self._sessions[session.token_hash] = session
+        self._remember(session)
         return session, token
 
     async def sign_out(self, session: StaffSession) -> None:
-        self._sessions.pop(session.token_hash, None)
         await self.db.execute(
             "DELETE FROM staff_sessions WHERE token_hash = ?", (session.token_hash,)
         )
         await self.db.commit()
+        await self._revoke(Revocation(token_hash=session.token_hash))
 
-    def session_for(self, token: str | None) -> StaffSession | None:
-        """The live session a cookie's token opens, if any. Synchronous (memory)."""
+    async def session_for(self, token: str | None) -> StaffSession | None:
+        """The live session a cookie's token opens, if any: from memory, else (signed in
+        on another node, or due for a re-read in a cluster) from the database."""
         if not token or len(token) > 128:
             return None
         token_hash = hash_token(token)
         found = self._sessions.get(token_hash)
+        read_at = self._read_at.get(token_hash, 0.0)
+        if found is None or (self._shared and time.monotonic() - read_at > SESSION_RECHECK_S):
+            found = await self._read_session(token_hash)
         if found is None:
             return None
         if found.expires_at <= time.time():
-            self._sessions.pop(token_hash, None)
+            self.forget(Revocation(token_hash=token_hash))
             return None
         return dataclasses.replace(found, csrf=csrf_token(token))
+
+    async def _read_session(self, token_hash: str) -> StaffSession | None:
+        row = await fetch_one(self.db, f"{_SESSION_QUERY} WHERE s.token_hash = ?", (token_hash,))
+        if row is None:
+            self.forget(Revocation(token_hash=token_hash))
+            return None
+        session = _session(row)
+        self._remember(session)
+        return session
+
+    def _remember(self, session: StaffSession) -> None:
+        self._sessions[session.token_hash] = session
+        self._read_at[session.token_hash] = time.monotonic()
+
+    def forget(self, revocation: Revocation) -> None:
+        """Drop the sessions `revocation` ended from memory (it came from this node or,
+        through the fan-out, from another)."""
+        for token_hash, session in list(self._sessions.items()):
+            if revocation.ends(session):
+                del self._sessions[token_hash]
+                self._read_at.pop(token_hash, None)
+
+    def on_revoked(self, listener: RevocationListener) -> None:
+        """Call `listener` after each session or account's sessions end here."""
+        self._revoked_listeners.append(listener)
+
+    def on_signin_failure(self, listener: SigninFailureListener) -> None:
+        """Call `listener` after each wrong (or right) password given here."""
+        self._failure_listeners.append(listener)
+
+    def count_failure(self, failure: SigninFailure) -> None:
+        """Count a wrong password (or forget them after a right one), given here or, through
+        the fan-out, on another node."""
+        if failure.cleared:
+            self.signin_failures.clear(failure.account)
+        else:
+            self.signin_failures.fail(failure.account)
+
+    async def _failed(self, failure: SigninFailure) -> None:
+        self.count_failure(failure)
+        for listener in self._failure_listeners:
+            await listener(failure)
+
+    async def _revoke(self, revocation: Revocation) -> None:
+        self.forget(revocation)
+        for listener in self._revoked_listeners:
+            await listener(revocation)
 
     # -- cookies --------------------------------------------------------------------------
 

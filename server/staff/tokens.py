@@ -38,7 +38,9 @@ def load_or_create_staff_token(data_dir: Path, configured: str) -> tuple[str, bo
     return token, True
 
 
-def require_staff(request: web.Request, staff_token: str, accounts: Accounts) -> StaffIdentity:
+async def require_staff(
+    request: web.Request, staff_token: str, accounts: Accounts
+) -> StaffIdentity:
     """Let staff through, else raise `AuthError` (401).
 
     Scripts send `Authorization: Bearer <staff token>`; the staff pages send the session
@@ -59,7 +61,7 @@ def require_staff(request: web.Request, staff_token: str, accounts: Accounts) ->
             accounts.tokens.fail(address)
             raise AuthError("staff credentials are not valid")
         return StaffIdentity(TOKEN_ACTOR)
-    session = accounts.session_for(request.cookies.get(SESSION_COOKIE))
+    session = await accounts.session_for(request.cookies.get(SESSION_COOKIE))
     if session is None:
         raise AuthError("staff credentials are required")
     check_csrf(request, session, accounts.settings)

@@ -41,7 +41,10 @@ async def readiness_checks(services: Services) -> list[Check]:
     )
     jobs = services.finalize_jobs
     shipping = [] if services.shipper is None else [readiness.shipping(services.shipper, settings)]
+    fanout = services.fanout
+    redis = [] if fanout is None or not fanout.enabled else [fanout.check(await fanout.probe())]
     return [
+        *redis,
         *shipping,
         database,
         folder,

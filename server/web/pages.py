@@ -15,9 +15,9 @@ from storyroom.services import SERVICES
 from storyroom.staff.accounts import SESSION_COOKIE
 
 
-def signed_in(request: web.Request) -> bool:
+async def signed_in(request: web.Request) -> bool:
     accounts = request.app[SERVICES].accounts
-    return accounts.session_for(request.cookies.get(SESSION_COOKIE)) is not None
+    return await accounts.session_for(request.cookies.get(SESSION_COOKIE)) is not None
 
 
 def signin_redirect(request: web.Request) -> web.HTTPSeeOther:
@@ -50,7 +50,7 @@ def add_page_routes(app: web.Application, settings: Settings) -> None:
         name: str, staff: bool = False
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
-            if staff and not signed_in(request):
+            if staff and not await signed_in(request):
                 raise signin_redirect(request)
             try:
                 html = await asyncio.to_thread(render_page, static, name)

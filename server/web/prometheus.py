@@ -9,6 +9,7 @@ Each app has its own registry (tests run several servers in one process).
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -48,6 +49,7 @@ class StoryroomCollector(Collector):
         yield from self._media(services)
         yield from self._finalizer(services)
         yield from self._shipping(services)
+        yield from self._fanout(services)
         free = GaugeMetricFamily(
             "storyroom_data_free_bytes", "Bytes the server may still write in its data folder"
         )
@@ -168,6 +170,37 @@ class StoryroomCollector(Collector):
         )
         failures.add_metric([], shipper.failures)
         yield from (lag, recordings, shipped, objects, failures)
+
+    def _fanout(self, services: Services) -> Iterator[Metric]:
+        fanout, feed = services.fanout, services.staff_feed
+        if fanout is None or feed is None or not fanout.enabled:
+            return  # one process: no Redis to report on
+        up = GaugeMetricFamily(
+            "storyroom_redis_up",
+            "1 when Redis answered and both fan-out listeners were subscribed at the last"
+            " probe (every 2 s; /readyz names the reason when 0)",
+        )
+        up.add_metric([], 1.0 if fanout.health.ok else 0.0)
+        age = GaugeMetricFamily(
+            "storyroom_redis_probe_age_seconds", "Seconds since the last Redis probe"
+        )
+        age.add_metric([], max(0.0, time.time() - fanout.health.at))
+        staff = GaugeMetricFamily(
+            "storyroom_staff_sockets", "Staff pages connected to this node (/staff)"
+        )
+        staff.add_metric([], len(feed.conns))
+        sent = CounterMetricFamily(
+            "storyroom_staff_updates", "Room summaries emitted to the staff pages (via Redis)"
+        )
+        sent.add_metric([], feed.sent)
+        published = CounterMetricFamily(
+            "storyroom_fanout_messages",
+            "Messages published on the staff channel, by outcome",
+            labels=["outcome"],
+        )
+        published.add_metric(["ok"], fanout.published)
+        published.add_metric(["failed"], fanout.publish_failures)
+        yield from (up, age, staff, sent, published)
 
 
 def metrics_registry(services: Callable[[], Services]) -> CollectorRegistry:

@@ -37,7 +37,7 @@ def staff_only(handler: StaffHandler) -> Handler:
     @functools.wraps(handler)
     async def guarded(request: web.Request) -> web.StreamResponse:
         services = request.app[SERVICES]
-        who = require_staff(request, services.staff_token, services.accounts)
+        who = await require_staff(request, services.staff_token, services.accounts)
         return await handler(request, who)
 
     return guarded
@@ -52,7 +52,8 @@ def from_networks_or_staff(networks: Sequence[Network], handler: Handler) -> Han
     async def guarded(request: web.Request) -> web.StreamResponse:
         if not trusted(request.remote, networks):
             services = request.app[SERVICES]
-            require_platform(require_staff(request, services.staff_token, services.accounts))
+            who = await require_staff(request, services.staff_token, services.accounts)
+            require_platform(who)
         return await handler(request)
 
     return guarded

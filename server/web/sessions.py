@@ -11,6 +11,7 @@ from storyroom import fields
 from storyroom.errors import NotFound
 from storyroom.room import protocol
 from storyroom.room.sessions import create_session, describe_session, new_seat_links, parse_seat
+from storyroom.room.staff_feed import recording_fields
 from storyroom.staff.accounts import StaffIdentity
 from storyroom.web.middleware import read_json
 from storyroom.web.routes import RouteGroup, Routes
@@ -73,11 +74,9 @@ class SessionRoutes(RouteGroup):
                     "target_minutes": s.target_minutes,
                     "created_at": s.created_at,
                     "connected": [seat for seat in s.kind.seats if room and room.connected(seat)],
-                    # the latest take as the recordings list words it (one status for both)
-                    "recording": latest.public_status if latest else "idle",
-                    "percent": latest.finalize_percent
-                    if latest and latest.finalize_status
-                    else None,
+                    # the latest take as the recordings list words it (one status for
+                    # both), as the staff feed sends it live
+                    **recording_fields(latest),
                 }
             )
         return web.json_response({"sessions": out})

@@ -242,14 +242,24 @@ async def give_consent(clients: dict[str, SeatClient], consent: dict[str, bool] 
             assert ack["ok"], ack
 
 
-async def refused_connect(url: str, auth: Any) -> Any:
-    """Connect with `auth` expecting a refusal; the `connect_error` the server sent."""
+async def refused_connect(
+    url: str, auth: Any, namespace: str = "/", headers: dict[str, str] | None = None
+) -> Any:
+    """Connect to `namespace` with `auth` (and `headers`) expecting a refusal; the
+    `connect_error` the server sent."""
     client = socketio.AsyncClient(reconnection=False)
     errors: list[Any] = []
-    client.on("connect_error", errors.append)
+    client.on("connect_error", errors.append, namespace=namespace)
     try:
         with pytest.raises(socketio.exceptions.ConnectionError):
-            await client.connect(url, auth=auth, transports=["websocket"], wait_timeout=5)
+            await client.connect(
+                url,
+                auth=auth,
+                headers=headers or {},
+                namespaces=[namespace],
+                transports=["websocket"],
+                wait_timeout=5,
+            )
         return (await wait_for(lambda: errors, what="connect_error"))[0]
     finally:
         await close_refused(client)

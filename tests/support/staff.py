@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import socketio
 
+from support.polling import wait_for
+from support.process import ServerProcess
 from support.server import RunningServer
+
+STAFF_NAMESPACE = "/staff"
 
 STAFF_EMAIL = "archivist@example.org"
 STAFF_PASSWORD = "correct horse battery staple"
@@ -63,10 +68,61 @@ class StaffBrowser:
 
 
 @asynccontextmanager
-async def signed_in(server: RunningServer) -> AsyncIterator[StaffBrowser]:
-    """The staff member of :func:`add_staff`, signed in to `server` for the context."""
+async def signed_in(server: RunningServer | ServerProcess) -> AsyncIterator[StaffBrowser]:
+    """The staff member of :func:`add_staff`, signed in to `server` (in this process, or
+    a `storyroom serve` process) for the context."""
     async with cookie_session() as http:
         staff = StaffBrowser(http, server.url)
         status, body = await staff.sign_in()
         assert status == 200, body
         yield staff
+
+
+@dataclass
+class StaffSocket:
+    """A staff page's Socket.IO connection to `/staff`, keeping what it was sent."""
+
+    sio: socketio.AsyncClient = field(
+        default_factory=lambda: socketio.AsyncClient(reconnection=False)
+    )
+    sessions: list[dict[str, Any]] = field(default_factory=list)
+    closed: list[dict[str, Any]] = field(default_factory=list)
+
+    async def connect(self, url: str, *, cookie: str = "", auth: Any = None) -> None:
+        self.sio.on("session", self.sessions.append, namespace=STAFF_NAMESPACE)
+        self.sio.on("closed", self.closed.append, namespace=STAFF_NAMESPACE)
+        headers = {"Cookie": f"storyroom_staff={cookie}"} if cookie else {}
+        await self.sio.connect(
+            url,
+            namespaces=[STAFF_NAMESPACE],
+            headers=headers,
+            auth=auth,
+            transports=["websocket"],
+            wait_timeout=10,
+        )
+
+    async def seen(self, session_id: str, what: str, **expected: Any) -> dict[str, Any]:
+        """Wait until the latest summary of `session_id` has the `expected` fields (a
+        value, or a test of the value)."""
+
+        def holds(value: Any, want: Any) -> bool:
+            return bool(want(value)) if callable(want) else bool(value == want)
+
+        def match() -> dict[str, Any] | None:
+            for summary in reversed(self.sessions):
+                if summary["id"] == session_id:
+                    ok = all(holds(summary[k], v) for k, v in expected.items())
+                    return summary if ok else None
+            return None
+
+        return await wait_for(match, what=what)
+
+    async def close(self) -> None:
+        if self.sio.connected:
+            await self.sio.disconnect()
+        await self.sio.shutdown()
+
+
+def session_cookie(http: aiohttp.ClientSession) -> str:
+    cookie = next(c for c in http.cookie_jar if c.key == "storyroom_staff")
+    return cookie.value

@@ -10,7 +10,8 @@ import { $ } from "./ui.js";
 
 const session = { email: null, csrf: null, role: null, organisation: null };
 
-function toSignIn() {
+/** Off to the sign-in page, coming back here after. */
+export function toSignIn() {
   const next = `${location.pathname}${location.search}`;
   location.assign(`/staff/signin?next=${encodeURIComponent(next)}`);
 }

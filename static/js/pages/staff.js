@@ -1,16 +1,21 @@
 // Staff: create a session and hand out its three links, and watch the list of sessions.
-// The session cookie (see staff-session.js) signs the calls in.
+// The session cookie (see staff-session.js) signs the calls in. The list is fetched
+// every few seconds; while the live feed (staff-feed.js) is connected, each live room's
+// summary replaces its row's people and recording as it changes, on whichever server
+// the room lives, and the list is fetched less often.
 
 import { linkItem } from "../lib/clipboard.js";
 import { formatDate, recordingLabel } from "../lib/format.js";
 import { languageName, onLanguageChange, t } from "../lib/i18n.js";
-import { api, apiError, startStaffPage } from "../lib/staff-session.js";
+import { StaffFeed } from "../lib/staff-feed.js";
+import { api, apiError, startStaffPage, toSignIn } from "../lib/staff-session.js";
 import { $, confirmDialog, el, show, tableHead } from "../lib/ui.js";
 
 // The last created session's links: the server keeps only hashes of their tokens, so
 // they live in this tab until it is closed.
 const CREATED_KEY = "storyroom.staffCreated";
 const REFRESH_MS = 4000;
+const REFRESH_LIVE_MS = 30000; // the feed tells of room changes; this finds new sessions
 const SEATS = ["a", "b", "facilitator"];
 
 const page = {
@@ -18,6 +23,8 @@ const page = {
   created: null, // {response, names}
   refreshTimer: null,
   listError: null,
+  feedLive: false,
+  live: new Map(), // session id -> its latest summary from the live feed
 };
 
 function store(key, value) {
@@ -45,7 +52,7 @@ function storedCreated() {
 
 function scheduleRefresh() {
   clearTimeout(page.refreshTimer);
-  page.refreshTimer = setTimeout(refresh, REFRESH_MS);
+  page.refreshTimer = setTimeout(refresh, page.feedLive ? REFRESH_LIVE_MS : REFRESH_MS);
 }
 
 async function refresh() {
@@ -63,8 +70,36 @@ async function refresh() {
   scheduleRefresh();
 }
 
+/** A row as the list fetched it, with the live feed's newer people and recording. */
+function withLive(session) {
+  const live = page.feedLive ? page.live.get(session.id) : null;
+  if (!live) {
+    return session;
+  }
+  return { ...session, connected: live.connected, recording: live.recording, percent: live.percent };
+}
+
+function liveSession(summary) {
+  page.live.set(summary.id, summary);
+  if (page.sessions && !page.sessions.some((session) => session.id === summary.id)) {
+    refresh(); // a session created since the list was fetched
+    return;
+  }
+  renderSessions();
+}
+
+function feedLive(live) {
+  page.feedLive = live;
+  if (!live) {
+    page.live.clear(); // stale once the feed stops: the fetched list is the truth again
+  }
+  renderSessions();
+  scheduleRefresh();
+}
+
 function renderSessions() {
-  const sessions = page.sessions || [];
+  const sessions = (page.sessions || []).map(withLive);
+  $("#sessions-feed").textContent = t(page.feedLive ? "staff.feed_live" : "staff.feed_polling");
   const rows = sessions
     .slice()
     .sort((x, y) => y.created_at - x.created_at)
@@ -413,6 +448,7 @@ async function main() {
   render();
   startContacts();
   await refresh();
+  new StaffFeed({ onSession: liveSession, onLive: feedLive, onSignedOut: toSignIn }).start();
 }
 
 main();
