@@ -20,7 +20,12 @@ from storyroom.archive.copies import Copies
 from storyroom.archive.delivery import CopyDelivery
 from storyroom.archive.waveforms import WaveformLevels
 from storyroom.capture.service import Captures
+from storyroom.cluster import store as cluster_module
+from storyroom.cluster.leases import Leases, SingleNode
+from storyroom.cluster.node import ClusterNode
+from storyroom.cluster.store import ClusterStore, Reaped
 from storyroom.config import Settings
+from storyroom.database import open_database
 from storyroom.finalize import mp3_encoder
 from storyroom.finalize.jobs import FinalizeJobs
 from storyroom.finalize.mp3_encoder import Mp3Encoder
@@ -60,6 +65,7 @@ STORE_MODULES = (
     readiness.TABLES,
     transcripts_module.TABLES,
     partner_invites.TABLES,
+    cluster_module.TABLES,
 )
 
 
@@ -98,7 +104,21 @@ def create_app(settings: Settings) -> web.Application:
         await accounts.load()
         copies = Copies(store, settings)
         bags = BagMaker()
-        interrupted = await store.mark_running_interrupted(now=_now())
+        node: ClusterNode | None = None
+        if settings.database_url:
+            # a cluster: the node's own connection, so that its heartbeats and leases
+            # never wait behind (or land inside) the store's transactions
+            node = ClusterNode(
+                settings,
+                ClusterStore(await open_database(settings.database_url)),
+                on_reaped=lambda reaped: reaped_elsewhere(reaped),
+                on_lost=lambda lost: signaling.let_go(lost),
+            )
+            # only what this node id left running: other nodes' takes are theirs
+            interrupted = await node.rejoin()
+        else:
+            interrupted = await store.mark_running_interrupted(now=_now())
+        leases: Leases = node if node is not None else SingleNode()
         for rec_id in interrupted:
             log.warning(
                 "recording %s was running when the server stopped: marked interrupted", rec_id
@@ -136,9 +156,17 @@ def create_app(settings: Settings) -> web.Application:
         finalize_jobs = FinalizeJobs(
             store, settings.recordings_dir, recording_updated, shared, settings.capture_wait_s
         )
+
+        async def reaped_elsewhere(reaped: Reaped) -> None:
+            # a dead node's takes: finalized from shared storage (its disk is gone)
+            for session_id in reaped.freed:
+                await rooms.forget(session_id, CloseReason.NODE_LOST)
+            for rec_id in reaped.interrupted:
+                await finalize_jobs.enqueue(rec_id)
+
         rooms.follow(recorder)
         rooms.follow(finalize_jobs)  # after the recorder: stems are closed first
-        signaling = Signaling(sio, settings, store, rooms, media, accounts.tokens)
+        signaling = Signaling(sio, settings, store, rooms, media, accounts.tokens, leases)
         captures = Captures(store, settings.recordings_dir)
         captures.on_progress(signaling.capture_progress)
         rooms.on_change(captures.room_changed)  # after signaling: the snapshot goes first
@@ -181,6 +209,8 @@ def create_app(settings: Settings) -> web.Application:
         await delivery.start()
         await finalize_jobs.start()
         await transcribe_jobs.start()
+        if node is not None:
+            node.start()
         try:
             yield
         finally:
@@ -194,6 +224,9 @@ def create_app(settings: Settings) -> web.Application:
             if shipper is not None:
                 await shipper.close()  # after the recorder: its last bytes are on disk
             await rooms.close(CloseReason.SERVER_SHUTDOWN)
+            if node is not None:
+                await node.close()  # after the rooms: their leases go last
+                await node.store.close()
             await store.close()
             await storage.aclose()
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import socketio
 
+from storyroom.cluster.leases import Leases, NodeUnavailable, WrongNode, parse_pin
 from storyroom.config import Settings
 from storyroom.errors import AuthError, Busy, ProtocolError, StoryroomError, UserError
 from storyroom.ids import hash_token
@@ -23,6 +24,7 @@ from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.room import protocol
 from storyroom.room.rooms import CloseReason, Room, Rooms
 from storyroom.seats import SeatName
+from storyroom.status import LIVE_STATES
 from storyroom.store import SeatRow, Store
 from storyroom.tasks import cancel_and_wait
 
@@ -76,6 +78,7 @@ class Signaling:
         rooms: Rooms,
         media: MediaPlane,
         bad_tokens: FailureLimit,
+        leases: Leases,
     ) -> None:
         self.sio = sio
         self.settings = settings
@@ -83,6 +86,8 @@ class Signaling:
         self.rooms = rooms
         self.media = media
         self.bad_tokens = bad_tokens
+        self.leases = leases
+        """Who runs which room: a connection is seated only where its room's lease is."""
         self.conns: dict[str, Conn] = {}
         self.closing = False
         """Set when the server shuts down: room events are refused from then on."""
@@ -225,7 +230,11 @@ class Signaling:
         address = _environ_address(environ)
         try:
             self.bad_tokens.check(address)
+            parse_pin(environ)  # its form only: the lease decides where the room runs
             seat_row = await self._seat_for(sid, auth)
+            async with self.leases.guard(seat_row.session_id):
+                await self.leases.claim(seat_row.session_id)
+                self.conns[sid] = Conn(sid, seat_row.session_id, seat_row.seat)
         except RateLimited as exc:
             log.warning("refused connect %s from %s: too many wrong tokens", sid, address)
             raise socketio.exceptions.ConnectionRefusedError(
@@ -238,7 +247,11 @@ class Signaling:
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code}
             ) from None
-        self.conns[sid] = Conn(sid, seat_row.session_id, seat_row.seat)
+        except (WrongNode, NodeUnavailable) as exc:
+            # the client reconnects, pinned to the node named (`node`), or a bit later
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {k: v for k, v in exc.to_json().items() if k != "message"}
+            ) from None
         # The snapshot goes out after the CONNECT packet, from the welcome task.
         self._welcome.put_nowait(sid)
 
@@ -319,6 +332,35 @@ class Signaling:
             return
         if await room.leave(conn.seat, sid):
             await self.media.seat_disconnected(room, conn.seat, sid)
+        if self.leases.releases_rooms:
+            await self._release_if_empty(conn.session_id)
+
+    async def _release_if_empty(self, session_id: str) -> None:
+        """In a cluster, a room nobody is in and no take runs in is closed here and its
+        lease freed: the next seat may land on another node."""
+        async with self.leases.guard(session_id):
+            if any(c.session_id == session_id for c in self.conns.values()):
+                return
+            room = self.rooms.live(session_id)
+            if room is not None and room.state in LIVE_STATES:
+                return
+            await self.rooms.forget(session_id, CloseReason.EMPTY)
+            await self.leases.release(session_id)
+
+    async def let_go(self, session_ids: list[str]) -> None:
+        """This node may no longer run these rooms (the cluster declared it dead): their
+        connections are dropped, and the pages reconnect through the proxy to the room's
+        node."""
+        for session_id in session_ids:
+            async with self.leases.guard(session_id):
+                room = self.rooms.live(session_id)
+                gone = [c for c in list(self.conns.values()) if c.session_id == session_id]
+                for conn in gone:
+                    self.conns.pop(conn.sid, None)
+                    if room is not None:
+                        await self.media.seat_disconnected(room, conn.seat, conn.sid)
+                    await self.sio.disconnect(conn.sid)
+                await self.rooms.forget(session_id, CloseReason.NODE_LOST)
 
     # -- events ------------------------------------------------------------------------
 
