@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,6 +34,25 @@ _POSTGRES_SCHEMA_VERSION = """
 CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);
 INSERT INTO schema_version SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 """
+
+
+MIGRATION_LOCK = 0x73746F7279  # "story": PostgreSQL's advisory lock of the migrations
+
+
+@asynccontextmanager
+async def _migrating(db: Database) -> AsyncIterator[None]:
+    """Nodes of a cluster that start at once: one brings the schema up to date while
+    the others wait, then find it done (SQLite has one process)."""
+    if db.dialect != "postgresql":
+        yield
+        return
+    await db.execute("SELECT pg_advisory_lock(?)", (MIGRATION_LOCK,))
+    await db.commit()
+    # a failed step closes the connection (Store.open), which ends the lock with it
+    yield
+    await db.commit()  # a module's steps may be savepoints in a transaction still open
+    await db.execute("SELECT pg_advisory_unlock(?)", (MIGRATION_LOCK,))
+    await db.commit()
 
 
 def _then(script: Script, after: PerDialect) -> PerDialect:
@@ -168,9 +188,10 @@ class Store:
         db = await open_database(path_or_url)
         store = cls(db)
         try:
-            await store._migrate()
-            for module in modules:
-                await store._migrate_module(module)
+            async with _migrating(db):
+                await store._migrate()
+                for module in modules:
+                    await store._migrate_module(module)
         except BaseException:
             await db.close()
             raise
