@@ -91,10 +91,10 @@ class Proxy:
 
 
 @contextmanager
-def haproxy(nodes: Mapping[str, str], log_path: Path) -> Iterator[Proxy]:
-    """deploy/haproxy.cfg listening on 127.0.0.1 and a free port, in front of `nodes`
-    (node id: host:port), in the foreground (`-db`), until the block ends."""
-    port = free_port()
+def haproxy(nodes: Mapping[str, str], log_path: Path, port: int | None = None) -> Iterator[Proxy]:
+    """deploy/haproxy.cfg listening on 127.0.0.1 and `port` (else a free one), in front
+    of `nodes` (node id: host:port), in the foreground (`-db`), until the block ends."""
+    port = port or free_port()
     env = environment(f"127.0.0.1:{port}", nodes)
     checked = check(env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
