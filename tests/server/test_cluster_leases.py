@@ -226,3 +226,90 @@ async def test_a_pin_naming_a_node_that_is_not_there_is_only_a_hint(
             assert client.last["you"] == seat
         finally:
             await client.close()
+
+
+async def test_seats_of_a_free_room_racing_to_two_nodes_land_on_one(
+    two_nodes: tuple[RunningServer, RunningServer],
+) -> None:
+    one, two = two_nodes
+    for _ in range(5):
+        created = await create_session(one.url)
+        clients = [
+            SeatClient(one.url, created["seats"]["a"]["token"]),
+            SeatClient(two.url, created["seats"]["b"]["token"]),
+        ]
+        outcomes = await asyncio.gather(*(c.connect() for c in clients), return_exceptions=True)
+        try:
+            seated = [c for c, o in zip(clients, outcomes, strict=True) if o is None]
+            assert len(seated) == 1, outcomes  # exactly one node runs the room
+            winner = one if seated[0] is clients[0] else two
+            loser = two if winner is one else one
+            assert winner.services.rooms.live(created["id"]) is not None
+            assert loser.services.rooms.live(created["id"]) is None
+        finally:
+            for client in clients:
+                await client.close()
+
+
+async def test_a_node_restarted_under_its_id_takes_over_what_it_left_at_once(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    url = postgres.new_database()
+    await _schema(url)
+    (session_id,) = await _sessions(url, 1)
+    store = await Store.open(url, modules=STORE_MODULES)
+    before = await _cluster_store(url)
+    try:
+        # what a node-1 killed mid-take left: its lease and a running take
+        await before.register("n1", "http://127.0.0.1:1")
+        assert await before.claim(session_id, "n1") == "n1"
+        await store.insert_recording(
+            RecordingRow(
+                "rec_left", session_id, 1, "recording", time.time(), None, 0.0, time.time(), None
+            )
+        )
+        # node-1 comes back at once, long before the reaper would call it dead
+        async with serving(tmp_path / "n1", database_url=url, node_id="n1"):
+            (rec,) = await store.recordings_for(session_id)
+            assert rec.status == "interrupted"
+            assert await before.claim(session_id, "other") is None  # no lease left to see
+    finally:
+        await store.close()
+        await before.close()
+
+
+async def test_a_stalled_node_declared_dead_lets_its_rooms_go(
+    two_nodes: tuple[RunningServer, RunningServer],
+) -> None:
+    one, two = two_nodes
+    created = await create_session(one.url)
+    a = SeatClient(one.url, created["seats"]["a"]["token"])
+    await a.connect()
+    reaper = await _cluster_store(one.settings.database_url)
+    try:
+        # as if node n1 had been stalled past the dead-after time: another reaper
+        # declares it dead while it still runs the room
+        reaped = await reaper.reap("n1", 0.0)
+        assert reaped is not None and reaped.freed == (created["id"],)
+        # n1 hears it at its next heartbeat: the seat is dropped, the room let go
+        await wait_for(lambda: not a.sio.connected, what="n1 dropped the seat")
+        await wait_for(lambda: one.services.rooms.live(created["id"]) is None)
+        # and the room is free: the seat comes back on the other node
+        back = SeatClient(two.url, created["seats"]["a"]["token"])
+        await back.connect()
+        try:
+            assert back.last["you"] == "a"
+
+            # n1 joined again as a live node, and refuses the room it lost
+            async def rejoined() -> bool:
+                row = await reaper.node("n1")
+                return row is not None and row.dead_at is None
+
+            await wait_for(rejoined, what="n1 alive again")
+            refused = await refused_connect(one.url, {"token": created["seats"]["b"]["token"]})
+            assert refused["data"] == {"code": "wrong_node", "node": "n2"}, refused
+        finally:
+            await back.close()
+    finally:
+        await a.close()
+        await reaper.close()
