@@ -167,7 +167,8 @@ class Settings:
     s3_max_lag_s: float = 15.0
     # A cluster (database_url set; docs/deploy.md): this process's node id, which is
     # also its server name in HAProxy (a client's `node` pin routes there); empty: one
-    # is generated at each start. Letters, digits and -_. only, at most 64.
+    # generated at the first start and kept in data_dir/node_id. Letters, digits and
+    # -_. only, at most 64.
     node_id: str = ""
     # Seconds between the node's heartbeats in the database; a node whose last heartbeat
     # is older than node_dead_after_s is declared dead by the reaper (every node runs

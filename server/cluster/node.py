@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from storyroom.cluster.leases import NodeUnavailable, RoomGuards, WrongNode
 from storyroom.cluster.store import ClusterStore, Reaped
@@ -23,6 +25,26 @@ from storyroom.ids import new_id
 from storyroom.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
+
+NODE_ID_FILE = "node_id"
+"""In the data folder: the id a node without `node_id` made up at its first start, so
+that a restart on the same folder is the same node and takes over what it left at once
+(without waiting for the reaper)."""
+
+
+def local_node_id(data_dir: Path) -> str:
+    """This data folder's node id, made (`node_<hex>`, exclusive create) on first use."""
+    path = data_dir / NODE_ID_FILE
+    try:
+        return path.read_text("utf-8").strip()
+    except FileNotFoundError:
+        pass
+    node_id = new_id("node")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(node_id + "\n")
+    return node_id
 
 
 class ClusterNode(RoomGuards):
@@ -38,7 +60,7 @@ class ClusterNode(RoomGuards):
         super().__init__()
         self.settings = settings
         self.store = store
-        self._id = settings.node_id or new_id("node")
+        self._id = settings.node_id or local_node_id(settings.data_dir)
         self._on_reaped = on_reaped
         self._on_lost = on_lost
         self.held: set[str] = set()

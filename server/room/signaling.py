@@ -89,6 +89,8 @@ class Signaling:
         self.leases = leases
         """Who runs which room: a connection is seated only where its room's lease is."""
         self.conns: dict[str, Conn] = {}
+        self._releases: dict[str, asyncio.Task[None]] = {}
+        """Rooms left empty, let go after `reconnect_grace_s` unless someone comes back."""
         self.closing = False
         """Set when the server shuts down: room events are refused from then on."""
         self._welcome: asyncio.Queue[str] = asyncio.Queue()
@@ -120,8 +122,9 @@ class Signaling:
         self._levels_task = asyncio.create_task(self._levels_loop(), name="signaling-levels")
 
     async def close(self) -> None:
-        tasks = [self._welcome_task, self._levels_task]
+        tasks = [self._welcome_task, self._levels_task, *self._releases.values()]
         self._welcome_task = self._levels_task = None
+        self._releases = {}
         for task in tasks:
             await cancel_and_wait(task)
 
@@ -235,6 +238,7 @@ class Signaling:
             async with self.leases.guard(seat_row.session_id):
                 await self.leases.claim(seat_row.session_id)
                 self.conns[sid] = Conn(sid, seat_row.session_id, seat_row.seat)
+                await cancel_and_wait(self._releases.pop(seat_row.session_id, None))
         except RateLimited as exc:
             log.warning("refused connect %s from %s: too many wrong tokens", sid, address)
             raise socketio.exceptions.ConnectionRefusedError(
@@ -332,20 +336,37 @@ class Signaling:
             return
         if await room.leave(conn.seat, sid):
             await self.media.seat_disconnected(room, conn.seat, sid)
-        if self.leases.releases_rooms:
-            await self._release_if_empty(conn.session_id)
+        if (
+            self.leases.releases_rooms
+            and conn.session_id not in self._releases
+            and not any(c.session_id == conn.session_id for c in self.conns.values())
+        ):
+            self._releases[conn.session_id] = asyncio.create_task(
+                self._release_later(conn.session_id), name="release-room"
+            )
 
-    async def _release_if_empty(self, session_id: str) -> None:
+    async def _release_later(self, session_id: str) -> None:
         """In a cluster, a room nobody is in and no take runs in is closed here and its
-        lease freed: the next seat may land on another node."""
-        async with self.leases.guard(session_id):
-            if any(c.session_id == session_id for c in self.conns.values()):
-                return
-            room = self.rooms.live(session_id)
-            if room is not None and room.state in LIVE_STATES:
-                return
-            await self.rooms.forget(session_id, CloseReason.EMPTY)
-            await self.leases.release(session_id)
+        lease freed, once nobody came back within `reconnect_grace_s` (a page reload
+        keeps its room where it is): the next seat may land on another node. A connect
+        in between cancels this (owner: `_releases`)."""
+        try:
+            await asyncio.sleep(self.settings.reconnect_grace_s)
+            async with self.leases.guard(session_id):
+                if any(c.session_id == session_id for c in self.conns.values()):
+                    return
+                room = self.rooms.live(session_id)
+                if room is not None and room.state in LIVE_STATES:
+                    return
+                await self.rooms.forget(session_id, CloseReason.EMPTY)
+                await self.leases.release(session_id)
+        except Exception:
+            # the lease stays this node's: its next seat is seated here, the room loaded
+            # afresh; if the node dies, the reaper frees it
+            log.warning("room %s: lease not released", session_id, exc_info=True)
+        finally:
+            if self._releases.get(session_id) is asyncio.current_task():
+                del self._releases[session_id]
 
     async def let_go(self, session_ids: list[str]) -> None:
         """This node may no longer run these rooms (the cluster declared it dead): their

@@ -8,7 +8,6 @@ through the proxy to the survivor, which takes the room, and a new take records 
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -37,7 +36,7 @@ from support.media import (
 )
 from support.polling import wait_for, wait_until
 from support.postgres import Postgres
-from support.process import ServerProcess, serve
+from support.process import ServerProcess, metric, serve
 from support.seaweedfs import seaweed_s3
 from support.server import SeatClient, call, close_refused, create_session, finalized, free_port
 
@@ -118,14 +117,6 @@ def _holder(database_url: str, session_id: str) -> str | None:
     return str(row[0]) if row else None
 
 
-async def _metric(url: str, name: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"{url}/metrics") as resp:
-        text = await resp.text()
-    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert found is not None, f"{name} not in /metrics"
-    return float(found[1])
-
-
 @pytest.mark.cluster
 @pytest.mark.slow
 async def test_a_node_dies_mid_take_and_its_room_goes_on_on_the_survivor(
@@ -179,7 +170,7 @@ async def test_a_node_dies_mid_take_and_its_room_goes_on_on_the_survivor(
                     started = audio_sent(peers)
                     await wait_until(time.monotonic() + 6.0)
                     asked = time.monotonic()
-                    lag = await _metric(owner_url, "storyroom_shipping_lag_seconds")
+                    lag = await metric(owner_url, "storyroom_shipping_lag_seconds")
                     killed_at = nodes[owner].signal(signal.SIGKILL)
                     at_most_lost = lag + (killed_at - asked) + 2 * FLUSH_INTERVAL
                     killed = audio_sent(peers)

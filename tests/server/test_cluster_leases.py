@@ -31,7 +31,12 @@ from support.server import (
 
 pytestmark = pytest.mark.cluster
 
-FAST = {"node_heartbeat_s": "0.2", "node_dead_after_s": "1.5", "node_reap_interval_s": "0.2"}
+FAST = {
+    "node_heartbeat_s": "0.2",
+    "node_dead_after_s": "1.5",
+    "node_reap_interval_s": "0.2",
+    "reconnect_grace_s": "0.5",  # a room left empty goes after this
+}
 
 
 async def _schema(url: str) -> None:
