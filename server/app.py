@@ -112,7 +112,7 @@ def create_app(settings: Settings) -> web.Application:
                 settings,
                 ClusterStore(await open_database(settings.database_url)),
                 on_reaped=lambda reaped: reaped_elsewhere(reaped),
-                on_lost=lambda lost: signaling.let_go(lost),
+                on_lost=lambda lost: lost_rooms(lost),
             )
             # only what this node id left running: other nodes' takes are theirs
             interrupted = await node.rejoin()
@@ -156,6 +156,13 @@ def create_app(settings: Settings) -> web.Application:
         finalize_jobs = FinalizeJobs(
             store, settings.recordings_dir, recording_updated, shared, settings.capture_wait_s
         )
+
+        async def lost_rooms(session_ids: list[str]) -> None:
+            # declared dead while running: the takes are interrupted in the database
+            # already; stop writing them, then drop the rooms' connections
+            for session_id in session_ids:
+                await recorder.let_go(session_id)
+            await signaling.let_go(session_ids)
 
         async def reaped_elsewhere(reaped: Reaped) -> None:
             # a dead node's takes: finalized from shared storage (its disk is gone)

@@ -56,6 +56,10 @@ class Leases(Protocol):
         """An async context in which nobody else on this node claims or releases the
         room: a connection is seated, or the room let go, without a race between them."""
 
+    def holds(self, session_id: str) -> bool:
+        """Whether this node runs the room now (as far as it knows: a node declared dead
+        learns it at its next heartbeat)."""
+
     async def claim(self, session_id: str) -> None:
         """Hold the room's lease, else `WrongNode` (or `NodeUnavailable`)."""
 
@@ -89,6 +93,9 @@ class SingleNode(RoomGuards):
 
     node_id = "single"
     releases_rooms = False
+
+    def holds(self, session_id: str) -> bool:
+        return True
 
     async def claim(self, session_id: str) -> None:
         return None

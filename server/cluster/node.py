@@ -101,6 +101,9 @@ class ClusterNode(RoomGuards):
                 log.warning("room %s: lease not released at shutdown", session_id, exc_info=True)
         self.held.clear()
 
+    def holds(self, session_id: str) -> bool:
+        return session_id in self.held
+
     async def claim(self, session_id: str) -> None:
         holder = await self.store.claim(session_id, self._id)
         if holder == self._id:

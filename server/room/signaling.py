@@ -399,6 +399,10 @@ class Signaling:
             conn = self.conns.get(sid)
             if conn is None:
                 raise AuthError("this connection is not seated in a room")
+            if not self.leases.holds(conn.session_id):
+                # this node lost the room (declared dead by the cluster): nothing more
+                # is done in it here; the page reconnects to where the room is now
+                raise AuthError("This conversation moved to another server.", code="wrong_node")
             if self.closing:
                 raise Busy(
                     "The server is restarting. Please wait a moment.", code="server_restarting"

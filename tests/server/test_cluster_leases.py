@@ -18,7 +18,9 @@ import pytest
 from storyroom.app import STORE_MODULES
 from storyroom.cluster.store import ClusterStore
 from storyroom.database import open_database
+from storyroom.recording import layout
 from storyroom.store import RecordingRow, SessionRow, Store
+from support.media import start_recording, tone_room
 from support.polling import wait_for
 from support.postgres import Postgres
 from support.server import (
@@ -317,4 +319,27 @@ async def test_a_stalled_node_declared_dead_lets_its_rooms_go(
             await back.close()
     finally:
         await a.close()
+        await reaper.close()
+
+
+async def test_a_stalled_node_stops_writing_the_take_it_lost(
+    two_nodes: tuple[RunningServer, RunningServer],
+) -> None:
+    one, _ = two_nodes
+    reaper = await _cluster_store(one.settings.database_url)
+    try:
+        async with tone_room(one.url) as (clients, peers):
+            await wait_for(lambda: all(len(p.received) == 2 for p in peers.values()), timeout=30)
+            rec_dir = await start_recording(one.settings.recordings_dir, clients)
+            log = rec_dir / layout.RECORDING_LOG
+            await wait_for(lambda: log.exists() and '"segment_open"' in log.read_text())
+            reaped = await reaper.reap("n1", 0.0)
+            assert reaped is not None and reaped.interrupted == (rec_dir.name,)
+            # n1 hears it: its recorder closes the take as interrupted, the seats go
+            await wait_for(lambda: not one.services.recorder.active, what="the take closed")
+            assert log.read_text().splitlines()[-1].startswith('{"type": "interrupted"')
+            await wait_for(lambda: not any(c.sio.connected for c in clients.values()))
+            (rec,) = await one.services.store.recordings_for(reaped.freed[0])
+            assert rec.status == "interrupted"  # as the reaper left it: nothing wrote over it
+    finally:
         await reaper.close()
