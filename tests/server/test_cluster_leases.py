@@ -9,6 +9,7 @@ behind HAProxy."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,7 +36,9 @@ pytestmark = pytest.mark.cluster
 
 FAST = {
     "node_heartbeat_s": "0.2",
-    "node_dead_after_s": "1.5",
+    # never reached by a live node, however busy the machine: the tests that need a
+    # node declared dead do it themselves (`ClusterStore.reap`)
+    "node_dead_after_s": "60",
     "node_reap_interval_s": "0.2",
     "reconnect_grace_s": "0.5",  # a room left empty goes after this
 }
@@ -337,7 +340,8 @@ async def test_a_stalled_node_stops_writing_the_take_it_lost(
             assert reaped is not None and reaped.interrupted == (rec_dir.name,)
             # n1 hears it: its recorder closes the take as interrupted, the seats go
             await wait_for(lambda: not one.services.recorder.active, what="the take closed")
-            assert log.read_text().splitlines()[-1].startswith('{"type": "interrupted"')
+            kinds = [json.loads(line)["type"] for line in log.read_text().splitlines()]
+            assert "interrupted" in kinds and "stop" not in kinds, kinds
             await wait_for(lambda: not any(c.sio.connected for c in clients.values()))
             (rec,) = await one.services.store.recordings_for(reaped.freed[0])
             assert rec.status == "interrupted"  # as the reaper left it: nothing wrote over it
