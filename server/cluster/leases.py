@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
@@ -52,7 +52,7 @@ class Leases(Protocol):
         """Whether a room left empty is closed and its lease freed (a cluster), or kept
         for as long as the process runs (a single node)."""
 
-    def guard(self, session_id: str) -> Any:
+    def guard(self, session_id: str) -> AbstractAsyncContextManager[None]:
         """An async context in which nobody else on this node claims or releases the
         room: a connection is seated, or the room let go, without a race between them."""
 

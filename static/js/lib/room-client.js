@@ -440,7 +440,7 @@ export class RoomClient {
         this._retryAudio();
       } else {
         this._setAudio("failed", code);
-        const passing = ["offline", "timeout", "internal", "offer_in_flight", "server_restarting"];
+        const passing = ["offline", "timeout", "internal", "offer_in_flight", "server_restarting", "wrong_node"];
         if (passing.includes(code)) {
           this._retryAudio();
         }
