@@ -21,7 +21,12 @@ from storyroom.archive.copies import Copies
 from storyroom.archive.delivery import CopyDelivery
 from storyroom.archive.waveforms import WaveformLevels
 from storyroom.capture.service import Captures
+from storyroom.cluster import store as cluster_module
+from storyroom.cluster.leases import Leases, SingleNode
+from storyroom.cluster.node import ClusterNode
+from storyroom.cluster.store import ClusterStore, Reaped
 from storyroom.config import Settings
+from storyroom.database import open_database
 from storyroom.fanout import Fanout, Message, client_manager
 from storyroom.finalize import mp3_encoder
 from storyroom.finalize.jobs import FinalizeJobs
@@ -63,6 +68,7 @@ STORE_MODULES = (
     readiness.TABLES,
     transcripts_module.TABLES,
     partner_invites.TABLES,
+    cluster_module.TABLES,
 )
 
 
@@ -70,10 +76,10 @@ def create_app(settings: Settings) -> web.Application:
     """Build the aiohttp app with Socket.IO attached; services start in cleanup_ctx."""
     app = web.Application(client_max_size=settings.max_request_bytes)
     # this process among the nodes sharing Redis (its connections' names there)
-    node = uuid.uuid4().hex[:12]
+    socket_node = uuid.uuid4().hex[:12]
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
-        client_manager=client_manager(settings, node),
+        client_manager=client_manager(settings, socket_node),
         cors_allowed_origins=[settings.base_url],
         # Above this engine.io drops the connection; below it, protocol.check_size answers
         # oversize events with a "too_large" ack and the connection stays.
@@ -104,7 +110,21 @@ def create_app(settings: Settings) -> web.Application:
         await accounts.load()
         copies = Copies(store, settings)
         bags = BagMaker()
-        interrupted = await store.mark_running_interrupted(now=_now())
+        node: ClusterNode | None = None
+        if settings.database_url:
+            # a cluster: the node's own connection, so that its heartbeats and leases
+            # never wait behind (or land inside) the store's transactions
+            node = ClusterNode(
+                settings,
+                ClusterStore(await open_database(settings.database_url)),
+                on_reaped=lambda reaped: reaped_elsewhere(reaped),
+                on_lost=lambda lost: lost_rooms(lost),
+            )
+            # only what this node id left running: other nodes' takes are theirs
+            interrupted = await node.rejoin()
+        else:
+            interrupted = await store.mark_running_interrupted(now=_now())
+        leases: Leases = node if node is not None else SingleNode()
         for rec_id in interrupted:
             log.warning(
                 "recording %s was running when the server stopped: marked interrupted", rec_id
@@ -142,10 +162,25 @@ def create_app(settings: Settings) -> web.Application:
         finalize_jobs = FinalizeJobs(
             store, settings.recordings_dir, recording_updated, shared, settings.capture_wait_s
         )
+
+        async def lost_rooms(session_ids: list[str]) -> None:
+            # declared dead while running: the takes are interrupted in the database
+            # already; stop writing them, then drop the rooms' connections
+            for session_id in session_ids:
+                await recorder.let_go(session_id)
+            await signaling.let_go(session_ids)
+
+        async def reaped_elsewhere(reaped: Reaped) -> None:
+            # a dead node's takes: finalized from shared storage (its disk is gone)
+            for session_id in reaped.freed:
+                await rooms.forget(session_id, CloseReason.NODE_LOST)
+            for rec_id in reaped.interrupted:
+                await finalize_jobs.enqueue(rec_id)
+
         rooms.follow(recorder)
         rooms.follow(finalize_jobs)  # after the recorder: stems are closed first
-        signaling = Signaling(sio, settings, store, rooms, media, accounts.tokens)
-        fanout = Fanout(settings, sio, node)
+        signaling = Signaling(sio, settings, store, rooms, media, accounts.tokens, leases)
+        fanout = Fanout(settings, sio, socket_node)
         accounts.on_revoked(fanout.publish)  # every node forgets it and hangs up
 
         async def elsewhere(failure: SigninFailure) -> None:
@@ -207,6 +242,8 @@ def create_app(settings: Settings) -> web.Application:
         await delivery.start()
         await finalize_jobs.start()
         await transcribe_jobs.start()
+        if node is not None:
+            node.start()
         try:
             yield
         finally:
@@ -222,6 +259,9 @@ def create_app(settings: Settings) -> web.Application:
             if shipper is not None:
                 await shipper.close()  # after the recorder: its last bytes are on disk
             await rooms.close(CloseReason.SERVER_SHUTDOWN)
+            if node is not None:
+                await node.close()  # after the rooms: their leases go last
+                await node.store.close()
             await store.close()
             await storage.aclose()
 

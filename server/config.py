@@ -169,6 +169,17 @@ class Settings:
     # disposable across nodes: the staff pages' room updates and staff sign-outs
     # (docs/deploy.md#redis). Empty: one process, no Redis.
     redis_url: str = ""
+    # A cluster (database_url set; docs/deploy.md): this process's node id, which is
+    # also its server name in HAProxy (a client's `node` pin routes there); empty: one
+    # generated at the first start and kept in data_dir/node_id. Letters, digits and
+    # -_. only, at most 64.
+    node_id: str = ""
+    # Seconds between the node's heartbeats in the database; a node whose last heartbeat
+    # is older than node_dead_after_s is declared dead by the reaper (every node runs
+    # one, every node_reap_interval_s): its takes become interrupted, its rooms free.
+    node_heartbeat_s: float = 2.0
+    node_dead_after_s: float = 15.0
+    node_reap_interval_s: float = 5.0
 
     @property
     def shared_storage(self) -> bool:
@@ -305,6 +316,9 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             "shutdown_grace_s",
             "s3_ship_interval_s",
             "s3_max_lag_s",
+            "node_heartbeat_s",
+            "node_dead_after_s",
+            "node_reap_interval_s",
         ):
             return float(raw)
         if name in ("data_dir", "static_dir"):
@@ -410,6 +424,7 @@ def _validated(s: Settings) -> Settings:
     _validate_operations(s)
     _validate_storage(s)
     _validate_redis(s.redis_url)
+    _validate_cluster(s)
     return replace(s, warning_minutes=tuple(sorted(s.warning_minutes, reverse=True)))
 
 
@@ -576,3 +591,24 @@ def _server_url(
     except ValueError:
         raise SettingsError(f"{shown} has a bad port") from None
     return parsed
+
+
+NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""A node id: also an HAProxy server name and a URL query value, so nothing to escape."""
+
+
+def _validate_cluster(s: Settings) -> None:
+    if s.node_id and not NODE_ID.fullmatch(s.node_id):
+        raise SettingsError(
+            f"node_id {s.node_id!r}: use 1-64 letters, digits and -_. (starting with a letter"
+            " or digit), the same name as the node's server line in HAProxy"
+        )
+    if not 0.1 <= s.node_heartbeat_s <= 60:
+        raise SettingsError("node_heartbeat_s must be between 0.1 and 60")
+    if not 2 * s.node_heartbeat_s < s.node_dead_after_s <= 3600:
+        raise SettingsError(
+            "node_dead_after_s must be more than two heartbeats (node_heartbeat_s) and at"
+            " most 3600: a node that missed one heartbeat is not dead"
+        )
+    if not 0.1 <= s.node_reap_interval_s <= 600:
+        raise SettingsError("node_reap_interval_s must be between 0.1 and 600")

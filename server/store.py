@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,6 +34,25 @@ _POSTGRES_SCHEMA_VERSION = """
 CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);
 INSERT INTO schema_version SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 """
+
+
+MIGRATION_LOCK = 0x73746F7279  # "story": PostgreSQL's advisory lock of the migrations
+
+
+@asynccontextmanager
+async def _migrating(db: Database) -> AsyncIterator[None]:
+    """Nodes of a cluster that start at once: one brings the schema up to date while
+    the others wait, then find it done (SQLite has one process)."""
+    if db.dialect != "postgresql":
+        yield
+        return
+    await db.execute("SELECT pg_advisory_lock(?)", (MIGRATION_LOCK,))
+    await db.commit()
+    # a failed step closes the connection (Store.open), which ends the lock with it
+    yield
+    await db.commit()  # a module's steps may be savepoints in a transaction still open
+    await db.execute("SELECT pg_advisory_unlock(?)", (MIGRATION_LOCK,))
+    await db.commit()
 
 
 def _then(script: Script, after: PerDialect) -> PerDialect:
@@ -168,9 +188,10 @@ class Store:
         db = await open_database(path_or_url)
         store = cls(db)
         try:
-            await store._migrate()
-            for module in modules:
-                await store._migrate_module(module)
+            async with _migrating(db):
+                await store._migrate()
+                for module in modules:
+                    await store._migrate_module(module)
         except BaseException:
             await db.close()
             raise
@@ -525,21 +546,9 @@ class Store:
 
     async def mark_running_interrupted(self, now: float) -> list[str]:
         """At start-up: recordings left recording or paused by a dead process become interrupted."""
-        query = "SELECT * FROM recordings WHERE status IN ('recording', 'paused')"
-        rows = [_recording(r) for r in await fetch_all(self._db, query)]
-        for rec in rows:
-            elapsed = rec.elapsed_before
-            await self._db.execute(
-                "UPDATE recordings SET status = 'interrupted', stopped_at = ?, run_started_at = NULL,"
-                " status_reason = ? WHERE id = ?",
-                (now, "the server stopped while this recording was " + rec.status, rec.id),
-            )
-            await self._db.execute(
-                "INSERT INTO recording_events (recording_id, kind, at, rec_time) VALUES (?, ?, ?, ?)",
-                (rec.id, "interrupted", now, elapsed),
-            )
+        interrupted = await interrupt_running(self._db, now)
         await self._db.commit()
-        return [r.id for r in rows]
+        return interrupted
 
     async def set_finalize(
         self,
@@ -661,6 +670,39 @@ class Store:
             (session_id,),
         )
         return [MarkerRow(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+
+async def interrupt_running(
+    db: Database,
+    now: float,
+    of_sessions: str = "",
+    params: Sequence[Any] = (),
+    why: str = "the server stopped",
+) -> list[str]:
+    """Recordings left recording or paused by a process that is gone become interrupted
+    (all of them, or those whose session is in the subquery `of_sessions`: a dead node's
+    rooms); their ids. Runs in the caller's transaction, which the caller commits: a
+    cluster's reaper frees the dead node's rooms in the same one."""
+    query = "SELECT * FROM recordings WHERE status IN ('recording', 'paused')"
+    if of_sessions:
+        query += f" AND session_id IN ({of_sessions})"
+    rows = [_recording(r) for r in await fetch_all(db, query + " FOR UPDATE" * _locks(db), params)]
+    for rec in rows:
+        await db.execute(
+            "UPDATE recordings SET status = 'interrupted', stopped_at = ?, run_started_at = NULL,"
+            " status_reason = ? WHERE id = ?",
+            (now, f"{why} while this recording was {rec.status}", rec.id),
+        )
+        await db.execute(
+            "INSERT INTO recording_events (recording_id, kind, at, rec_time) VALUES (?, ?, ?, ?)",
+            (rec.id, "interrupted", now, rec.elapsed_before),
+        )
+    return [r.id for r in rows]
+
+
+def _locks(db: Database) -> bool:
+    """Whether `SELECT ... FOR UPDATE` exists (PostgreSQL; SQLite has one writer anyway)."""
+    return db.dialect == "postgresql"
 
 
 def _session(row: Row) -> SessionRow:

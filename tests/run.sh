@@ -58,6 +58,14 @@ if ! command -v caddy >/dev/null 2>&1; then
     stop_system_daemon caddy
 fi
 
+# The cluster tests put HAProxy (deploy/haproxy.cfg) in front of two nodes, each run
+# started by the test on loopback, never the package's service.
+if ! command -v haproxy >/dev/null 2>&1; then
+    echo "== installing haproxy (apt)"
+    apt_install haproxy
+    stop_system_daemon haproxy
+fi
+
 # deploy/compose.yaml is checked with `docker-compose config`, which needs no daemon;
 # --no-install-recommends keeps docker.io (and its daemon) out.
 if ! command -v docker-compose >/dev/null 2>&1; then

@@ -401,6 +401,15 @@ class Recorder:
             self._finish(files, "stopped")
             await self._flush_once()
 
+    async def let_go(self, room_id: str) -> None:
+        """The room's take is no longer this process's to write (a cluster declared this
+        node dead and marked the take interrupted): its stems are closed and flushed as
+        they are, the log says `interrupted`."""
+        files = self.active.get(room_id)
+        if files is not None:
+            self._finish(files, RecordingEvent.INTERRUPTED)
+            await self._flush_once()
+
     def _finish(self, files: RecordingFiles, reason: str) -> None:
         files.set_state(RecordingState.STOPPED)
         for seat in list(files.segments):

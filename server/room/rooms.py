@@ -49,6 +49,10 @@ class CloseReason(StrEnum):
     LINK_REISSUED = "link_reissued"
     SERVER_SHUTDOWN = "server_shutdown"
     GRACE_EXPIRED = "grace_expired"
+    EMPTY = "empty"
+    """Everyone left and no take runs: a cluster node lets the room go."""
+    NODE_LOST = "node_lost"
+    """The cluster declared this node dead: another node may run the room now."""
 
 
 class RoomListener(Protocol):
@@ -658,6 +662,13 @@ class Rooms:
                     log.info("room %s: take %s stopped (%s)", room.id, rec.id, reason.value)
                     stopped.append(rec.id)
         return stopped
+
+    async def forget(self, session_id: str, reason: CloseReason) -> None:
+        """Close the room and drop it: the next `get` loads it afresh from the store
+        (in a cluster, another node may have run it in between)."""
+        room = self._rooms.pop(session_id, None)
+        if room is not None:
+            await room.close(reason)
 
     async def close(self, reason: CloseReason) -> None:
         rooms, self._rooms = list(self._rooms.values()), {}

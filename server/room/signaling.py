@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import socketio
 
+from storyroom.cluster.leases import Leases, NodeUnavailable, WrongNode, parse_pin
 from storyroom.config import Settings
 from storyroom.errors import AuthError, Busy, ProtocolError, StoryroomError, UserError
 from storyroom.ids import hash_token
@@ -27,6 +28,7 @@ from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.room import protocol
 from storyroom.room.rooms import CloseReason, Room, Rooms
 from storyroom.seats import SeatName
+from storyroom.status import LIVE_STATES
 from storyroom.store import SeatRow, Store
 from storyroom.tasks import cancel_and_wait
 
@@ -82,6 +84,7 @@ class Signaling:
         rooms: Rooms,
         media: MediaPlane,
         bad_tokens: FailureLimit,
+        leases: Leases,
     ) -> None:
         self.sio = sio
         self.settings = settings
@@ -89,7 +92,11 @@ class Signaling:
         self.rooms = rooms
         self.media = media
         self.bad_tokens = bad_tokens
+        self.leases = leases
+        """Who runs which room: a connection is seated only where its room's lease is."""
         self.conns: dict[str, Conn] = {}
+        self._releases: dict[str, asyncio.Task[None]] = {}
+        """Rooms left empty, let go after `reconnect_grace_s` unless someone comes back."""
         self.closing = False
         """Set when the server shuts down: room events are refused from then on."""
         self._welcome: asyncio.Queue[str] = asyncio.Queue()
@@ -121,8 +128,9 @@ class Signaling:
         self._levels_task = asyncio.create_task(self._levels_loop(), name="signaling-levels")
 
     async def close(self) -> None:
-        tasks = [self._welcome_task, self._levels_task]
+        tasks = [self._welcome_task, self._levels_task, *self._releases.values()]
         self._welcome_task = self._levels_task = None
+        self._releases = {}
         for task in tasks:
             await cancel_and_wait(task)
 
@@ -234,7 +242,12 @@ class Signaling:
         address = environ_address(environ)
         try:
             self.bad_tokens.check(address)
+            parse_pin(environ)  # its form only: the lease decides where the room runs
             seat_row = await self._seat_for(sid, auth)
+            async with self.leases.guard(seat_row.session_id):
+                await self.leases.claim(seat_row.session_id)
+                self.conns[sid] = Conn(sid, seat_row.session_id, seat_row.seat)
+                await cancel_and_wait(self._releases.pop(seat_row.session_id, None))
         except RateLimited as exc:
             log.warning("refused connect %s from %s: too many wrong tokens", sid, address)
             raise socketio.exceptions.ConnectionRefusedError(
@@ -247,7 +260,11 @@ class Signaling:
             raise socketio.exceptions.ConnectionRefusedError(
                 exc.message, {"code": exc.code}
             ) from None
-        self.conns[sid] = Conn(sid, seat_row.session_id, seat_row.seat)
+        except (WrongNode, NodeUnavailable) as exc:
+            # the client reconnects, pinned to the node named (`node`), or a bit later
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {k: v for k, v in exc.to_json().items() if k != "message"}
+            ) from None
         # The snapshot goes out after the CONNECT packet, from the welcome task.
         self._welcome.put_nowait(sid)
 
@@ -328,6 +345,52 @@ class Signaling:
             return
         if await room.leave(conn.seat, sid):
             await self.media.seat_disconnected(room, conn.seat, sid)
+        if (
+            self.leases.releases_rooms
+            and conn.session_id not in self._releases
+            and not any(c.session_id == conn.session_id for c in self.conns.values())
+        ):
+            self._releases[conn.session_id] = asyncio.create_task(
+                self._release_later(conn.session_id), name="release-room"
+            )
+
+    async def _release_later(self, session_id: str) -> None:
+        """In a cluster, a room nobody is in and no take runs in is closed here and its
+        lease freed, once nobody came back within `reconnect_grace_s` (a page reload
+        keeps its room where it is): the next seat may land on another node. A connect
+        in between cancels this (owner: `_releases`)."""
+        try:
+            await asyncio.sleep(self.settings.reconnect_grace_s)
+            async with self.leases.guard(session_id):
+                if any(c.session_id == session_id for c in self.conns.values()):
+                    return
+                room = self.rooms.live(session_id)
+                if room is not None and room.state in LIVE_STATES:
+                    return
+                await self.rooms.forget(session_id, CloseReason.EMPTY)
+                await self.leases.release(session_id)
+        except Exception:
+            # the lease stays this node's: its next seat is seated here, the room loaded
+            # afresh; if the node dies, the reaper frees it
+            log.warning("room %s: lease not released", session_id, exc_info=True)
+        finally:
+            if self._releases.get(session_id) is asyncio.current_task():
+                del self._releases[session_id]
+
+    async def let_go(self, session_ids: list[str]) -> None:
+        """This node may no longer run these rooms (the cluster declared it dead): their
+        connections are dropped, and the pages reconnect through the proxy to the room's
+        node."""
+        for session_id in session_ids:
+            async with self.leases.guard(session_id):
+                room = self.rooms.live(session_id)
+                gone = [c for c in list(self.conns.values()) if c.session_id == session_id]
+                for conn in gone:
+                    self.conns.pop(conn.sid, None)
+                    if room is not None:
+                        await self.media.seat_disconnected(room, conn.seat, conn.sid)
+                    await self.sio.disconnect(conn.sid)
+                await self.rooms.forget(session_id, CloseReason.NODE_LOST)
 
     # -- events ------------------------------------------------------------------------
 
@@ -345,6 +408,10 @@ class Signaling:
             conn = self.conns.get(sid)
             if conn is None:
                 raise AuthError("this connection is not seated in a room")
+            if not self.leases.holds(conn.session_id):
+                # this node lost the room (declared dead by the cluster): nothing more
+                # is done in it here; the page reconnects to where the room is now
+                raise AuthError("This conversation moved to another server.", code="wrong_node")
             if self.closing:
                 raise Busy(
                     "The server is restarting. Please wait a moment.", code="server_restarting"

@@ -90,6 +90,7 @@ def _dynamic_keys() -> set[str]:
             "invalid_state",
             "unknown_question",
             "server_restarting",
+            "wrong_node",  # a cluster node that lost the room (docs/deploy.md §12)
             # the invitation page's refusals
             "same_email",
             "invalid_email",

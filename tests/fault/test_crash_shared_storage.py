@@ -6,7 +6,6 @@ that comes back with its disk ships what the crash left unshipped."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import signal
 import time
@@ -32,7 +31,7 @@ from support.media import (
     tone_room,
 )
 from support.polling import wait_for, wait_until
-from support.process import serve
+from support.process import metric, serve
 from support.seaweedfs import seaweed_s3
 from support.server import AUTH, call, finalized
 
@@ -40,14 +39,6 @@ from support.server import AUTH, call, finalized
 # when the last shipped pass read the files (one flush interval), and the page a range
 # cut in two (the recorder writes one page per seat and flush).
 PAGE_S = FLUSH_INTERVAL
-
-
-async def _metric(http: aiohttp.ClientSession, url: str, name: str) -> float:
-    async with http.get(f"{url}/metrics") as resp:
-        text = await resp.text()
-    found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert found is not None, f"{name} not in /metrics"
-    return float(found[1])
 
 
 async def _stored_names(settings: Settings, recording_id: str) -> set[str]:
@@ -87,7 +78,7 @@ async def test_sigkill_and_a_lost_folder_are_rebuilt_from_shared_storage(tmp_pat
 
                 await wait_for(all_shipped, timeout=20, interval=0.2, what="every file shipped")
                 await wait_until(time.monotonic() + 6.0)
-                assert await _metric(http, url, "storyroom_shipped_bytes_total") > 0
+                assert await metric(url, "storyroom_shipped_bytes_total") > 0
                 async with http.get(f"{url}/readyz") as resp:
                     ready = await resp.json()
                 assert resp.status == 200, ready
@@ -95,7 +86,7 @@ async def test_sigkill_and_a_lost_folder_are_rebuilt_from_shared_storage(tmp_pat
                 # what a crash can lose is bounded by the lag now and the time until the
                 # kill (a busy machine makes both longer, and the bound with them)
                 asked = time.monotonic()
-                lag = await _metric(http, url, "storyroom_shipping_lag_seconds")
+                lag = await metric(url, "storyroom_shipping_lag_seconds")
                 assert 0 <= lag <= 10, lag
                 at_most_lost = (
                     lag + (server.signal(signal.SIGKILL) - asked) + FLUSH_INTERVAL + PAGE_S

@@ -349,7 +349,13 @@ export class Capture {
     const abort = new AbortController();
     const timer = setTimeout(() => abort.abort(), REQUEST_TIMEOUT_MS);
     try {
-      const response = await fetch(path, { method, headers: sent, body, cache: "no-store", signal: abort.signal });
+      const response = await fetch(this._routed(path), {
+        method,
+        headers: sent,
+        body,
+        cache: "no-store",
+        signal: abort.signal,
+      });
       const answer = await response.json().catch(() => null);
       return { status: response.status, body: answer };
     } catch {
@@ -357,6 +363,20 @@ export class Capture {
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** `path` with the room's session id (and node pin), which a cluster's proxy routes
+   * on: the upload reaches the node that runs the room, as its Socket.IO does. */
+  _routed(path) {
+    const query = new URLSearchParams();
+    if (this.client && this.client.sessionId) {
+      query.set("session", this.client.sessionId);
+      if (this.client.nodePin) {
+        query.set("node", this.client.nodePin);
+      }
+    }
+    const text = query.toString();
+    return text ? `${path}${path.includes("?") ? "&" : "?"}${text}` : path;
   }
 
   _runsPath(run) {

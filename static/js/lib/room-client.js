@@ -61,8 +61,13 @@ export function timerAt(timer, serverNow) {
 
 /** Connection states: connecting, connected, reconnecting, refused, closed, left. */
 export class RoomClient {
-  constructor({ token }) {
+  constructor({ token, sessionId }) {
     this.token = token;
+    // In a cluster the proxy sends a room's connections to one node by this id; the
+    // node that runs the room may ask for a pin to it (`wrong_node`).
+    this.sessionId = sessionId;
+    this.nodePin = null;
+    this._nodeHops = 0;
     this.socket = null;
     this.snapshot = null;
     this.seat = null;
@@ -113,6 +118,7 @@ export class RoomClient {
     }
     const socket = io({
       auth: { token: this.token },
+      query: this.sessionId ? { session: this.sessionId } : {},
       transports: ["websocket"],
       reconnectionDelay: 500,
       reconnectionDelayMax: 5000,
@@ -122,6 +128,7 @@ export class RoomClient {
 
     socket.on("connect", () => {
       this._serverRetries = 0;
+      this._nodeHops = 0;
       this._needsOffer = true;
       this._setConnection("connected");
     });
@@ -131,6 +138,8 @@ export class RoomClient {
       if (TOKEN_ERRORS.has(code)) {
         this._setConnection("refused");
         this.onRefused({ code, message: err.message });
+      } else if (code === "wrong_node" || code === "node_pin_invalid") {
+        this._followNode(code === "wrong_node" ? err.data.node : null);
       } else if (!socket.active) {
         // Refused by the server for another reason: try again a little later.
         this._retryServer();
@@ -266,6 +275,27 @@ export class RoomClient {
       this._retryServer();
     } else {
       this._setConnection("reconnecting");
+    }
+  }
+
+  /** Another node runs the room: reconnect pinned to it (`node` in the URL, which the
+   * proxy routes on); a few hops at once, then the usual back-off. */
+  _followNode(node) {
+    this.nodePin = typeof node === "string" && node ? node : null;
+    const query = { ...(this.socket.io.opts.query || {}) };
+    if (this.nodePin) {
+      query.node = this.nodePin;
+    } else {
+      delete query.node;
+    }
+    this.socket.io.opts.query = query;
+    if (this._nodeHops < 3) {
+      this._nodeHops += 1;
+      this._setConnection("reconnecting");
+      this.socket.connect();
+    } else {
+      this._nodeHops = 0;
+      this._retryServer();
     }
   }
 
@@ -410,7 +440,7 @@ export class RoomClient {
         this._retryAudio();
       } else {
         this._setAudio("failed", code);
-        const passing = ["offline", "timeout", "internal", "offer_in_flight", "server_restarting"];
+        const passing = ["offline", "timeout", "internal", "offer_in_flight", "server_restarting", "wrong_node"];
         if (passing.includes(code)) {
           this._retryAudio();
         }

@@ -79,7 +79,7 @@ export class RoomView {
     this.page = page;
     this.sessionId = sessionIdFromLocation();
     this.token = tokenFromLocation();
-    this.client = new RoomClient({ token: this.token });
+    this.client = new RoomClient({ token: this.token, sessionId: this.sessionId });
     this.capture = new Capture({ token: this.token, client: this.client });
     this.pageRender = render;
     this.snapshot = null;
