@@ -137,7 +137,7 @@ def create_app(settings: Settings) -> web.Application:
             shipper = Shipper(
                 shared.objects,
                 settings.recordings_dir,
-                recorder.writing,
+                lambda: {*recorder.writing(), *captures.receiving()},
                 prefix=settings.s3_prefix,
                 interval=settings.s3_ship_interval_s,
             )

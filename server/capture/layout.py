@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from storyroom.recording.layout import JsonLines
+from storyroom.seats import SEATS
 
 CAPTURE: Final = "capture"
 
@@ -37,6 +38,7 @@ MIME_SUFFIXES: Final = {"audio/webm": ".webm", "audio/ogg": ".ogg", "audio/mp4":
 """The containers a capture may use (the part of the MIME type before any `;`)."""
 
 INDEX_SUFFIX: Final = ".jsonl"
+CAPTURE_SUFFIXES: Final = frozenset((*MIME_SUFFIXES.values(), INDEX_SUFFIX))
 
 _RUN_INDEX: Final = re.compile(r"^(?P<run>\d+)\.jsonl$")
 
@@ -131,6 +133,34 @@ def read_runs(recording_dir: Path, seat: str) -> list[CaptureRun]:
         int(match["run"]) for p in folder.iterdir() if (match := _RUN_INDEX.match(p.name))
     )
     return [run for n in numbers if (run := read_run(recording_dir, seat, n)) is not None]
+
+
+def shipped_files(recording_dir: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Blocking: what of the captures shared storage should hold now, as two maps of
+    file (relative to the recording's folder) to size: the runs' media, each only as far
+    as its index vouches (a torn tail is never shipped, so no byte shipped is ever
+    rewritten), then their indexes, measured before the media so that an index shipped
+    after its media never vouches for bytes not shipped."""
+    media: dict[str, int] = {}
+    indexes: dict[str, int] = {}
+    for seat in captured_seats(recording_dir):
+        folder = capture_dir(recording_dir, seat)
+        for path in folder.iterdir():
+            if _RUN_INDEX.match(path.name):
+                indexes[f"{CAPTURE}/{seat}/{path.name}"] = path.stat().st_size
+        for run in read_runs(recording_dir, seat):
+            media[f"{CAPTURE}/{seat}/{run.media.name}"] = run.bytes
+    return media, indexes
+
+
+def is_capture_file(name: str) -> bool:
+    """Whether `name` (relative to a recording's folder) names a capture run's media
+    or index: capture/<seat>/<NN>.<ext>."""
+    parts = name.split("/")
+    if len(parts) != 3 or parts[0] != CAPTURE or parts[1] not in SEATS:
+        return False
+    number, dot, suffix = parts[2].partition(".")
+    return number.isdigit() and bool(dot) and f".{suffix}" in CAPTURE_SUFFIXES
 
 
 def captured_seats(recording_dir: Path) -> list[str]:

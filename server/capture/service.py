@@ -91,6 +91,16 @@ class Captures:
         self._progress: dict[tuple[str, str], SeatProgress] = {}
         self._run_closed: list[RunClosed] = []
         self._progress_listeners: list[ProgressListener] = []
+        self._written: dict[str, float] = {}
+        """Recording id -> when (monotonic) a capture of it last changed."""
+
+    def receiving(self) -> list[str]:
+        """The takes whose captures changed within the upload window (and a minute):
+        what shared storage's shipper keeps shipping after the recorder is done."""
+        horizon = time.monotonic() - self.window_s - 60.0
+        for recording_id in [r for r, at in self._written.items() if at < horizon]:
+            del self._written[recording_id]
+        return list(self._written)
 
     def on_run_closed(self, callback: RunClosed) -> None:
         """Call `callback(recording_id)` after a run of that take is closed (its browser
@@ -312,6 +322,7 @@ class Captures:
         }
 
     async def _announce(self, rec: RecordingRow) -> None:
+        self._written[rec.id] = time.monotonic()
         payload = self.progress_json(rec.id)
         for listener in self._progress_listeners:
             try:

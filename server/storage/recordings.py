@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from storyroom.capture import layout as capture_layout
 from storyroom.finalize.contracts import FinalizedFile
 from storyroom.recording import layout
 from storyroom.storage.keys import RawRange, final_key, parse_raw_key, raw_key, raw_prefix
@@ -65,7 +66,7 @@ class RecordingStorage:
         self.url_ttl_s = url_ttl_s
 
     async def rebuild(self, recording_id: str, directory: Path) -> list[RebuiltFile]:
-        """Put the recording's stems, timing logs and `recording.jsonl` back into
+        """Put the recording's stems, timing logs, `recording.jsonl` and browser captures back into
         `directory` (which has no `stems/`) from the raw objects, one object in memory at
         a time. What was never shipped is missing at each file's end.
 
@@ -97,6 +98,7 @@ class RecordingStorage:
     ) -> RebuiltFile:
         chosen, holes = contiguous_ranges(found)
         size = 0
+        await asyncio.to_thread((staging / name).parent.mkdir, parents=True, exist_ok=True)
         f = await asyncio.to_thread(open, staging / name, "xb")
         try:
             for part in chosen:
@@ -150,6 +152,9 @@ def _move_into_place(staging: Path, directory: Path) -> None:
     log_file = staging / layout.RECORDING_LOG
     if log_file.exists() and not (directory / layout.RECORDING_LOG).exists():
         log_file.rename(directory / layout.RECORDING_LOG)
+    captures = staging / capture_layout.CAPTURE
+    if captures.exists() and not (directory / capture_layout.CAPTURE).exists():
+        captures.rename(directory / capture_layout.CAPTURE)
     (staging / layout.STEMS).rename(directory / layout.STEMS)  # refused if it is there
     shutil.rmtree(staging)
     fd = os.open(directory, os.O_RDONLY)
@@ -160,7 +165,7 @@ def _move_into_place(staging: Path, directory: Path) -> None:
 
 
 def _rebuildable(name: str) -> bool:
-    if name == layout.RECORDING_LOG:
+    if name == layout.RECORDING_LOG or capture_layout.is_capture_file(name):
         return True
     folder, _, file = name.partition("/")
     return folder == layout.STEMS and layout.parse_segment_file(file) is not None

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Final
 
+from storyroom.capture import layout as capture_layout
 from storyroom.recording import layout
 from storyroom.recording.layout import recording_dir
 from storyroom.storage.keys import RawRange, parse_raw_key, raw_key, raw_prefix
@@ -36,7 +37,8 @@ CLOSE_TIMEOUT_S: Final = 10.0
 
 def shipped_files(directory: Path) -> dict[str, int]:
     """Blocking: the files of a recording being written that are shipped, with their
-    sizes now (paths relative to the recording's folder)."""
+    sizes now (paths relative to the recording's folder); the browser captures are
+    `capture_layout.shipped_files`."""
     sizes: dict[str, int] = {}
     log_path = directory / layout.RECORDING_LOG
     if log_path.is_file():
@@ -47,6 +49,13 @@ def shipped_files(directory: Path) -> dict[str, int]:
             if layout.parse_segment_file(path.name) is not None:
                 sizes[f"{layout.STEMS}/{path.name}"] = path.stat().st_size
     return sizes
+
+
+def _files_to_ship(directory: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Blocking: the recording's files and its captures' media, then the captures'
+    indexes (measured first: see `capture_layout.shipped_files`)."""
+    media, indexes = capture_layout.shipped_files(directory)
+    return {**shipped_files(directory), **media}, indexes
 
 
 def _read(path: Path, first: int, end: int) -> bytes:
@@ -154,13 +163,22 @@ class Shipper:
         ok = True
         for recording_id in sorted(self.recordings):
             directory = recording_dir(self.root, recording_id)
-            sizes = await asyncio.to_thread(shipped_files, directory)
+            sizes, indexes = await asyncio.to_thread(_files_to_ship, directory)
             results = await asyncio.gather(
                 *(
                     self._ship_file(recording_id, directory, name, size)
                     for name, size in sizes.items()
                 )
             )
+            if all(results):
+                # the capture indexes after their media: never ahead of what they vouch for
+                results += await asyncio.gather(
+                    *(
+                        self._ship_file(recording_id, directory, name, size)
+                        for name, size in indexes.items()
+                    )
+                )
+                sizes = {**sizes, **indexes}
             if all(results):
                 if recording_id not in live:
                     # finished before this pass began: its last bytes are now shipped
