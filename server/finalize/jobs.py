@@ -63,6 +63,8 @@ CAPTURE_IDLE_S = 15.0
 """An open capture run whose index has not grown for this long is no longer waited for
 (its page went away; what it uploaded is used)."""
 # Seconds a job took (/metrics): a 40-minute conversation takes ~1.5 min on one core.
+SHUTDOWN_GRACE_S = 2.0
+"""How long a server's own queue worker lets its running job go on when the server stops."""
 DURATION_BUCKETS_S = (5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0)
 
 
@@ -215,18 +217,23 @@ class FinalizeJobs:
             assert self.watch is not None
             self.watch.start()
             if self.work:
-                self._task = asyncio.create_task(self.serve_queue(), name="finalize-worker")
+                # a server stopping does not wait for a whole job: another worker, or
+                # this one after its restart, runs it again
+                self._task = asyncio.create_task(
+                    self.serve_queue(grace_s=SHUTDOWN_GRACE_S), name="finalize-worker"
+                )
             return
         self._task = asyncio.create_task(self._run(), name="finalize-jobs")
         for rec in await self.store.recordings_to_finalize():
             await self.enqueue(rec.id)
 
-    async def serve_queue(self, signals: bool = False) -> None:
+    async def serve_queue(self, signals: bool = False, grace_s: float | None = None) -> None:
         """Take jobs of the PostgreSQL queue until cancelled (or, with `signals`, until
-        SIGTERM or SIGINT): `storyroom worker`, or a task of the server."""
+        SIGTERM or SIGINT): `storyroom worker`, or a task of the server. A running job
+        is given `grace_s` to end (None: all it takes), then queued again."""
         assert self.jobs_queue is not None
         try:
-            await self.jobs_queue.work(self.store, self.run, signals=signals)
+            await self.jobs_queue.work(self.store, self.run, signals=signals, grace_s=grace_s)
         finally:
             self._kill()
 

@@ -38,13 +38,16 @@ import importlib.resources
 import importlib.util
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from storyroom.database import Database, PerDialect, PostgresDatabase
 from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.status import FinalizeStatus
 from storyroom.store import ModuleMigrations, RecordingRow, Store
 from storyroom.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from procrastinate.app import WorkerOptions
 
 log = logging.getLogger(__name__)
 
@@ -145,22 +148,29 @@ class FinalizeQueue:
         if not found:
             raise QueueUnavailable("the database has no job tables (procrastinate_jobs)")
 
-    async def work(self, store: Store, runner: JobRunner, *, signals: bool) -> None:
+    async def work(
+        self, store: Store, runner: JobRunner, *, signals: bool, grace_s: float | None
+    ) -> None:
         """Run finalize jobs until cancelled (and, with `signals`, until SIGTERM or
-        SIGINT, after the running job ends)."""
+        SIGINT). The running job then has `grace_s` to end (None: as long as it takes);
+        after that it is aborted, and the next beat of any worker queues its recording
+        again (:meth:`requeue_jobless`)."""
         self._runner = runner
         async with self.app.open_async():
             tending = asyncio.create_task(self._tend(store), name="finalize-queue-tend")
+            options: WorkerOptions = {
+                "queues": [QUEUE_NAME],
+                "name": "storyroom-finalize",
+                "concurrency": 1,  # a job's worker process takes a core
+                "install_signal_handlers": signals,
+                "update_heartbeat_interval": self.heartbeat_s,
+                "stalled_worker_timeout": self.stalled_s,
+                "fetch_job_polling_interval": max(self.heartbeat_s, 1.0),
+            }
+            if grace_s is not None:
+                options["shutdown_graceful_timeout"] = grace_s
             try:
-                await self.app.run_worker_async(
-                    queues=[QUEUE_NAME],
-                    name="storyroom-finalize",
-                    concurrency=1,  # a job's worker process takes a core
-                    install_signal_handlers=signals,
-                    update_heartbeat_interval=self.heartbeat_s,
-                    stalled_worker_timeout=self.stalled_s,
-                    fetch_job_polling_interval=max(self.heartbeat_s, 1.0),
-                )
+                await self.app.run_worker_async(**options)
             finally:
                 await cancel_and_wait(tending)
                 self._runner = None

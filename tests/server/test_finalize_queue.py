@@ -26,7 +26,7 @@ from storyroom.store import RecordingRow, Store
 from support.media import start_recording, stop_recording, tone_room
 from support.polling import wait_for, wait_until
 from support.postgres import Postgres
-from support.process import WorkerProcess, storyroom, work
+from support.process import WorkerProcess, serve, storyroom, work
 from support.server import finalized, free_port, serving
 
 HEARTBEAT_S = 0.5
@@ -168,6 +168,56 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_take_is_finalized_onc
     names = check_outputs(rec_dir)
     assert rec["duration_s"] > 6.0
     assert {f["name"] for f in rec["files"]} >= set(names) - {MANIFEST}
+
+
+async def test_one_server_with_its_own_worker_finalizes_alone(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    url = postgres.new_database()
+    async with serving(tmp_path / "data", database_url=url, **QUEUED) as server:
+        async with tone_room(server.url) as (clients, _):
+            rec_dir = await start_recording(server.settings.recordings_dir, clients)
+            await wait_until(time.monotonic() + 2.0)
+            await stop_recording(clients, rec_dir)
+        rec = await finalized(server.url, rec_dir.name, timeout=180)
+        assert server.services.finalize_jobs.outcomes["ready"] == 1  # by this process
+    assert rec["duration_s"] > 1.0
+    jobs = await jobs_of(url, rec_dir.name)
+    assert [(j["status"], j["attempts"]) for j in jobs] == [("succeeded", 1)]
+    check_outputs(rec_dir)
+
+
+async def test_a_take_interrupted_by_a_killed_server_is_queued_when_it_starts_again(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    url = postgres.new_database()
+    data = tmp_path / "data"
+    env = {**worker_env(url), "STORYROOM_QUEUE_WORKER": "off"}
+    server = serve(data, tmp_path / "first.log", env=env)
+    worker: WorkerProcess | None = None
+    try:
+        await server.ready()
+        async with tone_room(server.url) as (clients, _):
+            rec_dir = await start_recording(data / "recordings", clients)
+            await wait_until(time.monotonic() + 3.0)
+            server.stop()  # SIGKILL mid-take: no status change, no job
+        assert await finalize_status(url, rec_dir.name) is None
+        assert await jobs_of(url, rec_dir.name) == []
+
+        server = serve(data, tmp_path / "second.log", port=server.port, env=env)
+        await server.ready()
+        # marked interrupted at the start, its job written with it
+        assert await finalize_status(url, rec_dir.name) == "queued"
+        assert [j["status"] for j in await jobs_of(url, rec_dir.name)] == ["todo"]
+        worker = work(data, tmp_path / "worker.log", worker_env(url))
+        rec = await finalized(server.url, rec_dir.name, timeout=180)
+    finally:
+        server.stop()
+        if worker is not None:
+            worker.stop()
+    assert "stopped while this recording was recording" in rec["status_reason"]
+    assert rec["duration_s"] > 2.0
+    check_outputs(rec_dir)
 
 
 async def _store_with_take(url: str) -> tuple[Store, FinalizeQueue, RecordingRow]:
