@@ -94,6 +94,14 @@ def check_outputs(rec_dir: Path) -> list[str]:
     return names
 
 
+async def finalized_once(url: str, rec_dir: Path, runs: int) -> list[str]:
+    """One job for the recording, succeeded after `runs` runs, and intact outputs (see
+    :func:`check_outputs`, whose names this returns)."""
+    jobs = await jobs_of(url, rec_dir.name)
+    assert [(j["status"], j["attempts"]) for j in jobs] == [("succeeded", runs)], jobs
+    return check_outputs(rec_dir)
+
+
 async def test_a_stopped_take_stays_queued_until_a_worker_process_finalizes_it(
     tmp_path: Path, postgres: Postgres
 ) -> None:
@@ -128,9 +136,7 @@ async def test_a_stopped_take_stays_queued_until_a_worker_process_finalizes_it(
     print(worker.log()[-2000:])
     assert rec["duration_s"] > 2.0
     assert any(f.get("status") == "finalizing" and f["percent"] > 0 for f in told), told
-    jobs = await jobs_of(url, rec_dir.name)
-    assert [(j["status"], j["attempts"]) for j in jobs] == [("succeeded", 1)]  # one run
-    check_outputs(rec_dir)
+    await finalized_once(url, rec_dir, runs=1)
 
 
 async def test_a_worker_killed_mid_job_is_replaced_and_the_take_is_finalized_once(
@@ -161,11 +167,9 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_take_is_finalized_onc
             for worker in workers:
                 worker.stop()
     assert "retried" in workers[1].log(), workers[1].log()[-3000:]
-    jobs = await jobs_of(url, rec_dir.name)
-    assert [(j["status"], j["attempts"]) for j in jobs] == [("succeeded", 2)], jobs
-    events = await job_events(url, jobs[0]["id"])
+    names = await finalized_once(url, rec_dir, runs=2)
+    events = await job_events(url, (await jobs_of(url, rec_dir.name))[0]["id"])
     assert events.count("started") == 2 and events.count("succeeded") == 1, events
-    names = check_outputs(rec_dir)
     assert rec["duration_s"] > 6.0
     assert {f["name"] for f in rec["files"]} >= set(names) - {MANIFEST}
 
@@ -182,9 +186,7 @@ async def test_one_server_with_its_own_worker_finalizes_alone(
         rec = await finalized(server.url, rec_dir.name, timeout=180)
         assert server.services.finalize_jobs.outcomes["ready"] == 1  # by this process
     assert rec["duration_s"] > 1.0
-    jobs = await jobs_of(url, rec_dir.name)
-    assert [(j["status"], j["attempts"]) for j in jobs] == [("succeeded", 1)]
-    check_outputs(rec_dir)
+    await finalized_once(url, rec_dir, runs=1)
 
 
 async def test_a_take_interrupted_by_a_killed_server_is_queued_when_it_starts_again(
@@ -217,7 +219,7 @@ async def test_a_take_interrupted_by_a_killed_server_is_queued_when_it_starts_ag
             worker.stop()
     assert "stopped while this recording was recording" in rec["status_reason"]
     assert rec["duration_s"] > 2.0
-    check_outputs(rec_dir)
+    await finalized_once(url, rec_dir, runs=1)
 
 
 async def _store_with_take(url: str) -> tuple[Store, FinalizeQueue, RecordingRow]:
