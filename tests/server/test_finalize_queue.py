@@ -22,6 +22,7 @@ from storyroom.finalize.jobs import FinalizeJobs
 from storyroom.finalize.queue import TASK_NAME, FinalizeQueue
 from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.recording.layout import MANIFEST, PART_SUFFIX
+from storyroom.status import FinalizeStatus
 from storyroom.store import RecordingRow, Store
 from support.media import start_recording, stop_recording, tone_room
 from support.polling import wait_for, wait_until
@@ -102,6 +103,7 @@ async def finalized_once(url: str, rec_dir: Path, runs: int) -> list[str]:
     return check_outputs(rec_dir)
 
 
+@pytest.mark.slow
 async def test_a_stopped_take_stays_queued_until_a_worker_process_finalizes_it(
     tmp_path: Path, postgres: Postgres
 ) -> None:
@@ -139,6 +141,7 @@ async def test_a_stopped_take_stays_queued_until_a_worker_process_finalizes_it(
     await finalized_once(url, rec_dir, runs=1)
 
 
+@pytest.mark.slow
 async def test_a_worker_killed_mid_job_is_replaced_and_the_take_is_finalized_once(
     tmp_path: Path, postgres: Postgres
 ) -> None:
@@ -189,6 +192,7 @@ async def test_one_server_with_its_own_worker_finalizes_alone(
     await finalized_once(url, rec_dir, runs=1)
 
 
+@pytest.mark.slow
 async def test_a_take_interrupted_by_a_killed_server_is_queued_when_it_starts_again(
     tmp_path: Path, postgres: Postgres
 ) -> None:
@@ -286,6 +290,51 @@ async def test_the_job_exists_if_and_only_if_the_status_changed(
         assert (after.status, after.finalize_status) == ("stopped", "queued")
         assert [j["status"] for j in await jobs_of(url, rec.id)] == ["todo"]
     finally:
+        await store.close()
+
+
+async def test_one_job_waits_per_recording_and_a_late_capture_queues_one_more_run(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    url = postgres.new_database()
+    store, queue, rec = await _store_with_take(url)
+    jobs = FinalizeJobs(store, tmp_path / "recordings", queue=queue, work=False)
+
+    async def states() -> list[str]:
+        return [j["status"] for j in await jobs_of(url, rec.id)]
+
+    async def set_job(status: str) -> None:
+        await store.db.execute(
+            "UPDATE procrastinate_jobs SET status = ? WHERE lock = ? AND status <> 'succeeded'",
+            (status, rec.id),
+        )
+        await store.db.commit()
+
+    try:
+        await store.update_recording(
+            replace(rec, status="stopped", stopped_at=2.0, run_started_at=None), "stop", 2.0, 1.0
+        )
+        assert await states() == ["todo"]
+        await jobs.enqueue(rec.id)  # the reaper, say, for a take already queued
+        await jobs.capture_arrived(rec.id)  # still queued: nothing to do
+        assert await states() == ["todo"]
+
+        # being finalized when a capture completes: one more run, after this one
+        await set_job("doing")
+        await store.set_finalize(rec.id, FinalizeStatus.FINALIZING, 40.0)
+        await jobs.capture_arrived(rec.id)
+        await jobs.capture_arrived(rec.id)  # refused by the queueing lock, in a savepoint
+        assert await states() == ["doing", "todo"]
+        after = await store.get_recording(rec.id, EVERY_ORGANISATION)
+        assert after is not None and after.finalize_status is FinalizeStatus.QUEUED
+
+        # both runs done: a capture now queues one run again
+        await set_job("succeeded")
+        await store.set_finalize(rec.id, FinalizeStatus.READY, 100.0)
+        await jobs.capture_arrived(rec.id)
+        assert await states() == ["succeeded", "succeeded", "todo"]
+    finally:
+        await jobs.close()
         await store.close()
 
 
