@@ -28,7 +28,7 @@ from support.media import start_recording, stop_recording, tone_room
 from support.polling import wait_for, wait_until
 from support.postgres import Postgres
 from support.process import WorkerProcess, serve, storyroom, work
-from support.server import finalized, free_port, serving
+from support.server import finalized, free_port, serving, start_server
 
 HEARTBEAT_S = 0.5
 STALLED_S = 3.0
@@ -224,6 +224,43 @@ async def test_a_take_interrupted_by_a_killed_server_is_queued_when_it_starts_ag
     assert "stopped while this recording was recording" in rec["status_reason"]
     assert rec["duration_s"] > 2.0
     await finalized_once(url, rec_dir, runs=1)
+
+
+@pytest.mark.slow
+async def test_a_job_cut_short_by_its_server_stopping_is_run_again_by_a_worker(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    url = postgres.new_database()
+    data = tmp_path / "data"
+    server = await start_server(data, database_url=url, **QUEUED)  # with its own worker
+    try:
+        async with tone_room(server.url) as (clients, _):
+            rec_dir = await start_recording(server.settings.recordings_dir, clients)
+            await wait_until(time.monotonic() + 8.0)
+            await stop_recording(clients, rec_dir)
+
+        async def finalizing() -> bool:
+            return await finalize_status(url, rec_dir.name) == "finalizing"
+
+        await wait_for(finalizing, timeout=60, interval=0.05, what="the server's own run")
+    finally:
+        await server.close()  # the running job gets 2 s, then is aborted
+    assert [j["status"] for j in await jobs_of(url, rec_dir.name)] == ["aborted"]
+    assert await finalize_status(url, rec_dir.name) == "finalizing"
+
+    worker = work(data, tmp_path / "worker.log", worker_env(url))
+    try:
+
+        async def ready() -> bool:
+            return await finalize_status(url, rec_dir.name) == "ready"
+
+        await wait_for(ready, timeout=180, interval=0.1, what="finalized by the worker")
+    finally:
+        worker.stop()
+    assert "had no finalize job: queued again" in worker.log()
+    jobs = await jobs_of(url, rec_dir.name)
+    assert [j["status"] for j in jobs] == ["aborted", "succeeded"], jobs
+    check_outputs(rec_dir)
 
 
 async def _store_with_take(url: str) -> tuple[Store, FinalizeQueue, RecordingRow]:
