@@ -76,6 +76,36 @@ async def finalize_status(url: str, recording_id: str) -> str | None:
         return str(row[0]) if row[0] is not None else None
 
 
+async def until_status(url: str, recording_id: str, status: str, timeout: float = 60) -> None:
+    """Wait until the recording's stored finalization status is `status`."""
+
+    async def reached() -> bool:
+        return await finalize_status(url, recording_id) == status
+
+    await wait_for(reached, timeout=timeout, interval=0.05, what=f"{recording_id} {status}")
+
+
+async def until_jobs_done(url: str, recording_id: str) -> None:
+    """Wait until no job of the recording waits or runs (a worker writes `ready`, then
+    ends its job: stopping it in between would leave the job running)."""
+
+    async def done() -> bool:
+        jobs = await jobs_of(url, recording_id)
+        return bool(jobs) and all(j["status"] not in ("todo", "doing") for j in jobs)
+
+    await wait_for(done, timeout=30, interval=0.05, what=f"{recording_id}'s jobs done")
+
+
+async def recorded_take(url: str, recordings: Path, seconds: float) -> Path:
+    """A take of `seconds` of three aiortc seats' tones on the server at `url`, stopped;
+    its folder."""
+    async with tone_room(url) as (clients, _):
+        rec_dir = await start_recording(recordings, clients)
+        await wait_until(time.monotonic() + seconds)
+        await stop_recording(clients, rec_dir)
+    return rec_dir
+
+
 def finalize_of(snapshot: dict[str, Any]) -> dict[str, Any]:
     return snapshot["recording"]["finalize"] or {}
 
@@ -128,6 +158,7 @@ async def test_a_stopped_take_stays_queued_until_a_worker_process_finalizes_it(
             worker = work(data, tmp_path / "worker.log", worker_env(url))
             try:
                 rec = await finalized(server.url, rec_dir.name, timeout=180)
+                await until_jobs_done(url, rec_dir.name)
                 # the room on this node heard the other process's progress, then `ready`
                 await facilitator.wait(
                     lambda s: finalize_of(s).get("status") == "ready", "ready told", timeout=30
@@ -150,21 +181,15 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_take_is_finalized_onc
     workers: list[WorkerProcess] = []
     async with serving(data, database_url=url, queue_worker=False, **QUEUED) as server:
         try:
-            async with tone_room(server.url) as (clients, _):
-                rec_dir = await start_recording(server.settings.recordings_dir, clients)
-                await wait_until(time.monotonic() + 8.0)
-                await stop_recording(clients, rec_dir)
+            rec_dir = await recorded_take(server.url, server.settings.recordings_dir, 8.0)
             workers.append(work(data, tmp_path / "first.log", worker_env(url)))
-
-            async def finalizing() -> bool:
-                return await finalize_status(url, rec_dir.name) == "finalizing"
-
-            await wait_for(finalizing, timeout=60, interval=0.05, what="the first worker's run")
+            await until_status(url, rec_dir.name, "finalizing")  # the first worker's run
             workers[0].stop()  # SIGKILL, mid-job
             killed = time.monotonic()
             assert (await jobs_of(url, rec_dir.name))[0]["status"] == "doing"
             workers.append(work(data, tmp_path / "second.log", worker_env(url)))
             rec = await finalized(server.url, rec_dir.name, timeout=180)
+            await until_jobs_done(url, rec_dir.name)
             print(f"killed mid-job; ready {time.monotonic() - killed:.1f} s later")
         finally:
             for worker in workers:
@@ -182,11 +207,9 @@ async def test_one_server_with_its_own_worker_finalizes_alone(
 ) -> None:
     url = postgres.new_database()
     async with serving(tmp_path / "data", database_url=url, **QUEUED) as server:
-        async with tone_room(server.url) as (clients, _):
-            rec_dir = await start_recording(server.settings.recordings_dir, clients)
-            await wait_until(time.monotonic() + 2.0)
-            await stop_recording(clients, rec_dir)
+        rec_dir = await recorded_take(server.url, server.settings.recordings_dir, 2.0)
         rec = await finalized(server.url, rec_dir.name, timeout=180)
+        await until_jobs_done(url, rec_dir.name)
         assert server.services.finalize_jobs.outcomes["ready"] == 1  # by this process
     assert rec["duration_s"] > 1.0
     await finalized_once(url, rec_dir, runs=1)
@@ -217,6 +240,7 @@ async def test_a_take_interrupted_by_a_killed_server_is_queued_when_it_starts_ag
         assert [j["status"] for j in await jobs_of(url, rec_dir.name)] == ["todo"]
         worker = work(data, tmp_path / "worker.log", worker_env(url))
         rec = await finalized(server.url, rec_dir.name, timeout=180)
+        await until_jobs_done(url, rec_dir.name)
     finally:
         server.stop()
         if worker is not None:
@@ -234,15 +258,8 @@ async def test_a_job_cut_short_by_its_server_stopping_is_run_again_by_a_worker(
     data = tmp_path / "data"
     server = await start_server(data, database_url=url, **QUEUED)  # with its own worker
     try:
-        async with tone_room(server.url) as (clients, _):
-            rec_dir = await start_recording(server.settings.recordings_dir, clients)
-            await wait_until(time.monotonic() + 8.0)
-            await stop_recording(clients, rec_dir)
-
-        async def finalizing() -> bool:
-            return await finalize_status(url, rec_dir.name) == "finalizing"
-
-        await wait_for(finalizing, timeout=60, interval=0.05, what="the server's own run")
+        rec_dir = await recorded_take(server.url, server.settings.recordings_dir, 8.0)
+        await until_status(url, rec_dir.name, "finalizing")  # the server's own run
     finally:
         await server.close()  # the running job gets 2 s, then is aborted
     assert [j["status"] for j in await jobs_of(url, rec_dir.name)] == ["aborted"]
@@ -250,11 +267,8 @@ async def test_a_job_cut_short_by_its_server_stopping_is_run_again_by_a_worker(
 
     worker = work(data, tmp_path / "worker.log", worker_env(url))
     try:
-
-        async def ready() -> bool:
-            return await finalize_status(url, rec_dir.name) == "ready"
-
-        await wait_for(ready, timeout=180, interval=0.1, what="finalized by the worker")
+        await until_status(url, rec_dir.name, "ready", timeout=180)
+        await until_jobs_done(url, rec_dir.name)
     finally:
         worker.stop()
     assert "had no finalize job: queued again" in worker.log()
