@@ -17,7 +17,8 @@ procrastinate's tables in the store's own database, through its psycopg 3 connec
   beat every `queue_heartbeat_s`; every beat, each worker also retries the running jobs
   of workers silent for `queue_stalled_s` (procrastinate offers the query and the retry,
   not the loop), and queues again the recordings left `queued` or `finalizing` with no
-  job (a job aborted by a shutdown).
+  job (a job aborted by a shutdown). A retried job whose recording is already `ready`
+  (its worker died between writing `ready` and ending the job) ends without a run.
 - **Progress.** A worker writes status, stage and percent to the recording's row, as
   in embedded mode (at each whole percent or new stage); every web node's
   :class:`FinalizeWatch` reads the rows being finalized every
@@ -48,6 +49,7 @@ from storyroom.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from procrastinate.app import WorkerOptions
+    from procrastinate.job_context import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +94,21 @@ class FinalizeQueue:
             )
         )
         self._runner: JobRunner | None = None
+        self._store: Store | None = None
 
-        @self.app.task(name=TASK_NAME, queue=QUEUE_NAME)
-        async def finalize(recording_id: str) -> None:
-            if self._runner is None:  # only a worker fetches jobs, and it sets the runner
+        @self.app.task(name=TASK_NAME, queue=QUEUE_NAME, pass_context=True)
+        async def finalize(context: JobContext, recording_id: str) -> None:
+            if self._runner is None or self._store is None:  # set by `work`
                 raise RuntimeError("a finalize job reached a queue that runs none")
+            if context.job.attempts > 0 and await self._ready(self._store, recording_id):
+                # the run this retries wrote `ready`; its worker died before ending the job
+                log.info("recording %s: ready before this retry, not finalized again", recording_id)
+                return
             await self._runner(recording_id)
+
+    async def _ready(self, store: Store, recording_id: str) -> bool:
+        rec = await store.get_recording(recording_id, EVERY_ORGANISATION)
+        return rec is not None and rec.finalize_status is FinalizeStatus.READY
 
     async def write_job(self, db: Database, recording_id: str) -> None:
         """`Store.job_writer`: in `db`'s open transaction, the recording's job, unless
@@ -155,7 +166,7 @@ class FinalizeQueue:
         SIGINT). The running job then has `grace_s` to end (None: as long as it takes);
         after that it is aborted, and the next beat of any worker queues its recording
         again (:meth:`requeue_jobless`)."""
-        self._runner = runner
+        self._runner, self._store = runner, store
         async with self.app.open_async():
             tending = asyncio.create_task(self._tend(store), name="finalize-queue-tend")
             options: WorkerOptions = {
@@ -173,7 +184,7 @@ class FinalizeQueue:
                 await self.app.run_worker_async(**options)
             finally:
                 await cancel_and_wait(tending)
-                self._runner = None
+                self._runner = self._store = None
 
     async def _tend(self, store: Store) -> None:
         """Every beat: retry the jobs of dead workers, queue recordings left jobless."""

@@ -6,6 +6,8 @@ a real server with aiortc peers sending tones, real worker processes."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
 from dataclasses import replace
@@ -387,6 +389,42 @@ async def test_one_job_waits_per_recording_and_a_late_capture_queues_one_more_ru
     finally:
         await jobs.close()
         await store.close()
+
+
+async def test_a_retried_job_whose_run_had_written_ready_ends_without_a_run(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """A worker killed after writing `ready` but before ending its job: the retry finds
+    the take ready and does not finalize it again."""
+    url = postgres.new_database()
+    store, queue, rec = await _store_with_take(url)
+    jobs = FinalizeJobs(store, tmp_path / "recordings", queue=queue)
+    await store.update_recording(
+        replace(rec, status="stopped", stopped_at=2.0, run_started_at=None), "stop", 2.0, 1.0
+    )
+    await store.set_finalize(rec.id, FinalizeStatus.READY, 100.0)
+    ready = await store.get_recording(rec.id, EVERY_ORGANISATION)
+    assert ready is not None
+    # as a dead worker leaves it: running, with no live worker
+    await store.db.execute(
+        "UPDATE procrastinate_jobs SET status = 'doing', worker_id = NULL WHERE lock = ?",
+        (rec.id,),
+    )
+    await store.db.commit()
+    worker = asyncio.create_task(jobs.serve_queue())
+    try:
+        await until_jobs_done(url, rec.id)
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+        await jobs.close()
+    after = await store.get_recording(rec.id, EVERY_ORGANISATION)
+    await store.close()
+    assert [(j["status"], j["attempts"]) for j in await jobs_of(url, rec.id)] == [("succeeded", 2)]
+    assert after is not None and after.finalize_status is FinalizeStatus.READY
+    assert after.finalized_at == ready.finalized_at
+    assert not jobs.outcomes  # no run
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
