@@ -1,5 +1,6 @@
 """Command line: `storyroom serve`, `storyroom session create`, `storyroom staff add`,
-`storyroom recording finalize|export-bag`, `storyroom backup`, `storyroom check`."""
+`storyroom recording finalize|export-bag`, `storyroom backup`, `storyroom check`,
+`storyroom worker`."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from aiohttp import web
 
 from storyroom import fields
-from storyroom.app import STORE_MODULES, create_app
+from storyroom.app import STORE_MODULES, create_app, queue_of
 from storyroom.archive.bagit import build_bag
 from storyroom.archive.catalogue import Archive
 from storyroom.archive.copies import Copies
@@ -123,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "check",
         "check settings, encoders, aiortc, the data folder and TURN; non-zero if any fails",
+    )
+
+    _command(
+        sub,
+        "worker",
+        "run finalization jobs queued in PostgreSQL (STORYROOM_QUEUE=postgres) until "
+        "SIGTERM or SIGINT",
     )
 
     staff = _group(sub, "staff", "manage staff accounts")
@@ -258,6 +266,44 @@ async def _finalize(settings: Settings, recording_id: str) -> int:
         return 0
 
 
+async def _work(settings: Settings) -> int:
+    """`storyroom worker`: finalize the jobs of the PostgreSQL queue, as many workers as
+    are started, until SIGTERM or SIGINT (the running job ends first)."""
+    queue = queue_of(settings)
+    if queue is None:
+        print(
+            "storyroom: a worker takes jobs from PostgreSQL: set STORYROOM_QUEUE=postgres"
+            " and STORYROOM_DATABASE_URL",
+            file=sys.stderr,
+        )
+        return 2
+    import psycopg
+
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            store = await stack.enter_async_context(_opened_store(settings, STORE_MODULES))
+        except psycopg.OperationalError as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"storyroom: cannot reach the database: {reason}", file=sys.stderr)
+            return 2
+        store.job_writer = queue.write_job
+        shared = None
+        if settings.shared_storage:
+            # a folder missing here is rebuilt from the bucket; the results go up
+            objects = await stack.enter_async_context(open_s3(settings))
+            shared = RecordingStorage(objects, prefix=settings.s3_prefix)
+        jobs = FinalizeJobs(
+            store,
+            settings.recordings_dir,
+            shared=shared,
+            capture_wait_s=settings.capture_wait_s,
+            queue=queue,
+        )
+        print(f"storyroom: worker taking finalize jobs (pid {os.getpid()})", flush=True)
+        await jobs.serve_queue(signals=True)
+    return 0
+
+
 async def _reach_shared_storage(settings: Settings) -> None:
     """Before serving: the bucket answers (`StorageError` saying why not), so a bad
     endpoint, bucket or key stops the start instead of the first recording."""
@@ -341,6 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(settings)
         if args.command == "staff":
             return asyncio.run(_staff(settings, args, _read_password()))
+        if args.command == "worker":
+            return asyncio.run(_work(settings))
         if args.command == "recording" and args.recording_command == "export-bag":
             dest = Path(args.dest)
             bag_dir = (dest / args.recording_id if dest.is_dir() else dest).resolve()

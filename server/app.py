@@ -29,8 +29,10 @@ from storyroom.config import Settings
 from storyroom.database import open_database
 from storyroom.fanout import Fanout, Message, client_manager
 from storyroom.finalize import mp3_encoder
+from storyroom.finalize import queue as finalize_queue
 from storyroom.finalize.jobs import FinalizeJobs
 from storyroom.finalize.mp3_encoder import Mp3Encoder
+from storyroom.finalize.queue import FinalizeQueue
 from storyroom.matching import partner_invites
 from storyroom.matching.outbox import Outbox, mailer
 from storyroom.matching.store import TABLES as APPLICATION_TABLES
@@ -69,7 +71,17 @@ STORE_MODULES = (
     transcripts_module.TABLES,
     partner_invites.TABLES,
     cluster_module.TABLES,
+    finalize_queue.MIGRATIONS,
 )
+
+
+def queue_of(settings: Settings) -> FinalizeQueue | None:
+    """The PostgreSQL job queue, when finalization is queued there (`queue` setting)."""
+    if settings.queue != "postgres":
+        return None
+    return FinalizeQueue(
+        settings.database_url, settings.queue_heartbeat_s, settings.queue_stalled_s
+    )
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -106,6 +118,10 @@ def create_app(settings: Settings) -> web.Application:
             # where it is, never the token itself: logs are kept and shared
             log.warning("generated a staff token, saved in %s", settings.data_dir / TOKEN_FILE)
         store = await Store.open(settings.database, modules=STORE_MODULES)
+        jobs_queue = queue_of(settings)
+        if jobs_queue is not None:
+            # before the first status change: each stop writes its job with it
+            store.job_writer = jobs_queue.write_job
         accounts = Accounts(store, settings)
         await accounts.load()
         copies = Copies(store, settings)
@@ -160,7 +176,13 @@ def create_app(settings: Settings) -> web.Application:
             await delivery.recording_updated(rec)  # a ready recording's copies go out
 
         finalize_jobs = FinalizeJobs(
-            store, settings.recordings_dir, recording_updated, shared, settings.capture_wait_s
+            store,
+            settings.recordings_dir,
+            recording_updated,
+            shared,
+            settings.capture_wait_s,
+            queue=jobs_queue,
+            work=settings.queue_worker,
         )
 
         async def lost_rooms(session_ids: list[str]) -> None:

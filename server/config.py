@@ -121,6 +121,15 @@ class Settings:
     # PostgreSQL (postgresql://user:password@host:port/database) for a cluster; empty:
     # the embedded SQLite file in data_dir.
     database_url: str = ""
+    # Finalization jobs: `inprocess` (a queue inside this process, the embedded default)
+    # or `postgres` (a job row in PostgreSQL, written in the transaction that stops the
+    # take, run by `storyroom worker` processes; needs database_url).
+    queue: str = "inprocess"
+    # With the postgres queue: whether `storyroom serve` runs a worker too (one node).
+    queue_worker: bool = True
+    # A worker's heartbeat; the job of a worker silent for queue_stalled_s is retried.
+    queue_heartbeat_s: float = 10.0
+    queue_stalled_s: float = 30.0
     # Mail: SMTP when smtp_host is set, else .eml files in data_dir/outbox.
     smtp_host: str = ""
     smtp_port: int = 587
@@ -319,11 +328,13 @@ def _parse(name: str, raw: Any, source: str) -> Any:
             "node_heartbeat_s",
             "node_dead_after_s",
             "node_reap_interval_s",
+            "queue_heartbeat_s",
+            "queue_stalled_s",
         ):
             return float(raw)
         if name in ("data_dir", "static_dir"):
             return Path(raw)
-        if name == "self_guided_invites":
+        if name in ("self_guided_invites", "queue_worker"):
             return _switch(raw)
         if name == "warning_minutes":
             return tuple(float(x) for x in raw.split(",") if x.strip())
@@ -420,6 +431,7 @@ def _validated(s: Settings) -> Settings:
             "database_url must be a PostgreSQL URL (postgresql://user@host:port/database),"
             " or empty for the embedded SQLite file"
         )
+    _validate_queue(s)
     _validate_turn(s)
     _validate_operations(s)
     _validate_storage(s)
@@ -434,6 +446,22 @@ TURN_URL = re.compile(
     r"(turn:[^?:/\s]+|turn:\[[0-9a-fA-F:]+\])(:\d{1,5})?(\?transport=(udp|tcp))?"
     r"|(turns:[^?:/\s]+|turns:\[[0-9a-fA-F:]+\])(:\d{1,5})?(\?transport=tcp)?"
 )
+
+
+QUEUES = ("inprocess", "postgres")
+
+
+def _validate_queue(s: Settings) -> None:
+    if s.queue not in QUEUES:
+        raise SettingsError(f"queue must be one of {', '.join(QUEUES)}, not {s.queue!r}")
+    if s.queue == "postgres" and not s.database_url:
+        raise SettingsError("queue postgres needs database_url (a PostgreSQL URL)")
+    if not 0.1 <= s.queue_heartbeat_s <= 600:
+        raise SettingsError("queue_heartbeat_s must be between 0.1 and 600")
+    if not 2 * s.queue_heartbeat_s <= s.queue_stalled_s <= 3600:
+        raise SettingsError(
+            "queue_stalled_s must be at least twice queue_heartbeat_s, and at most 3600"
+        )
 
 
 def _validate_turn(s: Settings) -> None:

@@ -212,6 +212,12 @@ class PostgresDatabase(Database):
     def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
         self._db = connection
 
+    @property
+    def connection(self) -> psycopg.AsyncConnection[Any]:
+        """psycopg's connection, for a library that writes in our open transaction (the
+        job queue defers a job in the transaction that stops a take)."""
+        return self._db
+
     @classmethod
     async def open(cls, url: str) -> PostgresDatabase:
         import psycopg

@@ -7,9 +7,10 @@ Every change that matters is written here before it is shown to anyone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 RowT = TypeVar("RowT", bound="DataclassInstance")
+
+JobWriter = Callable[[Database, str], Awaitable[None]]
+"""Writes a recording's finalization job, in the open transaction (`Store.job_writer`)."""
 
 
 _POSTGRES_SCHEMA_VERSION = """
@@ -180,6 +184,10 @@ class Store:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        self.job_writer: JobWriter | None = None
+        """With a job queue in the database (storyroom.finalize.queue): the finalization
+        job of a take that stops or is interrupted is written by this in the same
+        transaction as the status change, so the job exists if and only if it changed."""
 
     @classmethod
     async def open(cls, path_or_url: Path | str, modules: Sequence[ModuleMigrations] = ()) -> Store:
@@ -517,7 +525,14 @@ class Store:
     async def update_recording(
         self, rec: RecordingRow, event: str, at: float, rec_time: float
     ) -> None:
-        """Persist a state transition together with its event row."""
+        """Persist a state transition together with its event row (and, for a stop, its
+        finalization job: `job_writer`); all or nothing."""
+        async with self.transaction():
+            await self._update_recording(rec, event, at, rec_time)
+
+    async def _update_recording(
+        self, rec: RecordingRow, event: str, at: float, rec_time: float
+    ) -> None:
         await self._db.execute(
             "UPDATE recordings SET status = ?, stopped_at = ?, elapsed_before = ?,"
             " run_started_at = ?, status_reason = ? WHERE id = ?",
@@ -534,7 +549,8 @@ class Store:
             "INSERT INTO recording_events (recording_id, kind, at, rec_time) VALUES (?, ?, ?, ?)",
             (rec.id, event, at, rec_time),
         )
-        await self._db.commit()
+        if rec.status in ("stopped", "interrupted"):
+            await self._write_job(rec.id)
 
     async def recording_events(self, recording_id: str) -> list[dict[str, Any]]:
         rows = await fetch_all(
@@ -546,8 +562,10 @@ class Store:
 
     async def mark_running_interrupted(self, now: float) -> list[str]:
         """At start-up: recordings left recording or paused by a dead process become interrupted."""
-        interrupted = await interrupt_running(self._db, now)
-        await self._db.commit()
+        async with self.transaction():
+            interrupted = await interrupt_running(self._db, now)
+            for rec_id in interrupted:
+                await self._write_job(rec_id)
         return interrupted
 
     async def set_finalize(
@@ -576,6 +594,49 @@ class Store:
             ),
         )
         await self._db.commit()
+
+    async def queue_finalize(self, recording_id: str, writer: JobWriter | None = None) -> None:
+        """Mark a recording `queued` and write its job (`writer`, else `job_writer`) in
+        one transaction. Raises NotFound for an unknown recording."""
+        async with self.transaction():
+            if not await self._write_job(recording_id, writer):
+                raise NotFound(f"there is no recording {recording_id!r}", code="unknown_recording")
+
+    async def _write_job(self, recording_id: str, writer: JobWriter | None = None) -> bool:
+        """In the caller's transaction: `queued`, and the job when jobs are rows."""
+        writer = writer or self.job_writer
+        if writer is None:
+            return True
+        cursor = await self._db.execute(
+            "UPDATE recordings SET finalize_status = 'queued', finalize_percent = 0,"
+            " finalize_reason = NULL, finalize_stage = NULL WHERE id = ?",
+            (recording_id,),
+        )
+        if cursor.rowcount != 1:
+            return False
+        await writer(self._db, recording_id)
+        return True
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """Commit what the block wrote, or roll all of it back if it raises."""
+        try:
+            yield
+        except BaseException:
+            await self._db.rollback()
+            raise
+        await self._db.commit()
+
+    async def finalize_states(self, also: Sequence[str]) -> list[Row]:
+        """`id, finalize_status, finalize_percent, finalize_stage` of the recordings being
+        finalized or queued, and of those in `also` (to see them end)."""
+        marks = ",".join("?" * len(also)) or "NULL"
+        return await fetch_all(
+            self._db,
+            "SELECT id, finalize_status, finalize_percent, finalize_stage FROM recordings"
+            f" WHERE finalize_status IN ('queued', 'finalizing') OR id IN ({marks})",
+            tuple(also),
+        )
 
     async def recordings_to_finalize(self) -> list[RecordingRow]:
         """Stopped or interrupted recordings whose finalization never finished."""

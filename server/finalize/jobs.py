@@ -16,6 +16,13 @@ Browser captures (:mod:`storyroom.capture`): before a job starts its worker, it 
 capture run is still open and still receiving chunks. A capture that completes after
 its recording was finalized (:meth:`FinalizeJobs.capture_arrived`) queues the
 recording again: the worker replaces the outputs and records the earlier version.
+
+With the job queue in PostgreSQL (:mod:`storyroom.finalize.queue`, a cluster) the same
+class keeps the same interface (`enqueue`, `capture_arrived`, `run`): the job is a row
+written in the transaction that stops the take, `storyroom worker` processes (and this
+one, when it runs a worker) take jobs and call :meth:`FinalizeJobs.run`, and what they
+write to the recording's row reaches this process's `on_update` through
+:class:`~storyroom.finalize.queue.FinalizeWatch`, which reads the rows being finalized.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -33,8 +42,10 @@ from pathlib import Path
 
 from storyroom import __version__
 from storyroom.capture import layout as capture_layout
+from storyroom.errors import NotFound
 from storyroom.finalize.contracts import ConsentFlags, Cue, Finalized, FinalizeInput, Marker
 from storyroom.finalize.progress import read_progress
+from storyroom.finalize.queue import FinalizeQueue, FinalizeWatch
 from storyroom.histogram import Histogram
 from storyroom.orgs import EVERY_ORGANISATION
 from storyroom.recording import layout
@@ -52,6 +63,8 @@ CAPTURE_IDLE_S = 15.0
 """An open capture run whose index has not grown for this long is no longer waited for
 (its page went away; what it uploaded is used)."""
 # Seconds a job took (/metrics): a 40-minute conversation takes ~1.5 min on one core.
+SHUTDOWN_GRACE_S = 2.0
+"""How long a server's own queue worker lets its running job go on when the server stops."""
 DURATION_BUCKETS_S = (5.0, 10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 1800.0)
 
 
@@ -117,6 +130,8 @@ def _worker(directory: str, job: FinalizeInput, progress_path: str, results: Con
     # imported here: the audio libraries load in the worker, never in the server
     from storyroom.finalize.run import finalize_recording
 
+    _end_with_parent()
+
     outcome: Finalized | JobFailed
     try:
         outcome = finalize_recording(Path(directory), job, Path(progress_path))
@@ -126,11 +141,26 @@ def _worker(directory: str, job: FinalizeInput, progress_path: str, results: Con
     results.close()
 
 
+def _end_with_parent() -> None:
+    """In the worker process: end when the process that started it is gone (a SIGKILLed
+    `storyroom worker` must not leave a finalizer writing beside the retried job's)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(POLL_INTERVAL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 class FinalizeJobs:
     """The finalization queue and its worker process. Owner: the app (or, for one job,
     the CLI).
 
-    `on_update` hears every change of a recording's finalize status or percent."""
+    `on_update` hears every change of a recording's finalize status or percent.
+    `queue`: jobs are rows in PostgreSQL (the store's `job_writer` must be its
+    `write_job`); `work`: this process runs a worker of that queue too."""
 
     def __init__(
         self,
@@ -139,8 +169,13 @@ class FinalizeJobs:
         on_update: Callable[[RecordingRow], Awaitable[None]] | None = None,
         shared: RecordingStorage | None = None,
         capture_wait_s: float = 0.0,
+        queue: FinalizeQueue | None = None,
+        work: bool = True,
     ) -> None:
         self.store = store
+        self.jobs_queue = queue
+        self.work = work
+        self.watch = FinalizeWatch(store, on_update) if queue is not None else None
         self.root = recordings_root
         self.on_update = on_update
         self.shared = shared
@@ -162,22 +197,51 @@ class FinalizeJobs:
 
     @property
     def running(self) -> bool:
-        """Whether the queue's task is alive (it takes the next job when one comes)."""
-        return self._task is not None and not self._task.done()
+        """Whether the queue's task is alive (it takes the next job when one comes; with
+        the PostgreSQL queue, it reads progress and, if this process works, takes jobs)."""
+        alive = self._task is not None and not self._task.done()
+        if self.watch is not None:
+            return self.watch.running and (alive or not self.work)
+        return alive
 
     @property
     def pending(self) -> int:
-        """Jobs queued, and the one being run."""
+        """Jobs queued, and the one being run (with the PostgreSQL queue: the cluster's
+        recordings queued or being finalized, as last read)."""
+        if self.watch is not None:
+            return self.watch.pending
         return self.queue.qsize() + (self.current is not None)
 
     async def start(self) -> None:
+        if self.jobs_queue is not None:
+            assert self.watch is not None
+            self.watch.start()
+            if self.work:
+                # a server stopping does not wait for a whole job: another worker, or
+                # this one after its restart, runs it again
+                self._task = asyncio.create_task(
+                    self.serve_queue(grace_s=SHUTDOWN_GRACE_S), name="finalize-worker"
+                )
+            return
         self._task = asyncio.create_task(self._run(), name="finalize-jobs")
         for rec in await self.store.recordings_to_finalize():
             await self.enqueue(rec.id)
 
+    async def serve_queue(self, signals: bool = False, grace_s: float | None = None) -> None:
+        """Take jobs of the PostgreSQL queue until cancelled (or, with `signals`, until
+        SIGTERM or SIGINT): `storyroom worker`, or a task of the server. A running job
+        is given `grace_s` to end (None: all it takes), then queued again."""
+        assert self.jobs_queue is not None
+        try:
+            await self.jobs_queue.work(self.store, self.run, signals=signals, grace_s=grace_s)
+        finally:
+            self._kill()
+
     async def close(self) -> None:
         task, self._task = self._task, None
         await cancel_and_wait(task)
+        if self.watch is not None:
+            await self.watch.close()
         self._kill()
 
     def _kill(self) -> None:
@@ -192,11 +256,23 @@ class FinalizeJobs:
     async def on_recording_state(self, room: Room, previous: RecordingState) -> None:
         """RoomListener: a stopped recording is finalized (listed after the recorder)."""
         if room.state is RecordingState.STOPPED and room.recording is not None:
-            await self.enqueue(room.recording.id)
+            if self.watch is not None:
+                # its job was written with the stop (Store.job_writer)
+                await self._announce(room.recording.id)
+            else:
+                await self.enqueue(room.recording.id)
 
     async def enqueue(self, recording_id: str) -> None:
+        """Finalize `recording_id` (stopped or interrupted) soon; nothing if it is queued
+        or being finalized already. Raises NotFound for an unknown recording."""
+        if self.watch is not None:
+            await self.store.queue_finalize(recording_id)
+            await self._announce(recording_id)
+            return
         if recording_id in self.queued or recording_id == self.current:
             return
+        if await self.store.get_recording(recording_id, EVERY_ORGANISATION) is None:
+            raise NotFound(f"there is no recording {recording_id!r}", code="unknown_recording")
         self.queued.add(recording_id)
         await self.store.set_finalize(recording_id, FinalizeStatus.QUEUED, 0.0)
         await self._announce(recording_id)
@@ -204,7 +280,9 @@ class FinalizeJobs:
 
     async def _announce(self, recording_id: str) -> None:
         rec = await self.store.get_recording(recording_id, EVERY_ORGANISATION)
-        if rec is not None and self.on_update is not None:
+        if rec is not None and self.watch is not None:
+            await self.watch.announce(rec)
+        elif rec is not None and self.on_update is not None:
             await self.on_update(rec)
 
     async def _run(self) -> None:
@@ -221,12 +299,30 @@ class FinalizeJobs:
         already finalized (or failed), it is finalized again with the capture, its files,
         manifest and metadata replaced; if it is being finalized now, once more after;
         if it is queued or still recording, there is nothing to do."""
+        if self.jobs_queue is not None:
+            await self._capture_arrived_queued(recording_id)
+            return
         if recording_id == self.current:
             self.again.add(recording_id)
             return
         rec = await self.store.get_recording(recording_id, EVERY_ORGANISATION)
         if rec is not None and rec.finalize_status in (FinalizeStatus.READY, FinalizeStatus.FAILED):
             await self.enqueue(recording_id)
+
+    async def _capture_arrived_queued(self, recording_id: str) -> None:
+        """`capture_arrived` with the PostgreSQL queue: the job may run on any worker."""
+        assert self.jobs_queue is not None
+        rec = await self.store.get_recording(recording_id, EVERY_ORGANISATION)
+        if rec is None:
+            return
+        if rec.finalize_status in (FinalizeStatus.READY, FinalizeStatus.FAILED):
+            await self.store.queue_finalize(recording_id)
+        elif rec.finalize_status is FinalizeStatus.FINALIZING:
+            # after the running job (same lock)
+            await self.store.queue_finalize(recording_id, self.jobs_queue.write_job_again)
+        else:
+            return
+        await self._announce(recording_id)
 
     async def _wait_for_captures(self, recording_id: str, directory: Path) -> None:
         """Wait, at most `capture_wait_s`, while a capture run is open and growing."""

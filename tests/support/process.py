@@ -128,3 +128,33 @@ def serve(
             stderr=stderr,
         )
     return ServerProcess(data_dir, port, log_path, process)
+
+
+@dataclass
+class WorkerProcess:
+    """A `storyroom worker` process; its output goes to `log_path`."""
+
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """Idempotent: SIGKILL if it still runs, and reap it."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def work(data_dir: Path, log_path: Path, env: Mapping[str, str]) -> WorkerProcess:
+    """Start `storyroom worker` on `data_dir`; stop it with `WorkerProcess.stop()`."""
+    with open(log_path, "ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "storyroom", "worker", "--data-dir", str(data_dir)],
+            env=environment(env),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+        )
+    return WorkerProcess(log_path, process)
