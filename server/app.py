@@ -132,7 +132,10 @@ def create_app(settings: Settings) -> web.Application:
             # never wait behind (or land inside) the store's transactions
             node = ClusterNode(
                 settings,
-                ClusterStore(await open_database(settings.database_url)),
+                ClusterStore(
+                    await open_database(settings.database_url),
+                    jobs_queue.write_job if jobs_queue is not None else None,
+                ),
                 on_reaped=lambda reaped: reaped_elsewhere(reaped),
                 on_lost=lambda lost: lost_rooms(lost),
             )

@@ -604,18 +604,7 @@ class Store:
 
     async def _write_job(self, recording_id: str, writer: JobWriter | None = None) -> bool:
         """In the caller's transaction: `queued`, and the job when jobs are rows."""
-        writer = writer or self.job_writer
-        if writer is None:
-            return True
-        cursor = await self._db.execute(
-            "UPDATE recordings SET finalize_status = 'queued', finalize_percent = 0,"
-            " finalize_reason = NULL, finalize_stage = NULL WHERE id = ?",
-            (recording_id,),
-        )
-        if cursor.rowcount != 1:
-            return False
-        await writer(self._db, recording_id)
-        return True
+        return await write_job(self._db, recording_id, writer or self.job_writer)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -731,6 +720,23 @@ class Store:
             (session_id,),
         )
         return [MarkerRow(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+
+async def write_job(db: Database, recording_id: str, writer: JobWriter | None) -> bool:
+    """In `db`'s open transaction: the recording `queued` and its job written by `writer`
+    (nothing when jobs are not rows: None); False for an unknown recording. The store's
+    stops and the cluster's reaper both use it, inside the transaction that ends the take."""
+    if writer is None:
+        return True
+    cursor = await db.execute(
+        "UPDATE recordings SET finalize_status = 'queued', finalize_percent = 0,"
+        " finalize_reason = NULL, finalize_stage = NULL WHERE id = ?",
+        (recording_id,),
+    )
+    if cursor.rowcount != 1:
+        return False
+    await writer(db, recording_id)
+    return True
 
 
 async def interrupt_running(

@@ -13,7 +13,14 @@ import asyncio
 from dataclasses import dataclass
 
 from storyroom.database import Database
-from storyroom.store import ModuleMigrations, fetch_all, fetch_one, interrupt_running
+from storyroom.store import (
+    JobWriter,
+    ModuleMigrations,
+    fetch_all,
+    fetch_one,
+    interrupt_running,
+    write_job,
+)
 
 TABLES = ModuleMigrations(
     "cluster",
@@ -64,9 +71,12 @@ class Reaped:
 class ClusterStore:
     """Nodes and room leases on the cluster's own PostgreSQL connection."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, job_writer: JobWriter | None = None) -> None:
         self._db = db
         self._lock = asyncio.Lock()
+        self.job_writer = job_writer
+        """With the PostgreSQL job queue: the interrupted takes' finalization jobs are
+        written in the reaping transaction (`store.write_job`)."""
 
     async def close(self) -> None:
         await self._db.close()
@@ -179,6 +189,8 @@ class ClusterStore:
                     params=(node_id,),
                     why="the node running this room stopped",
                 )
+                for rec_id in interrupted:
+                    await write_job(self._db, rec_id, self.job_writer)
                 freed = await fetch_all(
                     self._db,
                     "DELETE FROM room_leases WHERE node_id = ? RETURNING session_id",
