@@ -197,6 +197,17 @@ def check_internals() -> None:
         require_uses(sender_cls._run_rtcp, name, "RTCRtpSender._run_rtcp")
     require_uses(rtcrtptransceiver.RTCRtpTransceiver.__init__, "_codecs", "RTCRtpTransceiver")
     require_uses(rtcdtlstransport.RTCDtlsTransport._send_rtp, "_tx_srtp", "_send_rtp")
+    require_uses(
+        rtcdtlstransport.RTCDtlsTransport._set_state, "_state", "RTCDtlsTransport._set_state"
+    )
+    require_uses(
+        getattr(
+            require(rtcdtlstransport.RTCDtlsTransport, "state", "RTCDtlsTransport"), "fget", None
+        ),
+        "_state",
+        "RTCDtlsTransport.state",
+    )
+    require(require(rtcdtlstransport, "State", "aiortc.rtcdtlstransport"), "CONNECTED", "State")
     require_uses(rtcdtlstransport.RTCDtlsTransport._send_rtp, "protect", "_send_rtp")
     require_uses(rtcicetransport.RTCIceGatherer.__init__, "_connection", "RTCIceGatherer")
     # What _receive_directly reads and feeds, on the way from the socket to the tap.
@@ -347,6 +358,7 @@ def _receive_directly(
     routes = dtls._rtp_router.ssrc_table
     extensions_map = dtls._rtp_header_extensions_map
     queued = connection.data_received
+    counts = dtls.__dict__  # the transport's own attributes, read by its stats
 
     def data_received(data: bytes, component: int) -> None:
         srtp = dtls._rx_srtp
@@ -360,8 +372,8 @@ def _receive_directly(
         ):
             queued(data, component)
             return
-        setattr(dtls, _DTLS_RX_BYTES, getattr(dtls, _DTLS_RX_BYTES) + len(data))
-        setattr(dtls, _DTLS_RX_PACKETS, getattr(dtls, _DTLS_RX_PACKETS) + 1)
+        counts[_DTLS_RX_BYTES] += len(data)
+        counts[_DTLS_RX_PACKETS] += 1
         try:
             packet = aiortc_rtp.RtpPacket.parse(srtp.unprotect(data), extensions_map)
         except (pylibsrtp.Error, ValueError):
@@ -393,7 +405,7 @@ def _skip_stun_parse(connection: aioice_ice.Connection, component: int) -> None:
 
 
 _RTP_HEADER: Final = struct.Struct("!BBHII")
-_DTLS_CONNECTED: Final = "connected"
+_DTLS_CONNECTED: Final = rtcdtlstransport.State.CONNECTED
 _SYNC_EVERY: Final = 10
 """Packets between updates of the (NTP, RTP) time pair the sender's reports carry."""
 
@@ -415,6 +427,7 @@ class _DirectSender:
         self._payload_type = -1
         self._extensions = b""
         self._unsynced = _SYNC_EVERY
+        self._route: _Route | None = None
 
     def _prepare(self) -> bool:
         """Read the negotiated payload type and header extensions once the sender runs."""
@@ -430,17 +443,30 @@ class _DirectSender:
         self._payload_type = codecs_[0].payloadType
         return True
 
+    def _connect(self) -> _Route | None:
+        """The way out once DTLS and ICE are up (then fixed for the connection's
+        life: aiortc renegotiates no transport, aioice nominates a pair once)."""
+        dtls = self._sender.transport
+        srtp = dtls._tx_srtp
+        if srtp is None or dtls._state is not _DTLS_CONNECTED:
+            return None
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or (self._payload_type < 0 and not self._prepare()):
+            return None
+        self._route = _Route(dtls, srtp.protect, pair.protocol.transport.sendto, pair.remote_addr)
+        return self._route
+
     def send(self, payload: bytes, pts: int, marker: bool) -> bool:
         """Send one packet whose timestamp is `pts` on this stream's timeline; False
         when the connection is not (or no longer) up, nothing sent."""
+        route = self._route
+        if route is None:
+            route = self._connect()
+            if route is None:
+                return False
+        elif route.dtls._state is not _DTLS_CONNECTED:
+            return False
         sender = self._sender
-        dtls = sender.transport
-        srtp = dtls._tx_srtp
-        if srtp is None or dtls.state != _DTLS_CONNECTED:
-            return False
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None or (self._payload_type < 0 and not self._prepare()):
-            return False
         timestamp = (self._origin + pts) & 0xFFFFFFFF
         header = _RTP_HEADER.pack(
             self._first_byte,
@@ -449,18 +475,28 @@ class _DirectSender:
             timestamp,
             sender._ssrc,
         )
-        pair.protocol.transport.sendto(
-            srtp.protect(header + self._extensions + payload), pair.remote_addr
-        )
+        route.sendto(route.protect(header + self._extensions + payload), route.remote_addr)
         self._sequence = (self._sequence + 1) & 0xFFFF
-        setattr(sender, _SENT_PACKETS, getattr(sender, _SENT_PACKETS) + 1)
-        setattr(sender, _SENT_OCTETS, getattr(sender, _SENT_OCTETS) + len(payload))
+        counts = sender.__dict__  # the sender's own attributes, read by its RTCP reports
+        counts[_SENT_PACKETS] += 1
+        counts[_SENT_OCTETS] += len(payload)
         self._unsynced += 1
         if self._unsynced >= _SYNC_EVERY:
             self._unsynced = 0
-            setattr(sender, _SENT_NTP, clock.current_ntp_time())
-            setattr(sender, _SENT_RTP, timestamp)
+            counts[_SENT_NTP] = clock.current_ntp_time()
+            counts[_SENT_RTP] = timestamp
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Where a direct sender's packets go: its connection's DTLS transport (whose state
+    says whether it is still up), SRTP protect and the nominated pair's socket."""
+
+    dtls: rtcdtlstransport.RTCDtlsTransport
+    protect: Callable[[bytes], bytes]
+    sendto: Callable[[bytes, Any], None]
+    remote_addr: tuple[str, int]
 
 
 def _signed32(value: int) -> int:
