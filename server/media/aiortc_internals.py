@@ -5,7 +5,9 @@ to read received RTP packets. storyroom forwards and records the encoded Opus
 packets instead, so this module:
 
 - replaces one receiver's RTP handler (:func:`tap_receiver`) so each audio
-  packet goes to a callback and never to aiortc's jitter buffer or decoder,
+  packet goes to a callback and never to aiortc's jitter buffer or decoder, taken
+  straight from the ICE connection's datagram callback once the SRTP keys are set (no
+  hop through aioice's queue and the DTLS transport's task per packet),
 - supplies :class:`EncodedAudioTrack`, which an ``RTCRtpSender`` sends without
   re-encoding (aiortc packs non-``Frame`` data it gets from a track as-is), or which,
   given the transceiver (:meth:`EncodedAudioTrack.send_directly`), writes each packet's
