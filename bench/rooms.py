@@ -729,25 +729,64 @@ def report(phases: list[Phase], args: argparse.Namespace, took_s: float) -> str:
     return "\n".join(lines)
 
 
-def scale_report(scale: list[list[Phase]]) -> str:
+@dataclass(frozen=True)
+class NotMeasured:
+    """A --scale phase that could not be measured (its seats never all connected, its
+    server died): the other phases' figures are still printed."""
+
+    name: str
+    rooms: int
+    reason: str
+
+
+def scale_phase(
+    name: str,
+    rooms: int,
+    args: argparse.Namespace,
+    packets: list[bytes],
+    tmp: Path,
+    children: Children,
+    pythonpath: Path | None,
+) -> Phase | NotMeasured:
+    """One --scale point; a failure ends that phase's processes and is reported in the
+    table instead of ending the run (a loaded machine may not connect 60 seats)."""
+    try:
+        return run_phase(name, rooms, args, packets, tmp, children, pythonpath)
+    except HardTimeout:
+        raise
+    except BenchError as exc:
+        progress(f"{name}: {rooms} rooms not measured: {exc}")
+        children.stop_all()
+        return NotMeasured(name, rooms, str(exc))
+
+
+def scale_report(scale: list[list[Phase | NotMeasured]]) -> str:
     """Server CPU per participant at each room count (--scale), storyroom beside the
     previous code: what does not grow with the seats shows at one room."""
     names = [p.name for p in scale[0]]
     header = ("rooms", *(f"{n} %/participant" for n in names), *(f"{n} % core" for n in names))
     rows: list[tuple[str, ...]] = [header]
+    failures: list[str] = []
     for phases in scale:
         rows.append(
             (
                 str(phases[0].rooms),
                 *(
-                    f"{p.cpu_pct_per_participant:.2f}" + ("" if p.carried_load else "*")
+                    "n/m"
+                    if isinstance(p, NotMeasured)
+                    else f"{p.cpu_pct_per_participant:.2f}" + ("" if p.carried_load else "*")
                     for p in phases
                 ),
-                *(f"{p.cpu_pct_core:.1f}" for p in phases),
+                *("n/m" if isinstance(p, NotMeasured) else f"{p.cpu_pct_core:.1f}" for p in phases),
             )
         )
+        failures += [
+            f"n/m: {p.name} at {p.rooms} rooms not measured: {p.reason}"
+            for p in phases
+            if isinstance(p, NotMeasured)
+        ]
     lines = ["", "server CPU per participant by rooms (* did not carry the load):"]
-    return "\n".join(lines + format_rows(rows))
+    return "\n".join(lines + format_rows(rows) + failures)
 
 
 def format_rows(rows: list[tuple[str, ...]]) -> list[str]:
@@ -865,7 +904,7 @@ def main(argv: list[str] | None = None) -> int:
     children = Children()
     tmp = Path(tempfile.mkdtemp(prefix="storyroom-bench-"))
     phases: list[Phase] = []
-    scale: list[list[Phase]] = []
+    scale: list[list[Phase | NotMeasured]] = []
     try:
         with hard_limits(budget):
             packets = seat_load.encode_tone()
@@ -884,7 +923,7 @@ def main(argv: list[str] | None = None) -> int:
             for rooms in args.scale or []:
                 scale.append(
                     [
-                        run_phase(name, rooms, args, packets, tmp, children, path)
+                        scale_phase(name, rooms, args, packets, tmp, children, path)
                         for name, path in servers
                     ]
                 )
@@ -910,7 +949,15 @@ def main(argv: list[str] | None = None) -> int:
                     },
                     "took_s": took,
                     "phases": [p.to_json() for p in phases],
-                    "scale": [[p.to_json() for p in phases] for phases in scale],
+                    "scale": [
+                        [
+                            {"name": p.name, "rooms": p.rooms, "not_measured": p.reason}
+                            if isinstance(p, NotMeasured)
+                            else p.to_json()
+                            for p in phases
+                        ]
+                        for phases in scale
+                    ],
                 },
                 indent=2,
             )

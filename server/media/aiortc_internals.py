@@ -5,7 +5,9 @@ to read received RTP packets. storyroom forwards and records the encoded Opus
 packets instead, so this module:
 
 - replaces one receiver's RTP handler (:func:`tap_receiver`) so each audio
-  packet goes to a callback and never to aiortc's jitter buffer or decoder,
+  packet goes to a callback and never to aiortc's jitter buffer or decoder, taken
+  straight from the ICE connection's datagram callback once the SRTP keys are set (no
+  hop through aioice's queue and the DTLS transport's task per packet),
 - supplies :class:`EncodedAudioTrack`, which an ``RTCRtpSender`` sends without
   re-encoding (aiortc packs non-``Frame`` data it gets from a track as-is), or which,
   given the transceiver (:meth:`EncodedAudioTrack.send_directly`), writes each packet's
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import av
+import pylibsrtp
 from aioice import ice as aioice_ice
 from aiortc import (
     RTCRtpReceiver,
@@ -56,6 +59,7 @@ from storyroom.recording.oggopus import OPUS_SAMPLE_RATE, opus_packet_samples
 __all__ = [
     "EncodedAudioTrack",
     "IcePortRange",
+    "ReceiverTap",
     "RtpAudioPacket",
     "bind_ice_ports",
     "check_ice_binding",
@@ -79,6 +83,9 @@ _SENT_PACKETS: Final = "_RTCRtpSender__packet_count"
 _SENT_OCTETS: Final = "_RTCRtpSender__octet_count"
 _SENT_NTP: Final = "_RTCRtpSender__ntp_timestamp"
 _SENT_RTP: Final = "_RTCRtpSender__rtp_timestamp"
+# ... and of RTCDtlsTransport, whose transport stats count what it received.
+_DTLS_RX_BYTES: Final = "_RTCDtlsTransport__rx_bytes"
+_DTLS_RX_PACKETS: Final = "_RTCDtlsTransport__rx_packets"
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,15 +199,70 @@ def check_internals() -> None:
         require_uses(sender_cls._run_rtcp, name, "RTCRtpSender._run_rtcp")
     require_uses(rtcrtptransceiver.RTCRtpTransceiver.__init__, "_codecs", "RTCRtpTransceiver")
     require_uses(rtcdtlstransport.RTCDtlsTransport._send_rtp, "_tx_srtp", "_send_rtp")
+    require_uses(
+        rtcdtlstransport.RTCDtlsTransport._set_state, "_state", "RTCDtlsTransport._set_state"
+    )
+    require_uses(
+        getattr(
+            require(rtcdtlstransport.RTCDtlsTransport, "state", "RTCDtlsTransport"), "fget", None
+        ),
+        "_state",
+        "RTCDtlsTransport.state",
+    )
+    require(require(rtcdtlstransport, "State", "aiortc.rtcdtlstransport"), "CONNECTED", "State")
     require_uses(rtcdtlstransport.RTCDtlsTransport._send_rtp, "protect", "_send_rtp")
     require_uses(rtcicetransport.RTCIceGatherer.__init__, "_connection", "RTCIceGatherer")
+    # What _receive_directly reads and feeds, on the way from the socket to the tap.
+    dtls_cls = rtcdtlstransport.RTCDtlsTransport
+    for name in (
+        _DTLS_RX_BYTES,
+        _DTLS_RX_PACKETS,
+        "_rx_srtp",
+        "_rtp_router",
+        "_rtp_header_extensions_map",
+    ):
+        require_uses(dtls_cls.__init__, name, "RTCDtlsTransport.__init__")
+    for name in (_DTLS_RX_BYTES, _DTLS_RX_PACKETS, "_rx_srtp", "unprotect", "_handle_rtp_data"):
+        require_uses(dtls_cls._recv_next, name, "RTCDtlsTransport._recv_next")
+    require_uses(dtls_cls._get_stats, _DTLS_RX_PACKETS, "RTCDtlsTransport._get_stats")
+    router_cls = require(rtcdtlstransport, "RtpRouter", "aiortc.rtcdtlstransport")
+    require_uses(require(router_cls, "route_rtp", "RtpRouter"), "ssrc_table", "RtpRouter.route_rtp")
+    require_uses(rtcicetransport.RTCIceTransport.__init__, "_connection", "RTCIceTransport")
+    require_uses(aioice_ice.Connection.__init__, "_queue", "aioice Connection.__init__")
+    require_uses(aioice_ice.Connection.recvfrom, "_queue", "aioice Connection.recvfrom")
+    require_uses(
+        require(aioice_ice.Connection, "data_received", "aioice Connection"),
+        "_queue",
+        "aioice Connection.data_received",
+    )
+    for name in ("receiver", "data_received", "parse_message"):
+        require_uses(
+            aioice_ice.StunProtocol.datagram_received, name, "aioice StunProtocol.datagram_received"
+        )
     require_uses(aioice_ice.Connection.sendto, "_nominated", "aioice Connection.sendto")
     require_uses(aioice_ice.Connection.sendto, "send_data", "aioice Connection.sendto")
     for name in ("transport", "sendto"):
         require_uses(aioice_ice.StunProtocol.send_data, name, "aioice StunProtocol.send_data")
 
 
-def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[RtpAudioPacket], None]) -> None:
+@dataclass(slots=True)
+class ReceiverTap:
+    """What :func:`tap_receiver` did with one receiver's packets."""
+
+    packets: int = 0
+    """Audio packets handed to the callback."""
+    direct: int = 0
+    """Of those, the ones taken straight from the socket's callback (no queue hop)."""
+
+
+_SSRC_AT: Final = struct.Struct("!I")
+_MARK_ACTIVE_EVERY: Final = 0.1
+"""Seconds between updates of the receiver's active-SSRC time (read with a 10 s cutoff)."""
+
+
+def tap_receiver(
+    receiver: RTCRtpReceiver, on_packet: Callable[[RtpAudioPacket], None]
+) -> ReceiverTap:
     """Hand every audio RTP packet ``receiver`` gets to ``on_packet`` instead of
     aiortc's jitter buffer and decoder.
 
@@ -209,7 +271,10 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[RtpAudioPacket],
     and ``getStats()``; packets with a payload type that was not negotiated are
     dropped. Nothing is decoded, so ``receiver.track`` never yields a frame, and the
     decoder thread aiortc starts with the receiver is ended at once (it would idle for
-    the connection's life). Call it before the receiver starts.
+    the connection's life). Once the SRTP keys are set and the packet's SSRC is routed
+    to this receiver, each packet is taken from the ICE connection's datagram
+    callback at once (:func:`_receive_directly`) instead of through aioice's queue and
+    the DTLS transport's task. Call it before the receiver starts.
     """
     try:
         negotiated = getattr(receiver, _CODECS)
@@ -219,11 +284,16 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[RtpAudioPacket],
         is_rtx = codecs.is_rtx
     except AttributeError as exc:
         raise RuntimeError(f"aiortc internals changed: {exc}") from exc
+    tap = ReceiverTap()
+    marked = [0.0]
 
-    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+    def handle(packet: RtpPacket) -> None:
         if not receiver._enabled:
             return
-        active_ssrc[packet.ssrc] = clock.current_datetime()
+        arrival = steady()
+        if arrival - marked[0] >= _MARK_ACTIVE_EVERY or packet.ssrc not in active_ssrc:
+            marked[0] = arrival
+            active_ssrc[packet.ssrc] = clock.current_datetime()
         codec = negotiated.get(packet.payload_type)
         if codec is None or is_rtx(codec):
             return
@@ -237,16 +307,21 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[RtpAudioPacket],
             sequence_number=packet.sequence_number,
             timestamp=packet.timestamp,
             ssrc=packet.ssrc,
-            arrival=steady(),
+            arrival=arrival,
             audio_level=None if level is None else level[1],
             marker=bool(packet.marker),
         )
+        tap.packets += 1
         try:
             on_packet(audio)
         except Exception:
-            # An exception here would reach aiortc's DTLS receive loop and end the
-            # whole connection; one faulty subscriber must not cut the seat off.
+            # An exception here would reach aiortc's DTLS receive loop (or the socket's
+            # callback) and end the connection; one faulty subscriber must not cut the
+            # seat off.
             logger.exception("RTP packet callback failed (ssrc %d)", packet.ssrc)
+
+    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        handle(packet)
 
     # The instance attributes shadow the class methods for this receiver only.
     receiver._handle_rtp_packet = handle_rtp_packet  # type: ignore[method-assign]
@@ -259,12 +334,80 @@ def tap_receiver(receiver: RTCRtpReceiver, on_packet: Callable[[RtpAudioPacket],
             # disconnect then have no thread to stop.
             getattr(receiver, _DECODER_QUEUE).put(None)
             setattr(receiver, _DECODER_THREAD, None)
+            _receive_directly(receiver, handle, tap)
 
     receiver.receive = receive_without_decoder  # type: ignore[method-assign]
+    return tap
+
+
+def _receive_directly(
+    receiver: RTCRtpReceiver, handle: Callable[[RtpPacket], None], tap: ReceiverTap
+) -> None:
+    """Take `receiver`'s SRTP packets from the ICE connection's datagram callback.
+
+    aioice puts every datagram in a queue that the DTLS transport's task reads one at a
+    time: a future, a task wake-up and a loop turn per packet. Here, in the callback, a
+    packet that is SRTP (not SRTCP), arrives while that queue is empty (so nothing older
+    waits in it) and carries an SSRC the transport already routes to `receiver` is
+    counted as the transport would, unprotected, parsed and handed to `handle`; all
+    else (DTLS, RTCP, the first packets before the SSRC is learnt from the mid) takes
+    aioice's queue as before. The socket protocol of the nominated pair then skips its
+    STUN parse for RTP/RTCP datagrams (their first two bits, 10, are never STUN's 00).
+    """
+    dtls = receiver.transport
+    connection = dtls.transport._connection
+    queue = connection._queue
+    routes = dtls._rtp_router.ssrc_table
+    extensions_map = dtls._rtp_header_extensions_map
+    queued = connection.data_received
+    counts = dtls.__dict__  # the transport's own attributes, read by its stats
+
+    def data_received(data: bytes, component: int) -> None:
+        srtp = dtls._rx_srtp
+        if (
+            srtp is None
+            or len(data) < 12
+            or not 127 < data[0] < 192
+            or 191 < data[1] < 209  # RTCP (aiortc.rtp.is_rtcp)
+            or routes.get(_SSRC_AT.unpack_from(data, 8)[0]) is not receiver
+            or not queue.empty()
+        ):
+            queued(data, component)
+            return
+        counts[_DTLS_RX_BYTES] += len(data)
+        counts[_DTLS_RX_PACKETS] += 1
+        try:
+            packet = aiortc_rtp.RtpPacket.parse(srtp.unprotect(data), extensions_map)
+        except (pylibsrtp.Error, ValueError):
+            return  # as aiortc's transport does: a bad or replayed packet is dropped
+        tap.direct += 1
+        if tap.direct == 1:
+            _skip_stun_parse(connection, component)
+        handle(packet)
+
+    connection.data_received = data_received  # type: ignore[method-assign]
+
+
+def _skip_stun_parse(connection: aioice_ice.Connection, component: int) -> None:
+    pair = connection._nominated.get(component)
+    protocol = pair.protocol if pair is not None else None
+    if not isinstance(protocol, aioice_ice.StunProtocol) or (
+        type(protocol).datagram_received is not aioice_ice.StunProtocol.datagram_received
+    ):
+        return  # TURN and other protocols keep their own handling
+    parse_first = protocol.datagram_received
+
+    def datagram_received(data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if isinstance(data, bytes) and data and 127 < data[0] < 192:
+            protocol.receiver.data_received(data, component)
+        else:
+            parse_first(data, addr)
+
+    protocol.datagram_received = datagram_received  # type: ignore[method-assign]
 
 
 _RTP_HEADER: Final = struct.Struct("!BBHII")
-_DTLS_CONNECTED: Final = "connected"
+_DTLS_CONNECTED: Final = rtcdtlstransport.State.CONNECTED
 _SYNC_EVERY: Final = 10
 """Packets between updates of the (NTP, RTP) time pair the sender's reports carry."""
 
@@ -286,6 +429,7 @@ class _DirectSender:
         self._payload_type = -1
         self._extensions = b""
         self._unsynced = _SYNC_EVERY
+        self._route: _Route | None = None
 
     def _prepare(self) -> bool:
         """Read the negotiated payload type and header extensions once the sender runs."""
@@ -301,17 +445,30 @@ class _DirectSender:
         self._payload_type = codecs_[0].payloadType
         return True
 
+    def _connect(self) -> _Route | None:
+        """The way out once DTLS and ICE are up (then fixed for the connection's
+        life: aiortc renegotiates no transport, aioice nominates a pair once)."""
+        dtls = self._sender.transport
+        srtp = dtls._tx_srtp
+        if srtp is None or dtls._state is not _DTLS_CONNECTED:
+            return None
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None or (self._payload_type < 0 and not self._prepare()):
+            return None
+        self._route = _Route(dtls, srtp.protect, pair.protocol.transport.sendto, pair.remote_addr)
+        return self._route
+
     def send(self, payload: bytes, pts: int, marker: bool) -> bool:
         """Send one packet whose timestamp is `pts` on this stream's timeline; False
         when the connection is not (or no longer) up, nothing sent."""
+        route = self._route
+        if route is None:
+            route = self._connect()
+            if route is None:
+                return False
+        elif route.dtls._state is not _DTLS_CONNECTED:
+            return False
         sender = self._sender
-        dtls = sender.transport
-        srtp = dtls._tx_srtp
-        if srtp is None or dtls.state != _DTLS_CONNECTED:
-            return False
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None or (self._payload_type < 0 and not self._prepare()):
-            return False
         timestamp = (self._origin + pts) & 0xFFFFFFFF
         header = _RTP_HEADER.pack(
             self._first_byte,
@@ -320,18 +477,28 @@ class _DirectSender:
             timestamp,
             sender._ssrc,
         )
-        pair.protocol.transport.sendto(
-            srtp.protect(header + self._extensions + payload), pair.remote_addr
-        )
+        route.sendto(route.protect(header + self._extensions + payload), route.remote_addr)
         self._sequence = (self._sequence + 1) & 0xFFFF
-        setattr(sender, _SENT_PACKETS, getattr(sender, _SENT_PACKETS) + 1)
-        setattr(sender, _SENT_OCTETS, getattr(sender, _SENT_OCTETS) + len(payload))
+        counts = sender.__dict__  # the sender's own attributes, read by its RTCP reports
+        counts[_SENT_PACKETS] += 1
+        counts[_SENT_OCTETS] += len(payload)
         self._unsynced += 1
         if self._unsynced >= _SYNC_EVERY:
             self._unsynced = 0
-            setattr(sender, _SENT_NTP, clock.current_ntp_time())
-            setattr(sender, _SENT_RTP, timestamp)
+            counts[_SENT_NTP] = clock.current_ntp_time()
+            counts[_SENT_RTP] = timestamp
         return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Where a direct sender's packets go: its connection's DTLS transport (whose state
+    says whether it is still up), SRTP protect and the nominated pair's socket."""
+
+    dtls: rtcdtlstransport.RTCDtlsTransport
+    protect: Callable[[bytes], bytes]
+    sendto: Callable[[bytes, Any], None]
+    remote_addr: tuple[str, int]
 
 
 def _signed32(value: int) -> int:

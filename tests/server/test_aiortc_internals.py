@@ -14,10 +14,12 @@ from itertools import pairwise
 import av
 import numpy as np
 import pytest
+from aioice.ice import Connection
 from aiortc import (
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCRtpSender,
+    rtcdtlstransport,
     rtcrtpreceiver,
 )
 from aiortc.codecs.opus import OpusEncoder
@@ -25,6 +27,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from storyroom.media.aiortc_internals import (
     EncodedAudioTrack,
+    ReceiverTap,
     RtpAudioPacket,
     check_internals,
     tap_receiver,
@@ -65,6 +68,8 @@ def test_check_internals_passes_on_the_installed_aiortc() -> None:
         (rtcrtpreceiver, "StreamStatistics"),
         (RTCRtpSender, "_next_encoded_frame"),
         (OpusEncoder, "pack"),
+        (Connection, "data_received"),
+        (rtcdtlstransport.RtpRouter, "route_rtp"),
     ],
 )
 def test_check_internals_names_what_moved(
@@ -94,6 +99,7 @@ async def test_tap_forward_and_decode_end_to_end(
         seat_sender = seat.addTrack(ToneTrack(TONE_HZ))
         relay = EncodedAudioTrack()
         tapped: list[RtpAudioPacket] = []
+        taps: list[ReceiverTap] = []
 
         def on_packet(packet: RtpAudioPacket) -> None:
             tapped.append(packet)
@@ -103,7 +109,7 @@ async def test_tap_forward_and_decode_end_to_end(
 
         def tap() -> None:
             (transceiver,) = server_in.getTransceivers()
-            tap_receiver(transceiver.receiver, on_packet)
+            taps.append(tap_receiver(transceiver.receiver, on_packet))
 
         await negotiate(seat, server_in, on_offer_applied=tap)
         out_sender = server_out.addTrack(relay)
@@ -129,9 +135,17 @@ async def test_tap_forward_and_decode_end_to_end(
         assert all(opus_packet_samples(p.payload) == FRAME for p in tapped)
         assert all(p.audio_level is not None and 0 <= p.audio_level <= 30 for p in tapped)
 
+        # Once the SSRC is routed, packets come straight from the socket's callback,
+        # not through aioice's queue and the DTLS transport's task.
+        (tap,) = taps
+        received = len(tapped)
+        assert tap.packets == received
+        assert received - 10 <= tap.direct <= received
+
         # Statistics still see every packet; aiortc's own decoding path sees none.
         stats = await server_receiver.getStats()
-        received = len(tapped)
+        (transport,) = [s for s in stats.values() if s.type == "transport"]
+        assert transport.packetsReceived >= received
         (inbound,) = [s for s in stats.values() if s.type == "inbound-rtp"]
         assert inbound.ssrc == first.ssrc
         assert inbound.packetsReceived == received
