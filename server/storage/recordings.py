@@ -79,6 +79,18 @@ class RecordingStorage:
             if part is None or not _rebuildable(part.file):
                 log.warning("recording %s: ignored the object %s", recording_id, stored.key)
                 continue
+            if stored.size != part.end - part.first:
+                # a torn upload: its node died mid-request and the store (SeaweedFS does)
+                # kept an object of what arrived; its bytes were never shipped, so the
+                # file ends before it (or has a hole, reported below) as for any range
+                # the node did not ship, instead of failing the whole take
+                log.warning(
+                    "recording %s: ignored the torn object %s (%d bytes)",
+                    recording_id,
+                    stored.key,
+                    stored.size,
+                )
+                continue
             parts.setdefault(part.file, []).append(part)
         if not parts:
             raise StorageError(f"recording {recording_id} has no objects in shared storage")

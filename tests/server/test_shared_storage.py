@@ -13,6 +13,9 @@ import aiohttp
 import pytest
 
 from storyroom.config import Settings, SettingsError
+from storyroom.storage.keys import RawRange, raw_key
+from storyroom.storage.objects import open_s3
+from storyroom.storage.recordings import RecordingStorage
 from storyroom.storage.shipper import shipped_files
 from support.media import start_recording, stop_recording, tone_room
 from support.polling import wait_for
@@ -180,3 +183,44 @@ async def test_shipping_survives_an_outage_and_gives_every_file_back(tmp_path: P
             assert all(f.holes == 0 for f in files)
             for name in sizes:
                 assert (rebuilt / name).read_bytes() == (rec_dir / name).read_bytes(), name
+
+
+TORN = {
+    # a node SIGKILLed mid-upload: SeaweedFS keeps an empty object under the range's name
+    "the last range torn: the file ends before it": (
+        [(0, b"abcd"), (4, b"efgh"), (8, b"")],
+        b"abcdefgh",
+        0,
+    ),
+    "a short last range: the file ends before it": (
+        [(0, b"abcd"), (4, b"ef")],
+        b"abcd",
+        0,
+    ),
+    "a torn range before others: the file stops there, a hole": (
+        [(0, b"abcd"), (4, b""), (8, b"ijkl")],
+        b"abcd",
+        1,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", TORN, ids=list(TORN))
+async def test_a_torn_upload_is_left_out_of_the_rebuild(tmp_path: Path, case: str) -> None:
+    """What the cluster proof (tests/server/test_cluster.py) found: a node killed while
+    it uploaded a range left an object shorter than its name says, and the rebuild then
+    refused the whole take."""
+    ranges, expected, holes = TORN[case]
+    recording_id = "rec_0123456789abcdef"
+    async with seaweed_s3(tmp_path / "s3") as s3:
+        async with open_s3(Settings.load(environ=s3.settings())) as objects:
+            shared = RecordingStorage(objects)
+            for first, data in ranges:
+                end = first + 4  # what the node meant to upload
+                key = raw_key("", recording_id, RawRange("stems/a-01.opus", first, end))
+                assert await objects.put_new(key, data)
+            files = await shared.rebuild(recording_id, tmp_path / "rebuilt")
+    assert [(f.name, f.bytes, f.holes) for f in files] == [
+        ("stems/a-01.opus", len(expected), holes)
+    ]
+    assert (tmp_path / "rebuilt" / "stems" / "a-01.opus").read_bytes() == expected
