@@ -13,12 +13,10 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import psycopg
 import pytest
-import socketio
 from aiortc import RTCPeerConnection
 
 from storyroom.recording.recorder import FLUSH_INTERVAL
@@ -38,7 +36,8 @@ from support.polling import wait_for, wait_until
 from support.postgres import Postgres
 from support.process import ServerProcess, metric, serve
 from support.seaweedfs import seaweed_s3
-from support.server import SeatClient, call, close_refused, create_session, finalized, free_port
+from support.server import SeatClient, call, create_session, finalized, free_port
+from support.topology import connect_seat, seat_through
 
 DEAD_AFTER_S = 6.0
 CLUSTER = {
@@ -57,38 +56,6 @@ def test_the_shipped_haproxy_config_is_valid() -> None:
     # and a config HAProxy would refuse is refused: the check can fail
     broken = check(environment("127.0.0.1:8000", {"node-1": "", "node-2": "10.0.0.12:8080"}))
     assert broken.returncode != 0
-
-
-async def _connect(url: str, token: str) -> tuple[SeatClient | None, dict[str, Any] | None]:
-    """A seat client at `url`: connected, or the refusal's data."""
-    errors: list[Any] = []
-    client = SeatClient(url, token, socketio.AsyncClient(reconnection=False))
-    client.sio.on("connect_error", errors.append)
-    try:
-        await client.connect()
-    except socketio.exceptions.ConnectionError:
-        await close_refused(client.sio)
-        found = await wait_for(lambda: errors, what="connect_error")
-        return None, found[0]["data"]
-    return client, None
-
-
-async def _seat_through(proxy: str, session_id: str, token: str, pin: str | None) -> SeatClient:
-    """Connect as the room page does: through the proxy with the session id (and a pin),
-    following `wrong_node` to the pin it names; a node that is not yet free to take the
-    room (its holder not yet declared dead) is tried again."""
-
-    async def attempt() -> SeatClient | None:
-        nonlocal pin
-        query = f"session={session_id}" + (f"&node={pin}" if pin else "")
-        client, refused = await _connect(f"{proxy}/?{query}", token)
-        if client is not None:
-            return client
-        assert refused is not None and refused["code"] == "wrong_node", refused
-        pin = refused["node"]
-        return None
-
-    return await wait_for(attempt, timeout=45, interval=0.3, what="seated through the proxy")
 
 
 @asynccontextmanager
@@ -147,19 +114,17 @@ async def test_a_node_dies_mid_take_and_its_room_goes_on_on_the_survivor(
                 tokens = {seat: created["seats"][seat]["token"] for seat in TONES}
 
                 # the room lands on one node through the proxy
-                a = await _seat_through(proxy.url, session_id, tokens["a"], None)
+                a = await seat_through(proxy.url, session_id, tokens["a"], None)
                 owner = _holder(database_url, session_id)
                 assert owner in nodes, owner
                 survivor = next(n for n in nodes if n != owner)
                 # a seat sent to the other node is refused there, then comes in pinned
-                b, refused = await _connect(
+                b, refused = await connect_seat(
                     f"{proxy.url}/?session={session_id}&node={survivor}", tokens["b"]
                 )
                 assert b is None and refused == {"code": "wrong_node", "node": owner}, refused
-                b = await _seat_through(proxy.url, session_id, tokens["b"], owner)
-                facilitator = await _seat_through(
-                    proxy.url, session_id, tokens["facilitator"], None
-                )
+                b = await seat_through(proxy.url, session_id, tokens["b"], owner)
+                facilitator = await seat_through(proxy.url, session_id, tokens["facilitator"], None)
                 assert _holder(database_url, session_id) == owner
                 clients = {"a": a, "b": b, "facilitator": facilitator}
                 owner_url = nodes[owner].url
@@ -208,7 +173,7 @@ async def test_a_node_dies_mid_take_and_its_room_goes_on_on_the_survivor(
                 # the seats come back through the proxy (one still pinned to the dead
                 # node): the survivor takes the room and the next take records there
                 back = {
-                    seat: await _seat_through(
+                    seat: await seat_through(
                         proxy.url, session_id, tokens[seat], owner if seat == "b" else None
                     )
                     for seat in TONES

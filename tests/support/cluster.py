@@ -25,6 +25,22 @@ class Nodes:
     redis: RedisServer
 
 
+async def add_staff_member(env: Mapping[str, str], data_dir: Path) -> None:
+    """The staff member of `support.staff`, added with `storyroom staff add` to the
+    database of `env` (STORYROOM_* settings), as an operator adds one."""
+    added = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "storyroom", "staff", "add", STAFF_EMAIL],
+        input=STAFF_PASSWORD + "\n",
+        env=environment({**env, "STORYROOM_DATA_DIR": str(data_dir)}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
+
+
 @asynccontextmanager
 async def two_nodes(
     folder: Path, postgres: Postgres, settings: Mapping[str, str] | None = None
@@ -39,17 +55,7 @@ async def two_nodes(
             "STORYROOM_DATABASE_URL": postgres.new_database(),
             "STORYROOM_REDIS_URL": redis.url,
         }
-        added = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "storyroom", "staff", "add", STAFF_EMAIL],
-            input=STAFF_PASSWORD + "\n",
-            env=environment({**env, "STORYROOM_DATA_DIR": str(folder / "cli")}),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert added.returncode == 0, added.stderr
+        await add_staff_member(env, folder / "cli")
         # one after the other: the first brings the database's schema up to date
         a = serve(folder / "a", folder / "a.log", env=env)
         b: ServerProcess | None = None
