@@ -52,6 +52,7 @@ SETTINGS = {
 async def embedded(folder: Path, rooms: int, seconds: float) -> tuple[float, int, float]:
     """CPU seconds one embedded server used while `rooms` rooms recorded, its seats, and
     the window's length."""
+    await asyncio.to_thread(folder.mkdir, parents=True)
     server = serve(folder / "data", folder / "embedded.log")
     try:
         await server.ready()
