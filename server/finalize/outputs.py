@@ -27,6 +27,7 @@ from storyroom.finalize.contracts import (
     FileKind,
     Finalized,
     FinalizedFile,
+    FinalizeError,
     FinalizeInput,
     LoudnessReport,
     MasterLoudness,
@@ -37,12 +38,16 @@ from storyroom.finalize.loudness import db
 from storyroom.finalize.plan import PAN, Plan, SeatPlan
 from storyroom.finalize.progress import REPLACING_SUFFIX
 from storyroom.recording import layout
+from storyroom.recording.oggopus import fsync_directory
 from storyroom.recording.timeline import SAMPLE_RATE
 from storyroom.records import FieldsRecord
 from storyroom.status import RecordingState
 
 if TYPE_CHECKING:
     from av.container.core import Chapter as Id3Chapter
+
+PUBLISHING: Final = ".publishing.json"
+"""A publication of a finalized set under way (hidden: never listed, never shipped)."""
 
 _KINDS: Final = {
     layout.MASTER: FileKind.MASTER,
@@ -422,13 +427,76 @@ def write_json(path: Path, value: Any) -> None:
 
 def publish(root: Path, temp: Mapping[str, Path], files: list[FinalizedFile]) -> FinalizedFile:
     """All complete: move the outputs into place and stale stems out, then write the
-    manifest of `files`; returns the manifest's own entry."""
-    for name, path in temp.items():
-        os.replace(path, root / name)
-    for stale in (root / layout.STEMS).glob("*.flac"):
-        if f"{layout.STEMS}/{stale.name}" not in temp:
-            stale.unlink()
-    return write_manifest(root, files)
+    manifest of `files`; returns the manifest's own entry.
+
+    The set is replaced as a whole: what is to be done is first written durably to a
+    journal (`PUBLISHING`), then done, then the journal removed. A crash in between
+    leaves the journal, and `finish_publishing` (the next finalization's first step)
+    completes the new set; the folder never stays a mix of two versions."""
+    stale = [
+        f"{layout.STEMS}/{path.name}"
+        for path in sorted((root / layout.STEMS).glob("*.flac"))
+        if f"{layout.STEMS}/{path.name}" not in temp
+    ]
+    journal = {
+        "moves": {name: path.relative_to(root).as_posix() for name, path in temp.items()},
+        "stale": stale,
+        "manifest": _manifest_text(files),
+    }
+    part = root / (PUBLISHING + layout.PART_SUFFIX)
+    with open(part, "w", encoding="utf-8") as f:
+        json.dump(journal, f, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(part, root / PUBLISHING)
+    fsync_directory(root)
+    finish_publishing(root)
+    return file_entry(root, layout.MANIFEST)
+
+
+def finish_publishing(root: Path) -> bool:
+    """Complete a publication a crash cut short (see `publish`); True if there was one.
+    Moves already done are skipped, so it can itself be cut short and run again."""
+    path = root / PUBLISHING
+    if not path.exists():
+        return False
+    try:
+        journal = json.loads(path.read_text(encoding="utf-8"))
+        moves = {str(k): str(v) for k, v in journal["moves"].items()}
+        stale = [str(name) for name in journal["stale"]]
+        manifest = str(journal["manifest"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise FinalizeError(f"{PUBLISHING} cannot be read: {exc}") from exc
+    for name in [*moves, *moves.values(), *stale]:
+        if not _inside(name):
+            raise FinalizeError(f"{PUBLISHING} names a path outside the recording: {name!r}")
+    for name, temp_name in moves.items():
+        if (root / temp_name).exists():
+            os.replace(root / temp_name, root / name)
+    for name in stale:
+        (root / name).unlink(missing_ok=True)
+    manifest_temp = root / (layout.MANIFEST + layout.PART_SUFFIX)
+    with open(manifest_temp, "w", encoding="utf-8") as f:
+        f.write(manifest)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(manifest_temp, root / layout.MANIFEST)
+    for folder in {root, *((root / name).parent for name in moves)}:
+        fsync_directory(folder)
+    path.unlink()
+    fsync_directory(root)
+    return True
+
+
+def _inside(name: str) -> bool:
+    """A relative path that stays in the recording's folder (what publish writes)."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and ".." not in parts and "" not in parts
+
+
+def _manifest_text(files: Iterable[FinalizedFile]) -> str:
+    listed = sorted((f for f in files if f.name != layout.MANIFEST), key=lambda f: f.name)
+    return "".join(f"{f.sha256}  {f.name}\n" for f in listed)
 
 
 def write_manifest(root: Path, files: Iterable[FinalizedFile]) -> FinalizedFile:
@@ -436,8 +504,7 @@ def write_manifest(root: Path, files: Iterable[FinalizedFile]) -> FinalizedFile:
     returns the manifest's own entry."""
     manifest = root / layout.MANIFEST
     manifest_temp = root / (layout.MANIFEST + layout.PART_SUFFIX)
-    listed = sorted((f for f in files if f.name != layout.MANIFEST), key=lambda f: f.name)
-    manifest_temp.write_text("".join(f"{f.sha256}  {f.name}\n" for f in listed), encoding="utf-8")
+    manifest_temp.write_text(_manifest_text(files), encoding="utf-8")
     os.replace(manifest_temp, manifest)
     return file_entry(root, layout.MANIFEST)
 

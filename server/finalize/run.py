@@ -84,6 +84,8 @@ def finalize_recording(
     root = Path(recording_dir)
     progress = ProgressFile(progress_path)
     progress(FinalizeStage.READING, 0.0, force=True)
+    # an earlier run cut short while replacing its set: complete that set first
+    outputs.finish_publishing(root)
     for leftover in root.rglob(f"*{layout.PART_SUFFIX}"):
         leftover.unlink()
     plan = make_plan(root, job)
@@ -100,8 +102,9 @@ def finalize_recording(
         return _finalize(root, job, plan, temp, progress, progress_path, merges)
     finally:
         sys.setswitchinterval(switch_interval)
-        for path in temp.values():
-            path.unlink(missing_ok=True)
+        if not (root / outputs.PUBLISHING).exists():  # else they complete the set later
+            for path in temp.values():
+                path.unlink(missing_ok=True)
         for merge in merges.values():
             merge.close()
 

@@ -257,7 +257,7 @@ export class RoomView {
     setText(nodes.title, t(`${prefix}_title`));
     // "you can close this page" is not true while this page still sends its copy
     const waiting = this.captureSaving && this.page === "room" && info.status === "finalizing";
-    setText(nodes.body, t(waiting ? `${prefix}_body_capture` : `${prefix}_body`));
+    setText(nodes.body, t(waiting ? "finalize.room_finalizing_body_capture" : `${prefix}_body`));
     const working = info.status === "finalizing";
     show(nodes.progress, working);
     show(nodes.stage, working);
