@@ -260,7 +260,9 @@ async def test_a_job_cut_short_by_its_server_stopping_is_run_again_by_a_worker(
     data = tmp_path / "data"
     server = await start_server(data, database_url=url, **QUEUED)  # with its own worker
     try:
-        rec_dir = await recorded_take(server.url, server.settings.recordings_dir, 8.0)
+        # long enough that its finalization outlasts the 2 s grace on a busy machine too
+        # (an 8 s take's could end within it: the job then succeeded, not aborted)
+        rec_dir = await recorded_take(server.url, server.settings.recordings_dir, 30.0)
         await until_status(url, rec_dir.name, "finalizing")  # the server's own run
     finally:
         await server.close()  # the running job gets 2 s, then is aborted
