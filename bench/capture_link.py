@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import re
 import sys
 import tempfile
 import time
@@ -39,29 +37,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from playwright.async_api import Route, async_playwright  # noqa: E402
+from playwright.async_api import async_playwright  # noqa: E402
 
 from storyroom.netns import isolate_network  # noqa: E402
-from support.bottleneck import Bottleneck, arrivals, internet_sized_loopback  # noqa: E402
+from support.bottleneck import arrivals, internet_sized_loopback, narrow_take  # noqa: E402
 from support.browser import (  # noqa: E402
-    launch,
-    through_relay,
-    turn_on_microphone,
-    with_raw_audio,
     write_speech,
 )
-from support.netimpair import Impairment, Relay  # noqa: E402
-from support.polling import wait_for  # noqa: E402
 from support.server import (  # noqa: E402
-    CONSENT,
     RunningServer,
-    close_clients,
-    create_session,
-    seat_clients,
     serving,
 )
 
-NO_CAPTURE = "delete window.MediaRecorder;"
 BACKLOG_AT_S = 10.0
 """When, after the take began, the held capture uploads are let through."""
 
@@ -85,77 +72,20 @@ class Figures:
 async def one_take(
     server: RunningServer, wav: Path, name: str, args: argparse.Namespace, *, capture: bool
 ) -> Figures:
-    created = await create_session(server.url)
-    clients = await seat_clients(server.url, created, ("b", "facilitator"))
-    gate = asyncio.Event()
-    bottleneck = Bottleneck(args.rate_kbit, args.queue_ms)
-    bottleneck.route(6, int(server.url.rsplit(":", 1)[1]))
-    relay = Relay()
-
-    async def hold(route: Route) -> None:
-        await gate.wait()
-        with contextlib.suppress(Exception):
-            await route.continue_()
-
-    try:
-        async with async_playwright() as pw:
-            browser = await launch(pw, wav)
-            try:
-                context = await browser.new_context()
-                if not capture:
-                    await context.add_init_script(NO_CAPTURE)
-                await context.route(re.compile(r".*/api/capture/.*"), hold)
-                links = await through_relay(context, relay, "a", Impairment(), 1)
-                page = await context.new_page()
-                await page.goto(with_raw_audio(created["seats"]["a"]["url"]))
-                await turn_on_microphone(page)
-                ack = await page.evaluate(
-                    "(c) => window.storyroom.client.request('consent', c)", CONSENT
-                )
-                assert ack["ok"], ack
-                assert (await clients["b"].call("consent", CONSENT))["ok"]
-                await wait_for(
-                    lambda: page.evaluate(
-                        "() => window.storyroom.client.audioState === 'connected'"
-                    ),
-                    timeout=60,
-                    what="live audio",
-                )
-                for link in links:
-                    bottleneck.route(17, link.seat_port)
-                say(f"{name}: live audio through {len(links)} link(s); recording")
-                f = clients["facilitator"]
-                start = await f.call("recording:start")
-                assert start["ok"], start
-                rec_dir = server.settings.recordings_dir / start["recording"]["id"]
-                began = time.monotonic()
-                await asyncio.sleep(args.backlog_s)
-                gate.set()  # the held uploads (or, for the baseline, nothing) go now
-                await asyncio.sleep(max(0.0, args.seconds - (time.monotonic() - began)))
-                assert (await f.call("recording:stop"))["ok"]
-                stopped = time.monotonic()
-                say(f"{name}: stopped; {bottleneck.dropped()} dropped in the bottleneck")
-                saved = None
-                if capture:
-                    await wait_for(
-                        lambda: page.evaluate(
-                            "() => document.querySelector('#capture-status')"
-                            ".dataset.state === 'saved'"
-                        ),
-                        timeout=600,
-                        interval=0.2,
-                        what="the capture saved",
-                    )
-                    saved = time.monotonic() - stopped
-            finally:
-                await browser.close()
-        drops = bottleneck.dropped()
-    finally:
-        bottleneck.close()
-        relay.close_all()
-        await close_clients(clients)
-    packets, lost, delay = arrivals(rec_dir, "a")
-    return Figures(name, packets, lost, delay, drops, saved)
+    say(f"{name}: a take of {args.seconds:.0f} s")
+    async with async_playwright() as pw:
+        take = await narrow_take(
+            server,
+            pw,
+            wav,
+            rate_kbit=args.rate_kbit,
+            queue_ms=args.queue_ms,
+            held_s=args.backlog_s,
+            take_s=args.seconds,
+            capture=capture,
+        )
+    packets, lost, delay = arrivals(take.rec_dir, "a")
+    return Figures(name, packets, lost, delay, take.drops, take.saved_s)
 
 
 def print_table(rows: list[Figures], args: argparse.Namespace) -> None:
